@@ -1,0 +1,183 @@
+"""Evaluation suites by name: one small declarative `Suite` per benchmark, and a registry.
+
+A suite says where its data comes from (a hub data set or a local file in the benchmark's
+published format), which keys every record must carry, how a record becomes the user message
+(`prompt_template`, with the single placeholder `{<prompt_key>}`), and how the suite is scored:
+
+    evaluate(suite, model_dir, records, generator, options) -> (metrics, rows)
+        generate with `generator` (an `EvalGenerator`) and score; every suite kind implements it.
+    score_outputs(suite, records, outputs, options) -> (metrics, rows)
+        score outputs that already exist (`outputs[i]` = the samples for `records[i]`); used by
+        `harness score`. Optional: a suite without it cannot score a predictions file.
+
+`metrics` maps metric name -> float (each metric `m` with its standard error under `m_se` where
+one exists); `rows` are the per-sample results saved as `generations.jsonl`.
+
+Suites register themselves at import (`evaluators/math_suites.py`, `evaluators/pairwise.py`);
+`get_suite` imports those modules first, so asking for any name works from anywhere and an
+unknown name fails loudly with the list of known ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from harness.errors import ConfigError
+
+# Modules that register suites when imported. A module that is not written yet is skipped, so
+# the math suites work before the pairwise ones exist.
+SUITE_MODULES = ("evaluators.math_suites", "evaluators.pairwise")
+
+KINDS = ("math", "pairwise")
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """Everything an evaluation run chooses besides the model and the data.
+
+    Paper protocol for math: temperature 0.6, top-p 0.9, pass@1 over 50 samples per problem.
+    `judge` carries the pairwise judge settings (model, baseline, API options) untouched.
+    """
+
+    samples: int = 4
+    temperature: float = 0.6
+    top_p: float = 0.9
+    max_new_tokens: int = 1024
+    seed: int = 0
+    batch_size: int = 64
+    math_workers: int = 2
+    math_timeout_s: float = 5.0
+    judge: dict[str, Any] = field(default_factory=dict)
+    show_progress: bool = True
+
+
+@dataclass(frozen=True)
+class Suite:
+    """One benchmark: data source, record shape, prompt and scoring hooks."""
+
+    name: str
+    kind: str  # "math" | "pairwise"
+    hub_name: str | None  # datasets.load_dataset name, or None when only a local file works
+    data_format: str  # the published file and its format, quoted in "how to supply" messages
+    id_key: str | None  # key holding a record's unique id (None: records are matched by order)
+    # user message, str.format style (`{<prompt_key>}` filled, `{{`/`}}` literal); may be a
+    # zero-argument callable returning it, so a template owned by a heavy module loads lazily
+    prompt_template: str | Callable[[], str]
+    description: str
+    protocol: str  # sampling / metric protocol, for reports
+    prompt_key: str = "problem"
+    # key -> accepted types; records lacking a required key or holding another type are rejected
+    required_fields: dict[str, tuple[type, ...]] = field(default_factory=dict)
+    optional_fields: dict[str, tuple[type, ...]] = field(default_factory=dict)
+    # other published spellings of a key, renamed on load (math-ai/amc23 says "question")
+    key_aliases: dict[str, str] = field(default_factory=dict)
+    hub_split: str = "test"
+    hub_config: str | None = None
+    # returns a local file to use when no --data is given (the embedded tiny task); may raise
+    default_data: Callable[[], Any] | None = None
+    evaluate: Callable[..., tuple[dict[str, float], list[dict]]] | None = None
+    score_outputs: Callable[..., tuple[dict[str, float], list[dict]]] | None = None
+
+    def render_prompt(self, record: dict) -> str:
+        """The user message for `record` (chat template is applied later, by the tokenizer).
+
+        Only `prompt_key` is passed to `format`: the math template's literal `\\boxed{{answer}}`
+        reaches the model as `\\boxed{answer}`, never filled with the gold answer.
+        """
+        return self.template().format_map({self.prompt_key: str(record[self.prompt_key])})
+
+    def template(self) -> str:
+        return self.prompt_template() if callable(self.prompt_template) else self.prompt_template
+
+
+_SUITES: dict[str, Suite] = {}
+_loaded_modules = False
+
+
+def register_suite(suite: Suite) -> Suite:
+    """Add `suite` under its name; re-registering the same name replaces it (module reloads)."""
+    if suite.kind not in KINDS:
+        raise ConfigError(f"Suite {suite.name!r} has kind {suite.kind!r}; expected one of {KINDS}.")
+    if suite.evaluate is None:
+        raise ConfigError(f"Suite {suite.name!r} has no evaluate hook; every suite needs one.")
+    _SUITES[suite.name] = suite
+    return suite
+
+
+def _load_suite_modules() -> None:
+    global _loaded_modules
+    if _loaded_modules:
+        return
+    _loaded_modules = True
+    for module in SUITE_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:  # the module exists but one of its imports is missing
+                raise
+
+
+def get_suite(name: str) -> Suite:
+    """The suite registered as `name`; an unknown name is a ConfigError listing known names."""
+    _load_suite_modules()
+    if name not in _SUITES:
+        known = ", ".join(sorted(_SUITES)) or "(none)"
+        raise ConfigError(
+            f"Unknown evaluation suite {name!r} (e.g. in --suites or eval.suites). "
+            f"Known suites: {known}."
+        )
+    return _SUITES[name]
+
+
+def list_suites() -> list[str]:
+    """Names of all registered suites, sorted."""
+    _load_suite_modules()
+    return sorted(_SUITES)
+
+
+@dataclass
+class EvalGenerator:
+    """What a suite's `evaluate` hook generates with: a `harness.rollout.Generator` backend,
+    the tokenizer whose chat template formats user messages, and the run's `EvalOptions`.
+
+    `generate(user_texts, n)` returns `list[list[Rollout]]` (n samples per text) sampled at the
+    options' temperature / top-p; temperature 0 means greedy decoding.
+    """
+
+    backend: Any
+    tokenizer: Any
+    options: EvalOptions
+
+    def chat_format(self, user_text: str) -> str:
+        return self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": user_text}], add_generation_prompt=True, tokenize=False
+        )
+
+    def generate(self, user_texts: list[str], n: int | None = None, desc: str = "generate") -> list[list]:
+        from harness.rollout import SamplingParams
+
+        opts = self.options
+        params = SamplingParams(
+            n=n or opts.samples,
+            temperature=opts.temperature,
+            top_p=opts.top_p,
+            max_new_tokens=opts.max_new_tokens,
+            seed=opts.seed,
+        )
+        prompts = [self.chat_format(text) for text in user_texts]
+        # Chunks of prompts so the progress bar moves; the backend batches within a chunk.
+        chunk = max(1, opts.batch_size // params.n)
+        groups: list[list] = []
+        for start in _progress(range(0, len(prompts), chunk), opts.show_progress, desc, len(prompts), chunk):
+            groups.extend(self.backend.generate(prompts[start : start + chunk], params))
+        return groups
+
+
+def _progress(iterable, enabled: bool, desc: str, total_items: int, chunk: int):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=-(-total_items // chunk), unit="batch")

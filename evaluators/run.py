@@ -1,0 +1,253 @@
+"""The `harness eval` and `harness score` engines (plain functions; harness/cli.py parses flags).
+
+    evaluate_checkpoint(checkpoint_dir, suites, samples, *, data_paths=None, judge=None,
+                        max_new_tokens=1024, batch_size=64, seed=0, temperature=0.6, top_p=0.9,
+                        out_dir=None, device="cpu", show_progress=True) -> {suite: {metric: value}}
+        Load one checkpoint, run each suite's `evaluate` hook, write every generation to
+        `<out_dir>/<suite>/generations.jsonl` (default out_dir: `<checkpoint_dir>/eval`).
+
+    evaluate_run(run_id_or_checkpoint, suites, samples, rule="len_norm", tracking_uri=None, *,
+                 data_paths=None, evaluate_final=True, out_dir=None, **evaluate_checkpoint options)
+        Given a checkpoint folder: evaluate_checkpoint on it. Given an MLflow run id: read the run's
+        `checkpoints.json` artifact and `val/*` metric history, pick the checkpoint with `rule`
+        (evaluators/selection.py), evaluate it and the final checkpoint, and log to that run:
+        metric `selected_step`, tag `selection_rule`, metrics `eval/<suite>/<metric>` (selected)
+        and `eval_final/<suite>/<metric>` (final), artifacts `eval[_final]/<suite>/generations.jsonl`.
+        The trainer calls this at the end of training when its config lists suites.
+
+    score_predictions(suite_name, data_path, predictions_path, *, out_path=None, options=None)
+        -> {"suite", "score", "stderr", "n_problems", "n_samples", "results_path"}
+        Grade an existing predictions JSONL ({"id", "output"} or {"id", "outputs"}) against a data
+        file; score in percent (pass@1 for math suites). Per-sample results go to `out_path`
+        (default: `<predictions>.scored.jsonl`).
+
+Math metrics are `pass_at_1` / `pass_at_1_se` (percent); see evaluators/math_suites.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from evaluators.data import load_records, match_predictions
+from evaluators.registry import EvalGenerator, EvalOptions, get_suite
+from evaluators.selection import DEFAULT_RULE, select_checkpoint
+from harness.errors import AssetMissingError, ConfigError, DataError
+
+GENERATIONS_FILE = "generations.jsonl"
+
+
+def parse_data_flags(values: list[str] | None) -> dict[str, str]:
+    """`["math500=/x.jsonl", ...]` (repeated `--data suite=PATH`) -> {"math500": "/x.jsonl"}."""
+    paths: dict[str, str] = {}
+    for value in values or []:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--data {value!r}: expected SUITE=PATH, e.g. --data math500=/data/math500.jsonl.")
+        get_suite(name)  # unknown suite names fail here, listing the known ones
+        paths[name] = path
+    return paths
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
+
+
+def score_predictions(suite_name: str, data_path: str | Path, predictions_path: str | Path, *,
+                      out_path: str | Path | None = None, options: EvalOptions | None = None) -> dict[str, Any]:
+    """Grade a predictions file against a data file (see module docstring)."""
+    suite = get_suite(suite_name)
+    if suite.score_outputs is None:
+        raise ConfigError(f"Suite {suite_name!r} cannot score a predictions file offline (it has no score_outputs hook).")
+    records = load_records(suite, data_path)
+    outputs = match_predictions(suite, records, predictions_path)
+    options = options or EvalOptions()
+    metrics, rows = suite.score_outputs(suite, records, outputs, options)
+    out_path = Path(out_path) if out_path else Path(predictions_path).with_suffix(".scored.jsonl")
+    write_jsonl(out_path, rows)
+    main = primary_metric(metrics)
+    return {"suite": suite_name, "score": metrics[main], "stderr": metrics.get(f"{main}_se", float("nan")),
+            "n_problems": len(records), "n_samples": sum(len(o) for o in outputs), "results_path": str(out_path)}
+
+
+def primary_metric(metrics: dict[str, float]) -> str:
+    """The headline metric: the first key that is neither an SE nor a count."""
+    for key in metrics:
+        if not key.endswith("_se") and not key.startswith("n_") and key != "mean_length":
+            return key
+    raise ValueError(f"no headline metric in {sorted(metrics)}")
+
+
+def evaluate_checkpoint(checkpoint_dir: str | Path, suites: list[str], samples: int, *,
+                        data_paths: dict[str, str] | None = None, judge: dict | None = None,
+                        max_new_tokens: int = 1024, batch_size: int = 64, seed: int = 0,
+                        temperature: float = 0.6, top_p: float = 0.9, out_dir: str | Path | None = None,
+                        device: str = "cpu", show_progress: bool = True) -> dict[str, dict[str, float]]:
+    """Evaluate one checkpoint on each suite (see module docstring)."""
+    from harness.rollout import HFGenerator
+
+    options = EvalOptions(samples=samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                          seed=seed, batch_size=batch_size, judge=dict(judge or {}), show_progress=show_progress)
+    checkpoint_dir = Path(checkpoint_dir)
+    out_dir = Path(out_dir) if out_dir else checkpoint_dir / "eval"
+    data_paths = data_paths or {}
+    unknown = sorted(set(data_paths) - set(suites))
+    if unknown:
+        raise ConfigError(f"--data names suite(s) {unknown} that are not being evaluated (--suites {','.join(suites)}).")
+    # All data first: a missing or malformed file fails before minutes of model loading.
+    loaded = [(suite, load_records(suite, data_paths.get(suite.name))) for suite in map(get_suite, suites)]
+    backend = HFGenerator(checkpoint_dir, device=device, batch_size=batch_size)
+    generator = EvalGenerator(backend=backend, tokenizer=backend.tokenizer, options=options)
+    results: dict[str, dict[str, float]] = {}
+    for suite, records in loaded:
+        metrics, rows = suite.evaluate(suite, checkpoint_dir, records, generator, options)
+        write_jsonl(out_dir / suite.name / GENERATIONS_FILE, rows)
+        results[suite.name] = metrics
+    return results
+
+
+def _is_checkpoint_dir(value: str) -> bool:
+    return Path(value).is_dir()
+
+
+def evaluate_run(run_id_or_checkpoint: str, suites: list[str], samples: int, rule: str = DEFAULT_RULE,
+                 tracking_uri: str | None = None, *, data_paths: dict[str, str] | None = None,
+                 evaluate_final: bool = True, out_dir: str | Path | None = None, **eval_kwargs: Any) -> dict[str, Any]:
+    """Evaluate a checkpoint folder, or a run's selected and final checkpoints (module docstring).
+
+    Returns {"checkpoint", "eval"} for a folder; for a run {"run_id", "rule", "selected_step",
+    "selected_path", "final_step", "final_path", "eval": {suite: metrics}, "eval_final": {...}}.
+    """
+    if _is_checkpoint_dir(run_id_or_checkpoint):
+        results = evaluate_checkpoint(run_id_or_checkpoint, suites, samples, data_paths=data_paths,
+                                      out_dir=out_dir, **eval_kwargs)
+        return {"checkpoint": str(run_id_or_checkpoint), "eval": results}
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    run_id = run_id_or_checkpoint
+    run = _get_run(client, run_id, tracking_uri)
+    checkpoints = _read_checkpoints(client, run_id)
+    # Metrics stored inside checkpoints.json fill gaps only: MLflow's history rows come last and win.
+    history = _checkpoint_val_rows(checkpoints) + _val_history(client, run)
+    step, path = select_checkpoint(history, checkpoints, rule)
+    final_step, final_path = select_checkpoint(history, checkpoints, "final")
+    summary: dict[str, Any] = {"run_id": run_id, "rule": rule, "selected_step": step, "final_step": final_step}
+    client.set_tag(run_id, "selection_rule", rule)
+    client.log_metric(run_id, "selected_step", step)
+    with tempfile.TemporaryDirectory(prefix="harness-eval-") as scratch:
+        base = Path(out_dir) if out_dir else Path(scratch)
+        targets = [("eval", step, path)] + ([("eval_final", final_step, final_path)] if evaluate_final else [])
+        done: dict[int, tuple[dict, Path]] = {}
+        for prefix, target_step, target_path in targets:
+            folder = _resolve_checkpoint(target_path, run)
+            summary["selected_path" if prefix == "eval" else "final_path"] = str(folder)
+            if target_step not in done:  # selected == final: evaluate once, log under both prefixes
+                step_out = base / f"step_{target_step}"
+                done[target_step] = (evaluate_checkpoint(folder, suites, samples, data_paths=data_paths,
+                                                         out_dir=step_out, **eval_kwargs), step_out)
+            results, step_out = done[target_step]
+            _log_results(client, run_id, prefix, results, step_out)
+            summary[prefix] = results
+    return summary
+
+
+def _get_run(client, run_id: str, tracking_uri: str | None):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        raise ConfigError(
+            f"{run_id!r} is neither a checkpoint folder nor a run id in the MLflow store "
+            f"{tracking_uri or '(default tracking URI)'}; pass a folder holding config.json and "
+            f"model weights, or a training run's id (and --tracking-uri)."
+        ) from None
+
+
+def _read_checkpoints(client, run_id: str) -> list[dict]:
+    """The run's checkpoints.json: a list of {step, path, val metrics} (or {"checkpoints": [...]})."""
+    with tempfile.TemporaryDirectory(prefix="harness-ckpt-") as scratch:
+        try:
+            local = client.download_artifacts(run_id, "checkpoints.json", scratch)
+        except Exception:  # noqa: BLE001 - any failure means the same thing to the user
+            raise DataError(
+                f"Run {run_id} has no checkpoints.json artifact, so there is nothing to evaluate; "
+                f"the trainer writes it when it saves checkpoints (train.save_every)."
+            ) from None
+        data = json.loads(Path(local).read_text())
+    entries = data.get("checkpoints") if isinstance(data, dict) else data
+    if not isinstance(entries, list) or not entries:
+        raise DataError(f"Run {run_id}: checkpoints.json holds {data!r:.120}; expected a non-empty list of {{step, path}}.")
+    return entries
+
+
+def _val_history(client, run) -> list[dict]:
+    """Every `val/*` metric's full history as rows {"step", key: value}."""
+    rows = []
+    for key in run.data.metrics:
+        if key.startswith("val/"):
+            rows.extend({"step": m.step, key: m.value} for m in client.get_metric_history(run.info.run_id, key))
+    return rows
+
+
+def _checkpoint_val_rows(checkpoints: list[dict]) -> list[dict]:
+    """val metrics stored in checkpoints.json entries, flat ("val/reward": x) or nested ("val": {...})."""
+    rows = []
+    for entry in checkpoints:
+        if not isinstance(entry, dict) or "step" not in entry:
+            continue
+        flat = {k: v for k, v in entry.items() if k.startswith("val/")}
+        for nested_key in ("val", "metrics"):
+            nested = entry.get(nested_key)
+            if isinstance(nested, dict):
+                flat.update({(k if k.startswith("val/") else f"val/{k}"): v for k, v in nested.items()})
+        if flat:
+            rows.append({"step": entry["step"], **flat})
+    return rows
+
+
+def _resolve_checkpoint(path: str, run) -> Path:
+    """The checkpoint folder: as written, else relative to the run's logged output_dir."""
+    candidates = [Path(path)]
+    for key, value in run.data.params.items():
+        if key == "output_dir" or key.endswith(".output_dir"):
+            candidates.append(Path(value) / path)
+    for candidate in candidates:
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise AssetMissingError(
+        f"checkpoints.json of run {run.info.run_id} points at {path!r}, but no checkpoint folder "
+        f"(with config.json) is there (tried {', '.join(map(str, candidates))}); the checkpoint was "
+        f"moved or deleted. Evaluate a folder directly with `harness eval PATH`."
+    )
+
+
+def _log_results(client, run_id: str, prefix: str, results: dict[str, dict[str, float]], out_dir: Path) -> None:
+    # Non-finite values (an SE over a single problem) are left out rather than logged as NaN.
+    for suite, metrics in results.items():
+        for name, value in metrics.items():
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                client.log_metric(run_id, f"{prefix}/{suite}/{name}", float(value))
+        generations = out_dir / suite / GENERATIONS_FILE
+        if generations.is_file():
+            client.log_artifact(run_id, str(generations), artifact_path=f"{prefix}/{suite}")
+
+
+def summary_lines(results: dict[str, dict[str, float]], label: str = "") -> list[str]:
+    """Human-readable lines, one per suite: 'math500  pass_at_1 = 53.70 ± 2.10  (500 problems)'."""
+    lines = []
+    for suite, metrics in results.items():
+        main = primary_metric(metrics)
+        se = metrics.get(f"{main}_se", float("nan"))
+        count = metrics.get("n_problems")
+        extra = f"  ({int(count)} problems)" if count is not None else ""
+        lines.append(f"{label}{suite:<12} {main} = {metrics[main]:.2f} ± {se:.2f}{extra}")
+    return lines

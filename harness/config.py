@@ -1,0 +1,298 @@
+"""The typed schema for one training run, and how YAML files and overrides become one.
+
+    cfg = load_run_config("sweeps/runs/tiny.yaml", ["method=grpo", "train.lr=3e-4"])
+
+The grid axes of the study (`method`, `sync_every`, `ref_sync_every`, `task_mix`, `seed`) are
+top-level keys, so a sweep cell and a command-line override name them the same way. Everything
+else lives in a section. Unknown keys, wrong types and out-of-range values fail here, before any
+work starts, with one paragraph naming the file, the key path, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from harness.errors import ConfigError
+
+INF = math.inf
+_INF_SPELLINGS = {"inf", "+inf", ".inf", "infinity", "offline"}
+
+
+def parse_interval(value: Any) -> float | int:
+    """A sync interval: a positive integer number of optimizer steps, or inf (never sync)."""
+    if isinstance(value, str) and value.strip().lower() in _INF_SPELLINGS:
+        return INF
+    if isinstance(value, float) and math.isinf(value) and value > 0:
+        return INF
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError("expected a positive integer or 'inf'")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError("expected a positive integer or 'inf'") from None
+    if number != int(number) or number < 1:
+        raise ValueError("expected a positive integer or 'inf'")
+    return int(number)
+
+
+def format_interval(value: float | int) -> str:
+    return "inf" if value == INF else str(int(value))
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    policy: str = Field("tiny", description="'tiny' or a from_pretrained path / hub id of the seed policy")
+    reward_model: str = Field("tiny", description="'tiny' or a path of a sequence-classification reward model")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    trust_remote_code: bool = False
+
+
+class DataConfig(Section):
+    verifiable: Literal["tiny_math", "numinamath"] = "tiny_math"
+    non_verifiable: Literal["tiny_chat", "wildchat"] = "tiny_chat"
+    data_dir: str | None = Field(None, description="folder with the real data sets' JSONL files")
+    joint_verifiable_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    math_prompt_template: str | None = Field(None, description="None: the source's own template")
+    max_prompt_tokens: int = Field(1024, ge=8)
+
+
+class TrainConfig(Section):
+    steps: int = Field(300, ge=1)
+    prompts_per_step: int = Field(16, ge=1)
+    samples_per_prompt: int = Field(8, ge=2)
+    lr: float = Field(1e-4, gt=0, le=1.0)
+    adam_eps: float = Field(1e-8, gt=0, le=1.0)
+    adam_beta1: float = Field(0.9, ge=0, lt=1)
+    adam_beta2: float = Field(0.999, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    max_new_tokens: int = Field(64, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1.0)
+    micro_batch_size: int = Field(64, ge=1, description="sequences per forward/backward pass")
+
+
+class DPOConfig(Section):
+    beta: float = Field(0.1, gt=0)
+    length_normalize: bool = False
+    nll_coef: float = Field(0.0, ge=0)
+
+
+class GRPOConfig(Section):
+    kl_coef: float = Field(0.001, ge=0)
+    scale_by_std: bool = False
+    entropy_coef: float = Field(0.0, ge=0)
+    importance_sampling: bool = Field(False, description="required for sync_every > 1 (off-policy)")
+    is_cap: float = Field(2.0, gt=0, description="truncation of the token importance ratio")
+
+
+class RolloutConfig(Section):
+    backend: Literal["hf"] = "hf"
+    batch_size: int = Field(256, ge=1, description="sequences per generate call")
+
+
+class RewardsConfig(Section):
+    verifiable: str = "math_verify"
+    non_verifiable: str = "reward_model"
+    math_verify_workers: int = Field(2, ge=1)
+    math_verify_timeout_s: float = Field(5.0, gt=0)
+    reward_model_batch_size: int = Field(64, ge=1)
+
+
+class ValidationConfig(Section):
+    every: int = Field(25, ge=1, description="optimizer steps between validations")
+    prompts: int = Field(64, ge=1, description="held-out prompts per task type, one sample each")
+    temperature: float = Field(0.6, ge=0)
+    top_p: float = Field(0.9, gt=0, le=1.0)
+
+
+class CheckpointConfig(Section):
+    every: int = Field(50, ge=1)
+
+
+class EvalConfig(Section):
+    suites: list[str] = Field(default_factory=list)
+    samples: int = Field(4, ge=1)
+    temperature: float = Field(0.6, ge=0)
+    top_p: float = Field(0.9, gt=0, le=1.0)
+    max_new_tokens: int | None = Field(None, ge=1)
+    rule: str = "len_norm"
+    data: dict[str, str] = Field(default_factory=dict, description="suite name -> local data file")
+    judge: dict[str, Any] = Field(default_factory=lambda: {"name": "reward_model"})
+
+
+class TrackingConfig(Section):
+    experiment: str = "harness"
+    run_name: str | None = None
+
+
+class RunConfig(Section):
+    method: Literal["dpo", "grpo"] = "dpo"
+    sync_every: int | float = Field(1, description="optimizer steps between generator syncs; inf = offline")
+    ref_sync_every: int | float | Literal["auto"] = "auto"
+    task_mix: Literal["verifiable", "non_verifiable", "joint"] = "verifiable"
+    seed: int = Field(0, ge=0)
+    output_dir: str | None = None
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    dpo: DPOConfig = Field(default_factory=DPOConfig)
+    grpo: GRPOConfig = Field(default_factory=GRPOConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    rewards: RewardsConfig = Field(default_factory=RewardsConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @field_validator("sync_every", mode="before")
+    @classmethod
+    def _sync_interval(cls, value: Any) -> float | int:
+        return parse_interval(value)
+
+    @field_validator("ref_sync_every", mode="before")
+    @classmethod
+    def _ref_interval(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        return parse_interval(value)
+
+    @model_validator(mode="after")
+    def _resolve_and_check(self) -> "RunConfig":
+        if self.ref_sync_every == "auto":
+            # Paper: the DPO reference follows the generator for verifiable semi-online/online
+            # runs (without it online DPO on math collapses to short answers); it stays fixed
+            # for offline DPO, for GRPO and for every non-verifiable or joint run.
+            follows = self.method == "dpo" and self.task_mix == "verifiable" and self.sync_every != INF
+            object.__setattr__(self, "ref_sync_every", self.sync_every if follows else INF)
+        if self.method == "grpo" and self.sync_every != 1 and not self.grpo.importance_sampling:
+            raise ValueError(
+                "GRPO with sync_every > 1 is off-policy: set grpo.importance_sampling=true "
+                "(the paper's GRPO is purely on-policy, sync_every=1)"
+            )
+        return self
+
+    # -- derived -------------------------------------------------------------------------
+    @property
+    def run_name(self) -> str:
+        if self.tracking.run_name:
+            return self.tracking.run_name
+        return (f"{self.method}-s{format_interval(self.sync_every)}-{self.task_mix}-seed{self.seed}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, with inf intervals written as the string 'inf' (YAML- and JSON-safe)."""
+        data = self.model_dump()
+        for key in ("sync_every", "ref_sync_every"):
+            data[key] = format_interval(data[key])
+        return data
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+AXIS_KEYS = ("method", "sync_every", "ref_sync_every", "task_mix", "seed")
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'train': {'lr': 1e-4}} -> {'train.lr': 1e-4}; lists stay values."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def parse_override(text: str, source: str = "command line") -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(
+            f"{source}: override `{text}` is not of the form key.path=value "
+            f"(for example `train.lr=3e-4` or `sync_every=inf`)."
+        )
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"{source}: override `{text}` has an empty key path; expected key.path=value.")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[path[-1]] = value
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found (expected a YAML file; shipped ones live under sweeps/).")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values, got {type(data).__name__}.")
+    return data
+
+
+def describe_validation_error(source: str, exc: ValidationError) -> str:
+    """One paragraph per problem: file, key path, value given, what is allowed."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err["loc"] if not str(part).startswith("function-"))
+        value = err.get("input")
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key `{loc}` (value {value!r}); check the spelling, "
+                         f"allowed keys are listed in the README's config reference.")
+            continue
+        message = err["msg"].removeprefix("Value error, ")
+        if not loc:
+            lines.append(f"{source}: {message}.")
+            continue
+        where = f"key `{loc}`" if loc else "the config"
+        shown = value if not isinstance(value, dict) else "{...}"
+        lines.append(f"{source}: {where} = {shown!r} is invalid: {message}.")
+    return " ".join(lines)
+
+
+def validate_run_config(data: dict[str, Any], source: str) -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(source, exc)) from None
+
+
+def load_run_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read a run YAML (or the defaults when path is None), apply overrides, validate."""
+    data = read_yaml(path) if path is not None else {}
+    source = str(path) if path is not None else "defaults"
+    for text in overrides:
+        key_path, value = parse_override(text)
+        apply_override(data, key_path, value)
+    if overrides:
+        source += " (with overrides " + " ".join(overrides) + ")"
+    return validate_run_config(data, source)

@@ -1,0 +1,52 @@
+"""The generator interface: what the trainer and the evaluators may ask of a rollout backend.
+
+A backend samples n responses per prompt with given sampling settings and can receive the
+trainer's weights. The Hugging Face backend (`hf.py`) runs anywhere; a vLLM backend is a second
+implementation of the same protocol, so the trainer never changes when it drops in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Mapping, Protocol
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    n: int = 1
+    temperature: float = 1.0  # 0 means greedy decoding
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    seed: int | None = None
+    return_logprobs: bool = False
+
+
+@dataclass
+class Rollout:
+    prompt_index: int
+    sample_index: int
+    prompt_ids: list[int]
+    token_ids: list[int]  # response only; ends with EOS when finish_reason == "stop"
+    text: str  # response text, special tokens stripped
+    finish_reason: Literal["stop", "length"]
+    logprobs: list[float] | None = field(default=None, repr=False)  # temperature-scaled, per token
+
+    @property
+    def length(self) -> int:
+        return len(self.token_ids)
+
+
+class Generator(Protocol):
+    """What every rollout backend provides."""
+
+    version: int  # 0 = the seed weights; +1 per load_weights
+
+    def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Rollout]]:
+        """Sample params.n rollouts for each chat-formatted prompt; groups keep prompt order."""
+        ...
+
+    def load_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Copy the trainer's weights in and bump `version`."""
+        ...

@@ -1,0 +1,145 @@
+"""Prompt sources and the `TaskMixture` that draws each step's batch of prompts.
+
+A source is a list of prompt records (see docs/DESIGN.md): `id`, `task` ("verifiable" or
+"non_verifiable"), `prompt` (user text), `answer` (gold, verifiable only), `source`.
+
+Sources: `tiny_math` and `tiny_chat` come from the embedded tiny assets; `numinamath` and
+`wildchat` are read from `data.data_dir` (`numinamath/{train,validation,test}.jsonl` with
+problem/solution/answer, `wildchat/{train,validation}.jsonl` with id/prompt).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from harness.errors import AssetMissingError, DataError
+
+# The paper's prompt for math: the model must end with a boxed answer (graded boxed-first).
+PAPER_MATH_PROMPT_TEMPLATE = (
+    "{problem}\n\nPlease reason step by step, and end your answer with "
+    "\"The final answer is $\\boxed{{answer}}$\"."
+)
+
+
+def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise DataError(f"{path}: data file not found.")
+    rows = []
+    with path.open() as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}, line {line_no}: not valid JSON ({exc.msg}).") from None
+            missing = [key for key in required if key not in row]
+            if not isinstance(row, dict) or missing:
+                raise DataError(f"{path}, line {line_no}: record lacks key(s) {missing}; "
+                                f"each line must be a JSON object with {list(required)}.")
+            rows.append(row)
+    if not rows:
+        raise DataError(f"{path}: the file holds no records.")
+    return rows
+
+
+def math_records(path: Path, source: str, template: str) -> list[dict[str, Any]]:
+    rows = read_jsonl(path, ("problem", "answer"))
+    return [{"id": str(row.get("id", f"{source}-{i}")), "task": "verifiable", "source": source,
+             "prompt": template.format(problem=row["problem"]), "answer": str(row["answer"])}
+            for i, row in enumerate(rows)]
+
+
+def chat_records(path: Path, source: str) -> list[dict[str, Any]]:
+    rows = read_jsonl(path, ("prompt",))
+    return [{"id": str(row.get("id", f"{source}-{i}")), "task": "non_verifiable", "source": source,
+             "prompt": row["prompt"], "answer": None} for i, row in enumerate(rows)]
+
+
+def _real_data_dir(data_dir: str | None, source: str, file_hint: str) -> Path:
+    if not data_dir:
+        raise AssetMissingError(
+            f"data.data_dir is not set, but data source `{source}` needs local files: put "
+            f"{file_hint} under a folder and pass data.data_dir=/that/folder (nothing is downloaded at run time)."
+        )
+    return Path(data_dir) / source
+
+
+def load_split(source: str, split: str, data_dir: str | None = None,
+               math_template: str | None = None) -> list[dict[str, Any]]:
+    """Prompt records of one source and split ('train', 'validation' or 'test')."""
+    if source in ("tiny_math", "tiny_chat"):
+        from harness.tiny import TINY_MATH_PROMPT_TEMPLATE, ensure_tiny_assets
+        root = ensure_tiny_assets().data_dir
+        if source == "tiny_math":
+            return math_records(root / "math" / f"{split}.jsonl", source, math_template or TINY_MATH_PROMPT_TEMPLATE)
+        return chat_records(root / "chat" / f"{split}.jsonl", source)
+    if source == "numinamath":
+        folder = _real_data_dir(data_dir, source, "numinamath/{train,validation,test}.jsonl (problem, solution, answer)")
+        return math_records(folder / f"{split}.jsonl", source, math_template or PAPER_MATH_PROMPT_TEMPLATE)
+    if source == "wildchat":
+        folder = _real_data_dir(data_dir, source, "wildchat/{train,validation}.jsonl (id, prompt: first-turn prompts)")
+        return chat_records(folder / f"{split}.jsonl", source)
+    raise DataError(f"unknown data source {source!r}; expected tiny_math, tiny_chat, numinamath or wildchat.")
+
+
+class TaskMixture:
+    """Draws each step's prompts from one or two task pools, reproducibly and statelessly.
+
+    The batch for step k depends only on (seed, k), so a resumed run sees the same prompts it
+    would have seen without the interruption. Each pool is walked in epochs of fresh
+    permutations, so every prompt is used once before any is repeated.
+    """
+
+    def __init__(self, pools: dict[str, list[dict[str, Any]]], verifiable_fraction: float, seed: int):
+        self.pools = {task: records for task, records in pools.items() if records}
+        if not self.pools:
+            raise DataError("the task mixture has no prompts to draw from.")
+        self.verifiable_fraction = verifiable_fraction
+        self.seed = seed
+        self._orders: dict[tuple[str, int], list[int]] = {}
+
+    def counts(self, batch_size: int) -> dict[str, int]:
+        if len(self.pools) == 1:
+            return {next(iter(self.pools)): batch_size}
+        verifiable = round(batch_size * self.verifiable_fraction)
+        return {"verifiable": verifiable, "non_verifiable": batch_size - verifiable}
+
+    def batch(self, step: int, batch_size: int) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = []
+        for task, count in self.counts(batch_size).items():
+            records.extend(self._take(task, step * count, count))
+        return records
+
+    def _take(self, task: str, offset: int, count: int) -> list[dict[str, Any]]:
+        pool = self.pools[task]
+        taken = []
+        for position in range(offset, offset + count):
+            epoch, index = divmod(position, len(pool))
+            taken.append(pool[self._order(task, epoch)[index]])
+        return taken
+
+    def _order(self, task: str, epoch: int) -> list[int]:
+        key = (task, epoch)
+        if key not in self._orders:
+            order = list(range(len(self.pools[task])))
+            random.Random(f"{self.seed}:{task}:{epoch}").shuffle(order)
+            self._orders = {k: v for k, v in self._orders.items() if k[0] != task}  # keep one epoch per task
+            self._orders[key] = order
+        return self._orders[key]
+
+
+def build_mixture(task_mix: str, data_cfg, seed: int, split: str = "train") -> TaskMixture:
+    return TaskMixture(task_pools(task_mix, data_cfg, split), data_cfg.joint_verifiable_fraction, seed)
+
+
+def task_pools(task_mix: str, data_cfg, split: str) -> dict[str, list[dict[str, Any]]]:
+    pools: dict[str, list[dict[str, Any]]] = {}
+    if task_mix in ("verifiable", "joint"):
+        pools["verifiable"] = load_split(data_cfg.verifiable, split, data_cfg.data_dir, data_cfg.math_prompt_template)
+    if task_mix in ("non_verifiable", "joint"):
+        pools["non_verifiable"] = load_split(data_cfg.non_verifiable, split, data_cfg.data_dir)
+    return pools

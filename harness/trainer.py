@@ -1,0 +1,375 @@
+"""The training loop: offline, semi-online and online DPO and GRPO, in one readable function.
+
+    harness train sweeps/runs/tiny.yaml method=dpo sync_every=5
+
+One optimizer step, top to bottom:
+  1. sync: every `sync_every` steps the generator receives the trainer's weights (inf: never,
+     so every rollout comes from the seed); every `ref_sync_every` steps the reference does.
+  2. generate: n rollouts per prompt from the (possibly stale) generator.
+  3. score: each prompt by its own reward function (Math-Verify or the reward model).
+  4. train: DPO on pairs, or GRPO on group-centred advantages; one AdamW step.
+Validation, checkpoints and MLflow logging happen around that. Nothing here knows of sweeps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from harness import checkpoint as ckpt
+from harness.algorithms import (build_preference_pairs, build_verifiable_pairs, dpo_loss, grpo_advantages,
+                                grpo_loss, masked_sum)
+from harness.config import INF, RunConfig, flatten, format_interval
+from harness.errors import HarnessError
+from harness.rewards import make_reward_router
+from harness.rollout import HFGenerator, Rollout, SamplingParams, make_generator
+from harness.rollout.hf import load_policy, resolve_device
+from harness.sequences import chunks, pack, policy_logprobs
+from harness.tasks import build_mixture, task_pools
+from harness.tracking import NullTracker, atomic_write_text
+
+log = logging.getLogger("harness.train")
+
+
+class TrainingDiverged(HarnessError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class LoopState:
+    step: int = 0  # optimizer steps done
+    last_sync: int = 0  # step at which the generator last received the trainer's weights
+    last_ref_sync: int = 0
+    checkpoints: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    run_id: str | None
+    output_dir: Path
+    checkpoints: list[dict]
+    final_val: dict[str, float]
+
+
+def resolve_paths(cfg: RunConfig) -> tuple[str, str]:
+    policy, reward_model = cfg.model.policy, cfg.model.reward_model
+    if "tiny" in (policy, reward_model):
+        from harness.tiny import ensure_tiny_assets
+        assets = ensure_tiny_assets()
+        policy = str(assets.policy_dir) if policy == "tiny" else policy
+        reward_model = str(assets.reward_model_dir) if reward_model == "tiny" else reward_model
+    return policy, reward_model
+
+
+def train(cfg: RunConfig, tracker=None, resume: bool = False, progress: bool = True) -> TrainResult:
+    tracker = tracker or NullTracker()
+    torch.manual_seed(cfg.seed)
+    output_dir = Path(cfg.output_dir or Path("runs") / cfg.run_name).resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output_dir / "config.yaml", cfg.to_yaml())
+    policy_path, reward_model_path = resolve_paths(cfg)
+    device = str(resolve_device(cfg.model.device))
+
+    policy, tokenizer = load_policy(policy_path, cfg.model.dtype, device, cfg.model.trust_remote_code)
+    seed_weights = {k: v.detach().clone() for k, v in policy.state_dict().items()}
+    reference, _ = load_policy(policy_path, cfg.model.dtype, device, cfg.model.trust_remote_code)
+    reference.eval().requires_grad_(False)
+    generator = make_generator(cfg.rollout.backend, policy, tokenizer, cfg.rollout.batch_size)
+    validator = HFGenerator(policy, tokenizer, batch_size=cfg.rollout.batch_size, copy_model=False)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.train.lr, eps=cfg.train.adam_eps,
+                                  betas=(cfg.train.adam_beta1, cfg.train.adam_beta2),
+                                  weight_decay=cfg.train.weight_decay)
+    rewards = build_rewards(cfg, reward_model_path, device)
+    mixture = build_mixture(cfg.task_mix, cfg.data, cfg.seed)
+    val_pools = {task: records[:cfg.validation.prompts]
+                 for task, records in task_pools(cfg.task_mix, cfg.data, "validation").items()}
+    pair_rng = torch.Generator().manual_seed(cfg.seed)
+
+    state = LoopState()
+    if resume:
+        state = restore(output_dir, cfg, policy, generator, reference, optimizer, seed_weights)
+    else:
+        tracker.log_params({**{k: v for k, v in flatten(cfg.to_dict()).items()},
+                            "ref_sync_every": format_interval(cfg.ref_sync_every)})
+        tracker.log_text(cfg.to_yaml(), "config.yaml")
+    pair_rng.manual_seed(cfg.seed * 1_000_003 + state.step)
+
+    log.info("training %s: %s, sync_every=%s, ref_sync_every=%s, %d steps of %d prompts x %d samples",
+             cfg.run_name, cfg.method, format_interval(cfg.sync_every), format_interval(cfg.ref_sync_every),
+             cfg.train.steps, cfg.train.prompts_per_step, cfg.train.samples_per_prompt)
+    if state.step == 0:
+        val = validate(cfg, validator, policy, val_pools, rewards)
+        tracker.log_metrics(val, step=0)
+    sampling = SamplingParams(n=cfg.train.samples_per_prompt, temperature=cfg.train.temperature,
+                              top_p=cfg.train.top_p, max_new_tokens=cfg.train.max_new_tokens,
+                              return_logprobs=cfg.method == "grpo" and cfg.grpo.importance_sampling)
+    bar = _progress_bar(cfg.train.steps, state.step, progress)
+    val: dict[str, float] = {}
+    try:
+        while state.step < cfg.train.steps:
+            metrics = {}
+            # 1. sync (before this step's rollouts, so steps k*s .. k*s+s-1 share one snapshot)
+            started = time.perf_counter()
+            if due(state.step, cfg.sync_every) and state.step > 0:
+                generator.load_weights(policy.state_dict())
+                state.last_sync = state.step
+            if due(state.step, cfg.ref_sync_every) and state.step > 0:
+                reference.load_state_dict(policy.state_dict())
+                state.last_ref_sync = state.step
+            metrics["time/sync_s"] = time.perf_counter() - started
+            metrics["train/generator_staleness"] = state.step - state.last_sync
+            metrics["train/ref_staleness"] = state.step - state.last_ref_sync
+
+            # 2. generate
+            started = time.perf_counter()
+            records = mixture.batch(state.step, cfg.train.prompts_per_step)
+            prompts = [chat_prompt(tokenizer, r["prompt"]) for r in records]
+            groups = generator.generate(prompts, SamplingParams(**{**sampling.__dict__, "seed": None}))
+            metrics["time/generate_s"] = time.perf_counter() - started
+
+            # 3. score
+            started = time.perf_counter()
+            flat = [rollout for group in groups for rollout in group]
+            scored = rewards.score([records[r.prompt_index] for r in flat], [r.text for r in flat])
+            reward_grid = torch.tensor(scored.rewards, dtype=torch.float32).view(len(groups), -1)
+            metrics["time/score_s"] = time.perf_counter() - started
+            metrics.update(scored.stats)
+
+            # 4. train
+            started = time.perf_counter()
+            set_lr(optimizer, cfg, state.step)
+            if cfg.method == "dpo":
+                step_stats = dpo_update(cfg, policy, reference, tokenizer, records, groups, reward_grid, pair_rng)
+            else:
+                step_stats = grpo_update(cfg, policy, reference, tokenizer, groups, reward_grid)
+            if not math.isfinite(step_stats["train/loss"]):
+                raise TrainingDiverged(
+                    f"step {state.step + 1}: the loss is {step_stats['train/loss']} (diverged). Lower train.lr "
+                    f"(now {cfg.train.lr}) or raise train.adam_eps (now {cfg.train.adam_eps}; the paper uses 1e-4 "
+                    f"for math DPO).")
+            if step_stats.pop("_has_grad"):
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.train.grad_clip)
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            metrics["time/train_s"] = time.perf_counter() - started
+            metrics.update(step_stats)
+            metrics["train/reward_mean"] = float(reward_grid.mean())
+            metrics["train/response_len"] = sum(r.length for r in flat) / len(flat)
+            metrics["train/generated_tokens"] = sum(r.length for r in flat)
+            tracker.log_metrics(metrics, step=state.step)
+
+            if state.step % cfg.validation.every == 0 or state.step == cfg.train.steps:
+                val = validate(cfg, validator, policy, val_pools, rewards)
+                tracker.log_metrics(val, step=state.step)
+            if state.step % cfg.checkpoint.every == 0 or state.step == cfg.train.steps:
+                save(output_dir, cfg, state, policy, tokenizer, optimizer, generator, reference, val, tracker)
+            bar.update(1)
+            bar.set_postfix(reward=f"{metrics['train/reward_mean']:.3f}", loss=f"{metrics['train/loss']:.3f}",
+                            stale=metrics["train/generator_staleness"], refresh=False)
+    finally:
+        bar.close()
+        rewards.close()
+    return TrainResult(tracker.run_id, output_dir, state.checkpoints, val)
+
+
+def build_rewards(cfg: RunConfig, reward_model_path: str, device: str):
+    """One reward function per task type the mix uses, chosen by name in config."""
+    options = {"workers": cfg.rewards.math_verify_workers, "timeout_s": cfg.rewards.math_verify_timeout_s,
+               "model_dir": reward_model_path, "device": device, "batch_size": cfg.rewards.reward_model_batch_size,
+               "trust_remote_code": cfg.model.trust_remote_code}
+    return make_reward_router(cfg.rewards.verifiable if cfg.task_mix != "non_verifiable" else None,
+                              cfg.rewards.non_verifiable if cfg.task_mix != "verifiable" else None, options)
+
+
+def due(step: int, interval: float | int) -> bool:
+    return interval != INF and step % int(interval) == 0
+
+
+def chat_prompt(tokenizer, text: str) -> str:
+    return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                         add_generation_prompt=True)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, cfg: RunConfig, step: int) -> None:
+    scale = min(1.0, (step + 1) / cfg.train.warmup_steps) if cfg.train.warmup_steps else 1.0
+    for group in optimizer.param_groups:
+        group["lr"] = cfg.train.lr * scale
+
+
+# -- the two update rules ----------------------------------------------------------------
+
+
+def dpo_update(cfg: RunConfig, policy, reference, tokenizer, records, groups, reward_grid, rng) -> dict:
+    """Build pairs per prompt (by its task's rule), then one accumulated DPO gradient."""
+    pairs = []
+    for task, build in (("verifiable", lambda g: build_verifiable_pairs(g, rng)),
+                        ("non_verifiable", build_preference_pairs)):
+        rows = [i for i, record in enumerate(records) if record["task"] == task]
+        if rows:
+            found = build(reward_grid[rows])
+            pairs.extend((rows[p.prompt_index], p.chosen, p.rejected) for p in found)
+    totals = {"train/loss": 0.0, "train/kl": 0.0, "train/entropy": 0.0, "train/reward_margin": 0.0,
+              "train/reward_accuracy": 0.0}
+    policy.train()
+    device = next(policy.parameters()).device
+    per_chunk = max(1, cfg.train.micro_batch_size // 2)
+    for chunk in chunks(pairs, per_chunk):
+        rollouts = [groups[p][c] for p, c, _ in chunk] + [groups[p][r] for p, _, r in chunk]
+        batch = pack(rollouts, tokenizer.pad_token_id, device)
+        logp, entropy = policy_logprobs(policy, batch, cfg.train.temperature, with_entropy=True)
+        with torch.no_grad():
+            ref_logp, _ = policy_logprobs(reference, batch, cfg.train.temperature)
+        summed, ref_summed = masked_sum(logp, batch.response_mask), masked_sum(ref_logp, batch.response_mask)
+        k = len(chunk)
+        lengths = batch.response_lengths.float()
+        loss, stats = dpo_loss(summed[:k], summed[k:], ref_summed[:k], ref_summed[k:], cfg.dpo.beta,
+                               chosen_len=lengths[:k], rejected_len=lengths[k:],
+                               length_normalize=cfg.dpo.length_normalize, nll_coef=cfg.dpo.nll_coef)
+        weight = k / len(pairs)
+        (loss * weight).backward()
+        totals["train/loss"] += stats["loss"] * weight
+        totals["train/reward_margin"] += stats["reward_margin"] * weight
+        totals["train/reward_accuracy"] += stats["reward_accuracy"] * weight
+        totals["train/kl"] += float(_k3(logp.detach(), ref_logp, batch.response_mask).mean()) * weight
+        totals["train/entropy"] += float(_mean_token(entropy, batch.response_mask)) * weight
+    return {**totals, "train/pairs": float(len(pairs)), "_has_grad": bool(pairs)}
+
+
+def grpo_update(cfg: RunConfig, policy, reference, tokenizer, groups, reward_grid) -> dict:
+    """Group-centred advantages, per-sequence token-sum loss, k3 KL to the fixed reference."""
+    advantages = grpo_advantages(reward_grid, scale_by_std=cfg.grpo.scale_by_std).flatten()
+    flat = [rollout for group in groups for rollout in group]
+    totals = {"train/loss": 0.0, "train/kl": 0.0, "train/entropy": 0.0, "train/advantage_abs_mean": 0.0}
+    policy.train()
+    device = next(policy.parameters()).device
+    indices = list(range(len(flat)))
+    for chunk in chunks(indices, cfg.train.micro_batch_size):
+        batch = pack([flat[i] for i in chunk], tokenizer.pad_token_id, device)
+        logp, entropy = policy_logprobs(policy, batch, cfg.train.temperature, with_entropy=True,
+                                        entropy_grad=cfg.grpo.entropy_coef > 0)
+        with torch.no_grad():
+            ref_logp, _ = policy_logprobs(reference, batch, cfg.train.temperature)
+        behaviour = behaviour_logprobs([flat[i] for i in chunk], batch) if cfg.grpo.importance_sampling else None
+        loss, stats = grpo_loss(logp, ref_logp, batch.response_mask, advantages[chunk].to(device),
+                                kl_coef=cfg.grpo.kl_coef, entropy_tok=entropy if cfg.grpo.entropy_coef > 0 else None,
+                                entropy_coef=cfg.grpo.entropy_coef, behaviour_logp_tok=behaviour,
+                                is_cap=cfg.grpo.is_cap if cfg.grpo.importance_sampling else None)
+        weight = len(chunk) / len(flat)
+        (loss * weight).backward()
+        totals["train/loss"] += stats["loss"] * weight
+        totals["train/kl"] += stats.get("kl", 0.0) * weight
+        totals["train/advantage_abs_mean"] += stats["advantage_abs_mean"] * weight
+        totals["train/entropy"] += float(_mean_token(entropy, batch.response_mask)) * weight
+        if "is_ratio_mean" in stats:
+            totals["train/is_ratio_mean"] = totals.get("train/is_ratio_mean", 0.0) + stats["is_ratio_mean"] * weight
+    return {**totals, "_has_grad": bool(advantages.abs().sum() > 0 or cfg.grpo.kl_coef > 0)}
+
+
+def behaviour_logprobs(rollouts: list[Rollout], batch) -> torch.Tensor:
+    """The generator's own sampling log-probs, laid out like the trainer's [B, T-1] tensor."""
+    out = torch.zeros(batch.response_mask.shape, dtype=torch.float32, device=batch.response_mask.device)
+    for row, rollout in enumerate(rollouts):
+        start = len(rollout.prompt_ids) - 1
+        out[row, start:start + len(rollout.logprobs)] = torch.tensor(rollout.logprobs)
+    return out
+
+
+def _k3(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    r = (ref_logp - logp).masked_fill(~mask.bool(), 0.0)
+    return masked_sum(torch.exp(r) - r - 1.0, mask)
+
+
+def _mean_token(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.float()
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+# -- validation, checkpoints, resume ------------------------------------------------------
+
+
+@torch.no_grad()
+def validate(cfg: RunConfig, validator: HFGenerator, policy, pools: dict[str, list[dict]], rewards) -> dict:
+    """One sample per held-out prompt from the current policy: reward, length, their ratio, entropy."""
+    metrics: dict[str, float] = {}
+    totals = {"reward": 0.0, "len": 0.0, "entropy": 0.0, "count": 0}
+    params = SamplingParams(n=1, temperature=cfg.validation.temperature, top_p=cfg.validation.top_p,
+                            max_new_tokens=cfg.train.max_new_tokens, seed=cfg.seed)
+    for task, records in pools.items():
+        groups = validator.generate([chat_prompt(validator.tokenizer, r["prompt"]) for r in records], params)
+        rollouts = [group[0] for group in groups]
+        scores = rewards.score(records, [r.text for r in rollouts]).rewards
+        batch = pack(rollouts, validator.tokenizer.pad_token_id, next(policy.parameters()).device)
+        _, entropy = policy_logprobs(policy, batch, cfg.train.temperature, with_entropy=True)
+        reward = sum(scores) / len(scores)
+        length = sum(r.length for r in rollouts) / len(rollouts)
+        ent = float(_mean_token(entropy, batch.response_mask))
+        if len(pools) > 1:
+            metrics.update({f"val/{task}/reward": reward, f"val/{task}/response_len": length,
+                            f"val/{task}/len_norm_reward": reward / max(length, 1.0), f"val/{task}/entropy": ent})
+        n = len(rollouts)
+        totals["reward"] += reward * n
+        totals["len"] += length * n
+        totals["entropy"] += ent * n
+        totals["count"] += n
+    count = totals["count"]
+    metrics.update({"val/reward": totals["reward"] / count, "val/response_len": totals["len"] / count,
+                    "val/entropy": totals["entropy"] / count})
+    metrics["val/len_norm_reward"] = metrics["val/reward"] / max(metrics["val/response_len"], 1.0)
+    return metrics
+
+
+def save(output_dir: Path, cfg: RunConfig, state: LoopState, policy, tokenizer, optimizer, generator,
+         reference, val: dict[str, float], tracker) -> None:
+    extra = {}
+    # A stale snapshot cannot be rebuilt from the policy on resume, so it travels with the
+    # checkpoint; an offline generator or fixed reference is just the seed and is reloaded.
+    if cfg.sync_every != INF and state.last_sync != state.step:
+        extra["generator"] = generator.state_dict()
+    if cfg.ref_sync_every != INF and state.last_ref_sync != state.step:
+        extra["reference"] = reference.state_dict()
+    meta = {"last_sync": state.last_sync, "last_ref_sync": state.last_ref_sync,
+            "generator_version": generator.version, "run_id": tracker.run_id}
+    path = ckpt.save_checkpoint(output_dir, state.step, policy, tokenizer, optimizer, meta, extra)
+    state.checkpoints = [c for c in state.checkpoints if c["step"] != state.step]
+    state.checkpoints.append({"step": state.step, "path": str(path), **{k: v for k, v in val.items()}})
+    listing = json.dumps(state.checkpoints, indent=2)
+    atomic_write_text(output_dir / "checkpoints.json", listing)
+    tracker.log_text(listing, "checkpoints.json")
+    log.info("saved checkpoint step %d -> %s", state.step, path)
+
+
+def restore(output_dir: Path, cfg: RunConfig, policy, generator, reference, optimizer, seed_weights) -> LoopState:
+    found = ckpt.list_checkpoints(output_dir)
+    if not found:
+        log.info("--resume: no checkpoint under %s yet, starting from step 0", output_dir)
+        return LoopState()
+    step, path = found[-1]
+    meta, tensors = ckpt.load_trainer_state(path)
+    from safetensors.torch import load_file
+    weights = load_file(str(path / "model.safetensors"))
+    policy.load_state_dict(weights, strict=False)
+    ckpt.restore_optimizer(optimizer, tensors, meta)
+    torch.set_rng_state(tensors["rng.torch"])
+    policy_now = policy.state_dict()
+    stale_gen = ckpt.weights_with_prefix(tensors, "generator")
+    generator.load_weights(stale_gen or (seed_weights if cfg.sync_every == INF else policy_now))
+    generator.version = meta.get("generator_version", generator.version)
+    stale_ref = ckpt.weights_with_prefix(tensors, "reference")
+    reference.load_state_dict(stale_ref or (seed_weights if cfg.ref_sync_every == INF else policy_now))
+    listing = output_dir / "checkpoints.json"
+    checkpoints = json.loads(listing.read_text()) if listing.is_file() else []
+    log.info("resumed from %s (step %d)", path, step)
+    return LoopState(step=step, last_sync=meta["last_sync"], last_ref_sync=meta["last_ref_sync"],
+                     checkpoints=[c for c in checkpoints if c["step"] <= step])
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+    from tqdm import tqdm
+    return tqdm(total=total, initial=initial, desc="train", unit="step", disable=not enabled, dynamic_ncols=True)
