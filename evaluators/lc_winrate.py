@@ -12,9 +12,11 @@ a logistic regression (no intercept) of the preference on
 then LC = 100 * mean over instructions of the prediction with the length term set to 0.
 
 The fit mirrors alpaca_eval's `fit_LogisticRegressionCV`: soft labels (each instruction appears
-once with label 1 and weight p, once with label 0 and weight 1 - p), L1 penalty, liblinear, no
-intercept, C chosen among 10 values logspace(-4, 4) by 5-fold GroupKFold on the continuous log
-loss, then refit. alpaca_eval additionally adds the annotations of two "gamed" (verbose /
+once with label 1 and weight p, once with label 0 and weight 1 - p), L1 penalty (sklearn
+liblinear, `||w||_1 + C * loss`; here the same objective, solved by proximal Newton without
+sklearn, checked against liblinear to 1e-8), no intercept, C chosen among 10 values
+logspace(-4, 4) by 5-fold cross-validation over instructions on the continuous log loss, then
+refit on all instructions. alpaca_eval additionally adds the annotations of two "gamed" (verbose /
 concise) baselines with weight 0.2 to pull the length and difficulty weights towards the
 baseline's; that file and the instruction difficulties are hub-only (`tatsu-lab/alpaca_eval`,
 `df_gamed.csv` / `instruction_difficulty.csv`). When the real `alpaca_eval` package is importable
@@ -25,8 +27,9 @@ dropped, and `notes` says so.
 Standard errors: the plain win rate's SE is the standard error of the mean preference, as
 alpaca_eval reports it. The LC SE follows alpaca_eval (std of the per-instruction predicted
 preferences / sqrt(n)) when those predictions vary (difficulty term present); without the
-difficulty term they are all equal, so the SE is instead a bootstrap over instructions (refit at
-the selected C, fixed seed), and `notes` says so.
+difficulty term they are all equal, so the SE is instead the std of the LC win rate over 100
+bootstrap resamples of instructions (refit at the least-penalised C = 1e4, fixed seed), and
+`notes` says so.
 """
 
 from __future__ import annotations
@@ -67,7 +70,10 @@ def winrate_stats(preferences: Sequence[float]) -> dict[str, float]:
 
 def length_features(model_lengths: Sequence[float], baseline_lengths: Sequence[float]) -> np.ndarray:
     """tanh(delta / std(delta)); all zeros when every length difference is the same."""
-    delta = np.asarray(model_lengths, dtype=float) - np.asarray(baseline_lengths, dtype=float)
+    return _tanh_standardised(np.asarray(model_lengths, dtype=float) - np.asarray(baseline_lengths, dtype=float))
+
+
+def _tanh_standardised(delta: np.ndarray) -> np.ndarray:
     std = delta.std(ddof=1) if len(delta) > 1 else 0.0
     if not np.isfinite(std) or std == 0:
         # no spread: the length term cannot be separated from the model term, so drop it
@@ -136,7 +142,10 @@ def fit_length_controlled(
     if instruction_difficulty is not None and len(p) > 1:
         se = float(predicted.std(ddof=1) / math.sqrt(len(p))) * 100
     else:
-        se = bootstrap_lc_se(x, p, chosen_c, seed=seed)
+        # at the least-penalised C: the selected C may pin the model term at 0 (LC = 50 in
+        # every resample), which would report a spurious SE of 0
+        delta = np.asarray(model_lengths, dtype=float) - np.asarray(baseline_lengths, dtype=float)
+        se = bootstrap_lc_se(x, p, delta, float(C_GRID[-1]), seed=seed)
         notes.append(f"LC standard error from {BOOTSTRAP_ROUNDS} bootstrap resamples of instructions")
     return {
         "lc_winrate": float(predicted.mean()) * 100,
@@ -225,9 +234,13 @@ def select_c(x: np.ndarray, p: np.ndarray) -> float:
     return best_c
 
 
-def bootstrap_lc_se(x: np.ndarray, p: np.ndarray, C: float, *, seed: int = 0,
+def bootstrap_lc_se(x: np.ndarray, p: np.ndarray, delta: np.ndarray, C: float, *, seed: int = 0,
                     rounds: int = BOOTSTRAP_ROUNDS) -> float:
-    """Std of the LC win rate (x100) over bootstrap resamples of instructions at a fixed C."""
+    """Std of the LC win rate (x100) over bootstrap resamples of instructions at a fixed C.
+
+    `delta` are the raw length differences: the length feature is re-standardised within each
+    resample, as it would be had that sample been the data.
+    """
     n = len(p)
     if n < 2:
         return float("nan")
@@ -237,19 +250,12 @@ def bootstrap_lc_se(x: np.ndarray, p: np.ndarray, C: float, *, seed: int = 0,
         idx = rng.integers(0, n, size=n)
         xb, pb = x[idx].copy(), p[idx]
         # the length feature is standardised within the sample it is fitted on
-        xb[:, 0] = _restandardise(x[idx, 0])
+        xb[:, 0] = _tanh_standardised(delta[idx])
         coef = fit_soft_logistic(xb, pb, C)
         xt = xb.copy()
         xt[:, 0] = 0.0
         values.append(_sigmoid(xt @ coef).mean() * 100)
     return float(np.std(values, ddof=1))
-
-
-def _restandardise(tanh_col: np.ndarray) -> np.ndarray:
-    # invert tanh to recover delta/std, then re-standardise on the resample
-    raw = np.arctanh(np.clip(tanh_col, -1 + 1e-12, 1 - 1e-12))
-    std = raw.std(ddof=1)
-    return np.tanh(raw / std) if std > 0 else np.zeros_like(raw)
 
 
 def _soft_log_loss(p: np.ndarray, q: np.ndarray) -> float:

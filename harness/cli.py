@@ -29,6 +29,9 @@ log = logging.getLogger("harness")
 def _setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    import transformers
+    transformers.utils.logging.disable_progress_bar()  # per-shard bars drown the training log
+    transformers.utils.logging.set_verbosity_error()
     for noisy in ("alembic", "mlflow", "urllib3", "httpx", "filelock", "datasets", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

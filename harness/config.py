@@ -274,7 +274,7 @@ def describe_validation_error(source: str, exc: ValidationError) -> str:
             lines.append(f"{source}: {message}.")
             continue
         where = f"key `{loc}`" if loc else "the config"
-        shown = value if not isinstance(value, dict) else "{...}"
+        shown = value if len(repr(value)) < 200 else repr(value)[:200] + "..."
         lines.append(f"{source}: {where} = {shown!r} is invalid: {message}.")
     return " ".join(lines)
 

@@ -57,8 +57,10 @@ class TrainResult:
     final_val: dict[str, float]
 
 
-def resolve_paths(cfg: RunConfig) -> tuple[str, str]:
-    policy, reward_model = cfg.model.policy, cfg.model.reward_model
+def resolve_paths(cfg: RunConfig) -> tuple[str, str | None]:
+    """'tiny' means the embedded assets (built on first use); the reward model only if needed."""
+    policy = cfg.model.policy
+    reward_model = cfg.model.reward_model if cfg.task_mix != "verifiable" else None
     if "tiny" in (policy, reward_model):
         from harness.tiny import ensure_tiny_assets
         assets = ensure_tiny_assets()
@@ -89,7 +91,7 @@ def train(cfg: RunConfig, tracker=None, resume: bool = False, progress: bool = T
     mixture = build_mixture(cfg.task_mix, cfg.data, cfg.seed)
     val_pools = {task: records[:cfg.validation.prompts]
                  for task, records in task_pools(cfg.task_mix, cfg.data, "validation").items()}
-    pair_rng = torch.Generator().manual_seed(cfg.seed)
+    pair_rng = torch.Generator()
 
     state = LoopState()
     if resume:
@@ -98,7 +100,6 @@ def train(cfg: RunConfig, tracker=None, resume: bool = False, progress: bool = T
         tracker.log_params({**{k: v for k, v in flatten(cfg.to_dict()).items()},
                             "ref_sync_every": format_interval(cfg.ref_sync_every)})
         tracker.log_text(cfg.to_yaml(), "config.yaml")
-    pair_rng.manual_seed(cfg.seed * 1_000_003 + state.step)
 
     log.info("training %s: %s, sync_every=%s, ref_sync_every=%s, %d steps of %d prompts x %d samples",
              cfg.run_name, cfg.method, format_interval(cfg.sync_every), format_interval(cfg.ref_sync_every),
@@ -144,6 +145,7 @@ def train(cfg: RunConfig, tracker=None, resume: bool = False, progress: bool = T
             # 4. train
             started = time.perf_counter()
             set_lr(optimizer, cfg, state.step)
+            pair_rng.manual_seed(cfg.seed * 1_000_003 + state.step)  # stateless: resume draws the same pairs
             if cfg.method == "dpo":
                 step_stats = dpo_update(cfg, policy, reference, tokenizer, records, groups, reward_grid, pair_rng)
             else:
@@ -179,11 +181,12 @@ def train(cfg: RunConfig, tracker=None, resume: bool = False, progress: bool = T
     return TrainResult(tracker.run_id, output_dir, state.checkpoints, val)
 
 
-def build_rewards(cfg: RunConfig, reward_model_path: str, device: str):
+def build_rewards(cfg: RunConfig, reward_model_path: str | None, device: str):
     """One reward function per task type the mix uses, chosen by name in config."""
-    options = {"workers": cfg.rewards.math_verify_workers, "timeout_s": cfg.rewards.math_verify_timeout_s,
-               "model_dir": reward_model_path, "device": device, "batch_size": cfg.rewards.reward_model_batch_size,
-               "trust_remote_code": cfg.model.trust_remote_code}
+    options = {"math_verify": {"workers": cfg.rewards.math_verify_workers,
+                               "timeout_s": cfg.rewards.math_verify_timeout_s},
+               "reward_model": {"model_dir": reward_model_path, "device": device,
+                                "batch_size": cfg.rewards.reward_model_batch_size}}
     return make_reward_router(cfg.rewards.verifiable if cfg.task_mix != "non_verifiable" else None,
                               cfg.rewards.non_verifiable if cfg.task_mix != "verifiable" else None, options)
 
@@ -328,11 +331,11 @@ def validate(cfg: RunConfig, validator: HFGenerator, policy, pools: dict[str, li
 def save(output_dir: Path, cfg: RunConfig, state: LoopState, policy, tokenizer, optimizer, generator,
          reference, val: dict[str, float], tracker) -> None:
     extra = {}
-    # A stale snapshot cannot be rebuilt from the policy on resume, so it travels with the
-    # checkpoint; an offline generator or fixed reference is just the seed and is reloaded.
-    if cfg.sync_every != INF and state.last_sync != state.step:
+    # A snapshot the next step will not overwrite cannot be rebuilt from the policy on resume,
+    # so it travels with the checkpoint; an offline generator or fixed reference is the seed.
+    if cfg.sync_every != INF and not due(state.step, cfg.sync_every):
         extra["generator"] = generator.state_dict()
-    if cfg.ref_sync_every != INF and state.last_ref_sync != state.step:
+    if cfg.ref_sync_every != INF and not due(state.step, cfg.ref_sync_every):
         extra["reference"] = reference.state_dict()
     meta = {"last_sync": state.last_sync, "last_ref_sync": state.last_ref_sync,
             "generator_version": generator.version, "run_id": tracker.run_id}

@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import time
 from pathlib import Path
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 SWEEP_NAME = "demo-sweep"
@@ -33,10 +34,7 @@ XSS_OUTPUTS = (
     "**bold** [link](javascript:alert(1))",
     "<img src=x onerror=alert(1)>",
 )
-SUITES_BY_MIX = {
-    "verifiable": {"tiny_math": ("pass@1",)},
-    "non_verifiable": {"tiny_chat": ("lc_winrate",), "arena_hard": ("score",)},
-}
+SUITES_BY_MIX = {"verifiable": ("tiny_math",), "non_verifiable": ("tiny_chat", "arena_hard")}
 
 
 def artifact_root_for(tracking_uri: str) -> str:
@@ -53,23 +51,31 @@ def ref_sync_for(method: str, sync_every: str, task_mix: str) -> str:
 
 
 def eval_scores(method: str, sync_every: str, task_mix: str, seed: int) -> dict[str, float]:
-    """Deterministic evaluation metrics: online beats offline, seeds differ a little."""
+    """Deterministic evaluation metrics named as evaluators/ logs them: online beats offline,
+    seeds differ a little, scores in percent."""
     online = {"inf": 0.0, "10": 0.8, "1": 1.0}.get(sync_every, 0.0) if method == "dpo" else 0.9
-    jitter = 0.01 * (seed + 1) * (1 if seed % 2 == 0 else -1)
+    jitter = (seed + 1) * (1 if seed % 2 == 0 else -1)
     out: dict[str, float] = {}
     if task_mix == "verifiable":
-        value = round(0.30 + 0.20 * online + jitter, 4)
-        out["eval/tiny_math/pass@1"] = value
-        out["eval/tiny_math/pass@1_se"] = round(math.sqrt(value * (1 - value) / 200), 4)
+        value = 30.0 + 20.0 * online + jitter
+        out["eval/tiny_math/pass_at_1"] = value
+        out["eval/tiny_math/pass_at_1_se"] = round(math.sqrt(value * (100 - value) / 200), 4)
+        out["eval/tiny_math/n_problems"] = 50.0
+        out["eval/tiny_math/n_samples"] = 200.0
+        out["eval/tiny_math/mean_length"] = 41.5
     else:
-        win = round(40.0 + 30.0 * online + 100 * jitter, 3)
+        win = 40.0 + 30.0 * online + jitter
         out["eval/tiny_chat/lc_winrate"] = win
         out["eval/tiny_chat/lc_winrate_se"] = 1.5
-        score = round(30.0 + 25.0 * online + 50 * jitter, 3)
+        out["eval/tiny_chat/winrate"] = win + 3.0
+        out["eval/tiny_chat/winrate_se"] = 1.6
+        score = 30.0 + 25.0 * online + jitter
         out["eval/arena_hard/score"] = score
+        out["eval/arena_hard/score_se"] = 1.0
         out["eval/arena_hard/ci_low"] = score - 2.0
         out["eval/arena_hard/ci_high"] = score + 2.0
-    out.update({key.replace("eval/", "eval_final/", 1): v - 0.01 for key, v in list(out.items())})
+        out["eval/arena_hard/n_battles"] = 100.0
+    out.update({key.replace("eval/", "eval_final/", 1): v - 0.5 for key, v in list(out.items())})
     return out
 
 
@@ -123,10 +129,12 @@ def generations_jsonl(task_mix: str) -> str:
     for index in range(6):
         output = XSS_OUTPUTS[index] if index < len(XSS_OUTPUTS) else f"The final answer is $\\boxed{{{index}}}$."
         correct = index % 2 == 1
-        row = {"id": f"q{index}", "sample": 0, "prompt": f"What is {index} + {index}?", "output": output,
-               "length": len(output), "score": 1.0 if correct else 0.0, "correct": correct}
-        if task_mix == "non_verifiable":
-            row["verdict"] = "win" if correct else "loss"
+        row = {"id": f"q{index}", "sample_index": 0, "prompt": f"What is {index} + {index}?",
+               "output": output, "length": len(output), "finish_reason": "stop"}
+        if task_mix == "verifiable":
+            row.update(gold=str(2 * index), score=1.0 if correct else 0.0, correct=correct)
+        else:
+            row.update(verdict="win" if correct else "loss", score=1.0 if correct else 0.0)
         rows.append(json.dumps(row))
     return "\n".join(rows) + "\n"
 
@@ -173,7 +181,7 @@ def log_seed_run(client: MlflowClient, experiment_id: str, parent_id: str) -> di
     tags = {"harness.kind": "train", "method": "seed", "sync_every": "-", "ref_sync_every": "-",
             "task_mix": "-", "seed": "0", "mlflow.parentRunId": parent_id}
     run = client.create_run(experiment_id, run_name="seed-model", tags=tags)
-    scores = {"eval/tiny_math/pass@1": 0.25, "eval/tiny_math/pass@1_se": 0.03,
+    scores = {"eval/tiny_math/pass_at_1": 25.0, "eval/tiny_math/pass_at_1_se": 3.0,
               "eval/tiny_chat/lc_winrate": 27.3, "eval/tiny_chat/lc_winrate_se": 1.4,
               "eval/arena_hard/score": 21.3, "eval/arena_hard/ci_low": 19.0, "eval/arena_hard/ci_high": 23.5}
     now = int(time.time() * 1000)
@@ -223,3 +231,12 @@ def add_unevaluated_run(tracking_uri: str, experiment_id: str, parent_run_id: st
     log_history(client, run.info.run_id, {"train/loss": [(1, 0.5)]})
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
+
+
+def clone_store(tracking_uri: str, dest_dir: Path) -> str:
+    """A copy of a filled sqlite store (artifacts stay where they are), to change without
+    touching the original and without paying MLflow's database creation again."""
+    source = Path(tracking_uri[len("sqlite:///"):])
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source, dest_dir / source.name)
+    return f"sqlite:///{dest_dir / source.name}"

@@ -224,9 +224,13 @@ class MathVerifyPool:
         """Start the workers and wait until they are ready; returns the seconds it took."""
         began = time.monotonic()
         with self._lock:
-            self._fill_workers()
-            while not all(worker.ready for worker in self._workers):
-                self._wait_and_handle(queue=collections.deque(), results={})
+            try:
+                self._fill_workers()
+                while not all(worker.ready for worker in self._workers):
+                    self._wait_and_handle(queue=collections.deque(), results={})
+            except BaseException:
+                _stop_workers(self._workers)
+                raise
         return time.monotonic() - began
 
     def close(self) -> None:
@@ -239,11 +243,6 @@ class MathVerifyPool:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
-
-    def __del__(self) -> None:
-        finalizer = getattr(self, "_finalizer", None)
-        if finalizer is not None:
-            finalizer()
 
     @property
     def processes(self) -> list[multiprocessing.process.BaseProcess]:
@@ -259,15 +258,12 @@ class MathVerifyPool:
                 f"MathVerifyPool.score: {len(golds)} golds but {len(predictions)} predictions."
             )
         keys = [(str(gold), str(prediction)) for gold, prediction in zip(golds, predictions)]
-        missing = list(dict.fromkeys(key for key in keys if key not in self.cache))
-        if missing:
-            with self._lock:
-                results = self._grade(missing)
+        with self._lock:
+            missing = list(dict.fromkeys(key for key in keys if key not in self.cache))
+            results = self._grade(missing) if missing else {}
+            scores = [results[key] if key in results else self.cache[key] for key in keys]
             self._remember(results)
-            lookup = {**self.cache, **results}  # the cache may have evicted some just now
-        else:
-            lookup = self.cache
-        return [lookup[key] for key in keys]
+        return scores
 
     def _remember(self, results: dict[tuple[str, str], float]) -> None:
         self.cache.update(results)
@@ -278,10 +274,15 @@ class MathVerifyPool:
         items = [(item_id, gold, prediction) for item_id, (gold, prediction) in enumerate(keys)]
         queue = collections.deque(items[i : i + _CHUNK_SIZE] for i in range(0, len(items), _CHUNK_SIZE))
         results: dict[int, float] = {}
-        self._fill_workers()
-        while len(results) < len(items):
-            self._dispatch(queue)
-            self._wait_and_handle(queue, results)
+        try:
+            self._fill_workers()
+            while len(results) < len(items):
+                self._dispatch(queue)
+                self._wait_and_handle(queue, results)
+        except BaseException:
+            # Chunks still in flight would answer the next call with stale item ids.
+            _stop_workers(self._workers)
+            raise
         return {keys[item_id]: score for item_id, score in results.items()}
 
     def _fill_workers(self) -> None:
@@ -300,9 +301,14 @@ class MathVerifyPool:
     def _dispatch(self, queue: collections.deque) -> None:
         for worker in self._workers:
             if worker.ready and not worker.chunk and queue:
-                worker.chunk = list(queue.popleft())
+                chunk = queue.popleft()
+                try:
+                    worker.conn.send(chunk)
+                except OSError:  # died since the last wait: the sentinel will say so
+                    queue.appendleft(chunk)
+                    continue
+                worker.chunk = list(chunk)
                 worker.progress_at = time.monotonic()
-                worker.conn.send(worker.chunk)
 
     def _next_deadline(self, worker: _Worker) -> float | None:
         if not worker.ready:
@@ -352,17 +358,21 @@ class MathVerifyPool:
         worker.process.join(5.0)
         worker.conn.close()
         self._workers.remove(worker)
+        if not worker.ready:
+            raise RuntimeError(
+                f"MathVerifyPool: a worker exited during startup (exit code "
+                f"{worker.process.exitcode}); check that {self.grader!r} imports in a fresh process."
+            )
         pending = worker.chunk
-        if pending and timed_out:
-            self.timeouts += 1
+        if pending:
+            # The item it was on scores 0.0. That holds for a worker that died on its own too
+            # (OOM killer, segfault): retrying a crashing answer would kill workers forever.
             stuck, pending = pending[0], pending[1:]
             results[stuck[0]] = 0.0
-        elif pending:
-            # Died on its own (OOM killer, segfault): the item it was on gets 0.0 too, or a
-            # crashing answer would kill workers forever.
-            self.crashes += 1
-            stuck, pending = pending[0], pending[1:]
-            results[stuck[0]] = 0.0
+            if timed_out:
+                self.timeouts += 1
+            else:
+                self.crashes += 1
         if pending:
             queue.appendleft(pending)
         self._fill_workers()

@@ -7,11 +7,13 @@ generator really is a stale snapshot (that staleness is what `sync_every` contro
 from __future__ import annotations
 
 import copy
+import inspect
 from pathlib import Path
 from typing import Mapping
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, PreTrainedModel,
+                          PreTrainedTokenizerBase)
 
 from harness.errors import AssetMissingError
 from harness.rollout.base import Rollout, SamplingParams
@@ -85,46 +87,59 @@ class HFGenerator:
         jobs = [(p, s) for p in range(len(prompts)) for s in range(params.n)]
         # Longest prompts first keeps padding low inside each batch.
         jobs.sort(key=lambda job: -len(encoded[job[0]]))
+        rng = None
         if params.seed is not None:
-            torch.manual_seed(params.seed)
+            rng = torch.Generator(device=self.device).manual_seed(params.seed)
         groups: list[list[Rollout | None]] = [[None] * params.n for _ in prompts]
         for start in range(0, len(jobs), self.batch_size):
             batch = jobs[start:start + self.batch_size]
-            rollouts = self._generate_batch([encoded[p] for p, _ in batch], params)
+            rollouts = self._generate_batch([encoded[p] for p, _ in batch], params, rng)
             for (p, s), rollout in zip(batch, rollouts):
                 rollout.prompt_index, rollout.sample_index = p, s
                 groups[p][s] = rollout
         return groups  # type: ignore[return-value]
 
     @torch.no_grad()
-    def _generate_batch(self, prompt_ids: list[list[int]], params: SamplingParams) -> list[Rollout]:
-        pad_id = self.tokenizer.pad_token_id
-        eos_id = self.tokenizer.eos_token_id
+    def _generate_batch(self, prompt_ids: list[list[int]], params: SamplingParams,
+                        rng: torch.Generator | None) -> list[Rollout]:
+        """Prefill the left-padded prompts once, then decode token by token from the KV cache.
+
+        A hand-written loop over the model's forward: on small models `model.generate` spends
+        most of its time in per-step bookkeeping (measured 5-7x slower on 2 CPU cores).
+        """
+        pad_id, eos_id = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
         width = max(len(ids) for ids in prompt_ids)
-        input_ids = torch.full((len(prompt_ids), width), pad_id, dtype=torch.long)
+        batch = len(prompt_ids)
+        input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
         attention = torch.zeros_like(input_ids)
-        for row, ids in enumerate(prompt_ids):  # left padding: generation continues at the right edge
+        for row, ids in enumerate(prompt_ids):  # left padding: every prompt ends at the right edge
             input_ids[row, width - len(ids):] = torch.tensor(ids)
             attention[row, width - len(ids):] = 1
-        self.model.eval()
-        sample = params.temperature > 0
-        kwargs = dict(do_sample=sample, max_new_tokens=params.max_new_tokens, eos_token_id=eos_id,
-                      pad_token_id=pad_id, return_dict_in_generate=True,
-                      output_logits=params.return_logprobs, top_k=0 if sample else None)
-        if sample:
-            kwargs.update(temperature=params.temperature, top_p=params.top_p)
-        else:
-            kwargs.update(temperature=None, top_p=None)
-        out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
-                                  **kwargs)
-        new_tokens = out.sequences[:, width:].cpu()
-        token_logprobs = None
-        if params.return_logprobs:
-            temperature = params.temperature if sample else 1.0
-            logits = torch.stack(out.logits, dim=1).float().cpu() / temperature
-            token_logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+        input_ids, attention = input_ids.to(self.device), attention.to(self.device)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
+                         use_cache=True, logits_to_keep=1)
+        cache, logits = _cache_of(out), out.logits[:, -1]
+        next_position = positions[:, -1] + 1
+        finished = torch.zeros(batch, dtype=torch.bool, device=self.device)
+        tokens, logprobs = [], []
+        for _ in range(params.max_new_tokens):
+            token, logprob = sample_next(logits.float(), params.temperature, params.top_p, rng)
+            token = torch.where(finished, torch.full_like(token, pad_id), token)
+            tokens.append(token)
+            logprobs.append(logprob)
+            finished |= token == eos_id
+            if bool(finished.all()):
+                break
+            attention = torch.cat([attention, (~finished).long().unsqueeze(1)], dim=1)
+            out = self.model(input_ids=token.unsqueeze(1), attention_mask=attention,
+                             position_ids=next_position.unsqueeze(1), use_cache=True, **{_CACHE_KWARG: cache})
+            cache, logits = _cache_of(out), out.logits[:, -1]
+            next_position = next_position + 1
+        new_tokens = torch.stack(tokens, dim=1).cpu()
+        token_logprobs = torch.stack(logprobs, dim=1).cpu() if params.return_logprobs else None
         return [self._to_rollout(prompt_ids[row], new_tokens[row], token_logprobs, row, eos_id)
-                for row in range(len(prompt_ids))]
+                for row in range(batch)]
 
     def _to_rollout(self, prompt_ids: list[int], tokens: torch.Tensor, token_logprobs: torch.Tensor | None,
                     row: int, eos_id: int) -> Rollout:
@@ -137,6 +152,41 @@ class HFGenerator:
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         return Rollout(prompt_index=-1, sample_index=-1, prompt_ids=list(prompt_ids), token_ids=ids, text=text,
                        finish_reason=finish, logprobs=logprobs)
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_p: float,
+                rng: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per row: greedy at temperature 0, else temperature + nucleus (top-p) sampling.
+
+    The returned log-prob is under the temperature-scaled distribution before top-p
+    truncation, the same quantity the trainer computes from its logits.
+    """
+    if temperature <= 0:
+        token = logits.argmax(dim=-1)
+        return token, torch.log_softmax(logits, dim=-1).gather(-1, token.unsqueeze(-1)).squeeze(-1)
+    logp = torch.log_softmax(logits / temperature, dim=-1)
+    probs = logp.exp()
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        # Keep the smallest prefix whose mass reaches top_p (the top token always stays).
+        drop = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p
+        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    token = torch.multinomial(probs, 1, generator=rng).squeeze(-1)
+    return token, logp.gather(-1, token.unsqueeze(-1)).squeeze(-1)
+
+
+def _cache_kwarg() -> str:
+    # transformers 5 renamed the forward argument `past_key_values` to `cache`.
+    return "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
+
+
+def _cache_of(output):
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
+_CACHE_KWARG = _cache_kwarg()
 
 
 def make_generator(backend: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,

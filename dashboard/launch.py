@@ -1,0 +1,40 @@
+"""How `harness leaderboard` starts the dashboard (harness/cli.py parses flags and runs this).
+
+    cmd = build_streamlit_command("http://mlflow:5000", 8501)
+    subprocess.run(cmd, check=False)
+
+The command runs Streamlit from the current interpreter (`python -m streamlit`), so the virtual
+environment that has the harness installed is the one that serves the app.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+APP_PATH = Path(__file__).resolve().parent / "app.py"
+
+
+def build_streamlit_command(tracking_uri: str | None, port: int = 8501, *, headless: bool = True,
+                            mlflow_ui_url: str | None = None, address: str | None = None,
+                            extra_options: dict[str, str] | None = None) -> list[str]:
+    """`python -m streamlit run dashboard/app.py --server.port P ... -- --tracking-uri URI`.
+
+    tracking_uri None leaves the choice to MLFLOW_TRACKING_URI (or MLflow's default). headless
+    keeps Streamlit from opening a browser (right on a remote machine); usage stats stay off.
+    extra_options are more Streamlit config flags, e.g. {"client.toolbarMode": "viewer"}.
+    """
+    command = [sys.executable, "-m", "streamlit", "run", str(APP_PATH),
+               "--server.port", str(int(port)),
+               "--server.headless", "true" if headless else "false",
+               "--browser.gatherUsageStats", "false"]
+    if address:
+        command += ["--server.address", address]
+    for name, value in (extra_options or {}).items():
+        command += [f"--{name}", str(value)]
+    app_args = []
+    if tracking_uri:
+        app_args += ["--tracking-uri", tracking_uri]
+    if mlflow_ui_url:
+        app_args += ["--mlflow-ui-url", mlflow_ui_url]
+    return command + (["--", *app_args] if app_args else [])

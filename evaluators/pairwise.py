@@ -1,0 +1,453 @@
+"""Judged pairwise suites: AlpacaEval 2.0 (LC win rate), Arena-Hard (score with 95% CI), tiny_chat.
+
+Each suite generates one answer per prompt (AlpacaEval and Arena-Hard protocol; `eval.judge.samples`
+raises it), has a judge (evaluators/judges.py, `eval.judge.name`) compare it with a baseline's
+answer, and scores:
+
+- `alpaca_eval`: data = the baseline's outputs in AlpacaEval's format, a JSON list of
+  {"instruction", "output", "generator"} (alpaca_eval 2.0: GPT-4-Turbo's outputs, hub data set
+  `tatsu-lab/alpaca_eval`, config `alpaca_eval_gpt4_baseline`, split `eval`). Metrics
+  `lc_winrate`, `lc_winrate_se`, `winrate`, `winrate_se`, `avg_len` (characters, as AlpacaEval
+  measures) via evaluators/lc_winrate.py. `eval.judge.instruction_difficulty` may point at
+  alpaca_eval's `instruction_difficulty.csv` (index, difficulty by position in the 805-set).
+- `arena_hard`: data = arena-hard-auto's `question.jsonl`, v2.0 rows {"uid", "category",
+  "prompt"} or v0.1 rows {"question_id", "cluster", "turns": [{"content"}]}; the baseline's
+  answers come from `eval.judge.baseline_answers`, an arena-hard-auto `model_answer/<model>.jsonl`
+  (v2.0: {"uid", "messages": [..., {"role": "assistant", "content": {"answer"}}]}; v0.1:
+  {"question_id", "choices": [{"turns": [{"content"}]}]}), or a list of such files merged by
+  question id (v2.0 judges creative_writing against another baseline than the other categories;
+  one score is computed over all the questions given). Each answer is judged in both orders;
+  metrics `score`, `ci_low`, `ci_high` (+ `score_se`, `n_dropped_games`) via
+  evaluators/bradley_terry.py.
+- `tiny_chat`: the embedded chat task's test split judged by the reward-model judge (the tiny
+  reward model unless `eval.judge.model_dir` says otherwise) against the SEED policy's answers,
+  generated with the same sampling settings and cached on disk, keyed by a hash of the seed
+  policy's files and the sampling settings (`$HARNESS_CACHE/pairwise_baselines`). Metrics as
+  for alpaca_eval.
+
+Suite keys read from `eval.judge` (beside the judge's own keys, see evaluators/judges.py):
+`samples` (answers per prompt, 1), `baseline_answers` (arena_hard), `instruction_difficulty`
+(alpaca_eval), `bootstrap_rounds` (arena_hard, 100), `baseline_policy` (tiny_chat: the seed
+policy folder, default the tiny policy), `baseline_cache_dir` (tiny_chat seed answers cache).
+
+Rows (generations.jsonl) hold each sample verbatim (no escaping: the UI escapes) with the
+baseline's answer, the judge's output and the preference or verdicts.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from evaluators.bradley_terry import BOOTSTRAP_ROUNDS, BOOTSTRAP_SEED, arena_hard_score, game_battles
+from evaluators.data import read_json_records, record_ids
+from evaluators.judges import Comparison, default_cache_root, make_judge
+from evaluators.lc_winrate import NO_DIFFICULTY_NOTE, length_controlled_winrate
+from evaluators.registry import EvalGenerator, EvalOptions, Suite, register_suite
+from harness.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+ALPACA_PROTOCOL = ("one answer per instruction at T=0.6, top-p 0.9; judge vs the baseline's outputs; "
+                   "length-controlled win rate (alpaca_eval GLM) with SE")
+ARENA_PROTOCOL = ("one answer per question at T=0.6, top-p 0.9; judged in both orders; Bradley-Terry "
+                  "win rate vs the baseline with 100-round bootstrap 95% CI")
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+
+def judge_config(options: EvalOptions) -> dict[str, Any]:
+    return dict(options.judge or {})
+
+
+def pairwise_samples(options: EvalOptions) -> int:
+    """Answers per prompt: `eval.judge.samples`, default 1 (the benchmarks' protocol)."""
+    value = judge_config(options).get("samples", 1)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"eval.judge.samples is {value!r}; expected a positive integer (answers per prompt).")
+    return value
+
+
+def generate_answers(suite: Suite, prompts: list[str], generator: EvalGenerator, options: EvalOptions):
+    """(texts, token counts) per prompt, `pairwise_samples` each."""
+    groups = generator.generate(prompts, n=pairwise_samples(options), desc=f"{suite.name} generate")
+    return [[r.text for r in g] for g in groups], [[len(r.token_ids) for r in g] for g in groups]
+
+
+def _ids(suite: Suite, records: list[dict]) -> list[str]:
+    return record_ids(suite, records) or [str(i) for i in range(len(records))]
+
+
+def _warn_stand_in_judge(suite: Suite, config: dict) -> None:
+    if config.get("name", "reward_model") == "reward_model" and not config.get("model_dir"):
+        log.warning("%s: judged by the embedded tiny reward model, a stand-in for the benchmark's "
+                    "GPT-4 judge; set eval.judge (name: openai_compatible, ...) for real numbers.", suite.name)
+
+
+def score_preferences(suite: Suite, records: list[dict], prompts: list[str], outputs: list[list[str]],
+                      baselines: list[list[str]], options: EvalOptions, *,
+                      token_counts: list[list[int]] | None = None,
+                      difficulty: list[float] | None = None,
+                      official_glm: bool = False) -> tuple[dict[str, float], list[dict]]:
+    """Judge every sample against its baseline answer and compute the (LC) win rates.
+
+    `baselines[i][s]` is the baseline answer sample s of prompt i is compared with.
+    `official_glm`: try the real alpaca_eval GLM (only meaningful for the 805 AlpacaEval
+    instructions in their published order, whose difficulties it looks up by position).
+    """
+    judge = make_judge(judge_config(options))
+    ids = _ids(suite, records)
+    flat = [(i, s) for i, outs in enumerate(outputs) for s in range(len(outs))]
+    items = [Comparison(prompts[i], outputs[i][s], baselines[i][s]) for i, s in flat]
+    preferences = judge.preferences(items)
+    kept = [k for k, pref in enumerate(preferences) if pref.p_model is not None]
+    if not kept:
+        raise ConfigError(f"{suite.name}: the judge gave no usable preference for any of {len(items)} comparisons; "
+                          f"first reply: {preferences[0].raw[:200]!r}.")
+    lc = length_controlled_winrate(
+        [preferences[k].p_model for k in kept],
+        [items[k].model_output for k in kept],
+        [items[k].baseline_output for k in kept],
+        instruction_difficulty=None if difficulty is None else [difficulty[flat[k][0]] for k in kept],
+        instruction_index=[flat[k][0] for k in kept],
+        use_alpaca_eval=official_glm,
+        seed=options.seed,
+    )
+    if lc["notes"]:
+        log.warning("%s: %s", suite.name, lc["notes"])
+    glm = dict(zip(kept, lc["predicted_preferences"]))
+    rows = []
+    for k, ((i, s), item, pref) in enumerate(zip(flat, items, preferences)):
+        rows.append({
+            "id": ids[i], "sample_index": s, "prompt": item.prompt, "output": item.model_output,
+            "length": len(item.model_output),
+            "num_tokens": token_counts[i][s] if token_counts else None,
+            "baseline_output": item.baseline_output, "preference": pref.p_model,
+            "glm_preference": glm.get(k), "judge_output": pref.raw,
+        })
+    metrics = {
+        "lc_winrate": lc["lc_winrate"], "lc_winrate_se": lc["lc_winrate_se"],
+        "winrate": lc["winrate"], "winrate_se": lc["winrate_se"],
+        "avg_len": sum(len(o) for outs in outputs for o in outs) / len(flat),
+        "n_problems": float(len(records)), "n_samples": float(len(flat)),
+        "n_unparsable": float(len(items) - len(kept)),
+        "lc_difficulty_term": 0.0 if NO_DIFFICULTY_NOTE in lc["notes"] else 1.0,
+    }
+    return metrics, rows
+
+
+# -------------------------------------------------------------------------------- AlpacaEval
+
+
+def load_instruction_difficulty(path: str | Path, count: int) -> list[float]:
+    """alpaca_eval's instruction_difficulty.csv (index, difficulty) for the first `count` rows."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"eval.judge.instruction_difficulty is {str(path)!r}, which is not a file; expected "
+                        f"alpaca_eval's instruction_difficulty.csv (hub data set tatsu-lab/alpaca_eval).")
+    values: dict[int, float] = {}
+    with path.open(newline="", encoding="utf-8") as handle:
+        for line_number, row in enumerate(csv.reader(handle), start=1):
+            try:
+                values[int(row[0])] = float(row[1])
+            except (ValueError, IndexError):
+                if line_number > 1:  # the first line is the header
+                    raise DataError(f"{path}, line {line_number}: {row!r}; expected 'index,difficulty'.") from None
+    missing = [i for i in range(count) if i not in values]
+    if missing:
+        raise DataError(f"{path}: no difficulty for instruction index {missing[0]} ({len(missing)} missing); "
+                        f"the data file must be the official 805-instruction set in its published order.")
+    return [values[i] for i in range(count)]
+
+
+def score_alpaca_outputs(suite: Suite, records: list[dict], outputs: list[list[str]], options: EvalOptions,
+                         *, token_counts: list[list[int]] | None = None) -> tuple[dict[str, float], list[dict]]:
+    config = judge_config(options)
+    _warn_stand_in_judge(suite, config)
+    prompts = [suite.render_prompt(record) for record in records]
+    baselines = [[record["output"]] * len(outs) for record, outs in zip(records, outputs)]
+    difficulty = None
+    if config.get("instruction_difficulty"):
+        difficulty = load_instruction_difficulty(config["instruction_difficulty"], len(records))
+    return score_preferences(suite, records, prompts, outputs, baselines, options,
+                             token_counts=token_counts, difficulty=difficulty, official_glm=True)
+
+
+def evaluate_alpaca(suite: Suite, model_dir: Any, records: list[dict], generator: EvalGenerator,
+                    options: EvalOptions) -> tuple[dict[str, float], list[dict]]:
+    outputs, counts = generate_answers(suite, [suite.render_prompt(r) for r in records], generator, options)
+    return score_alpaca_outputs(suite, records, outputs, options, token_counts=counts)
+
+
+# --------------------------------------------------------------------------------- Arena-Hard
+
+
+def arena_question(record: dict, index: int) -> tuple[str, str, str | None]:
+    """(id, prompt, category) from a v2.0 or v0.1 question record."""
+    where = f"arena_hard question record {index} (id {record.get('uid')!r})"
+    if isinstance(record.get("prompt"), str):
+        prompt = record["prompt"]
+    elif "turns" in record:
+        turns = record["turns"]
+        if not (isinstance(turns, list) and turns and isinstance(turns[0], dict) and isinstance(turns[0].get("content"), str)):
+            raise DataError(f"{where}: key 'turns' is {turns!r:.100}; expected a list of {{\"content\": \"...\"}} (v0.1).")
+        prompt = turns[0]["content"]  # arena-hard judges the first turn
+    else:
+        raise DataError(f"{where}: has neither 'prompt' (v2.0 format) nor 'turns' (v0.1 format).")
+    category = record.get("category") or record.get("cluster")
+    return str(record["uid"]), prompt, category if isinstance(category, str) else None
+
+
+def load_baseline_answers(path: str | Path) -> dict[str, str]:
+    """question id -> the baseline's answer text, from an arena-hard-auto model_answer JSONL."""
+    answers: dict[str, str] = {}
+    for where, row in read_json_records(path):
+        where = f"{path}, {where}"
+        if not isinstance(row, dict):
+            raise DataError(f"{where}: expected a JSON object (arena-hard-auto model answer), got {type(row).__name__}.")
+        qid = row.get("uid", row.get("question_id"))
+        if qid is None:
+            raise DataError(f"{where}: answer has neither 'uid' (v2.0) nor 'question_id' (v0.1).")
+        answers[str(qid)] = _answer_text(row, where)
+    return answers
+
+
+def _answer_text(row: dict, where: str) -> str:
+    if "messages" in row:  # v2.0: the last message is the assistant's, content {"answer": ...} or text
+        try:
+            content = row["messages"][-1]["content"]
+        except (TypeError, IndexError, KeyError):
+            content = None
+        if isinstance(content, dict):
+            content = content.get("answer")
+        if isinstance(content, str):
+            return content
+        raise DataError(f"{where}: key 'messages' has no final assistant content string "
+                        f"(expected messages[-1].content.answer or messages[-1].content).")
+    if "choices" in row:  # v0.1
+        try:
+            content = row["choices"][0]["turns"][0]["content"]
+        except (TypeError, IndexError, KeyError):
+            content = None
+        if isinstance(content, str):
+            return content
+        raise DataError(f"{where}: key 'choices' has no choices[0].turns[0].content string (v0.1 format).")
+    raise DataError(f"{where}: answer has neither 'messages' (v2.0) nor 'choices' (v0.1).")
+
+
+def _baseline_answer_paths(config: dict) -> list[Path]:
+    """`eval.judge.baseline_answers`: one model_answer file, or a list of them (merged by id)."""
+    value = config.get("baseline_answers")
+    paths = value if isinstance(value, list) else [value] if value else []
+    if not paths or not all(isinstance(p, (str, Path)) and str(p) for p in paths):
+        raise DataError(
+            "arena_hard needs the baseline model's answers: set eval.judge.baseline_answers (or --judge "
+            "baseline_answers=PATH) to arena-hard-auto's data/arena-hard-v0.1/model_answer/gpt-4-0314.jsonl "
+            "(v0.1) or data/arena-hard-v2.0/model_answer/o3-mini-2025-01-31.jsonl (v2.0), from "
+            "github.com/lmarena/arena-hard-auto or the hub data set lmarena-ai/arena-hard-auto; v2.0's "
+            "creative_writing questions use gemini-2.0-flash-001's answers, so pass both files as a list.")
+    return [Path(p) for p in paths]
+
+
+def load_all_baseline_answers(paths: list[Path]) -> dict[str, str]:
+    answers: dict[str, str] = {}
+    for path in paths:
+        answers.update(load_baseline_answers(path))
+    return answers
+
+
+def score_arena_outputs(suite: Suite, records: list[dict], outputs: list[list[str]], options: EvalOptions,
+                        *, token_counts: list[list[int]] | None = None) -> tuple[dict[str, float], list[dict]]:
+    config = judge_config(options)
+    questions = [arena_question(record, i) for i, record in enumerate(records)]
+    answer_paths = _baseline_answer_paths(config)
+    answers = load_all_baseline_answers(answer_paths)
+    missing = [qid for qid, _, _ in questions if qid not in answers]
+    if missing:
+        raise DataError(f"{', '.join(map(str, answer_paths))}: no baseline answer for question {missing[0]!r} "
+                        f"({len(missing)} missing); eval.judge.baseline_answers must cover every question.")
+    _warn_stand_in_judge(suite, config)
+    judge = make_judge(config)
+    flat = [(i, s) for i, outs in enumerate(outputs) for s in range(len(outs))]
+    items = [Comparison(questions[i][1], outputs[i][s], answers[questions[i][0]], questions[i][2]) for i, s in flat]
+    games = judge.verdicts(items)
+    rows, all_scores, dropped = [], [], 0
+    for (i, s), item, (game1, game2) in zip(flat, items, games):
+        scores, lost = game_battles(game1.label, game2.label)
+        all_scores.extend(scores)
+        dropped += lost
+        rows.append({
+            "id": questions[i][0], "sample_index": s, "category": item.category, "prompt": item.prompt,
+            "output": item.model_output, "length": len(item.model_output),
+            "num_tokens": token_counts[i][s] if token_counts else None,
+            "baseline_output": item.baseline_output, "verdicts": [game1.label, game2.label],
+            "battle_scores": scores, "judge_output": [game1.judgment, game2.judgment],
+        })
+    if dropped:
+        log.warning("%s: %d of %d judgments had no parsable verdict and were dropped", suite.name, dropped, 2 * len(items))
+    result = arena_hard_score(all_scores, rounds=int(config.get("bootstrap_rounds", BOOTSTRAP_ROUNDS)), seed=BOOTSTRAP_SEED)
+    metrics = {
+        "score": result["score"], "score_se": result["score_se"],
+        "ci_low": result["ci_low"], "ci_high": result["ci_high"],
+        "avg_len": sum(len(item.model_output) for item in items) / len(items),
+        "n_problems": float(len(records)), "n_samples": float(len(items)),
+        "n_battles": float(result["n_battles"]), "n_dropped_games": float(dropped),
+    }
+    return metrics, rows
+
+
+def evaluate_arena(suite: Suite, model_dir: Any, records: list[dict], generator: EvalGenerator,
+                   options: EvalOptions) -> tuple[dict[str, float], list[dict]]:
+    # check the baseline answers before spending time on generation
+    load_all_baseline_answers(_baseline_answer_paths(judge_config(options)))
+    prompts = [arena_question(record, i)[1] for i, record in enumerate(records)]
+    outputs, counts = generate_answers(suite, prompts, generator, options)
+    return score_arena_outputs(suite, records, outputs, options, token_counts=counts)
+
+
+# ---------------------------------------------------------------------------------- tiny_chat
+
+
+def files_digest(folder: str | Path) -> str:
+    """sha256 over every file's relative name and content in `folder` (the seed policy's identity)."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0")
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def seed_baseline_outputs(prompts: list[str], options: EvalOptions, n: int, *, policy_dir: str | Path | None = None,
+                          device: str = "cpu") -> list[list[str]]:
+    """The seed policy's n answers per prompt at the run's sampling settings, cached on disk."""
+    config = judge_config(options)
+    if policy_dir is None:
+        policy_dir = config.get("baseline_policy")
+    if policy_dir is None:
+        from harness.tiny import ensure_tiny_assets
+
+        policy_dir = ensure_tiny_assets().policy_dir
+    sampling = {"n": n, "temperature": options.temperature, "top_p": options.top_p,
+                "max_new_tokens": options.max_new_tokens, "seed": options.seed}
+    key = hashlib.sha256(json.dumps({"policy": files_digest(policy_dir), "sampling": sampling,
+                                     "prompts": prompts}, sort_keys=True).encode()).hexdigest()
+    cache_root = Path(config.get("baseline_cache_dir") or default_cache_root() / "pairwise_baselines")
+    path = cache_root / f"{key}.json"
+    cached = _read_cached_outputs(path, len(prompts), n)
+    if cached is not None:
+        return cached
+    from harness.rollout import HFGenerator
+
+    backend = HFGenerator(policy_dir, device=device, batch_size=options.batch_size)
+    seed_generator = EvalGenerator(backend=backend, tokenizer=backend.tokenizer, options=options)
+    outputs = [[r.text for r in group] for group in seed_generator.generate(prompts, n=n, desc="seed baseline")]
+    _write_atomic(path, {"policy_dir": str(policy_dir), "sampling": sampling, "outputs": outputs})
+    return outputs
+
+
+def _read_cached_outputs(path: Path, count: int, n: int) -> list[list[str]] | None:
+    try:
+        outputs = json.loads(path.read_text(encoding="utf-8"))["outputs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if len(outputs) == count and all(len(group) == n for group in outputs):
+        return outputs
+    return None
+
+
+def _write_atomic(path: Path, value: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False) as handle:
+        json.dump(value, handle, ensure_ascii=False)
+    os.replace(handle.name, path)
+
+
+def score_tiny_chat_outputs(suite: Suite, records: list[dict], outputs: list[list[str]], options: EvalOptions,
+                            *, token_counts: list[list[int]] | None = None,
+                            device: str = "cpu") -> tuple[dict[str, float], list[dict]]:
+    prompts = [suite.render_prompt(record) for record in records]
+    n = max(len(outs) for outs in outputs)
+    seed_outputs = seed_baseline_outputs(prompts, options, n, device=device)
+    baselines = [seed_outputs[i][: len(outs)] for i, outs in enumerate(outputs)]
+    return score_preferences(suite, records, prompts, outputs, baselines, options, token_counts=token_counts)
+
+
+def evaluate_tiny_chat(suite: Suite, model_dir: Any, records: list[dict], generator: EvalGenerator,
+                       options: EvalOptions) -> tuple[dict[str, float], list[dict]]:
+    outputs, counts = generate_answers(suite, [suite.render_prompt(r) for r in records], generator, options)
+    device = str(getattr(generator.backend, "device", "cpu"))
+    return score_tiny_chat_outputs(suite, records, outputs, options, token_counts=counts, device=device)
+
+
+def _tiny_chat_test_file() -> Path:
+    from harness.tiny import ensure_tiny_assets
+
+    return ensure_tiny_assets().data_dir / "chat" / "test.jsonl"
+
+
+# ------------------------------------------------------------------------------------ suites
+
+ALPACA_EVAL = register_suite(Suite(
+    name="alpaca_eval",
+    kind="pairwise",
+    hub_name="tatsu-lab/alpaca_eval",
+    hub_config="alpaca_eval_gpt4_baseline",
+    hub_split="eval",
+    data_format=("the baseline's outputs in AlpacaEval's format, a JSON list of {\"instruction\", \"output\", "
+                 "\"generator\"} objects (AlpacaEval 2.0: GPT-4-Turbo's, alpaca_eval_gpt4_baseline.json from "
+                 "the hub data set tatsu-lab/alpaca_eval)"),
+    id_key=None,
+    prompt_template="{instruction}",
+    prompt_key="instruction",
+    description="AlpacaEval 2.0: 805 instructions, judged against a baseline's outputs; length-controlled win rate.",
+    protocol=ALPACA_PROTOCOL,
+    required_fields={"instruction": (str,), "output": (str,)},
+    optional_fields={"generator": (str,), "dataset": (str,)},
+    evaluate=evaluate_alpaca,
+    score_outputs=score_alpaca_outputs,
+))
+
+ARENA_HARD = register_suite(Suite(
+    name="arena_hard",
+    kind="pairwise",
+    hub_name=None,
+    data_format=("arena-hard-auto's question.jsonl: v2.0 rows {\"uid\", \"category\", \"prompt\"} or v0.1 rows "
+                 "{\"question_id\", \"cluster\", \"turns\": [{\"content\"}]} (github.com/lmarena/arena-hard-auto, "
+                 "data/arena-hard-v0.1/question.jsonl); the baseline's answers go in eval.judge.baseline_answers"),
+    id_key="uid",
+    prompt_template="{prompt}",
+    prompt_key="prompt",
+    description="Arena-Hard-Auto: hard user prompts judged pairwise in both orders against a baseline's answers.",
+    protocol=ARENA_PROTOCOL,
+    required_fields={"uid": (str, int)},
+    optional_fields={"prompt": (str,), "turns": (list,), "category": (str,), "cluster": (str,)},
+    key_aliases={"question_id": "uid"},
+    evaluate=evaluate_arena,
+    score_outputs=score_arena_outputs,
+))
+
+TINY_CHAT = register_suite(Suite(
+    name="tiny_chat",
+    kind="pairwise",
+    hub_name=None,
+    data_format="the embedded tiny chat task's chat/test.jsonl (JSONL rows {\"id\", \"prompt\"}), built by harness.tiny.ensure_tiny_assets()",
+    id_key="id",
+    prompt_template="{prompt}",
+    prompt_key="prompt",
+    description="Embedded tiny instruction task, judged by the tiny reward model against the seed policy.",
+    protocol="one answer per prompt at the eval sampling settings; reward-model judge vs the seed policy's answers; LC win rate",
+    required_fields={"id": (str, int), "prompt": (str,)},
+    default_data=_tiny_chat_test_file,
+    evaluate=evaluate_tiny_chat,
+    score_outputs=score_tiny_chat_outputs,
+))

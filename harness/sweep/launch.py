@@ -1,0 +1,173 @@
+"""Launchers: how a trial command becomes a running process, and how it is stopped.
+
+    launcher = make_launcher("local" | "submitit", folder, parameters)
+    handle = launcher.start(command, env, cwd, log_path, pid_file)
+    handle.poll() -> exit code or None;  handle.stop();  launcher.reap(pid_file, attrs)
+
+`local` runs each trial as a subprocess of the sweep. `submitit` submits it as a job through
+submitit's AutoExecutor: Slurm where `srun` exists, otherwise submitit's local executor (what
+the tests use). Either way the trial runs under `harness.sweep.child`, which makes it a process
+group leader that dies with its parent and records its pid, and its output goes to its log file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ConfigError
+from harness.sweep.study import process_start_time
+
+STOP_GRACE_S = 15.0   # SIGINT lets the trainer close its MLflow run; SIGKILL after this
+
+
+def wrap(command: list[str], pid_file: Path) -> list[str]:
+    return [sys.executable, "-m", "harness.sweep.child", "--pid-file", str(pid_file), "--", *command]
+
+
+def stop_group(pid: int, grace_s: float = STOP_GRACE_S, exited=None) -> None:
+    """SIGINT the process group led by `pid`, then SIGKILL whatever is left after `grace_s`."""
+    exited = exited or (lambda: process_start_time(pid) is None)
+    try:
+        os.killpg(pid, signal.SIGINT)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and not exited():
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)  # stragglers of the group, if any
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def reap_pid_file(pid_file: Path, grace_s: float = STOP_GRACE_S) -> bool:
+    """Stop a trial process left behind by a dead sweep on this host; True if one was running."""
+    try:
+        info = json.loads(pid_file.read_text())
+    except (OSError, ValueError):
+        return False
+    if info.get("host") != socket.gethostname():
+        return False
+    pid = int(info["pid"])
+    if info.get("start") is None or process_start_time(pid) != info["start"]:
+        return False
+    stop_group(pid, grace_s, exited=lambda: process_start_time(pid) != info["start"])
+    return True
+
+
+def run_trial_command(command: list[str], env: dict[str, str], cwd: str, log_path: str) -> int:
+    """The submitit job: run the trial command, logging to `log_path`; return its exit code."""
+    with open(log_path, "a") as log:
+        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        try:
+            return process.wait()
+        except BaseException:
+            stop_group(process.pid, exited=lambda: process.poll() is not None)
+            raise
+
+
+class LocalHandle:
+    def __init__(self, process: subprocess.Popen, log) -> None:
+        self.process, self.log = process, log
+        self.ident = str(process.pid)
+
+    def poll(self) -> int | None:
+        code = self.process.poll()
+        if code is not None and not self.log.closed:
+            self.log.close()
+        return code
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        stop_group(self.process.pid, grace_s, exited=lambda: self.process.poll() is not None)
+        self.process.wait()
+        self.poll()
+
+
+class LocalLauncher:
+    name = "local"
+
+    def start(self, command: list[str], env: dict[str, str], cwd: str, log_path: Path, pid_file: Path) -> LocalHandle:
+        log = open(log_path, "a")
+        process = subprocess.Popen(wrap(command, pid_file), env=env, cwd=cwd, stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        return LocalHandle(process, log)
+
+    def reap(self, pid_file: Path, attrs: dict[str, Any]) -> bool:
+        return reap_pid_file(pid_file)
+
+
+class SubmititHandle:
+    def __init__(self, job, log_path: Path) -> None:
+        self.job, self.log_path = job, log_path
+        self.ident = str(job.job_id)
+
+    def poll(self) -> int | None:
+        if not self.job.done():
+            return None
+        try:
+            return int(self.job.result())
+        except Exception as exc:  # the job itself failed (cancelled, timed out, node lost)
+            with open(self.log_path, "a") as log:
+                log.write(f"\n[harness sweep] submitit job {self.ident} failed: {exc}\n")
+            return -1
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        self.job.cancel(check=False)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and not self.job.done():
+            time.sleep(0.2)
+
+
+class SubmititLauncher:
+    name = "submitit"
+
+    def __init__(self, folder: Path, parameters: dict[str, Any], job_name: str) -> None:
+        import submitit
+        params = dict(parameters)
+        cluster = params.pop("cluster", None)
+        try:
+            self.executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+            self.executor.update_parameters(**{"timeout_min": 3 * 24 * 60, "name": job_name, **params})
+        except (ValueError, TypeError, RuntimeError) as exc:
+            raise ConfigError(f"the sweep file's `submitit` block is invalid: {exc}") from None
+        self.cluster = self.executor.cluster
+
+    def start(self, command: list[str], env: dict[str, str], cwd: str, log_path: Path, pid_file: Path) -> SubmititHandle:
+        job = self.executor.submit(run_trial_command, wrap(command, pid_file), env, cwd, str(log_path))
+        return SubmititHandle(job, log_path)
+
+    def reap(self, pid_file: Path, attrs: dict[str, Any]) -> bool:
+        reaped = reap_pid_file(pid_file)
+        job_id = attrs.get("harness.job_id")
+        if self.cluster == "slurm" and job_id:
+            import submitit
+            submitit.SlurmJob(self.executor.folder, str(job_id)).cancel(check=False)
+            reaped = True
+        return reaped
+
+
+def make_launcher(name: str, folder: Path, parameters: dict[str, Any], job_name: str):
+    if name == "local":
+        return LocalLauncher()
+    if name == "submitit":
+        return SubmititLauncher(folder, parameters, job_name)
+    raise ConfigError(f"--launcher {name!r}: expected `local` or `submitit`.")
+
+
+def child_env(tracking_uri: str, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The trial's environment: ours, with an explicit tracking URI and no active-run leakage."""
+    env = dict(os.environ if base is None else base)
+    for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_PARENT_RUN_ID"):
+        env.pop(key, None)
+    env["MLFLOW_TRACKING_URI"] = tracking_uri
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env

@@ -1,0 +1,424 @@
+"""The sweep file: its schema, and how it expands into cells (one resolved run config each).
+
+    sweep = load_sweep("sweeps/tiny_grid.yaml")
+    for cell in sweep.cells:
+        cell.key, cell.axes, cell.overrides, cell.config   # overrides: `key=value` for `harness train`
+
+A cell is the run config `base` + `set` + `eval` + its axis values + every matching conditional
+override, in that order (later wins). Every cell is validated through harness.config here, so a
+bad sweep file fails before a storage, a folder or an MLflow run exists; errors name the sweep
+file and the key path in it (e.g. `overrides[2].set.dpo.beta`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from harness.config import (AXIS_KEYS, RunConfig, apply_override, flatten, format_interval, parse_interval,
+                            parse_override, read_yaml)
+from harness.errors import ConfigError
+
+INTERVAL_AXES = ("sync_every", "ref_sync_every")
+REPO_SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class SearchParam(_Strict):
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "SearchParam":
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty `choices` list")
+        elif self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"a {self.type} parameter needs `low` < `high`")
+        elif self.log and self.low <= 0:
+            raise ValueError("a log-scale parameter needs `low` > 0")
+        return self
+
+
+class PrunerSpec(_Strict):
+    type: Literal["median", "none"] = "median"
+    startup_trials: int = Field(2, ge=0, description="finished trials of the cell before pruning starts")
+    warmup_steps: int = Field(0, ge=0, description="optimizer steps before a trial can be pruned")
+
+
+class SearchSpec(_Strict):
+    trials_per_cell: int = Field(1, ge=1)
+    sampler: Literal["tpe", "random"] = "tpe"
+    seed: int = 0
+    params: dict[str, SearchParam] = Field(default_factory=dict)
+    pruner: PrunerSpec = Field(default_factory=PrunerSpec)
+
+    @field_validator("pruner", mode="before")
+    @classmethod
+    def _pruner_shorthand(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
+
+
+class ObjectiveSpec(_Strict):
+    metric: str = "val/len_norm_reward"
+    direction: Literal["maximize", "minimize"] = "maximize"
+    rule: str = Field("len_norm", description="checkpoint selection rule (evaluators.selection)")
+
+
+class OverrideRule(_Strict):
+    when: dict[str, Any] = Field(default_factory=dict)
+    set_: dict[str, Any] = Field(alias="set")
+
+
+class EvalSpec(_Strict):
+    suites: list[str] | None = None
+    samples: int | None = Field(None, ge=1)
+
+
+class TrackingSpec(_Strict):
+    experiment: str | None = None
+
+
+class SweepSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    base: str
+    output_dir: str | None = None
+    study: str | None = None
+    grid: dict[str, Any] = Field(default_factory=dict)
+    exclude: list[dict[str, Any]] = Field(default_factory=list)
+    overrides: list[OverrideRule] = Field(default_factory=list)
+    set_: dict[str, Any] = Field(default_factory=dict, alias="set")
+    search: SearchSpec | None = None
+    objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
+    eval: EvalSpec | None = None
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    submitit: dict[str, Any] = Field(default_factory=dict, description="executor.update_parameters(...)")
+
+
+@dataclass(frozen=True)
+class Cell:
+    key: str
+    axes: dict[str, Any]
+    overrides: tuple[str, ...]          # `key.path=value`, in order, after the base config
+    config: RunConfig
+    sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass
+class Sweep:
+    spec: SweepSpec
+    path: Path
+    text: str
+    base_path: Path
+    output_dir: Path
+    cells: list[Cell]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def study_name(self) -> str:
+        return self.spec.study or self.spec.name
+
+    @property
+    def experiment(self) -> str:
+        return self.spec.tracking.experiment or self.spec.name
+
+    @property
+    def slots(self) -> int:
+        return self.spec.search.trials_per_cell if self.spec.search else 1
+
+    def cell(self, key: str) -> Cell:
+        for cell in self.cells:
+            if cell.key == key:
+                return cell
+        raise KeyError(key)
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+
+def load_sweep(path: str | Path, output_dir: str | Path | None = None) -> Sweep:
+    """Read, validate and expand a sweep file. Creates nothing."""
+    path = Path(path)
+    raw = read_yaml(path)
+    try:
+        spec = SweepSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(describe_sweep_error(str(path), exc)) from None
+    grid = normalized_grid(spec, str(path))
+    check_rules(spec, grid, str(path))
+    base_path = resolve_base(spec.base, path)
+    base = read_yaml(base_path)
+    cells = [build_cell(spec, base, base_path, axes, str(path)) for axes in expand_grid(spec, grid)]
+    if not cells:
+        raise ConfigError(f"{path}: the `exclude` rules remove every cell of the grid; nothing to run.")
+    check_search(spec, cells, str(path))
+    out = Path(output_dir or spec.output_dir or Path("outputs") / spec.name).resolve()
+    return Sweep(spec, path, path.read_text(), base_path, out, cells)
+
+
+def describe_sweep_error(source: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = key_location(err["loc"])
+        value = err.get("input")
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key `{where}` (value {value!r}); a sweep file has keys "
+                         f"{', '.join(f.alias or n for n, f in SweepSpec.model_fields.items())}.")
+        elif err["type"] == "missing":
+            lines.append(f"{source}: required key `{where}` is missing.")
+        else:
+            shown = "{...}" if isinstance(value, dict) else value
+            lines.append(f"{source}: `{where}` = {shown!r} is invalid: {err['msg'].removeprefix('Value error, ')}.")
+    return " ".join(lines)
+
+
+def key_location(loc: tuple) -> str:
+    """('overrides', 2, 'set') -> 'overrides[2].set'."""
+    text = ""
+    for part in loc:
+        if str(part).startswith("function-"):
+            continue
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def resolve_base(base: str, sweep_path: Path) -> Path:
+    """`base` is a run config named relative to the sweep file's folder or to sweeps/."""
+    candidates = [sweep_path.parent / base, Path("sweeps") / base, REPO_SWEEPS / base, Path(base)]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    tried = ", ".join(str(c) for c in dict.fromkeys(candidates))
+    raise ConfigError(f"{sweep_path}: `base` = {base!r} names no run config file (tried {tried}); "
+                      f"expected a path under sweeps/, e.g. `runs/tiny.yaml`.")
+
+
+# -- the grid --------------------------------------------------------------------------------
+
+
+def normalize_axis_value(axis: str, value: Any) -> Any:
+    return parse_interval(value) if axis in INTERVAL_AXES else value
+
+
+def normalized_grid(spec: SweepSpec, source: str) -> dict[str, list[Any]]:
+    grid: dict[str, list[Any]] = {}
+    for axis, values in flatten(spec.grid).items():
+        where = f"grid.{axis}"
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{source}: `{where}` = {values!r} is invalid: an axis is a non-empty list of values.")
+        try:
+            normal = [normalize_axis_value(axis, v) for v in values]
+        except ValueError as exc:
+            raise ConfigError(f"{source}: `{where}` = {values!r} is invalid: {exc}.") from None
+        if len({repr(v) for v in normal}) != len(normal):
+            raise ConfigError(f"{source}: `{where}` = {values!r} lists a value twice.")
+        grid[axis] = normal
+    return grid
+
+
+def check_rules(spec: SweepSpec, grid: dict[str, list[Any]], source: str) -> None:
+    """Exclusion rules and `when` conditions may only name grid axes and their values; `set`
+    keys may not be axes (a cell's key must say what it runs)."""
+    for index, rule in enumerate(spec.exclude):
+        check_condition(rule, grid, f"exclude[{index}]", source)
+        if not rule:
+            raise ConfigError(f"{source}: `exclude[{index}]` is empty; it would exclude every cell.")
+    for index, rule in enumerate(spec.overrides):
+        check_condition(rule.when, grid, f"overrides[{index}].when", source)
+        check_not_axes(flatten(rule.set_), grid, f"overrides[{index}].set", source)
+    check_not_axes(flatten(spec.set_), grid, "set", source)
+    if spec.eval is not None:
+        for key in ("suites", "samples"):
+            if getattr(spec.eval, key) is not None and f"eval.{key}" in flatten(spec.set_):
+                raise ConfigError(f"{source}: `eval.{key}` is given twice, in `eval` and in `set`; keep one.")
+    from evaluators.selection import SELECTION_RULES
+    if spec.objective.rule not in SELECTION_RULES:
+        raise ConfigError(f"{source}: `objective.rule` = {spec.objective.rule!r} is invalid: expected one of "
+                          f"{', '.join(SELECTION_RULES)}.")
+
+
+def check_condition(rule: dict[str, Any], grid: dict[str, list[Any]], where: str, source: str) -> None:
+    for axis, wanted in flatten(rule).items():
+        if axis not in grid:
+            raise ConfigError(f"{source}: `{where}.{axis}` names no grid axis; conditions may use "
+                              f"{', '.join(grid) or '(no axes)'}.")
+        for value in wanted if isinstance(wanted, list) else [wanted]:
+            try:
+                normal = normalize_axis_value(axis, value)
+            except ValueError as exc:
+                raise ConfigError(f"{source}: `{where}.{axis}` = {value!r} is invalid: {exc}.") from None
+            if normal not in grid[axis]:
+                raise ConfigError(f"{source}: `{where}.{axis}` = {value!r} is not a value of the grid axis "
+                                  f"(grid.{axis} = {[_show(axis, v) for v in grid[axis]]}).")
+
+
+def check_not_axes(keys: dict[str, Any], grid: dict[str, list[Any]], where: str, source: str) -> None:
+    for key in keys:
+        if key in grid:
+            raise ConfigError(f"{source}: `{where}.{key}` sets the grid axis `{key}`; a cell's axis values come "
+                              f"from `grid` only (use `exclude` to drop combinations).")
+
+
+def matches(rule: dict[str, Any], axes: dict[str, Any]) -> bool:
+    for axis, wanted in flatten(rule).items():
+        options = wanted if isinstance(wanted, list) else [wanted]
+        if axes[axis] not in [normalize_axis_value(axis, v) for v in options]:
+            return False
+    return True
+
+
+def expand_grid(spec: SweepSpec, grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    return [axes for axes in combos if not any(matches(rule, axes) for rule in spec.exclude)]
+
+
+def _show(axis: str, value: Any) -> str:
+    if axis in INTERVAL_AXES or isinstance(value, float) and math.isinf(value):
+        return format_interval(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value) if not isinstance(value, (list, dict)) else yaml_value(value)
+
+
+def cell_key(axes: dict[str, Any]) -> str:
+    """A filesystem-safe name saying what the cell runs: `dpo-s10-verifiable-seed0`."""
+    prefixes = {"method": "", "sync_every": "s", "ref_sync_every": "ref", "task_mix": "", "seed": "seed"}
+    parts = [prefixes[a] + _show(a, axes[a]) for a in AXIS_KEYS if a in axes]
+    parts += [f"{a}={_show(a, v)}" for a, v in axes.items() if a not in prefixes]
+    return re.sub(r"[^A-Za-z0-9._=+-]", "_", "-".join(parts)) or "default"
+
+
+# -- one cell --------------------------------------------------------------------------------
+
+
+def yaml_value(value: Any) -> str:
+    """The text that `parse_override` (yaml.safe_load) reads back as `value`."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**9).removesuffix("\n...\n").strip()
+    return text
+
+
+def override_text(key: str, value: Any, where: str, source: str) -> str:
+    if key in INTERVAL_AXES and value != "auto":
+        try:
+            return f"{key}={format_interval(parse_interval(value))}"
+        except ValueError:
+            pass  # validation of the cell reports it, naming `where`
+    text = yaml_value(value)
+    _, back = parse_override(f"{key}={text}")
+    if back != value:
+        raise ConfigError(f"{source}: `{where}` = {value!r} cannot be passed on a command line unchanged "
+                          f"(it reads back as {back!r}); write it as a plain YAML scalar or list.")
+    return f"{key}={text}"
+
+
+def cell_assignments(spec: SweepSpec, axes: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    """(key path, value, where in the sweep file), in the order they apply."""
+    out = [(k, v, f"set.{k}") for k, v in flatten(spec.set_).items()]
+    if spec.eval is not None:
+        out += [(f"eval.{k}", v, f"eval.{k}") for k, v in spec.eval.model_dump().items() if v is not None]
+    out += [(axis, value, f"grid.{axis}") for axis, value in axes.items()]
+    for index, rule in enumerate(spec.overrides):
+        if matches(rule.when, axes):
+            out += [(k, v, f"overrides[{index}].set.{k}") for k, v in flatten(rule.set_).items()]
+    return out
+
+
+def build_cell(spec: SweepSpec, base: dict[str, Any], base_path: Path, axes: dict[str, Any], source: str) -> Cell:
+    key = cell_key(axes)
+    data = yaml.safe_load(yaml.safe_dump(base))  # a deep copy in plain types
+    sources: dict[str, str] = {}
+    overrides = []
+    for path, value, where in cell_assignments(spec, axes):
+        text = override_text(path, value, where, source)
+        overrides.append(text)
+        apply_override(data, *parse_override(text))
+        sources[path] = where
+    config = validate_cell(data, key, sources, source, base_path)
+    check_suites(config, key, sources, source)
+    return Cell(key, axes, tuple(overrides), config, sources)
+
+
+def validate_cell(data: dict[str, Any], key: str, sources: dict[str, str], source: str, base_path: Path) -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            path = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+            where = origin(path, sources) or f"the base config {base_path} (key `{path}`)"
+            message = err["msg"].removeprefix("Value error, ")
+            if not path:
+                lines.append(f"{source}: cell {key} is invalid: {message} (drop the cell with an `exclude` "
+                             f"rule, or change it with an `overrides` entry).")
+            elif err["type"] == "extra_forbidden":
+                lines.append(f"{source}: `{where}`: `{path}` is not a run-config key; check the spelling "
+                             f"(sections: {', '.join(k for k in RunConfig.model_fields if k not in AXIS_KEYS)}).")
+            else:
+                value = err.get("input")
+                lines.append(f"{source}: `{where}` = {value!r} is invalid for cell {key}: {message}.")
+        raise ConfigError(" ".join(lines)) from None
+
+
+def origin(path: str, sources: dict[str, str]) -> str | None:
+    """Where in the sweep file the value at `path` (or a key above it) was set."""
+    parts = path.split(".")
+    for end in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:end])
+        if prefix in sources:
+            return sources[prefix] + path[len(prefix):]
+    return None
+
+
+def check_suites(config: RunConfig, key: str, sources: dict[str, str], source: str) -> None:
+    if not config.eval.suites:
+        return
+    from evaluators.registry import list_suites
+    known = list_suites()
+    for suite in config.eval.suites:
+        if suite not in known:
+            where = origin("eval.suites", sources) or "the base config's eval.suites"
+            raise ConfigError(f"{source}: `{where}` names the unknown evaluation suite {suite!r} (cell {key}); "
+                              f"known suites: {', '.join(known)}.")
+
+
+# -- search ----------------------------------------------------------------------------------
+
+
+def check_search(spec: SweepSpec, cells: list[Cell], source: str) -> None:
+    """Every search bound and choice must give a valid config in every cell."""
+    if spec.search is None:
+        return
+    for name, param in spec.search.params.items():
+        where = f"search.params.{name}"
+        if name in AXIS_KEYS or name in cells[0].axes:
+            raise ConfigError(f"{source}: `{where}` searches the grid axis `{name}`; search other keys.")
+        values = param.choices if param.type == "categorical" else [param.low, param.high]
+        if param.type == "int":
+            values = [int(v) for v in values]
+        for value in values:
+            for cell in cells:
+                data = cell.config.to_dict()
+                apply_override(data, *parse_override(override_text(name, value, where, source)))
+                validate_cell(data, cell.key, {name: where}, source, Path("(base)"))
+
+
+def search_overrides(params: dict[str, Any]) -> list[str]:
+    return [override_text(name, value, f"search.params.{name}", "search") for name, value in params.items()]

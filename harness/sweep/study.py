@@ -1,0 +1,324 @@
+"""The Optuna side of a sweep: storage, the study, units enqueued once, safe claims, orphans.
+
+A *unit* is one (cell, slot): the grid cell and, with a `search:` block, the index of the search
+trial within it. Each attempt at a unit is one Optuna trial carrying user attrs `cell_key` and
+`slot`. Workers never call `study.ask()` (it would create trials nobody enqueued) and never use
+GridSampler (several workers on one storage run its points twice or lose them): the coordinator
+enqueues each missing unit once, and workers claim WAITING trials only.
+
+Claims are atomic per storage: PostgreSQL/MySQL lock the row (SELECT ... FOR UPDATE); the journal
+file orders claims in its log; SQLite's driver does not hold a transaction across Optuna's read
+and write, so claims (and enqueues) on SQLite and journal files also hold an flock on a file next
+to the storage. A claimed trial that duplicates a unit already complete, launched, or claimed
+under a lower trial number (two coordinators enqueueing at once on a server database) is given
+up at once with outcome `duplicate`, so no unit ever runs twice.
+
+Whoever finishes a trial first sets the user attr `harness.outcome` (completed, failed, pruned,
+duplicate, interrupted); a FAIL without it was *orphaned*: its coordinator died (same host: the
+owner process is gone; any host: Optuna's heartbeat went stale on RDB storages, our own heartbeat
+attr on journal files).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
+
+from harness.errors import ConfigError
+
+HEARTBEAT_S = 10          # Optuna's heartbeat interval (RDB storages) and our journal heartbeat
+GRACE_S = 60              # a RUNNING trial silent this long is dead
+OUTCOME = "harness.outcome"
+DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+ACTIVE_STATES = (TrialState.RUNNING, TrialState.WAITING)
+RETRYABLE_OUTCOMES = (None, "interrupted", "lease_lost")   # retried even within one invocation
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+# -- storage ---------------------------------------------------------------------------------
+
+
+def default_storage_url(output_dir: Path) -> str:
+    return f"sqlite:///{Path(output_dir).resolve() / 'study.db'}"
+
+
+def storage_kind(url: str) -> str:
+    """'sqlite', 'journal' (a file) or 'server' (PostgreSQL, MySQL: any SQLAlchemy URL)."""
+    if url.startswith("sqlite:///"):
+        return "sqlite"
+    if url.startswith("journal:") or (("://" not in url) and url.endswith((".log", ".journal", ".jsonl"))):
+        return "journal"
+    if "://" in url and url.split("://", 1)[0].split("+")[0] in ("postgresql", "postgres", "mysql", "mariadb"):
+        return "server"
+    raise ConfigError(f"--storage {url!r}: expected a SQLAlchemy URL (postgresql://user:pass@host/db, "
+                      f"mysql://..., sqlite:////abs/path/study.db) or a journal file (journal:PATH or a path "
+                      f"ending in .log).")
+
+
+def storage_file(url: str) -> Path | None:
+    kind = storage_kind(url)
+    if kind == "sqlite":
+        return Path(url.removeprefix("sqlite:///"))
+    if kind == "journal":
+        return Path(url.removeprefix("journal:").removeprefix("//")).resolve()
+    return None
+
+
+def open_storage(url: str, create: bool = True) -> BaseStorage | None:
+    """The storage at `url`; None when `create` is False and its file does not exist."""
+    kind, path = storage_kind(url), storage_file(url)
+    if path is not None and not create and not path.is_file():
+        return None
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "journal":
+        return JournalStorage(JournalFileBackend(str(path)))
+    engine = {"connect_args": {"timeout": 120}} if kind == "sqlite" else {"pool_pre_ping": True}
+    return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+
+
+@contextlib.contextmanager
+def storage_lock(url: str) -> Iterator[None]:
+    """Serialise enqueue and claim on file storages (no-op on server databases)."""
+    path = storage_file(url)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".harness-lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass
+class StudyHandle:
+    study: optuna.Study
+    storage: BaseStorage
+    study_id: int
+    url: str
+
+    def trials(self, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
+        return self.storage.get_all_trials(self.study_id, deepcopy=False, states=states)
+
+    def trial(self, trial_id: int) -> FrozenTrial:
+        return self.storage.get_trial(trial_id)
+
+
+def open_study(url: str, name: str, direction: str = "maximize", create: bool = True) -> StudyHandle | None:
+    storage = open_storage(url, create=create)
+    if storage is None:
+        return None
+    if create:
+        study = optuna.create_study(study_name=name, storage=storage, direction=direction, load_if_exists=True,
+                                    sampler=optuna.samplers.RandomSampler())
+    else:
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            return None
+    return StudyHandle(study, storage, storage.get_study_id_from_name(name), url)
+
+
+# -- units -----------------------------------------------------------------------------------
+
+
+def unit_of(trial: FrozenTrial) -> tuple[str, int] | None:
+    key = trial.user_attrs.get("cell_key")
+    return None if key is None else (key, int(trial.user_attrs.get("slot", 0)))
+
+
+def group_units(trials: list[FrozenTrial]) -> dict[tuple[str, int], list[FrozenTrial]]:
+    """unit -> its attempts (duplicates left out), oldest first."""
+    units: dict[tuple[str, int], list[FrozenTrial]] = {}
+    for trial in sorted(trials, key=lambda t: t.number):
+        unit = unit_of(trial)
+        if unit is not None and trial.user_attrs.get(OUTCOME) != "duplicate":
+            units.setdefault(unit, []).append(trial)
+    return units
+
+
+def unit_state(attempts: list[FrozenTrial]) -> str:
+    """COMPLETE, PRUNED, RUNNING, WAITING, FAIL, or PENDING (never enqueued)."""
+    states = {t.state for t in attempts}
+    for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING):
+        if state in states:
+            return state.name
+    return "FAIL" if attempts else "PENDING"
+
+
+def representative(attempts: list[FrozenTrial]) -> FrozenTrial | None:
+    """The trial that speaks for a unit: its COMPLETE/PRUNED one, else its latest attempt."""
+    for trial in attempts:
+        if trial.state in DONE_STATES:
+            return trial
+    return attempts[-1] if attempts else None
+
+
+def outcome_of(trial: FrozenTrial) -> str | None:
+    if trial.state == TrialState.FAIL:
+        return trial.user_attrs.get(OUTCOME) or "orphaned"
+    return trial.user_attrs.get(OUTCOME)
+
+
+def enqueue_missing(handle: StudyHandle, units: list[tuple[str, int]], axes: dict[str, dict[str, str]],
+                    retry_failed: bool) -> int:
+    """Enqueue one WAITING trial for each unit that has none active and none done. A unit whose
+    last attempt failed is retried only when `retry_failed` (a rerun); orphaned or interrupted
+    ones always. A retry keeps the failed attempt's sampled search params (same checkpoints)."""
+    with storage_lock(handle.url):
+        grouped = group_units(handle.trials())
+        count = 0
+        for cell_key, slot in units:
+            attempts = grouped.get((cell_key, slot), [])
+            if unit_state(attempts) not in ("FAIL", "PENDING"):
+                continue
+            if attempts and not retry_failed and outcome_of(attempts[-1]) not in (*RETRYABLE_OUTCOMES, "orphaned"):
+                continue
+            params = dict(attempts[-1].params) if attempts else {}
+            handle.study.enqueue_trial(params, user_attrs={"cell_key": cell_key, "slot": slot,
+                                                           "axes": axes.get(cell_key, {}),
+                                                           "attempt": len(attempts) + 1})
+            count += 1
+        return count
+
+
+# -- claiming --------------------------------------------------------------------------------
+
+
+def owner_attrs() -> dict[str, Any]:
+    import os
+    return {"harness.host": socket.gethostname(), "harness.owner_pid": os.getpid(),
+            "harness.owner_start": process_start_time(os.getpid())}
+
+
+def process_start_time(pid: int) -> str | None:
+    """The kernel's start time of `pid` (guards against pid reuse); None if no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def claim_next(handle: StudyHandle) -> FrozenTrial | None:
+    """Move one WAITING trial of this sweep to RUNNING for this process, or return None."""
+    owner = owner_attrs()
+    with storage_lock(handle.url):
+        for trial in sorted(handle.trials((TrialState.WAITING,)), key=lambda t: t.number):
+            if unit_of(trial) is None:
+                continue
+            try:
+                if not handle.storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
+                    continue
+            except UpdateFinishedTrialError:
+                continue
+            for key, value in owner.items():
+                handle.storage.set_trial_user_attr(trial._trial_id, key, value)
+            heartbeat(handle, trial._trial_id)
+            if is_duplicate(handle, trial):
+                finish(handle, trial._trial_id, TrialState.FAIL, attrs={OUTCOME: "duplicate"})
+                continue
+            return handle.trial(trial._trial_id)
+    return None
+
+
+def is_duplicate(handle: StudyHandle, mine: FrozenTrial) -> bool:
+    for other in handle.trials():
+        if other.number == mine.number or unit_of(other) != unit_of(mine):
+            continue
+        if other.user_attrs.get(OUTCOME) == "duplicate":
+            continue
+        if other.state in DONE_STATES:
+            return True
+        if other.state == TrialState.RUNNING and (other.user_attrs.get("harness.launched") or other.number < mine.number):
+            return True
+        if other.state == TrialState.WAITING and other.number < mine.number:
+            return True
+    return False
+
+
+def finish(handle: StudyHandle, trial_id: int, state: TrialState, value: float | None = None,
+           attrs: dict[str, Any] | None = None) -> bool:
+    """Record attrs, then the final state. False when someone else already finished the trial
+    (it was declared orphaned while we ran: our lease was lost)."""
+    try:
+        for key, val in (attrs or {}).items():
+            handle.storage.set_trial_user_attr(trial_id, key, val)
+        return handle.storage.set_trial_state_values(trial_id, state, None if value is None else [value])
+    except UpdateFinishedTrialError:
+        return False
+
+
+def set_attrs(handle: StudyHandle, trial_id: int, attrs: dict[str, Any]) -> None:
+    with contextlib.suppress(UpdateFinishedTrialError):
+        for key, value in attrs.items():
+            handle.storage.set_trial_user_attr(trial_id, key, value)
+
+
+# -- liveness --------------------------------------------------------------------------------
+
+
+def heartbeat(handle: StudyHandle, trial_id: int) -> None:
+    if isinstance(handle.storage, RDBStorage):
+        handle.storage.record_heartbeat(trial_id)
+    else:
+        with contextlib.suppress(UpdateFinishedTrialError):
+            handle.storage.set_trial_system_attr(trial_id, "harness:heartbeat", time.time())
+
+
+def owner_is_dead(trial: FrozenTrial) -> bool:
+    """True only when we can tell for sure: the owner ran on this host and is gone."""
+    attrs = trial.user_attrs
+    if attrs.get("harness.host") != socket.gethostname() or "harness.owner_pid" not in attrs:
+        return False
+    return process_start_time(int(attrs["harness.owner_pid"])) != attrs.get("harness.owner_start")
+
+
+def fail_orphans(handle: StudyHandle, own: set[int]) -> int:
+    """Mark RUNNING trials whose coordinator is dead as FAIL (no outcome attr = orphaned)."""
+    before = {t._trial_id for t in handle.trials((TrialState.RUNNING,))}
+    optuna.storages.fail_stale_trials(handle.study)  # RDB storages: stale Optuna heartbeat
+    now = time.time()
+    for trial in handle.trials((TrialState.RUNNING,)):
+        if trial._trial_id in own or unit_of(trial) is None:
+            continue
+        beat = trial.system_attrs.get("harness:heartbeat")
+        stale_journal = not isinstance(handle.storage, RDBStorage) and beat is not None and now - beat > GRACE_S
+        if owner_is_dead(trial) or stale_journal:
+            with contextlib.suppress(UpdateFinishedTrialError):
+                handle.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    after = {t._trial_id for t in handle.trials((TrialState.RUNNING,))}
+    return len(before - after - own)
+
+
+def units_to_reap(handle: StudyHandle) -> list[tuple[str, int]]:
+    """Units whose latest attempt was orphaned and that have nothing active or done."""
+    found = []
+    for unit, attempts in group_units(handle.trials()).items():
+        if unit_state(attempts) == "FAIL" and outcome_of(attempts[-1]) == "orphaned":
+            found.append(unit)
+    return found
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, step_s: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step_s)
+    return predicate()
