@@ -76,13 +76,13 @@ def cached_params(uri: str, run_ids: tuple[str, ...]):
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
-def cached_suites(uri: str, run_id: str):
-    return data.list_generation_suites(client_for(uri), run_id)
+def cached_suites(uri: str, run_id: str, prefix: str):
+    return data.list_generation_suites(client_for(uri), run_id, prefix)
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
-def cached_generations(uri: str, run_id: str, suite: str):
-    return data.load_generations(client_for(uri), run_id, suite)
+def cached_generations(uri: str, run_id: str, suite: str, prefix: str):
+    return data.load_generations(client_for(uri), run_id, suite, prefix)
 
 
 def context(uri: str, ui_url: str, runs) -> SimpleNamespace:
@@ -91,8 +91,8 @@ def context(uri: str, ui_url: str, runs) -> SimpleNamespace:
         uri=uri, ui_url=ui_url, runs=runs,
         histories=lambda run_ids, keys: cached_histories(uri, tuple(run_ids), tuple(keys)),
         params=lambda run_ids: cached_params(uri, tuple(run_ids)),
-        suites=lambda run_id: cached_suites(uri, run_id),
-        generations=lambda run_id, suite: cached_generations(uri, run_id, suite),
+        suites=lambda run_id, prefix="eval": cached_suites(uri, run_id, prefix),
+        generations=lambda run_id, suite, prefix="eval": cached_generations(uri, run_id, suite, prefix),
     )
 
 

@@ -37,7 +37,8 @@ from harness.errors import DataError, HarnessError
 AXES = ("method", "sync_every", "ref_sync_every", "task_mix", "seed")
 CELL_KEYS = ("sweep", "method", "sync_every", "ref_sync_every", "task_mix")
 META_COLUMNS = ("run_id", "run_name", "experiment_id", "parent_run_id", "sweep", "status", *AXES,
-                "cell_key", "start_time", "duration_s")
+                "cell_key", "start_time", "duration_s", "error")
+ERROR_CHARS = 400  # of the `harness.error` tag (a failed trial's log tail), for the table
 EVAL_PREFIXES = ("eval/", "eval_final/")
 SPREAD_SUFFIXES = ("_se", "/ci_low", "/ci_high")
 NO_TASK_MIX = ("", "-", "none", "None")
@@ -199,6 +200,7 @@ def run_row(run: Run, sweep_of_parent: dict[str, str], experiment_sweep: dict[st
         "cell_key": tags.get("cell_key", ""),
         "start_time": pd.to_datetime(info.start_time, unit="ms") if info.start_time else pd.NaT,
         "duration_s": (end_ms - info.start_time) / 1000.0 if info.start_time else math.nan,
+        "error": tags.get("harness.error", "")[-ERROR_CHARS:],
     }
     row.update(run.data.metrics)  # latest value of every metric, eval and step-wise alike
     return row
@@ -223,7 +225,8 @@ def metric_column_order(columns: Iterable[str]) -> list[str]:
 def runs_frame(client: MlflowClient, experiment_ids: Iterable[str], page_size: int = 1000) -> pd.DataFrame:
     """One row per training run (and seed baseline) of the given experiments.
 
-    Columns: META_COLUMNS (axes as strings, as logged), then `selected_step`, every `eval/*` and
+    Columns: META_COLUMNS (axes as strings, as logged; `error` = the end of a failed trial's
+    `harness.error` tag), then `selected_step`, every `eval/*` and
     `eval_final/*` metric and the latest value of each step-wise metric. Missing metrics are NaN.
     Rows are in paper order within each sweep and task mix.
     """
@@ -469,10 +472,11 @@ def param_diff(params: pd.DataFrame) -> pd.DataFrame:
     return params[params.nunique(axis=1) > 1]
 
 
-def list_generation_suites(client: MlflowClient, run_id: str) -> list[str]:
-    """Suites with an `eval/<suite>/generations.jsonl` artifact in the run."""
+def list_generation_suites(client: MlflowClient, run_id: str, prefix: str = "eval") -> list[str]:
+    """Suites with a `<prefix>/<suite>/generations.jsonl` artifact (prefix eval = selected
+    checkpoint, eval_final = final checkpoint)."""
     suites = []
-    for entry in client.list_artifacts(run_id, "eval"):
+    for entry in client.list_artifacts(run_id, prefix):
         if entry.is_dir:
             names = {Path(f.path).name for f in client.list_artifacts(run_id, entry.path)}
             if "generations.jsonl" in names:
@@ -480,9 +484,10 @@ def list_generation_suites(client: MlflowClient, run_id: str) -> list[str]:
     return sorted(suites)
 
 
-def load_generations(client: MlflowClient, run_id: str, suite: str) -> pd.DataFrame:
-    """The rows of `eval/<suite>/generations.jsonl`, with GENERATION_COLUMNS always present."""
-    artifact = f"eval/{suite}/generations.jsonl"
+def load_generations(client: MlflowClient, run_id: str, suite: str, prefix: str = "eval") -> pd.DataFrame:
+    """The rows of `<prefix>/<suite>/generations.jsonl`, with GENERATION_COLUMNS always present
+    (the evaluator's `sample_index` is also accepted as `sample`)."""
+    artifact = f"{prefix}/{suite}/generations.jsonl"
     with tempfile.TemporaryDirectory() as tmp:
         try:
             local = client.download_artifacts(run_id, artifact, tmp)

@@ -10,8 +10,8 @@ published format), which keys every record must carry, how a record becomes the 
         score outputs that already exist (`outputs[i]` = the samples for `records[i]`); used by
         `harness score`. Optional: a suite without it cannot score a predictions file.
 
-`metrics` maps metric name -> float (each metric `m` with its standard error under `m_se` where
-one exists); `rows` are the per-sample results saved as `generations.jsonl`.
+`metrics` maps metric name -> float, headline metric first (each metric `m` with its standard
+error under `m_se` where one exists; counts as `n_*`); `rows` are the per-sample results saved as `generations.jsonl`.
 
 Suites register themselves at import (`evaluators/math_suites.py`, `evaluators/pairwise.py`);
 `get_suite` imports those modules first, so asking for any name works from anywhere and an

@@ -19,6 +19,8 @@ import logging
 import os
 import sys
 import textwrap
+
+import yaml
 from pathlib import Path
 
 from harness.errors import HarnessError
@@ -40,7 +42,7 @@ def _tags(pairs: list[str]) -> dict[str, str]:
     tags = {}
     for pair in pairs:
         if "=" not in pair:
-            raise HarnessError(f"--tag {pair!r}: expected KEY=VALUE.")
+            raise HarnessError(f"{pair!r}: expected KEY=VALUE.")
         key, value = pair.split("=", 1)
         tags[key] = value
     return tags
@@ -72,6 +74,46 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from evaluators.run import evaluate_run, parse_data_flags, summary_lines
+    from harness.tracking import default_tracking_uri
+    suites = [name.strip() for name in args.suites.split(",") if name.strip()]
+    judge = {"name": "reward_model"}
+    for key, value in _tags(args.judge).items():
+        judge[key] = yaml.safe_load(value)
+    summary = evaluate_run(args.target, suites, args.samples, rule=args.rule,
+                           tracking_uri=args.tracking_uri or default_tracking_uri(),
+                           data_paths=parse_data_flags(args.data), judge=judge, temperature=args.temperature,
+                           top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                           device=args.device, batch_size=args.batch_size, out_dir=args.out)
+    for key in ("eval", "eval_final"):
+        if key in summary:
+            label = "selected" if key == "eval" and "selected_step" in summary else key
+            for line in summary_lines(summary[key], label):
+                print(line)
+    print(json.dumps(summary, default=str))
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from evaluators.run import score_predictions
+    result = score_predictions(args.suite, args.data, args.predictions, out_path=args.out)
+    if not args.json:
+        print(f"{result['suite']}: {result['score']:.2f} ± {result['stderr']:.2f} "
+              f"({result['n_problems']} problems, {result['n_samples']} samples) -> {result['results_path']}")
+    print(json.dumps({k: result[k] for k in ("suite", "score", "stderr", "n_problems", "n_samples")}))
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    import subprocess
+    from dashboard.launch import build_streamlit_command
+    from harness.tracking import default_tracking_uri
+    command = build_streamlit_command(args.tracking_uri or default_tracking_uri(), args.port, mlflow_ui_url=args.mlflow_ui_url)
+    log.info("leaderboard on http://localhost:%d (Ctrl-C to stop)", args.port)
+    return subprocess.run(command).returncode
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -100,6 +142,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=20, help="optimizer steps to time")
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("eval", help="evaluate a run's selected and final checkpoints (or one checkpoint folder)")
+    p.add_argument("target", help="MLflow run id, or a checkpoint folder")
+    p.add_argument("--suites", required=True, help="comma-separated suites, e.g. tiny_math,tiny_chat or math500,amc23")
+    p.add_argument("--samples", type=int, default=4, help="samples per problem (the paper uses 50)")
+    p.add_argument("--rule", default="len_norm", help="checkpoint selection rule: len_norm, max_val_reward, final")
+    p.add_argument("--data", action="append", default=[], metavar="SUITE=PATH", help="local data file for a suite")
+    p.add_argument("--judge", action="append", default=[], metavar="KEY=VALUE",
+                   help="pairwise judge option, e.g. name=openai_compatible base_url=http://host:8000/v1 model=M "
+                        "(default name=reward_model, the tiny reward model)")
+    p.add_argument("--temperature", type=float, default=0.6)
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--out", default=None, help="folder for generations (default: a temp folder; always logged to MLflow)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("score", help="re-score an existing predictions file")
+    p.add_argument("--suite", required=True)
+    p.add_argument("--data", required=True, help="the benchmark's data file in its published format")
+    p.add_argument("--predictions", required=True, help='JSONL of {"id", "output"} or {"id", "outputs": [...]}')
+    p.add_argument("--out", default=None, help="per-sample results (default PREDICTIONS.scored.jsonl)")
+    p.add_argument("--json", action="store_true", help="print only the JSON summary line")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("leaderboard", help="the Streamlit leaderboard over MLflow")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--mlflow-ui-url", default=None, help="base URL of an MLflow UI for run links")
+    p.set_defaults(func=cmd_leaderboard)
     return parser
 
 

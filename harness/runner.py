@@ -16,6 +16,7 @@ from pathlib import Path
 
 from harness.config import RunConfig, format_interval
 from harness.tracking import MlflowTracker, NullTracker, atomic_write_text, default_tracking_uri
+from harness.rollout.hf import resolve_device
 from harness.trainer import TrainResult, train
 
 log = logging.getLogger("harness.run")
@@ -64,4 +65,4 @@ def evaluate_after_training(cfg: RunConfig, run_id: str) -> None:
                  tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(),
                  data_paths=cfg.eval.data, judge=cfg.eval.judge, temperature=cfg.eval.temperature,
                  top_p=cfg.eval.top_p, max_new_tokens=cfg.eval.max_new_tokens or cfg.train.max_new_tokens,
-                 seed=cfg.seed)
+                 seed=cfg.seed, device=str(resolve_device(cfg.model.device)), batch_size=cfg.rollout.batch_size)

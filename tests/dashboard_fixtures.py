@@ -5,9 +5,10 @@
 creates one sweep experiment: a parent run (`harness.kind=sweep`) and child training runs for
 dpo s=inf/10/1 and grpo s=1 on the verifiable and non_verifiable task mixes, two seeds each, plus
 a seed-model baseline run (`method=seed`). Every child gets step-wise metric histories, a
-`selected_step`, evaluation metrics with their standard errors, `config.yaml`,
-`checkpoints.json` and an `eval/<suite>/generations.jsonl` whose outputs include HTML and
-markdown tricks (the dashboard must show them as inert text). Everything goes through the real
+`selected_step`, evaluation metrics with their standard errors (named as evaluators/ logs
+them: `pass_at_1`, `lc_winrate`, `score` + `ci_low`/`ci_high`), `config.yaml`, `checkpoints.json`
+and `eval/<suite>/generations.jsonl` (6 rows; `eval_final/...`: 4) whose outputs include HTML
+and markdown tricks (the dashboard must show them as inert text). Everything goes through the real
 `MlflowClient`, so the store is what a real sweep leaves behind. Values are deterministic.
 """
 
@@ -124,9 +125,9 @@ def log_history(client: MlflowClient, run_id: str, hist: dict[str, list[tuple[in
         client.log_batch(run_id, metrics=points[start:start + 900])
 
 
-def generations_jsonl(task_mix: str) -> str:
+def generations_jsonl(task_mix: str, count: int = 6) -> str:
     rows = []
-    for index in range(6):
+    for index in range(count):
         output = XSS_OUTPUTS[index] if index < len(XSS_OUTPUTS) else f"The final answer is $\\boxed{{{index}}}$."
         correct = index % 2 == 1
         row = {"id": f"q{index}", "sample_index": 0, "prompt": f"What is {index} + {index}?",
@@ -170,6 +171,7 @@ def log_train_run(client: MlflowClient, experiment_id: str, parent_id: str | Non
     client.log_text(run_id, json.dumps(checkpoints, indent=1), "checkpoints.json")
     for suite in SUITES_BY_MIX[task_mix]:
         client.log_text(run_id, generations_jsonl(task_mix), f"eval/{suite}/generations.jsonl")
+        client.log_text(run_id, generations_jsonl(task_mix, 4), f"eval_final/{suite}/generations.jsonl")
     client.set_terminated(run_id, "FINISHED")
     return {"run_id": run_id, "run_name": name, "method": method, "sync_every": sync_every,
             "ref_sync_every": ref, "task_mix": task_mix, "seed": seed, "selected_step": selected,
@@ -240,3 +242,14 @@ def clone_store(tracking_uri: str, dest_dir: Path) -> str:
     dest_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy2(source, dest_dir / source.name)
     return f"sqlite:///{dest_dir / source.name}"
+
+
+def add_failed_run(tracking_uri: str, experiment_id: str, parent_run_id: str) -> str:
+    """A trial that crashed: FAILED, with the sweep's `harness.error` tag (its log tail)."""
+    client = MlflowClient(tracking_uri)
+    tags = {"harness.kind": "train", "method": "dpo", "sync_every": "100", "ref_sync_every": "100",
+            "task_mix": "verifiable", "seed": "0", "mlflow.parentRunId": parent_run_id,
+            "harness.error": "Traceback ...\nRuntimeError: CUDA out of memory"}
+    run = client.create_run(experiment_id, run_name="dpo-s100-verifiable-seed0", tags=tags)
+    client.set_terminated(run.info.run_id, "FAILED")
+    return run.info.run_id

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from dashboard import data
 from dashboard.launch import build_streamlit_command
 from dashboard.views import charts, tables
-from dashboard_fixtures import add_running_run, add_unevaluated_run, clone_store, fill_store
+from dashboard_fixtures import add_failed_run, add_running_run, add_unevaluated_run, clone_store, fill_store
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "dashboard"
 APP = str(DASHBOARD / "app.py")
@@ -175,6 +175,8 @@ def test_samples_filter_correct_and_incorrect(store, app_for):
     assert list(at.dataframe[0].value["id"]) == ["q0", "q2", "q4"]
     at.radio(key="samples_filter").set_value("Correct").run()
     assert list(at.dataframe[0].value["id"]) == ["q1", "q3", "q5"]
+    at.radio(key="samples_checkpoint").set_value("final").run()  # the final checkpoint's generations
+    assert list(at.dataframe[0].value["id"]) == ["q1", "q3"]
 
 
 # -- empty and broken states -----------------------------------------------------------------
@@ -199,10 +201,15 @@ def test_running_sweep_and_unevaluated_run_are_explained(store, tmp_path, app_fo
     uri = clone_store(store["uri"], tmp_path)
     add_running_run(uri, store["experiment_id"], store["parent_run_id"])
     add_unevaluated_run(uri, store["experiment_id"], store["parent_run_id"])
+    add_failed_run(uri, store["experiment_id"], store["parent_run_id"])
     at = open_view(app_for(uri), "Leaderboard")
-    assert len(at.dataframe[0].value) == TRAIN_ROWS + 2 and "status" in at.dataframe[0].value
+    table = at.dataframe[0].value
+    assert len(table) == TRAIN_ROWS + 3 and "status" in table
     assert any("still running" in m and "dpo-s5-non_verifiable-seed0" in m for m in texts(at.info))
     assert any("no eval/* metrics" in m and "grpo-s1-verifiable-seed7" in m for m in texts(at.warning))
+    assert any("failed" in m and "dpo-s100-verifiable-seed0" in m for m in texts(at.warning))
+    failed = table[table["run"] == "dpo-s100-verifiable-seed0"].iloc[0]
+    assert failed["status"] == "FAILED" and failed["error"].endswith("CUDA out of memory")
     for view in ("Paper tables", "Grid", "Curves", "Compare"):
         at.sidebar.radio(key="view").set_value(view).run()
         assert not at.exception, (view, [e.value for e in at.exception])

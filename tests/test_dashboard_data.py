@@ -238,6 +238,8 @@ def test_generations_round_trip_with_model_text_untouched(store):
     assert len(frame) == 6 and list(frame.columns[:8]) == list(data.GENERATION_COLUMNS)
     assert list(frame["output"][:3]) == store["xss_outputs"]
     assert list(frame["correct"]) == [False, True, False, True, False, True]
+    assert data.list_generation_suites(store["client"], math_run, "eval_final") == ["tiny_math"]
+    assert len(data.load_generations(store["client"], math_run, "tiny_math", "eval_final")) == 4
 
 
 def test_load_generations_of_a_missing_suite_is_a_data_error(store):

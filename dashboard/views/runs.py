@@ -1,7 +1,7 @@
 """Per-run views: Curves, Compare, Samples.
 
 Loaders on `ctx` (cached in app.py): `ctx.histories(run_ids, keys)`, `ctx.params(run_ids)`,
-`ctx.suites(run_id)`, `ctx.generations(run_id, suite)`. Model text (prompts, outputs, verdicts)
+`ctx.suites(run_id, prefix)`, `ctx.generations(run_id, suite, prefix)` (prefix `eval` or `eval_final`). Model text (prompts, outputs, verdicts)
 is only ever shown through st.dataframe, st.text and st.code, never as markdown or HTML.
 """
 
@@ -143,14 +143,16 @@ def render_samples(ctx) -> None:
     names = list(labels)
     default = default_runs(ctx.runs, 1)
     run = st.selectbox("Run", names, index=names.index(default[0]) if default else 0, key="samples_run")
-    suites = ctx.suites(labels[run])
+    checkpoint = st.radio("Checkpoint", ["selected", "final"], horizontal=True, key="samples_checkpoint")
+    prefix = "eval" if checkpoint == "selected" else "eval_final"
+    suites = ctx.suites(labels[run], prefix)
     if not suites:
-        st.info("This run has no eval/<suite>/generations.jsonl artifact yet: the evaluator writes it when "
-                "the run is evaluated (at the end of training, or with `harness eval RUN_ID`).")
+        st.info(f"This run has no {prefix}/<suite>/generations.jsonl artifact yet: the evaluator writes it "
+                "when the run is evaluated (at the end of training, or with `harness eval RUN_ID`).")
         return
     suite = st.selectbox("Suite", suites, key="samples_suite")
     try:
-        generations = ctx.generations(labels[run], suite)
+        generations = ctx.generations(labels[run], suite, prefix)
     except data.DataError as exc:
         st.warning(str(exc))
         return

@@ -70,7 +70,8 @@ def leaderboard_frame(runs: pd.DataFrame, uri: str, ui_url: str, *, aggregate: b
             (["status"] if not_done else [])
         table = runs.assign(run=data.run_labels(runs), mlflow=[
             data.run_url(uri, e, r, ui_url) for e, r in zip(runs["experiment_id"], runs["run_id"])])
-        table = table[head + ["selected_step"] * ("selected_step" in runs) + scores + ["duration_s"]]
+        errors = ["error"] if runs["error"].astype(bool).any() else []
+        table = table[head + ["selected_step"] * ("selected_step" in runs) + scores + ["duration_s"] + errors]
     table = table.assign(duration_s=table["duration_s"] / 60.0).rename(columns={"duration_s": "minutes"})
     return table.rename(columns=display_name).reset_index(drop=True)
 
@@ -103,7 +104,7 @@ def status_notes(runs: pd.DataFrame) -> None:
     failed = runs[runs["status"].isin(["FAILED", "KILLED"])]
     if len(failed):
         st.warning(f"{len(failed)} run(s) failed or were killed: {', '.join(data.run_labels(runs)[failed.index][:6])}. "
-                   "Open them in MLflow (the mlflow column) for their logs.")
+                   "The error column has the end of each one's log; open it in MLflow for the rest.")
     unevaluated = runs[(runs["status"] == "FINISHED") & ~scored]
     if len(unevaluated):
         names = ", ".join(data.run_labels(runs)[unevaluated.index][:6])

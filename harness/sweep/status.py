@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from typing import Any
@@ -79,7 +80,7 @@ def dry_run_text(sweep: Sweep, storage_url: str, example_command: list[str]) -> 
     if sweep.spec.search:
         head.append(f"  search:      {', '.join(sweep.spec.search.params)} ({sweep.spec.search.sampler}, "
                     f"pruner {sweep.spec.search.pruner.type})")
-    tail = ["", f"first cell runs: {' '.join(example_command)}", "(dry run: nothing was created)"]
+    tail = ["", f"first cell runs: {shlex.join(example_command)}", "(dry run: nothing was created)"]
     return "\n".join(head + ["", cell_table(sweep)] + tail)
 
 
@@ -104,8 +105,8 @@ def unit_rows(sweep: Sweep, trials: list, client=None) -> list[dict[str, Any]]:
                         "selected_step": attrs.get("selected_step"),
                         "trial": trial.number if trial else None,
                         "mlflow_run_id": attrs.get("mlflow_run_id")})
-            if sweep.slots > 1 and trial is not None:
-                row.update({f"param:{k}": v for k, v in trial.params.items()})
+            if sweep.spec.search is not None:
+                row.update({f"param:{k}": trial.params.get(k) if trial else None for k in sweep.spec.search.params})
             rows.append(row)
     return rows
 
@@ -177,6 +178,11 @@ class ProgressLine:
             eta = "0s"
         return (f"[sweep {self.name}] {tally['done']}/{tally['total']} done, {tally['running']} running, "
                 f"{tally['failed']} failed, {tally['waiting']} waiting | {_clock(elapsed)} | ETA {eta}")
+
+    def note(self, message: str) -> None:
+        """A line of its own (a failure, an interruption), shown even without the progress line."""
+        self.stream.write(("\r\033[K" if self.enabled and self.tty else "") + f"[sweep {self.name}] {message}\n")
+        self.stream.flush()
 
     def close(self) -> None:
         if self.enabled and self.tty and self.last_text:

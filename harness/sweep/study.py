@@ -25,6 +25,7 @@ import contextlib
 import fcntl
 import socket
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -45,6 +46,14 @@ ACTIVE_STATES = (TrialState.RUNNING, TrialState.WAITING)
 RETRYABLE_OUTCOMES = (None, "interrupted", "lease_lost")   # retried even within one invocation
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@contextlib.contextmanager
+def _heartbeat_api() -> Iterator[None]:
+    """Optuna's heartbeat has been "experimental" since 2.9; we rely on it knowingly."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
 
 
 # -- storage ---------------------------------------------------------------------------------
@@ -86,7 +95,8 @@ def open_storage(url: str, create: bool = True) -> BaseStorage | None:
     if kind == "journal":
         return JournalStorage(JournalFileBackend(str(path)))
     engine = {"connect_args": {"timeout": 120}} if kind == "sqlite" else {"pool_pre_ping": True}
-    return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+    with _heartbeat_api():
+        return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
 
 
 @contextlib.contextmanager
@@ -209,10 +219,10 @@ def owner_attrs() -> dict[str, Any]:
 def process_start_time(pid: int) -> str | None:
     """The kernel's start time of `pid` (guards against pid reuse); None if no such process."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    return None if fields[0] in ("Z", "X") else fields[19]  # a zombie has already exited
 
 
 def claim_next(handle: StudyHandle) -> FrozenTrial | None:
@@ -292,7 +302,8 @@ def owner_is_dead(trial: FrozenTrial) -> bool:
 def fail_orphans(handle: StudyHandle, own: set[int]) -> int:
     """Mark RUNNING trials whose coordinator is dead as FAIL (no outcome attr = orphaned)."""
     before = {t._trial_id for t in handle.trials((TrialState.RUNNING,))}
-    optuna.storages.fail_stale_trials(handle.study)  # RDB storages: stale Optuna heartbeat
+    with _heartbeat_api():
+        optuna.storages.fail_stale_trials(handle.study)  # RDB storages: stale Optuna heartbeat
     now = time.time()
     for trial in handle.trials((TrialState.RUNNING,)):
         if trial._trial_id in own or unit_of(trial) is None:

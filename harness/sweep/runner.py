@@ -1,0 +1,374 @@
+"""The sweep coordinator: enqueue the cells, run up to --jobs trials at a time, record results.
+
+    result = run_sweep(load_sweep("sweeps/tiny_grid.yaml"), jobs=2)
+
+One loop on the main thread (so trials' parent-death signal is tied to a thread that lives as
+long as the sweep): claim WAITING trials, start `harness train` for each (a subprocess or a
+submitit job), poll them, keep their Optuna heartbeat, report validation curves for pruning,
+and mark each COMPLETE / FAIL / PRUNED. Rerunning the same command resumes; several coordinators
+may share one storage (see study.py for why no unit runs twice).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shlex
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from harness.errors import HarnessError
+from harness.sweep import records
+from harness.sweep.launch import child_env, make_launcher
+from harness.sweep.objective import (distributions, prune_metric, read_run_file, sample_params, selected_objective,
+                                     should_prune)
+from harness.sweep.spec import Cell, Sweep, _show, search_overrides, yaml_value
+from harness.sweep.status import ProgressLine, counts, durations, unit_rows
+from harness.sweep.study import (HEARTBEAT_S, OUTCOME, StudyHandle, claim_next, default_storage_url, enqueue_missing,
+                                 fail_orphans, finish, group_units, heartbeat, open_study, set_attrs, storage_kind,
+                                 storage_lock, unit_of, unit_state, units_to_reap)
+from harness.tracking import default_tracking_uri
+
+log = logging.getLogger("harness.sweep")
+POLL_S = 0.5
+RECONCILE_S = 15.0
+PRUNE_POLL_S = 5.0
+TAIL_LINES = 40
+
+
+@dataclass
+class Running:
+    trial: FrozenTrial
+    cell: Cell
+    slot: int
+    trial_dir: Path
+    log_path: Path
+    log_offset: int
+    handle: Any
+    started: float = field(default_factory=time.monotonic)
+    run_id: str | None = None
+    reported: set[int] = field(default_factory=set)
+    last_prune_check: float = 0.0
+
+    @property
+    def trial_id(self) -> int:
+        return self.trial._trial_id
+
+
+@dataclass
+class SweepResult:
+    completed: int = 0
+    failed: int = 0
+    pruned: int = 0
+    interrupted: bool = False
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        return 1 if any(str(r["state"]).startswith("FAIL") for r in self.rows) else 0
+
+
+def trial_dir_of(sweep: Sweep, cell_key: str, slot: int) -> Path:
+    return sweep.output_dir / "trials" / cell_key / str(slot)
+
+
+def trial_command(sweep: Sweep, cell: Cell, slot: int, trial_number: int, params: list[str], trial_dir: Path,
+                  parent_run_id: str) -> list[str]:
+    run_name = cell.key if sweep.slots == 1 else f"{cell.key}-t{slot}"
+    tags = {"cell_key": cell.key, "harness.sweep": sweep.name, "harness.study": sweep.study_name,
+            "harness.trial": trial_number, **{axis: _show(axis, v) for axis, v in cell.axes.items()}}
+    if sweep.slots > 1:
+        tags["harness.slot"] = slot
+    command = [sys.executable, "-m", "harness.cli", "train", str(sweep.base_path), *cell.overrides, *params,
+               f"output_dir={yaml_value(str(trial_dir))}", f"tracking.experiment={yaml_value(sweep.experiment)}",
+               f"tracking.run_name={yaml_value(run_name)}", "--resume", "--parent-run-id", parent_run_id,
+               "--no-progress"]
+    for key, value in tags.items():
+        command += ["--tag", f"{key}={value}"]
+    return command
+
+
+def log_tail(path: Path, offset: int, lines: int = TAIL_LINES) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])[-4000:]
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (often the out-of-memory killer)" if -code == signal.SIGKILL else ""
+        return f"killed by {name}{hint}"
+    return {2: "exit code 2 (a config or data error)", 130: "exit code 130 (interrupted)"}.get(code, f"exit code {code}")
+
+
+class Coordinator:
+    def __init__(self, sweep: Sweep, handle: StudyHandle, launcher, jobs: int, parent_run_id: str, client,
+                 progress: ProgressLine) -> None:
+        self.sweep, self.handle, self.launcher, self.jobs = sweep, handle, launcher, jobs
+        self.parent_run_id, self.client, self.progress = parent_run_id, client, progress
+        self.env = child_env(client.tracking_uri)
+        self.running: dict[int, Running] = {}
+        self.result = SweepResult()
+        self.stop_signal: int | None = None
+        self.units = [(c.key, s) for c in sweep.cells for s in range(sweep.slots)]
+        self.axes = {c.key: {a: _show(a, v) for a, v in c.axes.items()} for c in sweep.cells}
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self) -> SweepResult:
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        last_beat = last_reconcile = time.monotonic()  # run_sweep has just reconciled
+        last_count = 0.0
+        try:
+            while self.stop_signal is None:
+                for item in list(self.running.values()):
+                    code = item.handle.poll()
+                    if code is not None:
+                        self.complete(item, code)
+                now = time.monotonic()
+                if now - last_beat >= HEARTBEAT_S:
+                    self.beat()
+                    last_beat = now
+                if now - last_reconcile >= RECONCILE_S:
+                    self.reconcile(retry_failed=False)
+                    last_reconcile = now
+                self.check_pruning()
+                self.fill_slots()
+                if not self.running:
+                    break
+                if now - last_count >= 2.0:
+                    self.show_progress()
+                    last_count = now
+                time.sleep(POLL_S)
+            if self.stop_signal is not None:
+                self.interrupt()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        self.finalize()
+        return self.result
+
+    def _on_signal(self, signum, frame) -> None:
+        self.stop_signal = signum
+
+    def fill_slots(self) -> None:
+        while len(self.running) < self.jobs and self.stop_signal is None:
+            trial = claim_next(self.handle)
+            if trial is None:
+                return
+            try:
+                self.start(trial)
+            except Exception as exc:  # e.g. the output folder is not writable: record, go on
+                log.error("could not start trial %d: %s", trial.number, exc)
+                finish(self.handle, trial._trial_id, TrialState.FAIL,
+                       attrs={OUTCOME: "failed", "harness.error": f"launch failed: {exc}"})
+
+    def show_progress(self, force: bool = False) -> None:
+        trials = self.handle.trials()
+        self.progress.update(counts(self.sweep, trials), durations(trials), force=force)
+
+    # -- one trial ---------------------------------------------------------------------------
+    def start(self, trial: FrozenTrial) -> None:
+        cell_key, slot = unit_of(trial)
+        cell = self.sweep.cell(cell_key)
+        trial_dir = trial_dir_of(self.sweep, cell_key, slot)
+        prepare_trial_dir(trial_dir, cell, self.client.tracking_uri)
+        params = self.search_params(trial, cell)
+        command = trial_command(self.sweep, cell, slot, trial.number, search_overrides(params), trial_dir,
+                                self.parent_run_id)
+        log_path = trial_dir / "trial.log"
+        offset = log_path.stat().st_size if log_path.exists() else 0
+        with open(log_path, "a") as handle:
+            handle.write(f"\n===== harness sweep {self.sweep.name}: trial #{trial.number}, attempt "
+                         f"{trial.user_attrs.get('attempt', 1)}, {datetime.now().isoformat(timespec='seconds')} =====\n"
+                         f"{shlex.join(command)}\n")
+        set_attrs(self.handle, trial._trial_id, {"harness.launched": True, "output_dir": str(trial_dir),
+                                                 "log_path": str(log_path), "launcher": self.launcher.name})
+        process = self.launcher.start(command, self.env, str(Path.cwd()), log_path, trial_dir / "trial.pid")
+        set_attrs(self.handle, trial._trial_id, {"harness.job_id": process.ident})
+        self.running[trial._trial_id] = Running(trial, cell, slot, trial_dir, log_path, offset, process)
+        log.debug("started trial #%d (%s slot %d) as %s", trial.number, cell_key, slot, process.ident)
+
+    def search_params(self, trial: FrozenTrial, cell: Cell) -> dict[str, Any]:
+        search = self.sweep.spec.search
+        if search is None or not search.params:
+            return {}
+        fixed = trial.system_attrs.get("fixed_params") or {}
+        cell_trials = [t for t in self.handle.trials() if unit_of(t) and unit_of(t)[0] == cell.key]
+        params = fixed if set(fixed) == set(search.params) else sample_params(
+            search, self.sweep.spec.objective.direction, cell_trials, trial.number)
+        for name, dist in distributions(search).items():
+            self.handle.storage.set_trial_param(trial._trial_id, name, dist.to_internal_repr(params[name]), dist)
+        return {name: params[name] for name in search.params}
+
+    def complete(self, item: Running, code: int) -> None:
+        del self.running[item.trial_id]
+        item.run_id = item.run_id or read_run_file(item.trial_dir).get("run_id")
+        attrs: dict[str, Any] = {"exit_code": code, "duration_s": round(time.monotonic() - item.started, 1),
+                                 "mlflow_run_id": item.run_id}
+        search = self.sweep.spec.search
+        if item.run_id and search is not None and search.trials_per_cell > 1:
+            # The whole validation curve, so the pruner can compare later trials with this one.
+            self.report_curve(item, prune_metric(self.sweep.spec.objective))
+        if code == 0:
+            try:
+                value, step = selected_objective(item.trial_dir, self.sweep.spec.objective, self.client, item.run_id)
+            except (HarnessError, ValueError, KeyError, StopIteration) as exc:
+                return self.fail(item, attrs, f"no objective: {exc}")
+            if finish(self.handle, item.trial_id, TrialState.COMPLETE, value,
+                      {**attrs, OUTCOME: "completed", "selected_step": step}):
+                self.result.completed += 1
+                records.tag_run(self.client, item.run_id, {"harness.trial": item.trial.number,
+                                                            "harness.objective": value, "harness.selected_step": step})
+            return None
+        return self.fail(item, attrs, describe_exit(code))
+
+    def fail(self, item: Running, attrs: dict[str, Any], reason: str) -> None:
+        tail = log_tail(item.log_path, item.log_offset)
+        finish(self.handle, item.trial_id, TrialState.FAIL,
+               attrs={**attrs, OUTCOME: "failed", "harness.error": reason, "log_tail": tail})
+        self.result.failed += 1
+        label = f"{item.cell.key}-{item.slot}-trial{item.trial.number}"
+        records.record_failure(self.client, item.run_id, self.parent_run_id, label, reason, tail, item.log_path)
+        self.progress.note(f"trial #{item.trial.number} ({item.cell.key}) failed: {reason}; log {item.log_path}")
+
+    # -- liveness, orphans, pruning ----------------------------------------------------------
+    def beat(self) -> None:
+        for item in list(self.running.values()):
+            heartbeat(self.handle, item.trial_id)
+            if self.handle.trial(item.trial_id).state != TrialState.RUNNING:
+                # Another worker declared us dead (a stall longer than the grace period) and may
+                # already be retrying this unit: stop our copy.
+                log.warning("trial #%d was taken over by another worker; stopping it here", item.trial.number)
+                item.handle.stop()
+                del self.running[item.trial_id]
+
+    def reconcile(self, retry_failed: bool) -> None:
+        """Fail trials whose coordinator died, stop their leftover processes, enqueue the units
+        that need a (new) attempt."""
+        fail_orphans(self.handle, set(self.running))
+        grouped = group_units(self.handle.trials())
+        mine = set(self.units)
+        for unit in units_to_reap(self.handle):
+            if unit in mine:
+                last = grouped[unit][-1]
+                if self.launcher.reap(trial_dir_of(self.sweep, *unit) / "trial.pid", last.user_attrs):
+                    log.info("stopped a leftover process of trial #%d (%s)", last.number, unit[0])
+        added = enqueue_missing(self.handle, self.units, self.axes, retry_failed=retry_failed)
+        if added:
+            log.info("enqueued %d trial(s)", added)
+
+    def check_pruning(self) -> None:
+        search = self.sweep.spec.search
+        if search is None or search.pruner.type == "none" or search.trials_per_cell < 2:
+            return
+        now = time.monotonic()
+        metric = prune_metric(self.sweep.spec.objective)
+        for item in list(self.running.values()):
+            if now - item.last_prune_check < PRUNE_POLL_S:
+                continue
+            item.last_prune_check = now
+            item.run_id = item.run_id or read_run_file(item.trial_dir).get("run_id")
+            if item.run_id and self.report_curve(item, metric):
+                self.maybe_prune(item)
+
+    def report_curve(self, item: Running, metric: str) -> bool:
+        history = records.best_effort("read the validation curve", self.client.get_metric_history, item.run_id, metric)
+        fresh = [m for m in history or [] if m.step not in item.reported and m.step > 0 and math.isfinite(m.value)]
+        for point in fresh:
+            self.handle.storage.set_trial_intermediate_value(item.trial_id, point.step, point.value)
+            item.reported.add(point.step)
+        return bool(fresh)
+
+    def maybe_prune(self, item: Running) -> None:
+        cell_trials = [t for t in self.handle.trials() if unit_of(t) and unit_of(t)[0] == item.cell.key]
+        current = self.handle.trial(item.trial_id)
+        if not should_prune(self.sweep.spec.search, self.sweep.spec.objective.direction, cell_trials, current):
+            return
+        item.handle.stop()
+        del self.running[item.trial_id]
+        last = current.intermediate_values[current.last_step]
+        if finish(self.handle, item.trial_id, TrialState.PRUNED, last,
+                  {OUTCOME: "pruned", "mlflow_run_id": item.run_id, "pruned_at_step": current.last_step}):
+            self.result.pruned += 1
+            records.tag_run(self.client, item.run_id, {"harness.trial": item.trial.number, "harness.pruned": "true"})
+
+    # -- the end -----------------------------------------------------------------------------
+    def interrupt(self) -> None:
+        self.result.interrupted = True
+        self.progress.note(f"signal {self.stop_signal}: stopping {len(self.running)} running trial(s)")
+        for item in list(self.running.values()):
+            item.handle.stop()
+            finish(self.handle, item.trial_id, TrialState.FAIL, attrs={OUTCOME: "interrupted"})
+        self.running.clear()
+
+    def finalize(self) -> None:
+        self.show_progress(force=True)
+        self.progress.close()
+        trials = self.handle.trials()
+        self.result.rows = unit_rows(self.sweep, trials)
+        records.log_summary(self.client, self.parent_run_id, self.result.rows, self.sweep.output_dir)
+        states = [unit_state(a) for u, a in group_units(trials).items() if u in set(self.units)]
+        if self.result.interrupted and "RUNNING" not in states:
+            records.finish_parent(self.client, self.parent_run_id, "KILLED")
+        elif len(states) == len(self.units) and all(s in ("COMPLETE", "PRUNED", "FAIL") for s in states):
+            records.finish_parent(self.client, self.parent_run_id, "FAILED" if "FAIL" in states else "FINISHED")
+
+
+def prepare_trial_dir(trial_dir: Path, cell: Cell, tracking_uri: str) -> None:
+    """Make the trial's folder. A folder left by a different resolution of the cell (the sweep
+    file changed) is moved aside rather than resumed; a run.json from another MLflow store is
+    set aside so the trial starts a run in the current one."""
+    marker = trial_dir / "sweep_cell.json"
+    wanted = json.dumps({"overrides": list(cell.overrides)}, indent=1)
+    if marker.is_file() and marker.read_text() != wanted:
+        aside = trial_dir.with_name(f"{trial_dir.name}.replaced-{datetime.now():%Y%m%d-%H%M%S}")
+        trial_dir.rename(aside)
+        log.warning("%s: the cell's config changed since its last attempt; old folder moved to %s", trial_dir, aside)
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(wanted)
+    run_file = trial_dir / "run.json"
+    previous = read_run_file(trial_dir)
+    if previous and previous.get("tracking_uri") not in (None, tracking_uri):
+        run_file.rename(trial_dir / "run.json.other-store")
+
+
+def run_sweep(sweep: Sweep, jobs: int = 1, storage: str | None = None, launcher: str = "local",
+              progress: bool = True, enqueue_only: bool = False) -> SweepResult:
+    """Run (or resume) a sweep until no trial is waiting; see the module docstring."""
+    url = storage or default_storage_url(sweep.output_dir)
+    storage_kind(url)  # a bad URL fails before anything is created
+    if jobs < 1:
+        raise HarnessError(f"--jobs {jobs}: expected an integer >= 1.")
+    client = records.client_for(default_tracking_uri())
+    runner = make_launcher(launcher, sweep.output_dir / "submitit", sweep.spec.submitit, f"harness-{sweep.name}")
+    sweep.output_dir.mkdir(parents=True, exist_ok=True)
+    handle = open_study(url, sweep.study_name, sweep.spec.objective.direction)
+    with storage_lock(url):
+        parent = records.ensure_parent_run(client, handle.study, sweep, url)
+        handle.study.set_user_attr("sweep", sweep.name)
+        handle.study.set_user_attr("sweep_file", str(sweep.path.resolve()))
+    line = ProgressLine(sweep.name, jobs, enabled=progress)
+    coordinator = Coordinator(sweep, handle, runner, jobs, parent, client, line)
+    coordinator.reconcile(retry_failed=True)
+    if enqueue_only:
+        coordinator.result.rows = unit_rows(sweep, handle.trials())
+        return coordinator.result
+    return coordinator.run()
