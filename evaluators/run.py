@@ -101,8 +101,10 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, suites: list[str], samples: 
     unknown = sorted(set(data_paths) - set(suites))
     if unknown:
         raise ConfigError(f"--data names suite(s) {unknown} that are not being evaluated (--suites {','.join(suites)}).")
-    # All data first: a missing or malformed file fails before minutes of model loading.
-    loaded = [(suite, load_records(suite, data_paths.get(suite.name))) for suite in map(get_suite, suites)]
+    # Names, then all data: a typo or a malformed file fails before minutes of model loading
+    # (or of building the tiny assets that tiny_math defaults to).
+    resolved = [get_suite(name) for name in suites]
+    loaded = [(suite, load_records(suite, data_paths.get(suite.name))) for suite in resolved]
     backend = HFGenerator(checkpoint_dir, device=device, batch_size=batch_size)
     generator = EvalGenerator(backend=backend, tokenizer=backend.tokenizer, options=options)
     results: dict[str, dict[str, float]] = {}
@@ -125,6 +127,8 @@ def evaluate_run(run_id_or_checkpoint: str, suites: list[str], samples: int, rul
     Returns {"checkpoint", "eval"} for a folder; for a run {"run_id", "rule", "selected_step",
     "selected_path", "final_step", "final_path", "eval": {suite: metrics}, "eval_final": {...}}.
     """
+    for name in suites:
+        get_suite(name)  # a typo fails now, not after checkpoint selection and model loading
     if _is_checkpoint_dir(run_id_or_checkpoint):
         results = evaluate_checkpoint(run_id_or_checkpoint, suites, samples, data_paths=data_paths,
                                       out_dir=out_dir, **eval_kwargs)
@@ -242,12 +246,12 @@ def _log_results(client, run_id: str, prefix: str, results: dict[str, dict[str, 
 
 
 def summary_lines(results: dict[str, dict[str, float]], label: str = "") -> list[str]:
-    """Human-readable lines, one per suite: 'math500  pass_at_1 = 53.70 ± 2.10  (500 problems)'."""
-    lines = []
+    """Human-readable lines, one per suite: '[selected] math500  pass_at_1 = 53.70 ± 2.10  (500 problems)'."""
+    lines, prefix = [], f"[{label}] " if label else ""
     for suite, metrics in results.items():
         main = primary_metric(metrics)
         se = metrics.get(f"{main}_se", float("nan"))
         count = metrics.get("n_problems")
         extra = f"  ({int(count)} problems)" if count is not None else ""
-        lines.append(f"{label}{suite:<12} {main} = {metrics[main]:.2f} ± {se:.2f}{extra}")
+        lines.append(f"{prefix}{suite:<12} {main} = {metrics[main]:.2f} ± {se:.2f}{extra}")
     return lines

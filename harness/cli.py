@@ -105,6 +105,13 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report import report_command
+    path = report_command(args.sweep, args.out, tracking_uri=args.tracking_uri, experiment=args.experiment)
+    print(f"report: {path}")
+    return 0
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     import subprocess
     from dashboard.launch import build_streamlit_command
@@ -142,6 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=20, help="optimizer steps to time")
     p.set_defaults(func=cmd_bench)
 
+    from harness.sweep.commands import (add_status_arguments, add_sweep_arguments, status_from_args,
+                                        sweep_from_args)
+    p = sub.add_parser("sweep", help="run the method x s x task-mix grid of a sweep file through Optuna")
+    add_sweep_arguments(p)
+    p.set_defaults(func=sweep_from_args)
+
+    p = sub.add_parser("status", help="one row per cell of a sweep: state, progress, objective, MLflow run")
+    add_status_arguments(p)
+    p.set_defaults(func=status_from_args)
+
     p = sub.add_parser("eval", help="evaluate a run's selected and final checkpoints (or one checkpoint folder)")
     p.add_argument("target", help="MLflow run id, or a checkpoint folder")
     p.add_argument("--suites", required=True, help="comma-separated suites, e.g. tiny_math,tiny_chat or math500,amc23")
@@ -168,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="per-sample results (default PREDICTIONS.scored.jsonl)")
     p.add_argument("--json", action="store_true", help="print only the JSON summary line")
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("report", help="the paper's tables and figures for a finished sweep, from MLflow")
+    p.add_argument("sweep", nargs="?", default=None, help="the sweep file (names the MLflow experiment)")
+    p.add_argument("--out", required=True, help="output folder for report.md and figures/")
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--experiment", default=None, help="MLflow experiment (default: the sweep's)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("leaderboard", help="the Streamlit leaderboard over MLflow")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlflow.db)")

@@ -53,6 +53,7 @@ class ModelConfig(Section):
     reward_model: str = Field("tiny", description="'tiny' or a path of a sequence-classification reward model")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    cpu_threads: int | None = Field(None, ge=1, description="torch CPU threads; None = torch's default")
     trust_remote_code: bool = False
 
 
@@ -62,7 +63,6 @@ class DataConfig(Section):
     data_dir: str | None = Field(None, description="folder with the real data sets' JSONL files")
     joint_verifiable_fraction: float = Field(0.5, ge=0.0, le=1.0)
     math_prompt_template: str | None = Field(None, description="None: the source's own template")
-    max_prompt_tokens: int = Field(1024, ge=8)
 
 
 class TrainConfig(Section):

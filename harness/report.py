@@ -121,16 +121,7 @@ def load_report_data(tracking_uri: str, experiment: str, sweep: str | None = Non
                            "(--experiment, the sweep file's tracking.experiment) and tracking URI it logged to.")
     notes: list[str] = []
     n_total = len(frame)
-    if sweep and (frame["sweep"] == sweep).any() and (frame["sweep"] != sweep).any():
-        notes.append(f"Experiment {experiment!r} holds runs of other sweeps; only sweep {sweep!r} is shown.")
-        frame = frame[frame["sweep"] == sweep]
-    pruned = {r.info.run_id for r in data.search_all_runs(client, [found.experiment_id],
-                                                          "tags.`harness.pruned` = 'true'")}
-    usable = (frame["status"] == "FINISHED") & ~frame["run_id"].isin(pruned)
-    for _, run in frame[~usable].iterrows():
-        why = "pruned" if run["run_id"] in pruned else run["status"].lower()
-        notes.append(f"Run {run['run_name']} ({run['run_id'][:8]}) is {why}: left out of every table and figure.")
-    frame = frame[usable]
+    frame = usable_runs(client, frame, found.experiment_id, sweep, notes)
     if frame.empty:
         raise HarnessError(f"harness report: experiment {experiment!r} in tracking URI {tracking_uri!r} has no "
                            "finished training run yet; wait for the sweep (`harness status SWEEP.yaml`) or rerun it.")
@@ -148,6 +139,19 @@ def load_report_data(tracking_uri: str, experiment: str, sweep: str | None = Non
         report.checkpoint_steps = {rid: checkpoint_steps(client, rid) for rid in report.runs["run_id"]
                                    if rid in trained}
     return report
+
+
+def usable_runs(client, frame: pd.DataFrame, experiment_id: str, sweep: str | None, notes: list[str]) -> pd.DataFrame:
+    """The sweep's finished, unpruned runs; what is left out is said in `notes`."""
+    if sweep and (frame["sweep"] == sweep).any() and (frame["sweep"] != sweep).any():
+        notes.append(f"The experiment holds runs of other sweeps; only sweep {sweep!r} is shown.")
+        frame = frame[frame["sweep"] == sweep]
+    pruned = {r.info.run_id for r in data.search_all_runs(client, [experiment_id], "tags.`harness.pruned` = 'true'")}
+    usable = (frame["status"] == "FINISHED") & ~frame["run_id"].isin(pruned)
+    for _, run in frame[~usable].iterrows():
+        why = "pruned" if run["run_id"] in pruned else str(run["status"]).lower()
+        notes.append(f"Run {run['run_name']} ({run['run_id'][:8]}) is {why}: left out of every table and figure.")
+    return frame[usable]
 
 
 @contextmanager
@@ -424,7 +428,10 @@ def results_table(report: ReportData, task_mix: str) -> tuple[str, list[str]]:
         step = per_seed(cell, "selected_step") if cell is not None else DASH
         rows.append([agg["label"], *(fmt_pm(agg[s], agg[f"{s}_se"]) for s in scores), step, str(agg["n_seeds"])])
         if cell is not None:
-            for score in scores:
+            for score in (*scores, *(s.replace("eval/", "eval_final/", 1) for s in scores)):
+                if score not in cell.runs:
+                    notes.append(f"{agg['label']}: no run logged {score} (shown as —).")
+                    continue
                 missing = cell.runs[cell.runs[score].isna()]["run_name"].tolist()
                 if missing:
                     notes.append(f"{agg['label']}: {score} missing in {', '.join(missing)}"

@@ -114,8 +114,9 @@ def plot_score_vs_s(report: ReportData, path: Path) -> Path:
             dpo = trained[trained["method"] == "dpo"].copy()
             dpo["x"] = [s_position(s, offline_x) for s in dpo["sync_every"]]
             dpo = dpo.dropna(subset=[score]).sort_values("x")
-            ax.errorbar(dpo["x"], dpo[score], yerr=dpo[f"{score}_se"].fillna(0), color=colour, marker=marker,
-                        capsize=3, label=f"DPO · {suite_of(score)}")
+            if not dpo.empty:
+                ax.errorbar(dpo["x"], dpo[score], yerr=dpo[f"{score}_se"].fillna(0), color=colour, marker=marker,
+                            capsize=3, label=f"DPO · {suite_of(score)}")
             grpo = trained[trained["method"] == "grpo"].dropna(subset=[score])
             if not grpo.empty:
                 ax.errorbar([s_position(s, offline_x) for s in grpo["sync_every"]], grpo[score],

@@ -71,6 +71,10 @@ def resolve_paths(cfg: RunConfig) -> tuple[str, str | None]:
 
 def train(cfg: RunConfig, tracker=None, resume: bool = False, progress: bool = True) -> TrainResult:
     tracker = tracker or NullTracker()
+    if cfg.model.cpu_threads:
+        # Tiny matmuls gain nothing from more threads, and OpenMP threads that outnumber free
+        # cores (parallel sweep trials) spin-wait and slow every op by 10x or more.
+        torch.set_num_threads(cfg.model.cpu_threads)
     torch.manual_seed(cfg.seed)
     output_dir = Path(cfg.output_dir or Path("runs") / cfg.run_name).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)

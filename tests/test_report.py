@@ -50,7 +50,7 @@ def section(text: str, heading: str, within: str | None = None) -> str:
 
 def table(text: str) -> list[dict[str, str]]:
     """The first markdown table in `text` as rows {header: cell}."""
-    lines = [line for line in text.splitlines() if line.startswith("|")]
+    lines = text[text.index("\n|") + 1:].split("\n\n")[0].splitlines()
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     return [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
 

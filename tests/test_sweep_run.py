@@ -1,6 +1,7 @@
 """Running sweeps: real Optuna storages, real `harness train` subprocesses, a real MLflow SQLite
 store. The first tests exercise enqueue/claim/orphan handling on a real SQLite study directly;
-the end-to-end ones run small tiny grids (a few train steps per cell)."""
+the end-to-end ones run small tiny grids (a few train steps per cell). They take conftest's
+`tiny_assets` fixture first, so parallel trials never race to build the assets."""
 
 from __future__ import annotations
 
@@ -100,13 +101,6 @@ def test_a_live_coordinators_trial_is_not_orphaned(study):
 TINY_SET = {"train.steps": 4, "train.prompts_per_step": 4, "train.samples_per_prompt": 4,
             "train.max_new_tokens": 16, "validation.every": 2, "validation.prompts": 8, "checkpoint.every": 2,
             "rewards.math_verify_workers": 1, "eval.suites": []}
-
-
-@pytest.fixture(scope="module")
-def tiny_assets():
-    """Build (or find) the tiny assets once, so parallel trials never race to build them."""
-    from harness.tiny import ensure_tiny_assets
-    return ensure_tiny_assets()
 
 
 def write_grid(folder: Path, name: str, grid: dict, **extra) -> Path:
@@ -218,13 +212,12 @@ def test_status_prints_state_objective_and_run_id_per_cell(small_sweep, capsys, 
 
 
 def test_sigkill_of_the_sweep_then_rerun_completes_every_cell_exactly_once(tiny_assets, tmp_path):
-    path = write_grid(tmp_path, "killed", {"method": ["dpo"], "sync_every": [1, 5, "inf"]},
-                      set={"train.steps": 8})
+    path = write_grid(tmp_path, "killed", {"method": ["dpo"], "sync_every": [1, "inf"]}, set={"train.steps": 6})
     sweep = subprocess.Popen(sweep_argv(path, "--jobs", "2"), cwd=tmp_path, env=sweep_env(tmp_path),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     trials = tmp_path / "outputs" / "killed" / "trials"
     deadline = time.monotonic() + 180
-    while not list(trials.glob("*/0/checkpoints/step_2")) and time.monotonic() < deadline:
+    while not list(trials.glob("*/0/checkpoints/step_*")) and time.monotonic() < deadline:
         time.sleep(0.2)
     os.killpg(sweep.pid, signal.SIGKILL)  # the coordinator's whole process group, mid-run
     sweep.wait()
@@ -234,11 +227,11 @@ def test_sigkill_of_the_sweep_then_rerun_completes_every_cell_exactly_once(tiny_
     rerun = run_sweep_cli(path, "--jobs", "2")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     handle = study_of(path)
-    assert complete_trials_per_cell(handle) == {"dpo-s1": 1, "dpo-s5": 1, "dpo-sinf": 1}
+    assert complete_trials_per_cell(handle) == {"dpo-s1": 1, "dpo-sinf": 1}
     orphaned = [t for t in handle.trials() if t.state == TrialState.FAIL and "harness.outcome" not in t.user_attrs]
     assert orphaned, "the killed trials should be recorded as orphaned attempts"
     children = [r for r in mlflow_runs(tmp_path, "killed") if "cell_key" in r.data.tags]
-    assert sorted(r.data.tags["cell_key"] for r in children) == ["dpo-s1", "dpo-s5", "dpo-sinf"]  # reused, not duplicated
+    assert sorted(r.data.tags["cell_key"] for r in children) == ["dpo-s1", "dpo-sinf"]  # reused, not duplicated
     assert all(r.info.status == "FINISHED" for r in children)
     resumed = [t for t in orphaned if "resumed from" in (trials / t.user_attrs["cell_key"] / "0" / "trial.log").read_text()]
     assert resumed, "a retried trial should continue from its last checkpoint"

@@ -9,6 +9,7 @@ run, so nothing like MLFLOW_RUN_ID can leak into trial processes.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -16,6 +17,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from harness.sweep.study import storage_lock
 from harness.tracking import default_tracking_uri, ensure_experiment
 
 log = logging.getLogger("harness.sweep")
@@ -23,8 +25,12 @@ PARENT_ATTR = "mlflow_parent_run_id"
 
 
 def client_for(uri: str | None = None):
+    """A client whose store exists. Two processes creating a fresh SQLite store at once fail
+    (both run its schema migrations), so on SQLite the first use holds a file lock."""
     from mlflow.tracking import MlflowClient
-    return MlflowClient(uri or default_tracking_uri())
+    uri = uri or default_tracking_uri()
+    with storage_lock(uri) if uri.startswith("sqlite:///") else contextlib.nullcontext():
+        return MlflowClient(uri)  # the constructor creates (migrates) the store
 
 
 def redact(url: str) -> str:

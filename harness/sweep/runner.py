@@ -83,7 +83,7 @@ def trial_dir_of(sweep: Sweep, cell_key: str, slot: int) -> Path:
 
 
 def trial_command(sweep: Sweep, cell: Cell, slot: int, trial_number: int, params: list[str], trial_dir: Path,
-                  parent_run_id: str) -> list[str]:
+                  parent_run_id: str, resume: bool = False) -> list[str]:
     run_name = cell.key if sweep.slots == 1 else f"{cell.key}-t{slot}"
     tags = {"cell_key": cell.key, "harness.sweep": sweep.name, "harness.study": sweep.study_name,
             "harness.trial": trial_number, **{axis: _show(axis, v) for axis, v in cell.axes.items()}}
@@ -91,8 +91,9 @@ def trial_command(sweep: Sweep, cell: Cell, slot: int, trial_number: int, params
         tags["harness.slot"] = slot
     command = [sys.executable, "-m", "harness.cli", "train", str(sweep.base_path), *cell.overrides, *params,
                f"output_dir={yaml_value(str(trial_dir))}", f"tracking.experiment={yaml_value(sweep.experiment)}",
-               f"tracking.run_name={yaml_value(run_name)}", "--resume", "--parent-run-id", parent_run_id,
-               "--no-progress"]
+               f"tracking.run_name={yaml_value(run_name)}", "--parent-run-id", parent_run_id, "--no-progress"]
+    if resume:  # an earlier attempt made a run: continue it, from its last checkpoint if any
+        command.append("--resume")
     for key, value in tags.items():
         command += ["--tag", f"{key}={value}"]
     return command
@@ -170,7 +171,7 @@ class Coordinator:
 
     def fill_slots(self) -> None:
         while len(self.running) < self.jobs and self.stop_signal is None:
-            trial = claim_next(self.handle)
+            trial = claim_next(self.handle, set(self.units))
             if trial is None:
                 return
             try:
@@ -192,7 +193,7 @@ class Coordinator:
         prepare_trial_dir(trial_dir, cell, self.client.tracking_uri)
         params = self.search_params(trial, cell)
         command = trial_command(self.sweep, cell, slot, trial.number, search_overrides(params), trial_dir,
-                                self.parent_run_id)
+                                self.parent_run_id, resume=(trial_dir / "run.json").is_file())
         log_path = trial_dir / "trial.log"
         offset = log_path.stat().st_size if log_path.exists() else 0
         with open(log_path, "a") as handle:
@@ -253,12 +254,20 @@ class Coordinator:
     def beat(self) -> None:
         for item in list(self.running.values()):
             heartbeat(self.handle, item.trial_id)
+            self.note_run_id(item)
             if self.handle.trial(item.trial_id).state != TrialState.RUNNING:
                 # Another worker declared us dead (a stall longer than the grace period) and may
                 # already be retrying this unit: stop our copy.
                 log.warning("trial #%d was taken over by another worker; stopping it here", item.trial.number)
                 item.handle.stop()
                 del self.running[item.trial_id]
+
+    def note_run_id(self, item: Running) -> None:
+        """Record the trial's MLflow run id as soon as `harness train` has written run.json."""
+        if item.run_id is None:
+            item.run_id = read_run_file(item.trial_dir).get("run_id")
+            if item.run_id:
+                set_attrs(self.handle, item.trial_id, {"mlflow_run_id": item.run_id})
 
     def reconcile(self, retry_failed: bool) -> None:
         """Fail trials whose coordinator died, stop their leftover processes, enqueue the units
@@ -285,7 +294,7 @@ class Coordinator:
             if now - item.last_prune_check < PRUNE_POLL_S:
                 continue
             item.last_prune_check = now
-            item.run_id = item.run_id or read_run_file(item.trial_dir).get("run_id")
+            self.note_run_id(item)
             if item.run_id and self.report_curve(item, metric):
                 self.maybe_prune(item)
 
@@ -316,6 +325,7 @@ class Coordinator:
         self.progress.note(f"signal {self.stop_signal}: stopping {len(self.running)} running trial(s)")
         for item in list(self.running.values()):
             item.handle.stop()
+            self.note_run_id(item)
             finish(self.handle, item.trial_id, TrialState.FAIL, attrs={OUTCOME: "interrupted"})
         self.running.clear()
 

@@ -225,12 +225,12 @@ def process_start_time(pid: int) -> str | None:
     return None if fields[0] in ("Z", "X") else fields[19]  # a zombie has already exited
 
 
-def claim_next(handle: StudyHandle) -> FrozenTrial | None:
-    """Move one WAITING trial of this sweep to RUNNING for this process, or return None."""
+def claim_next(handle: StudyHandle, units: set[tuple[str, int]] | None = None) -> FrozenTrial | None:
+    """Move one WAITING trial (of `units`, if given) to RUNNING for this process, or return None."""
     owner = owner_attrs()
     with storage_lock(handle.url):
         for trial in sorted(handle.trials((TrialState.WAITING,)), key=lambda t: t.number):
-            if unit_of(trial) is None:
+            if unit_of(trial) is None or (units is not None and unit_of(trial) not in units):
                 continue
             try:
                 if not handle.storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
