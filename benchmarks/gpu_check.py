@@ -59,6 +59,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--policy", default=None)
     parser.add_argument("--out", default="/tmp/gpu_check")
+    parser.add_argument("--data-dir", default=None, help="folder with numinamath/{train,validation}.jsonl")
     args = parser.parse_args()
     assert torch.cuda.is_available(), "no CUDA device"
     print("device:", torch.cuda.get_device_name(0), "torch", torch.__version__)
@@ -69,6 +70,8 @@ def main() -> int:
         policy = str(ensure_tiny_assets().policy_dir)
     else:
         extra = [f"model.policy={policy}"]
+    if args.data_dir:
+        extra += ["data.verifiable=numinamath", f"data.data_dir={args.data_dir}", "data.math_prompt_template='{problem}'"]
     ok = True
     for dtype in (torch.float32, torch.bfloat16):
         err = logprob_match(policy, dtype, "cuda")

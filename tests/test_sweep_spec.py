@@ -218,3 +218,12 @@ def test_median_pruner_stops_a_trial_below_the_cells_median():
     assert should_prune(spec, "maximize", done, bad) and not should_prune(spec, "maximize", done, good)
     assert not should_prune(SearchSpec(pruner="none"), "maximize", done, bad)
     assert math.isfinite(done[0].value)
+
+
+def test_bad_submitit_block_fails_before_anything_is_created(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    path = write_sweep(tmp_path, grid={"method": ["dpo"]}, submitit={"gpus_per_nod": 2})
+    with pytest.raises(ConfigError, match="the `submitit` block is invalid: .*gpus_per_nod"):
+        sweep_command(str(path), launcher="submitit", out_dir=str(tmp_path / "out"), progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["probe.yaml"]

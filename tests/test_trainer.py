@@ -50,9 +50,11 @@ def test_staleness_cycles_within_each_sync_interval(tiny_assets, tmp_path):
 
 
 def test_generator_equals_trainer_right_after_sync_and_lags_between(tiny_assets, tmp_path):
-    _, _, result = run(tmp_path, "sync_every=2", "train.steps=5", "checkpoint.every=1", "train.lr=1e-3")
+    _, _, result = run(tmp_path, "sync_every=2", "train.steps=5", "checkpoint.every=1", "train.lr=1e-3",
+                       "train.prompts_per_step=16", "method=grpo", "grpo.importance_sampling=true")
     saved = dict(ckpt.list_checkpoints(result.output_dir))
     seed = load_file(str(Path(tiny_assets.policy_dir) / "model.safetensors"))
+    lagging = 0
     for step in range(1, 6):
         meta, tensors = ckpt.load_trainer_state(saved[step])
         generator = ckpt.weights_with_prefix(tensors, "generator")
@@ -63,7 +65,10 @@ def test_generator_equals_trainer_right_after_sync_and_lags_between(tiny_assets,
         # between syncs the generator holds exactly the weights the trainer had at the last sync
         expected = policy_weights(saved[step - 1]) if step > 1 else seed
         assert same(generator, expected)
+        # the trainer moved on (GRPO's KL term always gives a gradient) while the generator did not
         assert not same(generator, policy_weights(saved[step]))
+        lagging += 1
+    assert lagging == 3
 
 
 def test_offline_generator_never_leaves_the_seed(tiny_assets, tmp_path):

@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -130,18 +131,25 @@ class SubmititHandle:
 class SubmititLauncher:
     name = "submitit"
 
-    def __init__(self, folder: Path, parameters: dict[str, Any], job_name: str) -> None:
+    def __init__(self, folder: Path, parameters: dict[str, Any], job_name: str, source: str = "submitit") -> None:
+        self.folder, self.source = folder, source
+        self.parameters = {"timeout_min": 3 * 24 * 60, "name": job_name, **parameters}
+        self.cluster_name = self.parameters.pop("cluster", None)
+        with tempfile.TemporaryDirectory() as scratch:  # check the parameters, create nothing
+            self.cluster = self._executor(Path(scratch)).cluster
+        self.executor = None
+
+    def _executor(self, folder: Path):
         import submitit
-        params = dict(parameters)
-        cluster = params.pop("cluster", None)
         try:
-            self.executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
-            self.executor.update_parameters(**{"timeout_min": 3 * 24 * 60, "name": job_name, **params})
-        except (ValueError, TypeError, RuntimeError) as exc:
-            raise ConfigError(f"the sweep file's `submitit` block is invalid: {exc}") from None
-        self.cluster = self.executor.cluster
+            executor = submitit.AutoExecutor(folder=str(folder), cluster=self.cluster_name)
+            executor.update_parameters(**self.parameters)
+        except (ValueError, TypeError, NameError, RuntimeError) as exc:
+            raise ConfigError(f"{self.source} is invalid: {exc}".replace("\n", " ")) from None
+        return executor
 
     def start(self, command: list[str], env: dict[str, str], cwd: str, log_path: Path, pid_file: Path) -> SubmititHandle:
+        self.executor = self.executor or self._executor(self.folder)
         job = self.executor.submit(run_trial_command, wrap(command, pid_file), env, cwd, str(log_path))
         return SubmititHandle(job, log_path)
 
@@ -150,16 +158,16 @@ class SubmititLauncher:
         job_id = attrs.get("harness.job_id")
         if self.cluster == "slurm" and job_id:
             import submitit
-            submitit.SlurmJob(self.executor.folder, str(job_id)).cancel(check=False)
+            submitit.SlurmJob(self.folder, str(job_id)).cancel(check=False)
             reaped = True
         return reaped
 
 
-def make_launcher(name: str, folder: Path, parameters: dict[str, Any], job_name: str):
+def make_launcher(name: str, folder: Path, parameters: dict[str, Any], job_name: str, source: str = "submitit"):
     if name == "local":
         return LocalLauncher()
     if name == "submitit":
-        return SubmititLauncher(folder, parameters, job_name)
+        return SubmititLauncher(folder, parameters, job_name, source)
     raise ConfigError(f"--launcher {name!r}: expected `local` or `submitit`.")
 
 

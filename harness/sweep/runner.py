@@ -367,8 +367,9 @@ def run_sweep(sweep: Sweep, jobs: int = 1, storage: str | None = None, launcher:
     storage_kind(url)  # a bad URL fails before anything is created
     if jobs < 1:
         raise HarnessError(f"--jobs {jobs}: expected an integer >= 1.")
+    runner = make_launcher(launcher, sweep.output_dir / "submitit", sweep.spec.submitit, f"harness-{sweep.name}",
+                           source=f"{sweep.path}: the `submitit` block")
     client = records.client_for(default_tracking_uri())
-    runner = make_launcher(launcher, sweep.output_dir / "submitit", sweep.spec.submitit, f"harness-{sweep.name}")
     sweep.output_dir.mkdir(parents=True, exist_ok=True)
     handle = open_study(url, sweep.study_name, sweep.spec.objective.direction)
     with storage_lock(url):

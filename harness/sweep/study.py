@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import socket
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -211,7 +212,6 @@ def enqueue_missing(handle: StudyHandle, units: list[tuple[str, int]], axes: dic
 
 
 def owner_attrs() -> dict[str, Any]:
-    import os
     return {"harness.host": socket.gethostname(), "harness.owner_pid": os.getpid(),
             "harness.owner_start": process_start_time(os.getpid())}
 
@@ -325,11 +325,3 @@ def units_to_reap(handle: StudyHandle) -> list[tuple[str, int]]:
             found.append(unit)
     return found
 
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float, step_s: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step_s)
-    return predicate()

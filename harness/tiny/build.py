@@ -231,6 +231,8 @@ def build_tiny_assets(out_dir: str | os.PathLike, recipe: dict | None = None,
         "bf16_autocast": {"sft": use_bf16(recipe["sft"]["bf16_autocast"]),
                           "reward_model": use_bf16(recipe["reward_model"]["bf16_autocast"])},
         "versions": {"torch": torch.__version__, "transformers": _transformers_version()},
+        "built_by_pid": os.getpid(),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     (out_dir / "DONE.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     log(f"tiny assets built in {summary['total_wall_s']:.0f}s: seed math accuracy "
