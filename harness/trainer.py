@@ -111,6 +111,7 @@ def train(cfg: RunConfig, tracker=None, resume: bool = False, progress: bool = T
     if state.step == 0:
         val = validate(cfg, validator, policy, val_pools, rewards)
         tracker.log_metrics(val, step=0)
+        log_validation(0, val)
     sampling = SamplingParams(n=cfg.train.samples_per_prompt, temperature=cfg.train.temperature,
                               top_p=cfg.train.top_p, max_new_tokens=cfg.train.max_new_tokens,
                               return_logprobs=cfg.method == "grpo" and cfg.grpo.importance_sampling)
@@ -174,6 +175,7 @@ def train(cfg: RunConfig, tracker=None, resume: bool = False, progress: bool = T
             if state.step % cfg.validation.every == 0 or state.step == cfg.train.steps:
                 val = validate(cfg, validator, policy, val_pools, rewards)
                 tracker.log_metrics(val, step=state.step)
+                log_validation(state.step, val)
             if state.step % cfg.checkpoint.every == 0 or state.step == cfg.train.steps:
                 save(output_dir, cfg, state, policy, tokenizer, optimizer, generator, reference, val, tracker)
             bar.update(1)
@@ -193,6 +195,12 @@ def build_rewards(cfg: RunConfig, reward_model_path: str | None, device: str):
                                 "batch_size": cfg.rewards.reward_model_batch_size}}
     return make_reward_router(cfg.rewards.verifiable if cfg.task_mix != "non_verifiable" else None,
                               cfg.rewards.non_verifiable if cfg.task_mix != "verifiable" else None, options)
+
+
+def log_validation(step: int, val: dict[str, float]) -> None:
+    log.info("validation at step %d: reward %.3f, response length %.1f tokens, length-normalized %.5f, "
+             "entropy %.3f", step, val["val/reward"], val["val/response_len"], val["val/len_norm_reward"],
+             val["val/entropy"])
 
 
 def due(step: int, interval: float | int) -> bool:

@@ -144,16 +144,21 @@ def test_chat_utility_prefers_longer_among_equal_quality():
     plain = record["reference"]
     padded = "Sure! " + plain + " I hope this helps!"
     assert chat_task.preference_probability(record, padded, plain) > 0.8
-    assert chat_task.preference_probability(record, plain, "I don't know.") > 0.99
+    worst = min(chat_task.core_variants(record, random.Random(0)),
+                key=lambda response: chat_task.quality(record, response))
+    assert chat_task.preference_probability(record, plain, worst) > 0.99
 
 
 def test_chat_held_out_prompts_never_appear_in_train():
     splits = chat_task.generate_chat_splits(0)
     assert {name: len(r) for name, r in splits.items()} == chat_task.DEFAULT_CHAT_SPLITS
     train = {r["prompt"] for r in splits["train"]}
-    held_out = [r["prompt"] for r in splits["validation"] + splits["test"]]
-    assert len(set(held_out)) == len(held_out) and not train & set(held_out)
-    assert {r["family"] for r in splits["train"]} == set(chat_task.FAMILIES)
+    validation = {r["prompt"] for r in splits["validation"]}
+    test = {r["prompt"] for r in splits["test"]}
+    assert not train & validation and not train & test and not validation & test
+    for name in ("train", "validation", "test"):
+        assert {r["family"] for r in splits[name]} == set(chat_task.FAMILIES)
+    assert chat_task.generate_chat_splits(0) == splits  # deterministic for the seed
 
 
 # ----------------------------------------------------------------------------- recipe and cache
@@ -269,8 +274,10 @@ def test_reward_model_prefers_correct_over_wrong_answers(reward_model):
     tokenizer, model, records = reward_model
     prompts = [r["prompt"] for r in records]
     correct = score_responses(model, tokenizer, prompts, [r["reference"] for r in records])
-    wrong = score_responses(model, tokenizer, prompts, ["I don't know." if r["family"] != "repeat"
-                                                        else r["reference"][:-1] for r in records])
+    rng = random.Random(0)
+    wrong = score_responses(model, tokenizer, prompts, [
+        min(chat_task.core_variants(r, rng), key=lambda x: chat_task.quality(r, x))
+        for r in records])
     wins = sum(c > w for c, w in zip(correct, wrong)) / len(records)
     assert wins >= 0.7
 

@@ -47,13 +47,13 @@ _DEFAULT_RECIPE = {
                "num_attention_heads": 4, "max_position_embeddings": 256},
     # Accuracy rises steeply with SFT steps (about 10% at 300, 30% at 360, 80% at 500 steps at
     # T=1.0 in our measurements); `steps` is chosen for a seed well below the ceiling.
-    "sft": {"steps": 400, "math_per_batch": 56, "chat_per_batch": 16, "lr": 2e-3, "warmup_steps": 30,
+    "sft": {"steps": 360, "math_per_batch": 56, "chat_per_batch": 16, "lr": 2e-3, "warmup_steps": 30,
             "min_lr_ratio": 0.1, "grad_clip": 1.0, "bf16_autocast": "auto"},
     # The reward model starts from the SFT policy's embeddings and first layers (as RLHF reward
     # models start from the SFT model): from scratch it could not learn the task in budget.
     # Each step scores `group_size` synthetic responses to each of `prompts_per_batch` prompts
     # and trains on every pair within a group.
-    "reward_model": {"init": "policy", "num_hidden_layers": 2, "steps": 200,
+    "reward_model": {"init": "policy", "num_hidden_layers": 2, "steps": 150,
                      "prompts_per_batch": 16, "group_size": 4,
                      "lr": 1e-3, "warmup_steps": 20, "heldout_pairs": 512, "bf16_autocast": "auto",
                      "scratch_sizes": {"hidden_size": 128, "intermediate_size": 256,

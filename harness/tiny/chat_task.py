@@ -1,17 +1,19 @@
 """The tiny non-verifiable task: short synthetic instructions judged by a hidden quality function.
 
-Instruction families: list N things of a category ("List 3 fruits."), write a word in capitals,
-count from a to b, repeat a string. (Spelling backwards was tried and dropped: neither a tiny
-policy nor a tiny reward model learned it within the build budget.) Each record keeps its family, its
+Four instruction families over small closed vocabularies, so that a 2.6M-parameter
+character-level policy and reward model can learn them within the build budget: list N things
+of a category ("List 3 fruits."), a yes/no membership question ("Is a plum a fruit?"), count
+from a to b, and greet someone by name. (Reversing, capitalising and repeating arbitrary strings
+were tried first: neither tiny model learned them in budget.) Each record keeps its family,
 parameters and a reference answer as hidden fields; the trainer reads only ``id`` and ``prompt``.
 
 `quality(record, response)` (0..1, correctness and format) exists ONLY to make synthetic
 preference pairs for the tiny reward model. The pairs are ranked by the utility
 ``quality + length_bias * len(response)``: a deliberate, mild length bias, like the one real
-reward models have. Polite filler ("Sure! ...", "... I hope this helps!") leaves quality
-unchanged, so among equal answers the longer wins, and a much longer, slightly worse answer can
-win too. RL against the reward model can therefore length-hack, and length-normalized checkpoint
-selection has something to catch.
+reward models have. Polite filler ("Sure! ...", "... I hope this helps!") and elaborated answers
+("Yes, a plum is a fruit.") leave quality unchanged, so among equal answers the longer wins, and
+a much longer, slightly worse answer can win too. RL against the reward model can therefore
+length-hack, and length-normalized checkpoint selection has something to catch.
 """
 
 from __future__ import annotations
@@ -20,81 +22,95 @@ import math
 import random
 
 CATEGORIES = {
-    "fruits": ["apple", "banana", "cherry", "grape", "lemon", "mango", "orange", "peach",
-               "pear", "plum", "kiwi", "lime", "melon", "fig"],
-    "colors": ["red", "blue", "green", "yellow", "black", "white", "pink", "purple", "brown",
-               "gray"],
-    "animals": ["cat", "dog", "cow", "pig", "horse", "sheep", "goat", "duck", "fox", "lion",
-                "tiger", "bear", "wolf", "mouse"],
-    "tools": ["hammer", "saw", "drill", "wrench", "knife", "axe", "rake", "shovel", "ruler"],
+    "fruits": ["apple", "banana", "cherry", "grape", "lemon", "mango", "peach", "plum"],
+    "colors": ["red", "blue", "green", "yellow", "black", "white", "pink", "brown"],
+    "animals": ["cat", "dog", "cow", "pig", "horse", "duck", "fox", "lion"],
 }
-WORDS = ["cat", "dog", "sun", "tree", "book", "fish", "bird", "moon", "star", "rain", "lamp",
-         "door", "ship", "milk", "rose", "king", "ring", "sand", "wolf", "cake", "road", "hill",
-         "boat", "coin", "leaf", "snow", "wind", "fire", "gold", "salt", "rock", "lake", "bell",
-         "corn", "drum", "frog", "goat", "nest", "owl", "pen", "cup", "hat", "box", "map", "key",
-         "egg", "bus", "jam", "toy", "web", "apple", "house", "table", "chair", "water", "light",
-         "river", "cloud", "stone", "bread", "green", "paper", "music", "smile", "tiger"]
-LIST_PHRASES = ["List {n} {category}.", "Name {n} {category}.", "Give me {n} {category}.",
-                "Write {n} {category}."]
-UPPER_PHRASES = ["Write the word {word} in capitals.", "Write {word} in capital letters."]
-COUNT_PHRASES = ["Count from {start} to {end}.", "Count up from {start} to {end}."]
-REPEAT_PHRASES = ["Repeat: {text}", "Say this back: {text}"]
-FAMILIES = ["list", "upper", "count", "repeat"]
+SINGULAR = {"fruits": "fruit", "colors": "color", "animals": "animal"}
+NAMES = ["Anna", "Ben", "Cara", "Dan", "Eve", "Finn", "Gina", "Hugo", "Ida", "Jack", "Kim", "Leo"]
+PHRASES = {
+    "list": ["List {n} {category}.", "Name {n} {category}.", "Give me {n} {category}.",
+             "Write {n} {category}."],
+    "yesno": ["Is {thing} {kind}?", "Question: is {thing} {kind}?"],
+    "count": ["Count from {start} to {end}.", "Count up from {start} to {end}."],
+    "greet": ["Say hello to {name}.", "Greet {name}.", "Write a greeting for {name}."],
+}
+FAMILIES = list(PHRASES)
 # Quality-neutral politeness: stripped before judging, so it only adds length.
 FILLER_PREFIXES = ["Sure! ", "Here you go: ", "Of course. ", "Okay: "]
 FILLER_SUFFIXES = [" I hope this helps!", " Have a nice day!", " Enjoy!"]
 
 DEFAULT_CHAT_SPLITS = {"train": 4000, "validation": 128, "test": 200}
 DEFAULT_LENGTH_BIAS = 0.01  # utility per response character; a full quality point = 100 chars
+HELD_OUT_SHARE = 0.2        # of each family's distinct prompts, split between validation and test
 
 
-def make_chat_record(rng: random.Random) -> dict:
-    """Draw one instruction: ``{"prompt", "family", "params", "reference"}``."""
-    family = rng.choice(FAMILIES)
+def _with_article(word: str) -> str:
+    """'an apple', 'a fox', but bare colour names ('black')."""
+    if word in CATEGORIES["colors"]:
+        return word
+    return ("an " if word[0] in "aeiou" else "a ") + word
+
+
+def family_prompts(family: str) -> list[tuple[str, dict]]:
+    """Every distinct (prompt, params) of a family, in a fixed order."""
+    prompts = []
+    for phrase in PHRASES[family]:
+        if family == "list":
+            grid = [{"category": c, "n": n} for c in CATEGORIES for n in (2, 3, 4)]
+        elif family == "yesno":
+            grid = [{"word": w, "category": c} for c in CATEGORIES
+                    for w in sorted({x for items in CATEGORIES.values() for x in items})]
+        elif family == "count":
+            grid = [{"start": a, "end": a + span} for a in range(0, 41) for span in range(2, 7)]
+        else:
+            grid = [{"name": name} for name in NAMES]
+        for params in grid:
+            fields = dict(params)
+            if family == "yesno":
+                fields.update(thing=_with_article(params["word"]),
+                              kind=_with_article(SINGULAR[params["category"]]))
+            prompts.append((phrase.format(**fields), params))
+    return prompts
+
+
+def reference_answer(family: str, params: dict, rng: random.Random) -> str:
+    """The ideal response (for lists, a random choice of valid items)."""
     if family == "list":
-        category = rng.choice(sorted(CATEGORIES))
-        params = {"category": category, "n": rng.randint(2, 4)}
-        prompt = rng.choice(LIST_PHRASES).format(**params)
-        reference = ", ".join(rng.sample(CATEGORIES[category], params["n"]))
-    elif family == "upper":
-        params = {"word": rng.choice(WORDS)}
-        prompt, reference = rng.choice(UPPER_PHRASES).format(**params), params["word"].upper()
-    elif family == "count":
-        start = rng.randint(0, 30)
-        params = {"start": start, "end": start + rng.randint(2, 6)}
-        prompt = rng.choice(COUNT_PHRASES).format(**params)
-        reference = " ".join(str(k) for k in range(start, params["end"] + 1))
-    else:
-        params = {"text": "".join(rng.choice("abcdefghijklmnopqrstuvwxyz")
-                                  for _ in range(rng.randint(3, 6)))}
-        prompt, reference = rng.choice(REPEAT_PHRASES).format(**params), params["text"]
-    return {"prompt": prompt, "family": family, "params": params, "reference": reference}
+        return ", ".join(rng.sample(CATEGORIES[params["category"]], params["n"]))
+    if family == "yesno":
+        return "Yes." if params["word"] in CATEGORIES[params["category"]] else "No."
+    if family == "count":
+        return " ".join(str(k) for k in range(params["start"], params["end"] + 1))
+    return f"Hello, {params['name']}!"
 
 
 def generate_chat_splits(seed: int, sizes: dict = DEFAULT_CHAT_SPLITS) -> dict[str, list[dict]]:
-    """Held-out splits first, with distinct prompts; train never reuses a held-out prompt but
-    may repeat its own (the list family has only a few hundred distinct prompts)."""
+    """Each family's distinct prompts are shuffled and cut into train / held-out pools (the
+    held-out share split evenly between validation and test), so a held-out prompt never
+    appears in train; records draw a family uniformly, then a prompt from that split's pool
+    (pools are small, so prompts repeat within a split, with fresh list references)."""
     rng = random.Random(seed)
+    pools: dict[str, dict[str, list]] = {name: {} for name in sizes}
     held_out_names = [name for name in sizes if name != "train"]
-    held_out_total = sum(sizes[name] for name in held_out_names)
-    held_out, seen = [], set()
-    while len(held_out) < held_out_total:
-        record = make_chat_record(rng)
-        if record["prompt"] not in seen:
-            seen.add(record["prompt"])
-            held_out.append(record)
-    splits, start = {}, 0
-    for name in held_out_names:
-        splits[name] = held_out[start:start + sizes[name]]
-        start += sizes[name]
-    train = []
-    while len(train) < sizes.get("train", 0):
-        record = make_chat_record(rng)
-        if record["prompt"] not in seen:
-            train.append(record)
-    splits["train"] = train
-    return {name: [{"id": f"tiny_chat-{name}-{index:05d}", **record}
-                   for index, record in enumerate(splits[name])] for name in sizes}
+    for family in FAMILIES:
+        prompts = family_prompts(family)
+        rng.shuffle(prompts)
+        held = max(len(held_out_names), round(HELD_OUT_SHARE * len(prompts)))
+        pools.setdefault("train", {})[family] = prompts[held:]
+        for index, name in enumerate(held_out_names):
+            pools[name][family] = prompts[index:held:len(held_out_names)]
+    splits = {}
+    for name, size in sizes.items():
+        records = []
+        for index in range(size):
+            family = rng.choice(FAMILIES)
+            prompt, params = rng.choice(pools[name][family])
+            records.append({"id": f"tiny_chat-{name}-{index:05d}", "prompt": prompt,
+                            "family": family, "params": params,
+                            "reference": reference_answer(family, params, rng)})
+        splits[name] = records
+    return splits
 
 
 def strip_filler(response: str) -> str:
@@ -112,23 +128,27 @@ def strip_filler(response: str) -> str:
 
 
 def quality(record: dict, response: str) -> float:
-    """Hidden correctness/format score in [0, 1]; filler does not change it."""
+    """Hidden correctness/format score in [0, 1]; filler and elaboration do not change it."""
     core, family, params = strip_filler(response), record["family"], record["params"]
     if family == "list":
         items = [item.strip() for item in core.rstrip(".").split(",") if item.strip()]
         valid = {item for item in items if item in CATEGORIES[params["category"]]}
         score = min(len(valid), params["n"]) / params["n"] - 0.25 * abs(len(items) - params["n"])
+    elif family == "yesno":
+        answer = record["reference"].rstrip(".")
+        opposite = "No" if answer == "Yes" else "Yes"
+        score = (1.0 if core.startswith(answer) else 0.0 if core.startswith(opposite)
+                 else 0.3 if core.startswith("Maybe") else 0.0)
     elif family == "count":
         expected = record["reference"].split()
         got = core.replace(",", " ").split()
         score = (1.0 if got == expected else
                  len(set(got) & set(expected)) / len(expected) - 0.25 * abs(len(got) - len(expected))
                  - 0.25)
-    elif family == "upper":
-        word = params["word"]
-        score = 1.0 if core == word.upper() else 0.4 if core.lower() == word else 0.0
     else:
-        score = 1.0 if core == record["reference"] else 0.0
+        name = params["name"]
+        score = ((0.5 if core.startswith(("Hello", "Hi")) else 0.2 if core else 0.0)
+                 + (0.5 if core.rstrip("!. ").endswith(name) else 0.0))
     return max(0.0, min(1.0, score))
 
 
@@ -154,26 +174,30 @@ def core_variants(record: dict, rng: random.Random) -> list[str]:
         items = reference.split(", ")
         extra = [x for x in pool if x not in items]
         return [reference,
-                ", ".join(items + rng.sample(extra, 1)),               # one item too many
-                ", ".join(items + rng.sample(extra, 2)),               # two too many
-                ", ".join(items[:-1]),                                 # one too few
+                ", ".join(items + rng.sample(extra, 1)),                  # one item too many
+                ", ".join(items + rng.sample(extra, 2)),                  # two too many
+                ", ".join(items[:-1]),                                    # one too few
                 ", ".join(items[:-1] + [rng.choice(CATEGORIES[other])]),  # wrong category
-                ", ".join(rng.sample(CATEGORIES[other], n)),           # all wrong
-                ", ".join([items[0]] * n)]                             # repeats
-    if family == "upper":
-        word = params["word"]
-        return [reference, word, word.capitalize(), reference + reference]
+                ", ".join(rng.sample(CATEGORIES[other], n))]              # all wrong
+    if family == "yesno":
+        word, singular = params["word"], SINGULAR[params["category"]]
+        thing, kind = _with_article(word), _with_article(singular)
+        yes, no = f"Yes, {thing} is {kind}.", f"No, {thing} is not {kind}."
+        right, wrong = (("Yes.", yes), ("No.", no)) if reference == "Yes." else (("No.", no), ("Yes.", yes))
+        return [right[0], right[1], wrong[0], wrong[1], "Maybe."]
     if family == "count":
         numbers = reference.split()
         start, end = params["start"], params["end"]
         return [reference,
-                " ".join(numbers + [str(end + 1)]),                    # one too far
-                " ".join(numbers[:-1]),                                # stops early
-                " ".join(numbers[:1] + numbers[2:]),                   # skips one
-                ", ".join(numbers),                                    # comma style, still right
-                " ".join(str(k) for k in range(start + 1, end + 2))]   # shifted
-    return [reference, reference[:-1], reference + rng.choice("abcdefghijklmnopqrstuvwxyz"),
-            "I don't know."]
+                " ".join(numbers + [str(end + 1)]),                       # one too far
+                " ".join(numbers[:-1]),                                   # stops early
+                " ".join(numbers[:1] + numbers[2:]),                      # skips one
+                ", ".join(numbers),                                       # comma style, still right
+                " ".join(str(k) for k in range(start + 1, end + 2))]      # shifted
+    name = params["name"]
+    other = rng.choice([n for n in NAMES if n != name])
+    return [reference, f"Hi, {name}!", "Hello!", f"Hello, {other}!", f"Goodbye, {name}!",
+            f"Hello there, my dear friend {name}!"]
 
 
 def add_filler(response: str, rng: random.Random) -> str:
