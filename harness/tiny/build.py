@@ -30,6 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import transformers
+from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+from transformers.utils import logging as hf_logging
 
 from harness.errors import ConfigError
 from harness.tiny import chat_task, math_task
@@ -230,7 +233,7 @@ def build_tiny_assets(out_dir: str | os.PathLike, recipe: dict | None = None,
         "seed_eval": seed_eval,
         "bf16_autocast": {"sft": use_bf16(recipe["sft"]["bf16_autocast"]),
                           "reward_model": use_bf16(recipe["reward_model"]["bf16_autocast"])},
-        "versions": {"torch": torch.__version__, "transformers": _transformers_version()},
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "built_by_pid": os.getpid(),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -244,8 +247,6 @@ def build_tiny_assets(out_dir: str | os.PathLike, recipe: dict | None = None,
 def train_policy(tokenizer, math_records: list[dict], chat_records: list[dict], recipe: dict,
                  log=print):
     """SFT a fresh Llama on math solutions mixed with chat responses (assistant tokens only)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     sft, seed = recipe["sft"], recipe["seed"]
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(tokenizer), num_key_value_heads=recipe["policy"][
@@ -395,8 +396,6 @@ def encode_conversation(tokenizer, prompt: str, response: str) -> tuple[list[int
 def _new_reward_model(tokenizer, rm: dict, policy_arch: dict, policy=None):
     """LlamaForSequenceClassification (num_labels=1): the policy's embeddings and first
     `num_hidden_layers` layers when ``init == "policy"``, else random with the sizes in `rm`."""
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
     arch = dict(policy_arch if rm["init"] == "policy" else rm["scratch_sizes"])
     arch["num_hidden_layers"] = rm["num_hidden_layers"]
     arch.setdefault("max_position_embeddings", policy_arch["max_position_embeddings"])
@@ -494,16 +493,12 @@ def _special_ids(tokenizer) -> dict:
 
 
 def _save_policy(model, tokenizer, folder: Path) -> None:
-    from transformers import GenerationConfig
-
     model.generation_config = GenerationConfig(**_special_ids(tokenizer))
     _save_pretrained(model, tokenizer, folder)
 
 
 def _save_pretrained(model, tokenizer, folder: Path) -> None:
     """save_pretrained (safetensors) without transformers' per-shard progress bar."""
-    from transformers.utils import logging as hf_logging
-
     bar_was_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
@@ -594,8 +589,3 @@ def _deterministic_torch():
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
-
-
-def _transformers_version() -> str:
-    import transformers
-    return transformers.__version__
