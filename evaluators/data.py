@@ -66,7 +66,7 @@ def validate_record(suite: Suite, record: Any, where: str) -> dict:
     for key, types in suite.required_fields.items():
         if key not in record or record[key] is None:
             raise DataError(
-                f"{where}: record has no key {key!r}; a {suite.name} record needs "
+                f"{where}: record has no key {key!r}; every {suite.name} record needs "
                 f"{', '.join(sorted(suite.required_fields))} ({suite.data_format})."
             )
         if not _type_ok(record[key], types):
