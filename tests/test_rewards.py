@@ -87,7 +87,8 @@ def test_pool_kills_hanging_grader_and_keeps_other_scores():
         elapsed = time.monotonic() - began
         assert scores == expected
         assert pool.timeouts == 1
-        assert elapsed < timeout_s + 2.5  # slack for a busy 2-core machine
+        # slack covers respawning a worker on a loaded 2-core machine; a hang would never return
+        assert elapsed < timeout_s + 10.0
         # The stuck worker was killed and replaced: the pool still has two live workers.
         processes = pool.processes
         assert len(processes) == 2 and all(p.is_alive() for p in processes)
@@ -117,7 +118,7 @@ def test_pool_times_out_a_real_pathological_answer():
         elapsed = time.monotonic() - began
     assert scores == [0.0, 1.0, 1.0]
     assert pool.timeouts == 1
-    assert elapsed < 1.0 + 2.0
+    assert elapsed < 1.0 + 10.0  # the tower alone runs for more than 20 s without the kill
 
 
 def test_pool_close_leaves_no_worker_processes():
