@@ -100,7 +100,7 @@ def train(cfg: RunConfig, tracker=None, resume: bool = False, progress: bool = T
     state = LoopState()
     if resume:
         state = restore(output_dir, cfg, policy, generator, reference, optimizer, seed_weights)
-    else:
+    if state.step == 0:  # a fresh run, or --resume before any checkpoint existed
         tracker.log_params({**{k: v for k, v in flatten(cfg.to_dict()).items()},
                             "ref_sync_every": format_interval(cfg.ref_sync_every)})
         tracker.log_text(cfg.to_yaml(), "config.yaml")

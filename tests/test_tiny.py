@@ -32,7 +32,8 @@ TRICKY = ["", " ", "  two  spaces  ", "tab-free\nnew\nlines\n", "\\boxed{42} $x^
 # A build small enough to run in seconds, for the cache and lock mechanics.
 MICRO = {"math": {"splits": {"train": 200, "validation": 8, "test": 8}},
          "chat": {"splits": {"train": 60, "validation": 8, "test": 8}},
-         "sft": {"steps": 2}, "reward_model": {"steps": 2, "heldout_pairs": 8},
+         "sft": {"steps": 2, "bf16_autocast": False},  # fp32: no bf16 kernel warm-up
+         "reward_model": {"steps": 2, "heldout_pairs": 8, "bf16_autocast": False},
          "seed_eval": {"problems": 8, "max_new_tokens": 8}}
 
 
@@ -196,8 +197,9 @@ def test_concurrent_builders_share_one_atomic_build(tmp_path):
 
 
 def test_failed_build_leaves_nothing_behind(tmp_path):
-    recipe = tiny_recipe(**{**MICRO, "reward_model": {**MICRO["reward_model"], "init": "bogus"}})
-    with pytest.raises(ConfigError, match="bogus"):
+    recipe = tiny_recipe(**{**MICRO, "reward_model": {**MICRO["reward_model"],
+                                                      "num_hidden_layers": 9}})
+    with pytest.raises(ConfigError, match="num_hidden_layers"):  # raised after SFT
         ensure_tiny_assets(tmp_path, progress=False, recipe=recipe)
     assert [p.name for p in (tmp_path / "tiny").iterdir()] == [".lock"]
 

@@ -48,19 +48,18 @@ _DEFAULT_RECIPE = {
              "length_bias": chat_task.DEFAULT_LENGTH_BIAS, "preference_temperature": 0.1},
     "policy": {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 4,
                "num_attention_heads": 4, "max_position_embeddings": 256},
-    # Accuracy rises steeply with SFT steps (about 10% at 300, 30% at 360, 80% at 500 steps at
-    # T=1.0 in our measurements); `steps` is chosen for a seed well below the ceiling.
-    "sft": {"steps": 360, "math_per_batch": 56, "chat_per_batch": 16, "lr": 2e-3, "warmup_steps": 30,
-            "min_lr_ratio": 0.1, "grad_clip": 1.0, "bf16_autocast": "auto"},
-    # The reward model starts from the SFT policy's embeddings and first layers (as RLHF reward
-    # models start from the SFT model): from scratch it could not learn the task in budget.
+    # Seed accuracy rises steeply with SFT steps (math only, T=1.0: about 10% at 300 steps,
+    # 30% at 360, 80% at 500); with this math/chat mix, 360 steps gave 16% and 400 gave 37%
+    # (25-30% on another CPU), so `steps` = 400 leaves RL plenty of room below the ceiling.
+    "sft": {"steps": 400, "math_per_batch": 56, "chat_per_batch": 16, "lr": 2e-3, "warmup_steps": 30,
+            "min_lr_ratio": 0.1, "grad_clip": 1.0, "bf16_autocast": "auto", "pack_length": 128},
+    # The reward model starts from the SFT policy's embeddings and first 2 layers (as RLHF reward
+    # models start from the SFT model): a from-scratch one learned the task worse in budget.
     # Each step scores `group_size` synthetic responses to each of `prompts_per_batch` prompts
     # and trains on every pair within a group.
-    "reward_model": {"init": "policy", "num_hidden_layers": 2, "steps": 150,
+    "reward_model": {"num_hidden_layers": 2, "steps": 200,
                      "prompts_per_batch": 16, "group_size": 4,
-                     "lr": 1e-3, "warmup_steps": 20, "heldout_pairs": 512, "bf16_autocast": "auto",
-                     "scratch_sizes": {"hidden_size": 128, "intermediate_size": 256,
-                                       "num_attention_heads": 4}},
+                     "lr": 1e-3, "warmup_steps": 20, "heldout_pairs": 512, "bf16_autocast": "auto"},
     "seed_eval": {"problems": 256, "temperature": 1.0, "max_new_tokens": 48},
 }
 
@@ -268,9 +267,12 @@ def train_policy(tokenizer, math_records: list[dict], chat_records: list[dict], 
     for step in range(1, sft["steps"] + 1):
         examples = ([math_examples[i] for i in next(math_batches)]
                     + [chat_examples[i] for i in next(chat_batches)])
-        input_ids, attention_mask, labels = _collate(examples, tokenizer.pad_token_id)
+        if sft["pack_length"]:
+            inputs = _pack(examples, tokenizer.pad_token_id, sft["pack_length"])
+        else:
+            inputs = _collate(examples, tokenizer.pad_token_id)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16(sft["bf16_autocast"])):
-            loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+            loss = model(**inputs, use_cache=False).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), sft["grad_clip"])
         optimizer.step()
@@ -278,17 +280,18 @@ def train_policy(tokenizer, math_records: list[dict], chat_records: list[dict], 
         optimizer.zero_grad(set_to_none=True)
         running += loss.item()
         if step % 50 == 0 or step == sft["steps"]:
-            log(f"SFT step {step}/{sft['steps']} loss {running / (50 if step % 50 == 0 else step % 50):.3f} "
+            window = 50 if step % 50 == 0 else step % 50
+            log(f"SFT step {step}/{sft['steps']} loss {running / window:.3f} "
                 f"({time.perf_counter() - started:.0f}s)")
             running = 0.0
     model.eval()
     return model
 
 
-def train_reward_model(tokenizer, chat_splits: dict, recipe: dict, policy=None, log=print):
-    """Bradley-Terry training of a small LlamaForSequenceClassification on synthetic chat pairs
-    with soft labels sigmoid(utility gap / temperature); returns (model, held-out stats)."""
-
+def train_reward_model(tokenizer, chat_splits: dict, recipe: dict, policy, log=print):
+    """Bradley-Terry training of a small LlamaForSequenceClassification (started from `policy`)
+    on synthetic chat comparisons with soft labels sigmoid(utility gap / temperature);
+    returns (model, held-out stats)."""
     rm, chat, seed = recipe["reward_model"], recipe["chat"], recipe["seed"]
     torch.manual_seed(seed + 2)
     model = _new_reward_model(tokenizer, rm, recipe["policy"], policy)
@@ -393,26 +396,21 @@ def encode_conversation(tokenizer, prompt: str, response: str) -> tuple[list[int
     return full_ids, [-100] * len(prompt_ids) + full_ids[len(prompt_ids):]
 
 
-def _new_reward_model(tokenizer, rm: dict, policy_arch: dict, policy=None):
-    """LlamaForSequenceClassification (num_labels=1): the policy's embeddings and first
-    `num_hidden_layers` layers when ``init == "policy"``, else random with the sizes in `rm`."""
-    arch = dict(policy_arch if rm["init"] == "policy" else rm["scratch_sizes"])
-    arch["num_hidden_layers"] = rm["num_hidden_layers"]
-    arch.setdefault("max_position_embeddings", policy_arch["max_position_embeddings"])
+def _new_reward_model(tokenizer, rm: dict, policy_arch: dict, policy):
+    """LlamaForSequenceClassification (num_labels=1) holding the policy's embeddings and first
+    `num_hidden_layers` layers; the score head starts random."""
+    if not 1 <= rm["num_hidden_layers"] <= policy_arch["num_hidden_layers"]:
+        raise ConfigError(f"tiny recipe: reward_model.num_hidden_layers is "
+                          f"{rm['num_hidden_layers']!r}; expected 1..{policy_arch['num_hidden_layers']} "
+                          f"(the reward model reuses the policy's first layers).")
+    arch = {**policy_arch, "num_hidden_layers": rm["num_hidden_layers"]}
     config = LlamaConfig(vocab_size=len(tokenizer), num_key_value_heads=arch["num_attention_heads"],
                          num_labels=1, **arch, **_special_ids(tokenizer))
     model = LlamaForSequenceClassification(config)
-    if rm["init"] == "policy":
-        if policy is None:
-            raise ValueError("reward_model.init is 'policy' but no policy was given")
-        # strict=False: the policy's extra layers are absent here; the score head stays random.
-        body = {k: v for k, v in policy.model.state_dict().items()
-                if not k.startswith("layers.") or int(k.split(".")[1]) < arch["num_hidden_layers"]}
-        missing, unexpected = model.model.load_state_dict(body, strict=False)
-        assert not missing and not unexpected, (missing, unexpected)
-    elif rm["init"] != "scratch":
-        raise ConfigError(f"tiny recipe: reward_model.init must be 'policy' or 'scratch', "
-                          f"got {rm['init']!r}.")
+    body = {key: value for key, value in policy.model.state_dict().items()
+            if not key.startswith("layers.") or int(key.split(".")[1]) < arch["num_hidden_layers"]}
+    missing, unexpected = model.model.load_state_dict(body, strict=False)
+    assert not missing and not unexpected, (missing, unexpected)
     return model
 
 
@@ -521,7 +519,33 @@ def _collate(examples, pad_id: int):
     labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in examples])
     lengths = torch.tensor([len(ids) for ids, _ in examples])
     attention_mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
-    return input_ids, attention_mask, labels
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def _pack(examples, pad_id: int, row_length: int) -> dict:
+    """Pack examples into rows of `row_length` tokens (first fit, longest first) with
+    position ids restarting at 0 for each example: with no attention mask, transformers reads
+    the restarts as packed sequences and attends block-diagonally. Saves the ~20% of tokens
+    that padding mixed math/chat lengths would waste. Labels never cross an example boundary
+    (each example starts with prompt tokens, labelled -100)."""
+    rows: list[list] = []
+    for ids, labels in sorted(examples, key=lambda example: -len(example[0])):
+        row = next((row for row in rows if row[0] + len(ids) <= row_length), None)
+        if row is None:
+            row = [0, [], [], []]
+            rows.append(row)
+        row[0] += len(ids)
+        row[1].extend(ids)
+        row[2].extend(labels)
+        row[3].extend(range(len(ids)))
+    for row in rows:  # the tail of a row is one more (padding) sequence, never labelled
+        tail = row_length - row[0]
+        row[1].extend([pad_id] * tail)
+        row[2].extend([-100] * tail)
+        row[3].extend(range(tail))
+    return {"input_ids": torch.tensor([row[1] for row in rows]),
+            "labels": torch.tensor([row[2] for row in rows]),
+            "position_ids": torch.tensor([row[3] for row in rows])}
 
 
 def _index_stream(size: int, per_batch: int, seed: int):
@@ -538,7 +562,8 @@ def _index_stream(size: int, per_batch: int, seed: int):
 def _warmup_cosine(optimizer, warmup: int, total: int, floor: float):
     def factor(step: int) -> float:
         progress = min(step, total) / max(total, 1)
-        return min(1.0, (step + 1) / max(warmup, 1)) * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+        cosine = 0.5 * (1 + math.cos(math.pi * progress))
+        return min(1.0, (step + 1) / max(warmup, 1)) * (floor + (1 - floor) * cosine)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 

@@ -183,8 +183,9 @@ def core_variants(record: dict, rng: random.Random) -> list[str]:
         word, singular = params["word"], SINGULAR[params["category"]]
         thing, kind = _with_article(word), _with_article(singular)
         yes, no = f"Yes, {thing} is {kind}.", f"No, {thing} is not {kind}."
-        right, wrong = (("Yes.", yes), ("No.", no)) if reference == "Yes." else (("No.", no), ("Yes.", yes))
-        return [right[0], right[1], wrong[0], wrong[1], "Maybe."]
+        if reference == "Yes.":
+            return ["Yes.", yes, "No.", no, "Maybe."]
+        return ["No.", no, "Yes.", yes, "Maybe."]
     if family == "count":
         numbers = reference.split()
         start, end = params["start"], params["end"]
