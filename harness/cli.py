@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 import textwrap
 
@@ -107,8 +108,12 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report import report_command
+    from harness.tracking import default_tracking_uri
     path = report_command(args.sweep, args.out, tracking_uri=args.tracking_uri, experiment=args.experiment)
+    uri = args.tracking_uri or default_tracking_uri()
     print(f"report: {path}")
+    print(f"leaderboard: harness leaderboard --tracking-uri {shlex.quote(uri)}   (then open http://localhost:8501)")
+    print(f"MLflow runs: mlflow ui --backend-store-uri {shlex.quote(uri)}")
     return 0
 
 

@@ -46,6 +46,9 @@ TIME_KEYS = tuple(f"time/{phase}_s" for phase in PHASES)
 # The evaluators' suite names of the paper's benchmarks (dashboard/paper.py's column names).
 PAPER_BENCHMARK_OF_SUITE = {"math500": "Math500", "numinamath": "NuminaMath", "amc23": "AMC23",
                             "alpaca_eval": "AlpacaEval LC", "arena_hard": "Arena-Hard"}
+# The tiny suites stand in for these paper benchmarks (same kind of task and metric, not the same
+# task): the report puts them side by side with the caption saying so.
+PAPER_ANALOGUE_OF_SUITE = {"tiny_math": "Math500", "tiny_chat": "AlpacaEval LC"}
 DASH = "—"
 DEFAULT_OBJECTIVE = ("val/len_norm_reward", "maximize")
 
@@ -446,27 +449,64 @@ def results_table(report: ReportData, task_mix: str) -> tuple[str, list[str]]:
     return md_table(header, rows), notes
 
 
+LENGTH_METRICS = ("avg_len", "mean_length")
+DIAGNOSTIC_METRICS = ("lc_difficulty_term",)
+
+
+def detail_columns(cells: pd.DataFrame, scores: list[str]) -> list[str]:
+    """Each headline suite's other scores (e.g. the raw win rate next to the length-controlled one)
+    and its mean response length, which the headline alone hides."""
+    columns = []
+    for score in scores:
+        base = score.rsplit("/", 1)[0] + "/"
+        columns += sorted(c for c in cells.columns if c.startswith(base) and c != score
+                          and data.metric_name(c) not in DIAGNOSTIC_METRICS
+                          and (data.is_score_column(c) or data.metric_name(c) in LENGTH_METRICS))
+    return columns
+
+
+def detail_table(report: ReportData, task_mix: str) -> str | None:
+    """The secondary metrics of one task mix, same rows as the results table; None if there are none."""
+    cells, scores = mix_scores(report, task_mix)
+    columns = detail_columns(cells, scores)
+    if not columns:
+        return None
+    rows = [[agg["label"], *(fmt_pm(agg[c], agg[f"{c}_se"]) if f"{c}_se" in agg else fmt(agg[c]) for c in columns)]
+            for _, agg in cells.iterrows()]
+    return md_table(["method", *(suite_of(c) + " " + data.metric_name(c) for c in columns)], rows)
+
+
 def paper_table(report: ReportData, task_mix: str) -> str:
-    """Our scores next to the paper's, for the suites that are the paper's benchmarks."""
+    """Our scores next to the paper's: for suites that are the paper's benchmarks, and for the tiny
+    suites next to the benchmark they stand in for (captioned as an analogy)."""
     cells, scores = mix_scores(report, task_mix)
     benchmarks = BENCHMARKS_BY_MIX.get(task_mix, ())
-    real = [s for s in scores if PAPER_BENCHMARK_OF_SUITE.get(suite_of(s)) in benchmarks]
-    others = [suite_of(s) for s in scores if s not in real]
     if not benchmarks:
         return "The paper reports no results table for this task mix, so there is nothing to compare with."
+    real = [s for s in scores if PAPER_BENCHMARK_OF_SUITE.get(suite_of(s)) in benchmarks]
+    analogues = [s for s in scores if PAPER_ANALOGUE_OF_SUITE.get(suite_of(s)) in benchmarks]
+    others = [suite_of(s) for s in scores if s not in real and s not in analogues]
     lines = []
     if others:
-        lines.append(f"{', '.join(others)}: not one of the paper's benchmarks for this mix (the tiny suites are "
-                     "ours), so the paper has no numbers for {}.".format("it" if len(others) == 1 else "them"))
+        lines.append(f"{', '.join(others)}: not one of the paper's benchmarks for this mix, so the paper has no "
+                     "numbers for {}.".format("it" if len(others) == 1 else "them"))
     if real:
-        header = ["method"] + [h for s in real for h in (f"{suite_of(s)} (ours)",
-                                                        f"{PAPER_BENCHMARK_OF_SUITE[suite_of(s)]} (paper)")]
-        rows = [[agg["label"]] + [v for s in real for v in (
-            fmt_pm(agg[s], agg[f"{s}_se"]), fmt(paper_value(agg["label"], PAPER_BENCHMARK_OF_SUITE[suite_of(s)])))]
-            for _, agg in cells.iterrows()]
         lines.append(f"The paper's numbers are {MODEL} at paper scale; ours come from this sweep's model and "
-                     "data, so compare orderings, not levels.\n\n" + md_table(header, rows))
+                     "data, so compare orderings, not levels.\n\n" + side_by_side(cells, real, PAPER_BENCHMARK_OF_SUITE))
+    if analogues:
+        pairs = ", ".join(f"{suite_of(s)} for {PAPER_ANALOGUE_OF_SUITE[suite_of(s)]}" for s in analogues)
+        lines.append(f"The tiny suites stand in for the paper's benchmarks ({pairs}): the same kind of task and "
+                     f"metric on a 3M-parameter model, not the same task. Only the orderings of the rows can be "
+                     f"compared with the paper's ({MODEL}).\n\n" + side_by_side(cells, analogues, PAPER_ANALOGUE_OF_SUITE))
     return "\n\n".join(lines)
+
+
+def side_by_side(cells: pd.DataFrame, scores: list[str], paper_name: dict[str, str]) -> str:
+    header = ["method"] + [h for s in scores for h in (f"{suite_of(s)} (ours)", f"{paper_name[suite_of(s)]} (paper)")]
+    rows = [[agg["label"]] + [v for s in scores for v in (
+        fmt_pm(agg[s], agg[f"{s}_se"]), fmt(paper_value(agg["label"], paper_name[suite_of(s)])))]
+        for _, agg in cells.iterrows()]
+    return md_table(header, rows)
 
 
 def compute_table(frame: pd.DataFrame) -> str:
@@ -519,7 +559,11 @@ def render(report: ReportData, command: str, figures: dict[str, str]) -> str:
     for mix in report.mixes:
         table, mix_notes = results_table(report, mix)
         notes += [f"{mix}: {n}" for n in mix_notes]
-        out += [f"### {mix}", "", table, "", f"#### {mix}: comparison with the paper", "", paper_table(report, mix), ""]
+        out += [f"### {mix}", "", table, ""]
+        details = detail_table(report, mix)
+        if details:
+            out += [f"#### {mix}: other metrics of the same checkpoints", "", details, ""]
+        out += [f"#### {mix}: comparison with the paper", "", paper_table(report, mix), ""]
     out += ["## Figures", ""]
     out += [f"![{name}]({path})" + "\n" for name, path in figures.items()]
     out += ["## Compute", "", "Seconds per phase summed over a run's steps (`time/*_s`), mean over seeds; "

@@ -86,6 +86,15 @@ def test_table_values_are_the_mean_and_se_over_seeds_of_the_logged_metrics(repor
                                                for r in runs_of(store, "grpo", "1", "non_verifiable")])
 
 
+def test_other_metrics_table_shows_raw_win_rate_and_length_next_to_the_headline(report, store):
+    chat = table(section(report["text"], "#### non_verifiable: other metrics of the same checkpoints"))
+    runs = runs_of(store, "dpo", "1", "non_verifiable")
+    assert row(chat, "online DPO")["tiny_chat winrate"] == pm([r["scores"]["eval/tiny_chat/winrate"] for r in runs])
+    assert "tiny_chat lc_winrate" not in chat[0]  # the headline stays in the results table
+    math_rows = table(section(report["text"], "#### verifiable: other metrics of the same checkpoints"))
+    assert row(math_rows, "online DPO")["tiny_math mean_length"] == "41.5"
+
+
 def test_a_single_run_keeps_its_own_logged_se(report, store):
     seed = store["seed_run"]["scores"]
     rows = table(section(report["text"], "### non_verifiable", within="## Results"))
@@ -94,12 +103,16 @@ def test_a_single_run_keeps_its_own_logged_se(report, store):
     assert rows[0]["tiny_chat lc_winrate"] == f"{seed['eval/tiny_chat/lc_winrate']:.1f} ± 1.4"
 
 
-def test_paper_numbers_only_for_real_benchmarks(report):
+def test_paper_numbers_for_real_benchmarks_and_captioned_analogues_for_tiny_suites(report):
     verifiable = section(report["text"], "#### verifiable: comparison with the paper")
-    assert "tiny_math" in verifiable and "no numbers" in verifiable and "|" not in verifiable
-    chat = table(section(report["text"], "#### non_verifiable: comparison with the paper"))
-    assert row(chat, "online DPO")["Arena-Hard (paper)"] == "60.1"
-    assert "tiny_chat (ours)" not in chat[0]
+    assert "tiny_math for Math500" in verifiable and "not the same task" in verifiable
+    assert row(table(verifiable), "online DPO")["Math500 (paper)"] == "58.7"
+    chat_text = section(report["text"], "#### non_verifiable: comparison with the paper")
+    real = table(chat_text)  # the paper's own benchmarks first
+    assert row(real, "online DPO")["Arena-Hard (paper)"] == "60.1" and "tiny_chat (ours)" not in real[0]
+    analogue = table(chat_text[chat_text.index("stand in for"):])
+    assert row(analogue, "offline DPO")["AlpacaEval LC (paper)"] == "53.2"
+    assert row(analogue, "seed")["tiny_chat (ours)"].startswith("27.3 ± ")
 
 
 # -- figures ---------------------------------------------------------------------------------

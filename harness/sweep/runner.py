@@ -32,6 +32,7 @@ from harness.sweep.objective import (distributions, prune_metric, read_run_file,
                                      should_prune)
 from harness.sweep.spec import Cell, Sweep, _show, search_overrides, yaml_value
 from harness.sweep.status import ProgressLine, counts, durations, unit_rows
+from harness.sweep.baseline import run_seed_baseline
 from harness.sweep.study import (HEARTBEAT_S, OUTCOME, StudyHandle, claim_next, default_storage_url, enqueue_missing,
                                  fail_orphans, finish, group_units, heartbeat, open_study, set_attrs, storage_kind,
                                  storage_lock, unit_of, unit_state, units_to_reap)
@@ -122,8 +123,9 @@ def describe_exit(code: int) -> str:
 
 class Coordinator:
     def __init__(self, sweep: Sweep, handle: StudyHandle, launcher, jobs: int, parent_run_id: str, client,
-                 progress: ProgressLine) -> None:
+                 progress: ProgressLine, storage_url: str) -> None:
         self.sweep, self.handle, self.launcher, self.jobs = sweep, handle, launcher, jobs
+        self.storage_url = storage_url
         self.parent_run_id, self.client, self.progress = parent_run_id, client, progress
         self.env = child_env(client.tracking_uri)
         self.running: dict[int, Running] = {}
@@ -160,11 +162,24 @@ class Coordinator:
                 time.sleep(POLL_S)
             if self.stop_signal is not None:
                 self.interrupt()
+            elif self.sweep.spec.seed_baseline:
+                self.seed_baseline()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         self.finalize()
         return self.result
+
+    def seed_baseline(self) -> None:
+        """The seed model's scores (harness/sweep/baseline.py); its failure fails no trial."""
+        try:
+            run_id = run_seed_baseline(self.sweep, self.client, self.storage_url, self.parent_run_id)
+        except Exception as exc:  # noqa: BLE001 - reported, and the trials' results stand
+            self.progress.note(f"the seed-model baseline failed ({type(exc).__name__}: {exc}); rerun the sweep "
+                               "command to retry it")
+            return
+        if run_id:
+            self.progress.note(f"seed-model baseline logged (MLflow run {run_id})")
 
     def _on_signal(self, signum, frame) -> None:
         self.stop_signal = signum
@@ -377,7 +392,7 @@ def run_sweep(sweep: Sweep, jobs: int = 1, storage: str | None = None, launcher:
         handle.study.set_user_attr("sweep", sweep.name)
         handle.study.set_user_attr("sweep_file", str(sweep.path.resolve()))
     line = ProgressLine(sweep.name, jobs, enabled=progress)
-    coordinator = Coordinator(sweep, handle, runner, jobs, parent, client, line)
+    coordinator = Coordinator(sweep, handle, runner, jobs, parent, client, line, url)
     coordinator.reconcile(retry_failed=True)
     if enqueue_only:
         coordinator.result.rows = unit_rows(sweep, handle.trials())

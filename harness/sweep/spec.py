@@ -106,6 +106,7 @@ class SweepSpec(_Strict):
     search: SearchSpec | None = None
     objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
     eval: EvalSpec | None = None
+    seed_baseline: bool = Field(True, description="evaluate the starting policy once, as the tables' seed row")
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     submitit: dict[str, Any] = Field(default_factory=dict, description="executor.update_parameters(...)")
 
