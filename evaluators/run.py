@@ -158,7 +158,7 @@ def evaluate_run(run_id_or_checkpoint: str, suites: list[str], samples: int, rul
                 done[target_step] = (evaluate_checkpoint(folder, suites, samples, data_paths=data_paths,
                                                          out_dir=step_out, **eval_kwargs), step_out)
             results, step_out = done[target_step]
-            _log_results(client, run_id, prefix, results, step_out)
+            log_results(client, run_id, prefix, results, step_out)
             summary[prefix] = results
     return summary
 
@@ -234,7 +234,8 @@ def _resolve_checkpoint(path: str, run) -> Path:
     )
 
 
-def _log_results(client, run_id: str, prefix: str, results: dict[str, dict[str, float]], out_dir: Path) -> None:
+def log_results(client, run_id: str, prefix: str, results: dict[str, dict[str, float]], out_dir: Path) -> None:
+    """Each suite's metrics as `<prefix>/<suite>/<metric>`, and its generations file as an artifact."""
     # Non-finite values (an SE over a single problem) are left out rather than logged as NaN.
     for suite, metrics in results.items():
         for name, value in metrics.items():

@@ -59,10 +59,14 @@ def run_training(cfg: RunConfig, resume: bool = False, parent_run_id: str | None
     return result
 
 
+def eval_options(cfg: RunConfig) -> dict:
+    """The evaluator keyword arguments a run config implies (shared with the sweep's seed baseline)."""
+    return dict(data_paths=cfg.eval.data, judge=cfg.eval.judge, temperature=cfg.eval.temperature,
+                top_p=cfg.eval.top_p, max_new_tokens=cfg.eval.max_new_tokens or cfg.train.max_new_tokens,
+                seed=cfg.seed, device=str(resolve_device(cfg.model.device)), batch_size=cfg.rollout.batch_size)
+
+
 def evaluate_after_training(cfg: RunConfig, run_id: str) -> None:
     from evaluators.run import evaluate_run
     evaluate_run(run_id, cfg.eval.suites, cfg.eval.samples, rule=cfg.eval.rule,
-                 tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(),
-                 data_paths=cfg.eval.data, judge=cfg.eval.judge, temperature=cfg.eval.temperature,
-                 top_p=cfg.eval.top_p, max_new_tokens=cfg.eval.max_new_tokens or cfg.train.max_new_tokens,
-                 seed=cfg.seed, device=str(resolve_device(cfg.model.device)), batch_size=cfg.rollout.batch_size)
+                 tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(), **eval_options(cfg))

@@ -301,6 +301,9 @@ def test_the_seed_model_is_evaluated_once_per_sweep_as_the_tables_first_row(eval
     assert len(rows) == 400  # every test problem, one sample each
     correct = sum(r["correct"] for r in rows)
     assert seed.data.metrics["eval/tiny_math/pass_at_1"] == pytest.approx(100 * correct / len(rows))
+    from mlflow.tracking import MlflowClient
+    logged = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").list_artifacts(seed.info.run_id, "eval/tiny_math")
+    assert [a.path for a in logged] == ["eval/tiny_math/generations.jsonl"]  # the leaderboard's Samples view
 
 
 def test_report_of_a_real_sweep_matches_its_runs_metrics(evaluated_sweep):

@@ -10,7 +10,6 @@ concurrent sweep processes find it and skip it (the check and the claim hold the
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,17 +70,17 @@ def run_seed_baseline(sweep: Sweep, client, storage_url: str, parent_run_id: str
         return None
     cfg = plan.config
     log.info("evaluating the seed model (%s) on %s for the tables' first row", cfg.model.policy, ", ".join(plan.suites))
+    out_dir = sweep.output_dir / "seed_baseline"
     try:
-        results = evaluate_seed(cfg, plan.suites, sweep.output_dir / "seed_baseline")
+        results = evaluate_seed(cfg, plan.suites, out_dir)
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
+    from evaluators.run import log_results
+
     client.log_param(run_id, "model.policy", cfg.model.policy)
     client.log_param(run_id, "eval.suites", ",".join(plan.suites))
-    for suite, metrics in results.items():
-        for name, value in metrics.items():
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                client.log_metric(run_id, f"eval/{suite}/{name}", float(value))
+    log_results(client, run_id, "eval", results, out_dir)
     client.set_terminated(run_id, "FINISHED")
     return run_id
 
@@ -90,14 +89,11 @@ def evaluate_seed(cfg: RunConfig, suites: list[str], out_dir: Path) -> dict[str,
     import torch
 
     from evaluators.run import evaluate_checkpoint
-    from harness.rollout.hf import resolve_device
+    from harness.runner import eval_options
     from harness.trainer import resolve_paths
 
     if cfg.model.cpu_threads:
         torch.set_num_threads(cfg.model.cpu_threads)
     policy_path, _ = resolve_paths(cfg)
-    return evaluate_checkpoint(policy_path, suites, cfg.eval.samples, data_paths=dict(cfg.eval.data),
-                               judge=dict(cfg.eval.judge), seed=cfg.seed, temperature=cfg.eval.temperature,
-                               top_p=cfg.eval.top_p, out_dir=out_dir, device=str(resolve_device(cfg.model.device)),
-                               batch_size=cfg.rollout.batch_size, show_progress=False,
-                               max_new_tokens=cfg.eval.max_new_tokens or cfg.train.max_new_tokens)
+    return evaluate_checkpoint(policy_path, suites, cfg.eval.samples, out_dir=out_dir, show_progress=False,
+                               **eval_options(cfg))

@@ -27,12 +27,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from harness.errors import HarnessError
 from harness.sweep import records
+from harness.sweep.baseline import run_seed_baseline
 from harness.sweep.launch import child_env, make_launcher
 from harness.sweep.objective import (distributions, prune_metric, read_run_file, sample_params, selected_objective,
                                      should_prune)
 from harness.sweep.spec import Cell, Sweep, _show, search_overrides, yaml_value
 from harness.sweep.status import ProgressLine, counts, durations, unit_rows
-from harness.sweep.baseline import run_seed_baseline
 from harness.sweep.study import (HEARTBEAT_S, OUTCOME, StudyHandle, claim_next, default_storage_url, enqueue_missing,
                                  fail_orphans, finish, group_units, heartbeat, open_study, set_attrs, storage_kind,
                                  storage_lock, unit_of, unit_state, units_to_reap)
@@ -123,9 +123,8 @@ def describe_exit(code: int) -> str:
 
 class Coordinator:
     def __init__(self, sweep: Sweep, handle: StudyHandle, launcher, jobs: int, parent_run_id: str, client,
-                 progress: ProgressLine, storage_url: str) -> None:
+                 progress: ProgressLine) -> None:
         self.sweep, self.handle, self.launcher, self.jobs = sweep, handle, launcher, jobs
-        self.storage_url = storage_url
         self.parent_run_id, self.client, self.progress = parent_run_id, client, progress
         self.env = child_env(client.tracking_uri)
         self.running: dict[int, Running] = {}
@@ -173,7 +172,7 @@ class Coordinator:
     def seed_baseline(self) -> None:
         """The seed model's scores (harness/sweep/baseline.py); its failure fails no trial."""
         try:
-            run_id = run_seed_baseline(self.sweep, self.client, self.storage_url, self.parent_run_id)
+            run_id = run_seed_baseline(self.sweep, self.client, self.handle.url, self.parent_run_id)
         except Exception as exc:  # noqa: BLE001 - reported, and the trials' results stand
             self.progress.note(f"the seed-model baseline failed ({type(exc).__name__}: {exc}); rerun the sweep "
                                "command to retry it")
@@ -392,7 +391,7 @@ def run_sweep(sweep: Sweep, jobs: int = 1, storage: str | None = None, launcher:
         handle.study.set_user_attr("sweep", sweep.name)
         handle.study.set_user_attr("sweep_file", str(sweep.path.resolve()))
     line = ProgressLine(sweep.name, jobs, enabled=progress)
-    coordinator = Coordinator(sweep, handle, runner, jobs, parent, client, line, url)
+    coordinator = Coordinator(sweep, handle, runner, jobs, parent, client, line)
     coordinator.reconcile(retry_failed=True)
     if enqueue_only:
         coordinator.result.rows = unit_rows(sweep, handle.trials())
