@@ -7,8 +7,9 @@ implementation of the same protocol, so the trainer never changes when it drops 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
-from typing import Literal, Mapping, Protocol
+from typing import Literal, Mapping, Protocol, Sequence
 
 import torch
 
@@ -38,13 +39,30 @@ class Rollout:
         return len(self.token_ids)
 
 
+def stream_seed(seed: int, key: str | int, sample_index: int = 0) -> int:
+    """The seed of one sample's random stream, a pure function of (seed, prompt key, sample index).
+
+    Backends derive every sample's randomness from it, so a sample never depends on which other
+    prompts share its batch, on the batch size or on chunking (evaluation standard errors assume
+    independent samples), and a run seed plus a step index fixes a step's rollouts exactly.
+    The value fits a signed 63-bit integer (torch.Generator and vLLM both accept it).
+    """
+    digest = hashlib.blake2b(f"{seed}/{key}/{sample_index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
 class Generator(Protocol):
     """What every rollout backend provides."""
 
     version: int  # 0 = the seed weights; +1 per load_weights
 
-    def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Rollout]]:
-        """Sample params.n rollouts for each chat-formatted prompt; groups keep prompt order."""
+    def generate(self, prompts: list[str], params: SamplingParams,
+                 keys: Sequence[str | int] | None = None) -> list[list[Rollout]]:
+        """Sample params.n rollouts for each chat-formatted prompt; groups keep prompt order.
+
+        With `params.seed` set, prompt i's sample j draws from `stream_seed(params.seed, keys[i], j)`
+        (keys default to the prompt indexes): stable record ids make samples batch-independent.
+        """
         ...
 
     def load_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
