@@ -1,7 +1,10 @@
-"""How `harness leaderboard` starts the dashboard (harness/cli.py parses flags and runs this).
+"""How `harness leaderboard` starts the dashboard: `python -m dashboard.launch --tracking-uri URI --port P`.
 
     cmd = build_streamlit_command("http://mlflow:5000", 8501)
     subprocess.run(cmd, check=False)
+
+`harness leaderboard` runs this module as a process (the harness never imports the dashboard);
+`main` replaces itself with Streamlit.
 
 The command runs Streamlit from the current interpreter (`python -m streamlit`), so the virtual
 environment that has the harness installed is the one that serves the app.
@@ -9,6 +12,8 @@ environment that has the harness installed is the one that serves the app.
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -38,3 +43,17 @@ def build_streamlit_command(tracking_uri: str | None, port: int = 8501, *, headl
     if mlflow_ui_url:
         app_args += ["--mlflow-ui-url", mlflow_ui_url]
     return command + (["--", *app_args] if app_args else [])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m dashboard.launch", description="serve the leaderboard")
+    parser.add_argument("--tracking-uri", default=None)
+    parser.add_argument("--port", type=int, default=8501)
+    parser.add_argument("--mlflow-ui-url", default=None)
+    args = parser.parse_args(argv)
+    command = build_streamlit_command(args.tracking_uri, args.port, mlflow_ui_url=args.mlflow_ui_url)
+    os.execv(command[0], command)
+
+
+if __name__ == "__main__":
+    main()

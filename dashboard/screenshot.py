@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Iterator
 
 from dashboard.launch import build_streamlit_command
-from harness.errors import AssetMissingError, HarnessError
+from results.errors import AssetMissingError, HarnessError
 
 CHROMIUM = os.environ.get("HARNESS_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",

@@ -64,6 +64,7 @@ from evaluators.judge_prompts import (
     fill,
 )
 from harness.errors import ConfigError
+from harness.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,6 @@ class RewardModelJudge:
     """Judge by reward-model score difference (see module docstring)."""
 
     name = "reward_model"
-    KEYS = {"model_dir", "device", "batch_size", "max_length", "strong_threshold", "weak_threshold"}
 
     def __init__(self, model_dir: str | Path | None = None, device: str = "cpu", batch_size: int = 16,
                  max_length: int = 2048, strong_threshold: float = 0.9, weak_threshold: float = 0.6):
@@ -165,9 +165,6 @@ class OpenAICompatibleJudge:
     """Judge through a chat-completions HTTP endpoint (see module docstring)."""
 
     name = "openai_compatible"
-    KEYS = {"base_url", "model", "api_key_env", "temperature", "max_tokens", "timeout_s", "max_attempts",
-            "backoff_s", "max_backoff_s", "concurrency", "cache_dir", "logprobs", "top_logprobs",
-            "randomize_order"}
 
     def __init__(self, base_url: str | None = None, model: str | None = None, api_key_env: str | None = "OPENAI_API_KEY",
                  temperature: float = 0.0, max_tokens: int = 4096, timeout_s: float = 120.0, max_attempts: int = 6,
@@ -340,24 +337,24 @@ def check_judge_config(config: dict | None, where: str = "eval.judge") -> dict[s
     """
     config = dict(config or {})
     name = config.get("name", "reward_model")
-    if name not in JUDGES:
-        raise ConfigError(f"{where}.name is {name!r}; expected one of {sorted(JUDGES)}.")
+    JUDGES.get(name, where=f"{where}.name")
     settings = {k: v for k, v in config.items() if k not in SUITE_KEYS}
-    unknown = sorted(set(settings) - JUDGES[name].KEYS)
+    unknown, _, accepted, _ = JUDGES.option_problems(name, settings)
     if unknown:
         raise ConfigError(
             f"{where} has unknown key(s) {unknown} for judge {name!r}; expected keys among "
-            f"{sorted(JUDGES[name].KEYS | SUITE_KEYS)}.")
+            f"{sorted(set(accepted) | SUITE_KEYS)}.")
     return settings
 
 
 def make_judge(config: dict | None, where: str = "eval.judge") -> Judge:
     """The judge `config["name"]` names (default reward_model), built from the other keys."""
     settings = check_judge_config(config, where)
-    return JUDGES[dict(config or {}).get("name", "reward_model")](**settings)
+    return JUDGES.get(dict(config or {}).get("name", "reward_model"))(**settings)
 
 
-JUDGES: dict[str, Any] = {"reward_model": RewardModelJudge, "openai_compatible": OpenAICompatibleJudge}
+JUDGES = Registry("judge", {"reward_model": "evaluators.judges:RewardModelJudge",
+                            "openai_compatible": "evaluators.judges:OpenAICompatibleJudge"})
 
 
 def default_cache_root() -> Path:

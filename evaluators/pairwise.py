@@ -1,4 +1,4 @@
-"""Judged pairwise suites: AlpacaEval 2.0 (LC win rate), Arena-Hard (score with 95% CI), tiny_chat.
+"""Judged pairwise suites: AlpacaEval 2.0 (LC win rate), Arena-Hard (score with 95% CI); the shared scoring.
 
 Each suite generates one answer per prompt (AlpacaEval and Arena-Hard protocol; `eval.judge.samples`
 raises it), has a judge (evaluators/judges.py, `eval.judge.name`) compare it with a baseline's
@@ -19,11 +19,8 @@ answer, and scores:
   one score is computed over all the questions given). Each answer is judged in both orders;
   metrics `score`, `ci_low`, `ci_high` (+ `score_se`, `n_dropped_games`) via
   evaluators/bradley_terry.py.
-- `tiny_chat`: the embedded chat task's test split judged by the reward-model judge (the tiny
-  reward model unless `eval.judge.model_dir` says otherwise) against the SEED policy's answers,
-  generated with the same sampling settings and cached on disk, keyed by a hash of the seed
-  policy's files and the sampling settings (`$HARNESS_CACHE/pairwise_baselines`). Metrics as
-  for alpaca_eval.
+- `tiny_chat` (evaluators/tiny_chat_suite.py): the embedded chat task judged against the seed
+  policy's answers; scored like alpaca_eval.
 
 Suite keys read from `eval.judge` (beside the judge's own keys, see evaluators/judges.py):
 `samples` (answers per prompt, 1), `baseline_answers` (arena_hard), `instruction_difficulty`
@@ -37,17 +34,14 @@ baseline's answer, the judge's output and the preference or verdicts.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from evaluators.bradley_terry import BOOTSTRAP_ROUNDS, BOOTSTRAP_SEED, arena_hard_score, game_battles
 from evaluators.data import read_json_records, record_ids
-from evaluators.judges import Comparison, default_cache_root, make_judge
+from evaluators.judges import Comparison, make_judge
 from evaluators.lc_winrate import NO_DIFFICULTY_NOTE, length_controlled_winrate
 from evaluators.registry import EvalGenerator, EvalOptions, Suite, register_suite
 from harness.errors import ConfigError, DataError
@@ -312,89 +306,6 @@ def evaluate_arena(suite: Suite, model_dir: Any, records: list[dict], generator:
     return score_arena_outputs(suite, records, outputs, options, token_counts=counts)
 
 
-# ---------------------------------------------------------------------------------- tiny_chat
-
-
-def files_digest(folder: str | Path) -> str:
-    """sha256 over every file's relative name and content in `folder` (the seed policy's identity)."""
-    folder = Path(folder)
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(folder)).encode() + b"\0")
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def seed_baseline_outputs(prompts: list[str], options: EvalOptions, n: int, *, policy_dir: str | Path | None = None,
-                          device: str = "cpu") -> list[list[str]]:
-    """The seed policy's n answers per prompt at the run's sampling settings, cached on disk."""
-    config = judge_config(options)
-    if policy_dir is None:
-        policy_dir = config.get("baseline_policy")
-    if policy_dir is None:
-        from harness.tiny import ensure_tiny_assets
-
-        policy_dir = ensure_tiny_assets().policy_dir
-    sampling = {"n": n, "temperature": options.temperature, "top_p": options.top_p,
-                "max_new_tokens": options.max_new_tokens, "seed": options.seed}
-    key = hashlib.sha256(json.dumps({"policy": files_digest(policy_dir), "sampling": sampling,
-                                     "prompts": prompts}, sort_keys=True).encode()).hexdigest()
-    cache_root = Path(config.get("baseline_cache_dir") or default_cache_root() / "pairwise_baselines")
-    path = cache_root / f"{key}.json"
-    cached = _read_cached_outputs(path, len(prompts), n)
-    if cached is not None:
-        return cached
-    from harness.rollout import HFGenerator
-
-    backend = HFGenerator(policy_dir, device=device, batch_size=options.batch_size)
-    seed_generator = EvalGenerator(backend=backend, tokenizer=backend.tokenizer, options=options)
-    outputs = [[r.text for r in group] for group in seed_generator.generate(prompts, n=n, desc="seed baseline")]
-    _write_atomic(path, {"policy_dir": str(policy_dir), "sampling": sampling, "outputs": outputs})
-    return outputs
-
-
-def _read_cached_outputs(path: Path, count: int, n: int) -> list[list[str]] | None:
-    try:
-        outputs = json.loads(path.read_text(encoding="utf-8"))["outputs"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if len(outputs) == count and all(len(group) == n for group in outputs):
-        return outputs
-    return None
-
-
-def _write_atomic(path: Path, value: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False) as handle:
-        json.dump(value, handle, ensure_ascii=False)
-    os.replace(handle.name, path)
-
-
-def score_tiny_chat_outputs(suite: Suite, records: list[dict], outputs: list[list[str]], options: EvalOptions,
-                            *, token_counts: list[list[int]] | None = None,
-                            device: str = "cpu") -> tuple[dict[str, float], list[dict]]:
-    prompts = [suite.render_prompt(record) for record in records]
-    n = max(len(outs) for outs in outputs)
-    seed_outputs = seed_baseline_outputs(prompts, options, n, device=device)
-    baselines = [seed_outputs[i][: len(outs)] for i, outs in enumerate(outputs)]
-    return score_preferences(suite, records, prompts, outputs, baselines, options, token_counts=token_counts)
-
-
-def evaluate_tiny_chat(suite: Suite, model_dir: Any, records: list[dict], generator: EvalGenerator,
-                       options: EvalOptions) -> tuple[dict[str, float], list[dict]]:
-    outputs, counts = generate_answers(suite, [suite.render_prompt(r) for r in records], generator, options)
-    device = str(getattr(generator.backend, "device", "cpu"))
-    return score_tiny_chat_outputs(suite, records, outputs, options, token_counts=counts, device=device)
-
-
-def _tiny_chat_test_file() -> Path:
-    from harness.tiny import ensure_tiny_assets
-
-    return ensure_tiny_assets().data_dir / "chat" / "test.jsonl"
-
-
 # ------------------------------------------------------------------------------------ suites
 
 ALPACA_EVAL = register_suite(Suite(
@@ -434,20 +345,4 @@ ARENA_HARD = register_suite(Suite(
     key_aliases={"question_id": "uid"},
     evaluate=evaluate_arena,
     score_outputs=score_arena_outputs,
-))
-
-TINY_CHAT = register_suite(Suite(
-    name="tiny_chat",
-    kind="pairwise",
-    hub_name=None,
-    data_format="the embedded tiny chat task's chat/test.jsonl (JSONL rows {\"id\", \"prompt\"}), built by harness.tiny.ensure_tiny_assets()",
-    id_key="id",
-    prompt_template="{prompt}",
-    prompt_key="prompt",
-    description="Embedded tiny instruction task, judged by the tiny reward model against the seed policy.",
-    protocol="one answer per prompt at the eval sampling settings; reward-model judge vs the seed policy's answers; LC win rate",
-    required_fields={"id": (str, int), "prompt": (str,)},
-    default_data=_tiny_chat_test_file,
-    evaluate=evaluate_tiny_chat,
-    score_outputs=score_tiny_chat_outputs,
 ))

@@ -13,22 +13,18 @@ published format), which keys every record must carry, how a record becomes the 
 `metrics` maps metric name -> float, headline metric first (each metric `m` with its standard
 error under `m_se` where one exists; counts as `n_*`); `rows` are the per-sample results saved as `generations.jsonl`.
 
-Suites register themselves at import (`evaluators/math_suites.py`, `evaluators/pairwise.py`);
-`get_suite` imports those modules first, so asking for any name works from anywhere and an
-unknown name fails loudly with the list of known ones.
+`SUITES` maps each name to the module attribute holding its `Suite` (`harness.registry`):
+`get_suite` imports that module on first use, so asking for any name works from anywhere, and an
+unknown name fails loudly with the list of known ones. `register_suite` adds one more.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from harness.errors import ConfigError
-
-# Modules that register suites when imported. A module that is not written yet is skipped, so
-# the math suites work before the pairwise ones exist.
-SUITE_MODULES = ("evaluators.math_suites", "evaluators.pairwise")
+from harness.registry import Registry
 
 KINDS = ("math", "pairwise")
 
@@ -92,8 +88,15 @@ class Suite:
         return self.prompt_template() if callable(self.prompt_template) else self.prompt_template
 
 
-_SUITES: dict[str, Suite] = {}
-_loaded_modules = False
+SUITES = Registry("suite", {
+    "math500": "evaluators.math_suites:MATH500",
+    "amc23": "evaluators.math_suites:AMC23",
+    "numinamath": "evaluators.math_suites:NUMINAMATH",
+    "tiny_math": "evaluators.math_suites:TINY_MATH",
+    "alpaca_eval": "evaluators.pairwise:ALPACA_EVAL",
+    "arena_hard": "evaluators.pairwise:ARENA_HARD",
+    "tiny_chat": "evaluators.tiny_chat_suite:TINY_CHAT",
+})
 
 
 def register_suite(suite: Suite) -> Suite:
@@ -102,39 +105,18 @@ def register_suite(suite: Suite) -> Suite:
         raise ConfigError(f"Suite {suite.name!r} has kind {suite.kind!r}; expected one of {KINDS}.")
     if suite.evaluate is None:
         raise ConfigError(f"Suite {suite.name!r} has no evaluate hook; every suite needs one.")
-    _SUITES[suite.name] = suite
-    return suite
-
-
-def _load_suite_modules() -> None:
-    global _loaded_modules
-    if _loaded_modules:
-        return
-    _loaded_modules = True
-    for module in SUITE_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:  # the module exists but one of its imports is missing
-                raise
+    return SUITES.register(suite.name, suite)
 
 
 def get_suite(name: str) -> Suite:
-    """The suite registered as `name`; an unknown name is a ConfigError listing known names."""
-    _load_suite_modules()
-    if name not in _SUITES:
-        known = ", ".join(sorted(_SUITES)) or "(none)"
-        raise ConfigError(
-            f"Unknown evaluation suite {name!r} (e.g. in --suites or eval.suites). "
-            f"Known suites: {known}."
-        )
-    return _SUITES[name]
+    """The suite registered as `name` (its module imported on first use); an unknown name is a
+    ConfigError listing the known names."""
+    return SUITES.get(name, where="Evaluation suite (--suites or eval.suites)")
 
 
 def list_suites() -> list[str]:
-    """Names of all registered suites, sorted."""
-    _load_suite_modules()
-    return sorted(_SUITES)
+    """Names of all registered suites, sorted (imports nothing)."""
+    return SUITES.names()
 
 
 @dataclass

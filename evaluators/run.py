@@ -15,6 +15,10 @@
         and `eval_final/<suite>/<metric>` (final), artifacts `eval[_final]/<suite>/generations.jsonl`.
         The trainer calls this at the end of training when its config lists suites.
 
+    evaluate_into_run(model, run_id, suites, samples, tracking_uri=None, *, out_dir, **options)
+        Evaluate one model folder and log its scores to an existing run under `eval/` (the
+        sweep's seed baseline runs `harness eval MODEL --log-run RUN_ID` as its own process).
+
     score_predictions(suite_name, data_path, predictions_path, *, out_path=None, options=None)
         -> {"suite", "score", "stderr", "n_problems", "n_samples", "results_path"}
         Grade an existing predictions JSONL ({"id", "output"} or {"id", "outputs"}) against a data
@@ -161,6 +165,24 @@ def evaluate_run(run_id_or_checkpoint: str, suites: list[str], samples: int, rul
             log_results(client, run_id, prefix, results, step_out)
             summary[prefix] = results
     return summary
+
+
+def evaluate_into_run(model: str | Path, run_id: str, suites: list[str], samples: int,
+                      tracking_uri: str | None = None, *, out_dir: str | Path,
+                      **eval_kwargs: Any) -> dict[str, Any]:
+    """Evaluate one model folder and log its scores to an existing MLflow run (as `eval/...`).
+
+    `harness eval MODEL --log-run RUN_ID` (the sweep's seed baseline, launched as its own
+    process): metrics `eval/<suite>/<metric>` and artifacts `eval/<suite>/generations.jsonl`,
+    as for a trained run's selected checkpoint. Returns {"checkpoint", "run_id", "eval"}.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    _get_run(client, run_id, tracking_uri)  # a wrong id fails before the model loads
+    results = evaluate_checkpoint(model, suites, samples, out_dir=out_dir, **eval_kwargs)
+    log_results(client, run_id, "eval", results, Path(out_dir))
+    return {"checkpoint": str(model), "run_id": run_id, "eval": results}
 
 
 def _get_run(client, run_id: str, tracking_uri: str | None):

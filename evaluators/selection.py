@@ -18,7 +18,8 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Iterable
 
-from harness.errors import ConfigError, DataError
+from harness.errors import DataError
+from harness.registry import Registry
 
 DEFAULT_RULE = "len_norm"
 
@@ -43,20 +44,18 @@ def _final(metrics_by_step: dict[int, dict[str, float]], steps: list[int]) -> in
     return max(steps)
 
 
-SELECTION_RULES: dict[str, Callable[[dict[int, dict[str, float]], list[int]], int]] = {
-    "len_norm": _best_by("val/len_norm_reward"),
-    "max_val_reward": _best_by("val/reward"),
-    "final": _final,
-}
+len_norm = _best_by("val/len_norm_reward")
+max_val_reward = _best_by("val/reward")
+
+SELECTION_RULES = Registry("checkpoint selection rule", {
+    "len_norm": "evaluators.selection:len_norm",
+    "max_val_reward": "evaluators.selection:max_val_reward",
+    "final": "evaluators.selection:_final",
+})
 
 
 def get_rule(name: str) -> Callable[[dict[int, dict[str, float]], list[int]], int]:
-    if name not in SELECTION_RULES:
-        raise ConfigError(
-            f"Unknown checkpoint selection rule {name!r} (--rule / eval.rule); "
-            f"expected one of {', '.join(SELECTION_RULES)}."
-        )
-    return SELECTION_RULES[name]
+    return SELECTION_RULES.get(name, where="Checkpoint selection rule (--rule / eval.rule)")
 
 
 def _finite(value: Any) -> bool:

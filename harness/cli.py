@@ -76,17 +76,31 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from evaluators.run import evaluate_run, parse_data_flags, summary_lines
+    from evaluators.run import evaluate_into_run, evaluate_run, parse_data_flags, summary_lines
     from harness.tracking import default_tracking_uri
-    suites = [name.strip() for name in args.suites.split(",") if name.strip()]
-    judge = {"name": "reward_model"}
-    for key, value in _tags(args.judge).items():
-        judge[key] = yaml.safe_load(value)
-    summary = evaluate_run(args.target, suites, args.samples, rule=args.rule,
-                           tracking_uri=args.tracking_uri or default_tracking_uri(),
-                           data_paths=parse_data_flags(args.data), judge=judge, temperature=args.temperature,
-                           top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed,
-                           device=args.device, batch_size=args.batch_size, out_dir=args.out)
+    if args.config:
+        from harness.eval_config import eval_settings
+        target, suites, settings = eval_settings(args.config, args.target, args.suites)
+    else:
+        if not args.suites:
+            raise HarnessError("harness eval needs --suites (e.g. --suites tiny_math,tiny_chat) or --config RUN.yaml "
+                               "(whose eval.suites and eval settings are used).")
+        target, suites = args.target, [name.strip() for name in args.suites.split(",") if name.strip()]
+        judge = {"name": "reward_model"}
+        for key, value in _tags(args.judge).items():
+            judge[key] = yaml.safe_load(value)
+        settings = dict(samples=args.samples, data_paths=parse_data_flags(args.data), judge=judge,
+                        temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+                        seed=args.seed, device=args.device, batch_size=args.batch_size)
+    samples = settings.pop("samples")
+    uri = args.tracking_uri or default_tracking_uri()
+    if args.log_run:
+        if not args.out:
+            raise HarnessError("harness eval --log-run needs --out DIR (where the generations are written).")
+        summary = evaluate_into_run(target, args.log_run, suites, samples, tracking_uri=uri, out_dir=args.out,
+                                    show_progress=False, **settings)
+    else:
+        summary = evaluate_run(target, suites, samples, rule=args.rule, tracking_uri=uri, out_dir=args.out, **settings)
     for key in ("eval", "eval_final"):
         if key in summary:
             label = "selected" if key == "eval" and "selected_step" in summary else key
@@ -107,7 +121,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.report import report_command
+    from results.report import report_command
     from harness.tracking import default_tracking_uri
     path = report_command(args.sweep, args.out, tracking_uri=args.tracking_uri, experiment=args.experiment)
     uri = args.tracking_uri or default_tracking_uri()
@@ -119,9 +133,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     import subprocess
-    from dashboard.launch import build_streamlit_command
     from harness.tracking import default_tracking_uri
-    command = build_streamlit_command(args.tracking_uri or default_tracking_uri(), args.port, mlflow_ui_url=args.mlflow_ui_url)
+    # The dashboard is a program of its own (it reads MLflow through the results layer); the
+    # harness starts it as a process and never imports it.
+    command = [sys.executable, "-m", "dashboard.launch", "--tracking-uri", args.tracking_uri or default_tracking_uri(),
+               "--port", str(args.port)] + (["--mlflow-ui-url", args.mlflow_ui_url] if args.mlflow_ui_url else [])
     log.info("leaderboard on http://localhost:%d (Ctrl-C to stop)", args.port)
     return subprocess.run(command).returncode
 
@@ -166,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a run's selected and final checkpoints (or one checkpoint folder)")
     p.add_argument("target", help="MLflow run id, or a checkpoint folder")
-    p.add_argument("--suites", required=True, help="comma-separated suites, e.g. tiny_math,tiny_chat or math500,amc23")
+    p.add_argument("--suites", default=None, help="comma-separated suites, e.g. tiny_math,tiny_chat or math500,amc23")
     p.add_argument("--samples", type=int, default=4, help="samples per problem (the paper uses 50)")
     p.add_argument("--rule", default="len_norm", help="checkpoint selection rule: len_norm, max_val_reward, final")
     p.add_argument("--data", action="append", default=[], metavar="SUITE=PATH", help="local data file for a suite")
@@ -181,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--out", default=None, help="folder for generations (default: a temp folder; always logged to MLflow)")
+    p.add_argument("--config", default=None, metavar="RUN.yaml",
+                   help="take suites, samples and the sampling, judge, data and device settings from this run "
+                        "config (its eval section); TARGET `tiny` is then the embedded seed policy")
+    p.add_argument("--log-run", default=None, metavar="RUN_ID",
+                   help="evaluate TARGET as one model folder and log its scores to this existing MLflow run "
+                        "under eval/ (how a sweep logs its seed-model baseline)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("score", help="re-score an existing predictions file")

@@ -44,6 +44,17 @@ def format_interval(value: float | int) -> str:
     return "inf" if value == INF else str(int(value))
 
 
+def default_ref_sync(method: str, sync_every: float | int, task_mix: str) -> float | int:
+    """`ref_sync_every: auto`, the paper's setting (the one place this rule lives).
+
+    The DPO reference follows the generator for verifiable semi-online/online runs (without it
+    online DPO on math collapses to short answers); it stays fixed (inf) for offline DPO, for
+    GRPO and for every non-verifiable or joint run.
+    """
+    follows = method == "dpo" and task_mix == "verifiable" and sync_every != INF
+    return sync_every if follows else INF
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -171,11 +182,7 @@ class RunConfig(Section):
     @model_validator(mode="after")
     def _resolve_and_check(self) -> "RunConfig":
         if self.ref_sync_every == "auto":
-            # Paper: the DPO reference follows the generator for verifiable semi-online/online
-            # runs (without it online DPO on math collapses to short answers); it stays fixed
-            # for offline DPO, for GRPO and for every non-verifiable or joint run.
-            follows = self.method == "dpo" and self.task_mix == "verifiable" and self.sync_every != INF
-            object.__setattr__(self, "ref_sync_every", self.sync_every if follows else INF)
+            object.__setattr__(self, "ref_sync_every", default_ref_sync(self.method, self.sync_every, self.task_mix))
         if self.method == "grpo" and self.sync_every != 1 and not self.grpo.importance_sampling:
             raise ValueError(
                 "GRPO with sync_every > 1 is off-policy: set grpo.importance_sampling=true "

@@ -16,7 +16,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from evaluators.bradley_terry import arena_hard_score, fit_bradley_terry, game_battles, parse_verdict
 from evaluators.data import load_records
 from evaluators.lc_winrate import NO_DIFFICULTY_NOTE, fit_length_controlled, length_controlled_winrate, winrate_stats
-from evaluators.pairwise import load_baseline_answers, seed_baseline_outputs
+from evaluators.pairwise import load_baseline_answers
+from evaluators.tiny_chat_suite import seed_baseline_outputs
 from evaluators.registry import EvalOptions, get_suite
 from evaluators.run import evaluate_checkpoint, score_predictions
 from harness.errors import ConfigError, DataError

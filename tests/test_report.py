@@ -13,7 +13,9 @@ from mlflow.tracking import MlflowClient
 
 from dashboard_fixtures import add_failed_run, add_unevaluated_run, clone_store, fill_store, log_history
 from harness.errors import HarnessError
-from harness.report import DASH, compare, report_command
+from results.formatting import DASH
+from results.report import report_command
+from results.report.observations import compare
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -7,52 +7,34 @@
 
 from __future__ import annotations
 
-import inspect
-from typing import Callable
-
 from harness.errors import ConfigError
+from harness.registry import Registry
 from harness.rewards.math_verify_pool import MathVerifyPool
 from harness.rewards.router import MathVerifyReward, RewardFn, RewardModelReward, RewardRouter
 
 
-def _math_verify(workers: int = 2, timeout_s: float = 5.0) -> RewardFn:
+def math_verify_fn(workers: int = 2, timeout_s: float = 5.0) -> RewardFn:
     return MathVerifyReward(MathVerifyPool(workers=workers, timeout_s=timeout_s))
 
 
-def _reward_model(
-    model_dir: str, device: str = "cpu", batch_size: int = 64, max_length: int = 1024
+def reward_model_fn(
+    model_dir: str, device: str = "cpu", batch_size: int = 64, max_length: int = 1024, dtype: str = "float32"
 ) -> RewardFn:
     from harness.rewards.reward_model import RewardModelScorer  # torch only when asked for
 
-    scorer = RewardModelScorer(model_dir, device=device, batch_size=batch_size, max_length=max_length)
+    scorer = RewardModelScorer(model_dir, device=device, batch_size=batch_size, max_length=max_length, dtype=dtype)
     return RewardModelReward(scorer)
 
 
-REWARD_FACTORIES: dict[str, Callable[..., RewardFn]] = {
-    "math_verify": _math_verify,
-    "reward_model": _reward_model,
-}
+REWARD_FACTORIES = Registry("reward function", {
+    "math_verify": "harness.rewards.registry:math_verify_fn",
+    "reward_model": "harness.rewards.registry:reward_model_fn",
+})
 
 
 def make_reward_fn(name: str, **kwargs) -> RewardFn:
     """Build the reward function registered as `name` with its options."""
-    factory = REWARD_FACTORIES.get(name)
-    if factory is None:
-        raise ConfigError(
-            f"Unknown reward function name {name!r}; expected one of {sorted(REWARD_FACTORIES)}."
-        )
-    parameters = inspect.signature(factory).parameters
-    unknown = sorted(set(kwargs) - set(parameters))
-    missing = sorted(
-        key for key, p in parameters.items() if p.default is inspect.Parameter.empty and key not in kwargs
-    )
-    if unknown or missing:
-        raise ConfigError(
-            f"Reward function {name!r}: unknown options {unknown} and missing options {missing}; "
-            f"expected options {list(parameters)} (required: "
-            f"{[k for k, p in parameters.items() if p.default is inspect.Parameter.empty]})."
-        )
-    return factory(**kwargs)
+    return REWARD_FACTORIES.build(name, kwargs, where="Reward function")
 
 
 def make_reward_router(
@@ -67,7 +49,7 @@ def make_reward_router(
     if not any(names.values()):
         raise ConfigError(
             "Reward router: both 'verifiable' and 'non_verifiable' reward names are empty; "
-            f"expected at least one of {sorted(REWARD_FACTORIES)}."
+            f"expected at least one of {REWARD_FACTORIES.names()}."
         )
     built: dict[str, RewardFn] = {}
     fns: dict[str, RewardFn] = {}

@@ -16,6 +16,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from harness.errors import AssetMissingError, ConfigError
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
 
 def _check_model_dir(model_dir: Path) -> None:
     if not (model_dir.is_dir() and (model_dir / "config.json").is_file()):
@@ -39,6 +41,7 @@ class RewardModelScorer:
         batch_size: int = 64,
         max_length: int = 1024,
         trust_remote_code: bool = False,
+        dtype: str = "float32",
     ):
         if model_dir is None or str(model_dir) == "":
             raise AssetMissingError(
@@ -69,8 +72,11 @@ class RewardModelScorer:
                     f"eos token; expected at least one (batched scoring needs a pad token)."
                 )
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        if dtype not in DTYPES:
+            raise ConfigError(f"RewardModelScorer: dtype={dtype!r}; expected one of {sorted(DTYPES)}.")
+        # An explicit dtype: transformers 4.x loads fp32 by default and 5.x the checkpoint's own.
         self.model = AutoModelForSequenceClassification.from_pretrained(
-            self.model_dir, trust_remote_code=trust_remote_code
+            self.model_dir, trust_remote_code=trust_remote_code, dtype=DTYPES[dtype]
         )
         # The classifier picks the last token != pad_token_id: it must match the tokenizer.
         self.model.config.pad_token_id = self.tokenizer.pad_token_id

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError
+from harness.registry import Registry
 from harness.sweep.study import process_start_time
 
 STOP_GRACE_S = 15.0   # SIGINT lets the trainer close its MLflow run; SIGKILL after this
@@ -96,6 +97,10 @@ class LocalHandle:
 class LocalLauncher:
     name = "local"
 
+    @classmethod
+    def from_sweep(cls, folder: Path, parameters: dict[str, Any], job_name: str, source: str = "submitit"):
+        return cls()  # a subprocess needs none of the sweep's submitit settings
+
     def start(self, command: list[str], env: dict[str, str], cwd: str, log_path: Path, pid_file: Path) -> LocalHandle:
         log = open(log_path, "a")
         process = subprocess.Popen(wrap(command, pid_file), env=env, cwd=cwd, stdout=log,
@@ -131,6 +136,10 @@ class SubmititHandle:
 class SubmititLauncher:
     name = "submitit"
 
+    @classmethod
+    def from_sweep(cls, folder: Path, parameters: dict[str, Any], job_name: str, source: str = "submitit"):
+        return cls(folder, parameters, job_name, source)
+
     def __init__(self, folder: Path, parameters: dict[str, Any], job_name: str, source: str = "submitit") -> None:
         self.folder, self.source = folder, source
         self.parameters = {"timeout_min": 3 * 24 * 60, "name": job_name, **parameters}
@@ -163,12 +172,15 @@ class SubmititLauncher:
         return reaped
 
 
+# `--launcher` names (harness/registry.py): each entry builds a launcher from the sweep's settings.
+LAUNCHERS = Registry("launcher", {
+    "local": "harness.sweep.launch:LocalLauncher.from_sweep",
+    "submitit": "harness.sweep.launch:SubmititLauncher.from_sweep",
+})
+
+
 def make_launcher(name: str, folder: Path, parameters: dict[str, Any], job_name: str, source: str = "submitit"):
-    if name == "local":
-        return LocalLauncher()
-    if name == "submitit":
-        return SubmititLauncher(folder, parameters, job_name, source)
-    raise ConfigError(f"--launcher {name!r}: expected `local` or `submitit`.")
+    return LAUNCHERS.get(name, where="--launcher")(folder, parameters, job_name, source)
 
 
 def child_env(tracking_uri: str, base: dict[str, str] | None = None) -> dict[str, str]:

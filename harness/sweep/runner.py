@@ -172,7 +172,8 @@ class Coordinator:
     def seed_baseline(self) -> None:
         """The seed model's scores (harness/sweep/baseline.py); its failure fails no trial."""
         try:
-            run_id = run_seed_baseline(self.sweep, self.client, self.handle.url, self.parent_run_id)
+            run_id = run_seed_baseline(self.sweep, self.client, self.handle.url, self.parent_run_id, self.launcher,
+                                       self.env, should_stop=lambda: self.stop_signal is not None)
         except Exception as exc:  # noqa: BLE001 - reported, and the trials' results stand
             self.progress.note(f"the seed-model baseline failed ({type(exc).__name__}: {exc}); rerun the sweep "
                                "command to retry it")

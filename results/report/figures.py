@@ -20,8 +20,10 @@ matplotlib.use("Agg")  # headless: the report runs on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from harness.report import CURVES, PHASES, ReportData, curve, compute_frame, mix_scores, suite_of  # noqa: E402
-from dashboard import data  # noqa: E402
+from results.labels import sync_value  # noqa: E402
+from results.metrics import suite_of  # noqa: E402
+from results.numbers import compute_frame, curve, mix_scores  # noqa: E402
+from results.sweep_results import CURVES, PHASES, ReportData  # noqa: E402
 
 DPI = 150
 # Fixed colours per paper row, so a method looks the same in every figure.
@@ -92,7 +94,7 @@ def plot_curves(report: ReportData, key: str, colours: dict[str, str], path: Pat
 
 
 def s_position(sync_every: str, offline_x: float) -> float:
-    value = data.sync_value(sync_every)
+    value = sync_value(sync_every)
     return offline_x if math.isinf(value) else value
 
 
@@ -102,7 +104,7 @@ def plot_score_vs_s(report: ReportData, path: Path) -> Path:
     for ax, mix in zip(axes, report.mixes or ["(no task mix)"]):
         cells, scores = mix_scores(report, mix) if report.mixes else (pd.DataFrame(), [])
         trained = cells[cells["method"] != "seed"] if not cells.empty else cells
-        finite = [v for v in (data.sync_value(s) for s in trained.get("sync_every", [])) if math.isfinite(v)]
+        finite = [v for v in (sync_value(s) for s in trained.get("sync_every", [])) if math.isfinite(v)]
         offline_x = 10.0 * max(finite, default=10.0)
         ax.set_title(mix)
         if not scores or trained.empty:
