@@ -51,7 +51,7 @@ SELECTION_RULES = Registry("checkpoint selection rule", {
     "len_norm": "evaluators.selection:len_norm",
     "max_val_reward": "evaluators.selection:max_val_reward",
     "final": "evaluators.selection:_final",
-})
+}, keep_order=True)  # the default rule first
 
 
 def get_rule(name: str) -> Callable[[dict[int, dict[str, float]], list[int]], int]:

@@ -26,13 +26,14 @@ from harness.errors import ConfigError
 class Registry:
     """Name -> lazily imported object, for one kind of thing (`what`, e.g. "judge")."""
 
-    def __init__(self, what: str, entries: dict[str, Any] | None = None) -> None:
+    def __init__(self, what: str, entries: dict[str, Any] | None = None, *, keep_order: bool = False) -> None:
         self.what = what
         self._entries: dict[str, Any] = dict(entries or {})
+        self.keep_order = keep_order  # list names in registration order (else sorted)
 
     # -- names -------------------------------------------------------------------------------
     def names(self) -> list[str]:
-        return sorted(self._entries)
+        return list(self._entries) if self.keep_order else sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
