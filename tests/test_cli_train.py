@@ -6,7 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow  # `harness train` subprocesses
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["train.steps=6", "train.prompts_per_step=4", "train.samples_per_prompt=4", "train.max_new_tokens=40",

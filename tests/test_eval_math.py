@@ -203,6 +203,7 @@ def test_paper_prompt_asks_for_literal_boxed_answer_not_the_gold():
 # ------------------------------------------------------------------ tiny_math, end to end
 
 
+@pytest.mark.slow
 def test_tiny_math_end_to_end_on_tiny_policy(tiny_assets, tmp_path):
     test_file = tiny_assets.data_dir / "math" / "test.jsonl"
     rows = [json.loads(line) for line in test_file.read_text().splitlines()][:6]
@@ -225,6 +226,7 @@ def test_tiny_math_end_to_end_on_tiny_policy(tiny_assets, tmp_path):
 # ------------------------------------------------------------ evaluate_run against MLflow
 
 
+@pytest.mark.slow
 def test_evaluate_run_logs_selected_and_final_checkpoint(tiny_assets, tmp_path):
     from mlflow.tracking import MlflowClient
 

@@ -17,6 +17,8 @@ import evaluators
 from evaluators.registry import get_suite
 from evaluators.run import evaluate_checkpoint
 
+pytestmark = pytest.mark.slow  # lm-eval and harness eval on the tiny model
+
 TASKS_DIR = Path(evaluators.__file__).parent / "lm_eval_tasks"
 N_PROBLEMS = 16
 MAX_NEW_TOKENS = 48

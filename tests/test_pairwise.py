@@ -382,6 +382,7 @@ def test_unknown_judge_in_suite_options_is_a_config_error():
 # ----------------------------------------------------------- generation + tiny_chat end to end
 
 
+@pytest.mark.slow
 def test_all_pairwise_suites_end_to_end_through_evaluate_checkpoint(assets, tmp_path):
     judge = rm_judge(assets, baseline_answers=str(V20_ANSWERS), baseline_policy=str(assets["policy"]),
                      baseline_cache_dir=str(tmp_path / "baselines"), bootstrap_rounds=20)
@@ -424,6 +425,7 @@ def test_tiny_chat_model_equal_to_seed_wins_half(assets, tmp_path):
     assert all(r["output"] == r["baseline_output"] for r in rows)
 
 
+@pytest.mark.slow
 def test_tiny_chat_defaults_judge_seed_against_itself_at_50(tiny_assets, tmp_path):
     # no data, no judge settings: the embedded chat test split, the tiny reward model and the
     # seed policy as baseline; the seed evaluated against itself samples identical answers

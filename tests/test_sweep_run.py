@@ -21,6 +21,8 @@ from optuna.trial import TrialState
 from harness.sweep.study import (claim_next, default_storage_url, enqueue_missing, fail_orphans, finish, group_units,
                                  open_study, process_start_time, units_to_reap, unit_state)
 
+pytestmark = pytest.mark.slow  # real sweeps of `harness train` trials
+
 REPO = Path(__file__).resolve().parents[1]
 UNITS = [(f"cell{i}", 0) for i in range(6)]
 

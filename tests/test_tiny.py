@@ -182,6 +182,7 @@ def test_cache_root_prefers_argument_then_environment(monkeypatch, tmp_path):
     assert resolve_cache_root() == Path.home() / ".cache" / "harness"
 
 
+@pytest.mark.slow
 def test_concurrent_builders_share_one_atomic_build(tmp_path):
     code = ("import json, sys; from harness.tiny import ensure_tiny_assets, tiny_recipe; "
             "a = ensure_tiny_assets(sys.argv[1], progress=False, "
@@ -196,6 +197,7 @@ def test_concurrent_builders_share_one_atomic_build(tmp_path):
         [".lock", recipe_hash(tiny_recipe(**MICRO))]  # no temp folders left behind
 
 
+@pytest.mark.slow
 def test_failed_build_leaves_nothing_behind(tmp_path):
     recipe = tiny_recipe(**{**MICRO, "reward_model": {**MICRO["reward_model"],
                                                       "num_hidden_layers": 9}})

@@ -17,6 +17,8 @@ from harness.sequences import pack, policy_logprobs
 from harness.tracking import MemoryTracker
 from harness.trainer import chat_prompt, train
 
+pytestmark = pytest.mark.slow  # in-process training runs
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "sweeps" / "runs" / "tiny.yaml"
 FAST = ["train.prompts_per_step=4", "train.samples_per_prompt=4", "train.max_new_tokens=40",
