@@ -298,6 +298,8 @@ def test_the_seed_model_is_evaluated_once_per_sweep_as_the_tables_first_row(eval
     seed, parent = seed_runs[0], next(r for r in runs if r.data.tags.get("harness.kind") == "sweep")
     assert seed.info.status == "FINISHED" and seed.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert (seed.data.tags["task_mix"], seed.data.tags["sync_every"]) == ("-", "-")
+    # Evaluated by its own `harness eval` process (started by the sweep's launcher), not in the coordinator.
+    assert "harness.cli eval tiny --config" in (folder / "outputs" / "evaluated" / "seed_baseline" / "eval.log").read_text()
     generations = folder / "outputs" / "evaluated" / "seed_baseline" / "tiny_math" / "generations.jsonl"
     rows = [json.loads(line) for line in generations.read_text().splitlines()]
     assert len(rows) == 400  # every test problem, one sample each
