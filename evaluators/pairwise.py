@@ -34,7 +34,6 @@ baseline's answer, the judge's output and the preference or verdicts.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from pathlib import Path
 from typing import Any

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from harness.chat import chat_prompt
 from harness.errors import ConfigError
 from harness.registry import Registry
 
@@ -133,9 +134,7 @@ class EvalGenerator:
     options: EvalOptions
 
     def chat_format(self, user_text: str) -> str:
-        return self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": user_text}], add_generation_prompt=True, tokenize=False
-        )
+        return chat_prompt(self.tokenizer, user_text)
 
     def generate(self, user_texts: list[str], n: int | None = None, desc: str = "generate") -> list[list]:
         from harness.rollout import SamplingParams

@@ -24,7 +24,8 @@ import torch
 
 from harness import checkpoint as ckpt
 from harness.algorithms import (build_preference_pairs, build_verifiable_pairs, dpo_loss, grpo_advantages,
-                                grpo_loss, masked_sum)
+                                grpo_loss, k3_kl, masked_sum)
+from harness.chat import chat_prompt
 from harness.config import INF, RunConfig, flatten, format_interval
 from harness.errors import HarnessError
 from harness.rewards import make_reward_router
@@ -207,11 +208,6 @@ def due(step: int, interval: float | int) -> bool:
     return interval != INF and step % int(interval) == 0
 
 
-def chat_prompt(tokenizer, text: str) -> str:
-    return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                         add_generation_prompt=True)
-
-
 def set_lr(optimizer: torch.optim.Optimizer, cfg: RunConfig, step: int) -> None:
     scale = min(1.0, (step + 1) / cfg.train.warmup_steps) if cfg.train.warmup_steps else 1.0
     for group in optimizer.param_groups:
@@ -252,7 +248,7 @@ def dpo_update(cfg: RunConfig, policy, reference, tokenizer, records, groups, re
         totals["train/loss"] += stats["loss"] * weight
         totals["train/reward_margin"] += stats["reward_margin"] * weight
         totals["train/reward_accuracy"] += stats["reward_accuracy"] * weight
-        totals["train/kl"] += float(_k3(logp.detach(), ref_logp, batch.response_mask).mean()) * weight
+        totals["train/kl"] += float(k3_kl(logp.detach(), ref_logp, batch.response_mask).mean()) * weight
         totals["train/entropy"] += float(_mean_token(entropy, batch.response_mask)) * weight
     return {**totals, "train/pairs": float(len(pairs)), "_has_grad": bool(pairs)}
 
@@ -294,11 +290,6 @@ def behaviour_logprobs(rollouts: list[Rollout], batch) -> torch.Tensor:
         start = len(rollout.prompt_ids) - 1
         out[row, start:start + len(rollout.logprobs)] = torch.tensor(rollout.logprobs)
     return out
-
-
-def _k3(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    r = (ref_logp - logp).masked_fill(~mask.bool(), 0.0)
-    return masked_sum(torch.exp(r) - r - 1.0, mask)
 
 
 def _mean_token(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

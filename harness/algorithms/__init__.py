@@ -1,7 +1,7 @@
 """Pure tensor functions for RL post-training: log-probs, pairs, DPO, GRPO (torch only)."""
 
 from harness.algorithms.dpo import dpo_loss
-from harness.algorithms.grpo import grpo_advantages, grpo_loss
+from harness.algorithms.grpo import grpo_advantages, grpo_loss, k3_kl
 from harness.algorithms.logprobs import (
     gather_logprobs,
     masked_mean,
@@ -20,6 +20,7 @@ __all__ = [
     "gather_logprobs",
     "grpo_advantages",
     "grpo_loss",
+    "k3_kl",
     "masked_mean",
     "masked_sum",
     "position_ids_from_attention_mask",

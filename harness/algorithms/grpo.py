@@ -82,6 +82,19 @@ def _importance_weights(
     return weights, stats
 
 
+def k3_kl(logp_tok: Tensor, ref_logp_tok: Tensor, mask: Tensor) -> Tensor:
+    """Per-sequence summed k3 estimate of KL(policy || reference): [N, L] -> [N].
+
+    k3 = exp(r) - r - 1 with r = ref_logp - logp, summed over the response tokens in `mask`
+    (masked entries never contribute, even if NaN). The one k3: the GRPO loss and the trainer's
+    `train/kl` metric both call it.
+    """
+    keep = mask.bool()
+    zeros = torch.zeros_like(logp_tok)
+    r = torch.where(keep, ref_logp_tok.to(logp_tok.dtype), zeros) - torch.where(keep, logp_tok, zeros)
+    return masked_sum(torch.exp(r) - r - 1.0, mask)
+
+
 def grpo_loss(
     logp_tok: Tensor,
     ref_logp_tok: Tensor | None,
@@ -144,9 +157,7 @@ def grpo_loss(
     loss = policy_loss
 
     if ref_logp_tok is not None:
-        r = torch.where(keep, ref_logp_tok.detach().to(logp.dtype), zeros) - logp
-        k3 = torch.exp(r) - r - 1.0
-        kl = masked_sum(k3, mask).mean()
+        kl = k3_kl(logp, ref_logp_tok.detach(), mask).mean()
         loss = loss + kl_coef * kl
         stats["kl"] = float(kl.detach())
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from harness.chat import chat_conversation
 from harness.errors import AssetMissingError, ConfigError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -85,11 +86,7 @@ class RewardModelScorer:
     def format_pair(self, prompt: str, response: str) -> str:
         """The text the reward model reads for one (prompt, response)."""
         if getattr(self.tokenizer, "chat_template", None):
-            messages = [
-                {"role": "user", "content": prompt},
-                {"role": "assistant", "content": response},
-            ]
-            return self.tokenizer.apply_chat_template(messages, tokenize=False)
+            return chat_conversation(self.tokenizer, prompt, response)
         return prompt + "\n" + response
 
     @torch.no_grad()
