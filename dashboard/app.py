@@ -1,8 +1,9 @@
 """The Streamlit leaderboard over MLflow: `streamlit run dashboard/app.py -- --tracking-uri URI`.
 
-Reads MLflow only, through the results layer (dashboard.data), so it runs on a laptop against a remote tracking server.
-The tracking URI comes from `--tracking-uri`, else MLFLOW_TRACKING_URI, else MLflow's default,
-and can be changed in the sidebar. Views: Leaderboard, Paper tables, Grid, Curves, Compare,
+Reads MLflow only, through the results layer (dashboard.data), so it runs on a laptop against a
+remote tracking server. The tracking URI comes from `--tracking-uri`, else MLFLOW_TRACKING_URI,
+else ./mlflow.db (the harness's rule, results.store.default_tracking_uri), and can be changed in
+the sidebar. Views: Leaderboard, Paper tables, Grid, Curves, Compare,
 Samples. MLflow answers are cached for 30 s (Refresh clears the cache).
 """
 

@@ -25,7 +25,7 @@ def build_streamlit_command(tracking_uri: str | None, port: int = 8501, *, headl
                             extra_options: dict[str, str] | None = None) -> list[str]:
     """`python -m streamlit run dashboard/app.py --server.port P ... -- --tracking-uri URI`.
 
-    tracking_uri None leaves the choice to MLFLOW_TRACKING_URI (or MLflow's default). headless
+    tracking_uri None leaves the choice to the app (MLFLOW_TRACKING_URI, else ./mlflow.db). headless
     keeps Streamlit from opening a browser (right on a remote machine); usage stats stay off.
     extra_options are more Streamlit config flags, e.g. {"client.toolbarMode": "viewer"}.
     """

@@ -23,6 +23,8 @@ VAL_METRICS = ("val/reward", "val/response_len", "val/len_norm_reward", "val/ent
 
 
 def default_tracking_uri() -> str:
+    """Where runs go and are read from, for every command and the dashboard (the one rule):
+    MLFLOW_TRACKING_URI, else an absolute sqlite:///<cwd>/mlflow.db."""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
