@@ -16,7 +16,6 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM,
                           PreTrainedTokenizerBase)
 
 from harness.errors import AssetMissingError
-from harness.registry import Registry
 from harness.rollout.base import Rollout, SamplingParams
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -191,20 +190,10 @@ def _cache_of(output):
 _CACHE_KWARG = _cache_kwarg()
 
 
-def training_generator(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int = 256) -> HFGenerator:
-    """The hf backend as the trainer uses it: its own copy of the policy, synced by load_weights."""
-    return HFGenerator(model, tokenizer, batch_size=batch_size, copy_model=True)
-
-
-# Generator backends by `rollout.backend` (harness/registry.py); each entry is a factory
-# (model, tokenizer, batch_size=...) -> Generator, imported only when chosen.
-BACKENDS = Registry("rollout backend", {
-    "hf": "harness.rollout.hf:training_generator",
-})
-
-
 def make_generator(backend: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                    batch_size: int = 256):
-    """The trainer's one way to get a generator: the `rollout.backend` entry of BACKENDS."""
-    factory = BACKENDS.get(backend, where="rollout.backend")
-    return factory(model, tokenizer, batch_size=batch_size)
+    """The trainer's one way to get a generator; further backends (vLLM) register here."""
+    if backend == "hf":
+        return HFGenerator(model, tokenizer, batch_size=batch_size, copy_model=True)
+    from harness.errors import ConfigError
+    raise ConfigError(f"rollout.backend = {backend!r} is not a known backend; expected one of: hf.")
