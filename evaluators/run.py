@@ -93,9 +93,10 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, suites: list[str], samples: 
                         data_paths: dict[str, str] | None = None, judge: dict | None = None,
                         max_new_tokens: int = 1024, batch_size: int = 64, seed: int = 0,
                         temperature: float = 0.6, top_p: float = 0.9, out_dir: str | Path | None = None,
-                        device: str = "cpu", show_progress: bool = True) -> dict[str, dict[str, float]]:
-    """Evaluate one checkpoint on each suite (see module docstring)."""
-    from harness.rollout import HFGenerator
+                        device: str = "cpu", show_progress: bool = True, backend: str = "hf",
+                        backend_options: dict | None = None) -> dict[str, dict[str, float]]:
+    """Evaluate one checkpoint on each suite (see module docstring), sampling through `backend`."""
+    from harness.rollout import make_generator, require_backend
 
     options = EvalOptions(samples=samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                           seed=seed, batch_size=batch_size, judge=dict(judge or {}), show_progress=show_progress)
@@ -108,9 +109,11 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, suites: list[str], samples: 
     # Names, then all data: a typo or a malformed file fails before minutes of model loading
     # (or of building the tiny assets that tiny_math defaults to).
     resolved = [get_suite(name) for name in suites]
+    require_backend(backend)
     loaded = [(suite, load_records(suite, data_paths.get(suite.name))) for suite in resolved]
-    backend = HFGenerator(checkpoint_dir, device=device, batch_size=batch_size)
-    generator = EvalGenerator(backend=backend, tokenizer=backend.tokenizer, options=options)
+    sampler = make_generator(backend, checkpoint_dir, **{**(backend_options or {}), "device": device,
+                                                          "batch_size": batch_size})
+    generator = EvalGenerator(backend=sampler, tokenizer=sampler.tokenizer, options=options)
     results: dict[str, dict[str, float]] = {}
     for suite, records in loaded:
         metrics, rows = suite.evaluate(suite, checkpoint_dir, records, generator, options)

@@ -53,9 +53,9 @@ def seed_baseline_outputs(prompts: list[str], options: EvalOptions, n: int, *, p
     cached = _read_cached_outputs(path, len(prompts), n)
     if cached is not None:
         return cached
-    from harness.rollout import HFGenerator
+    from harness.rollout import make_generator
 
-    backend = HFGenerator(policy_dir, device=device, batch_size=options.batch_size)
+    backend = make_generator("hf", policy_dir, device=device, batch_size=options.batch_size)
     seed_generator = EvalGenerator(backend=backend, tokenizer=backend.tokenizer, options=options)
     outputs = [[r.text for r in group] for group in seed_generator.generate(prompts, n=n, desc="seed baseline")]
     _write_atomic(path, {"policy_dir": str(policy_dir), "sampling": sampling, "outputs": outputs})

@@ -107,9 +107,20 @@ class GRPOConfig(Section):
     is_cap: float = Field(2.0, gt=0, description="truncation of the token importance ratio")
 
 
+class VLLMEngineConfig(Section):
+    """The vLLM engine's settings (used only with rollout.backend: vllm)."""
+    gpu_memory_utilization: float = Field(0.3, gt=0, le=1.0, description="GPU: share of GPU memory the engine takes")
+    cpu_kv_cache_gib: float = Field(1.0, gt=0, le=1024, description="CPU: GiB of KV-cache space")
+    tensor_parallel_size: int = Field(1, ge=1, le=64)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="auto: model.dtype")
+    max_model_len: int | None = Field(None, ge=2, description="prompt + response tokens; None: the model's own")
+    enforce_eager: bool = Field(True, description="no CUDA graphs / compilation (fast start)")
+
+
 class RolloutConfig(Section):
-    backend: Literal["hf"] = "hf"
-    batch_size: int = Field(256, ge=1, description="sequences per generate call")
+    backend: Literal["hf", "vllm"] = "hf"
+    batch_size: int = Field(256, ge=1, description="sequences per generate call (vllm: per engine step)")
+    vllm: VLLMEngineConfig = Field(default_factory=VLLMEngineConfig)
 
 
 class RewardsConfig(Section):

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from harness.config import RunConfig, format_interval
 from harness.tracking import MlflowTracker, NullTracker, atomic_write_text, default_tracking_uri
-from harness.rollout.hf import resolve_device
+from harness.models import resolve_device
+from harness.rollout import generator_options, require_backend
 from harness.trainer import TrainResult, train
 
 log = logging.getLogger("harness.run")
@@ -33,6 +34,7 @@ def output_dir_of(cfg: RunConfig) -> Path:
 
 def run_training(cfg: RunConfig, resume: bool = False, parent_run_id: str | None = None,
                  tags: dict[str, str] | None = None, use_mlflow: bool = True, progress: bool = True) -> TrainResult:
+    require_backend(cfg.rollout.backend)  # a missing engine fails before the run or its folder exists
     output_dir = output_dir_of(cfg)
     cfg = cfg.model_copy(update={"output_dir": str(output_dir)})
     run_file = output_dir / "run.json"
@@ -62,7 +64,8 @@ def eval_options(cfg: RunConfig) -> dict:
     """The evaluator keyword arguments a run config implies (shared with the sweep's seed baseline)."""
     return dict(data_paths=cfg.eval.data, judge=cfg.eval.judge, temperature=cfg.eval.temperature,
                 top_p=cfg.eval.top_p, max_new_tokens=cfg.eval.max_new_tokens or cfg.train.max_new_tokens,
-                seed=cfg.seed, device=str(resolve_device(cfg.model.device)), batch_size=cfg.rollout.batch_size)
+                seed=cfg.seed, device=str(resolve_device(cfg.model.device)), batch_size=cfg.rollout.batch_size,
+                backend=cfg.rollout.backend, backend_options=generator_options(cfg))
 
 
 def evaluate_after_training(cfg: RunConfig, run_id: str) -> None:

@@ -29,8 +29,8 @@ from harness.chat import chat_prompt
 from harness.config import INF, RunConfig, flatten, format_interval
 from harness.errors import HarnessError
 from harness.rewards import make_reward_router
-from harness.rollout import HFGenerator, Rollout, SamplingParams, make_generator
-from harness.rollout.hf import load_policy, resolve_device
+from harness.models import load_policy, resolve_device
+from harness.rollout import Generator, Rollout, SamplingParams, generator_options, make_generator
 from harness.sequences import chunks, pack, policy_logprobs
 from harness.tasks import build_mixture, task_pools
 from harness.tracking import NullTracker, atomic_write_text
@@ -87,8 +87,12 @@ def train(cfg: RunConfig, tracker=None, resume: bool = False, progress: bool = T
     seed_weights = {k: v.detach().clone() for k, v in policy.state_dict().items()}
     reference, _ = load_policy(policy_path, cfg.model.dtype, device, cfg.model.trust_remote_code)
     reference.eval().requires_grad_(False)
-    generator = make_generator(cfg.rollout.backend, policy, tokenizer, cfg.rollout.batch_size)
-    validator = HFGenerator(policy, tokenizer, batch_size=cfg.rollout.batch_size, copy_model=False)
+    rollout_options = generator_options(cfg)
+    generator = make_generator(cfg.rollout.backend, policy, tokenizer, **rollout_options)
+    # Validation samples the current policy through the same backend (hf: the module itself;
+    # vllm: the rollout engine, given the policy's weights for the call and its snapshot back).
+    validator = make_generator(cfg.rollout.backend, policy, tokenizer, live=True, engine=generator,
+                               **rollout_options)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.train.lr, eps=cfg.train.adam_eps,
                                   betas=(cfg.train.adam_beta1, cfg.train.adam_beta2),
                                   weight_decay=cfg.train.weight_decay)
@@ -131,6 +135,7 @@ def train(cfg: RunConfig, tracker=None, resume: bool = False, progress: bool = T
                 state.last_ref_sync = state.step
             metrics["time/sync_s"] = time.perf_counter() - started
             metrics["train/generator_staleness"] = state.step - state.last_sync
+            metrics["train/generator_version"] = generator.version
             metrics["train/ref_staleness"] = state.step - state.last_ref_sync
 
             # 2. generate
@@ -301,7 +306,7 @@ def _mean_token(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validate(cfg: RunConfig, validator: HFGenerator, policy, pools: dict[str, list[dict]], rewards) -> dict:
+def validate(cfg: RunConfig, validator: Generator, policy, pools: dict[str, list[dict]], rewards) -> dict:
     """One sample per held-out prompt from the current policy: reward, length, their ratio, entropy."""
     metrics: dict[str, float] = {}
     totals = {"reward": 0.0, "len": 0.0, "entropy": 0.0, "count": 0}

@@ -12,46 +12,10 @@ from pathlib import Path
 from typing import Mapping
 
 import torch
-from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, PreTrainedModel,
-                          PreTrainedTokenizerBase)
+from transformers import LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
-from harness.errors import AssetMissingError
+from harness.models import load_policy
 from harness.rollout.base import Rollout, SamplingParams
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def load_policy(path: str | Path, dtype: str = "float32", device: str = "cpu",
-                trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal LM and its tokenizer exactly as a real checkpoint is loaded."""
-    local = Path(path)
-    looks_local = local.is_absolute() or str(path).startswith((".", "~")) or local.exists()
-    if looks_local and not (local / "config.json").is_file():
-        raise AssetMissingError(
-            f"model path {path}: no config.json there. Expected a folder written by "
-            f"save_pretrained (config.json, model.safetensors, tokenizer files); for the paper "
-            f"setting download meta-llama/Llama-3.1-8B-Instruct there first (this machine cannot)."
-        )
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=_DTYPES[dtype], trust_remote_code=trust_remote_code)
-    except OSError as exc:
-        raise AssetMissingError(
-            f"model {path}: could not be loaded with from_pretrained ({exc}). Point model.policy "
-            f"at a local folder with the weights; nothing is downloaded at run time."
-        ) from None
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model.to(resolve_device(device))
-    return model, tokenizer
-
 
 class HFGenerator:
     """Generator over a causal LM's own forward pass with a KV cache (a hand-written sampling loop,
@@ -188,12 +152,3 @@ def _cache_of(output):
 
 
 _CACHE_KWARG = _cache_kwarg()
-
-
-def make_generator(backend: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                   batch_size: int = 256):
-    """The trainer's one way to get a generator; further backends (vLLM) register here."""
-    if backend == "hf":
-        return HFGenerator(model, tokenizer, batch_size=batch_size, copy_model=True)
-    from harness.errors import ConfigError
-    raise ConfigError(f"rollout.backend = {backend!r} is not a known backend; expected one of: hf.")

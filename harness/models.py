@@ -1,0 +1,55 @@
+"""Model loading: a causal LM and its tokenizer from a local checkpoint, its dtype and device.
+
+The trainer (policy, reference), the rollout backends and the evaluators all load models here,
+so a checkpoint is read one way everywhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from harness.errors import AssetMissingError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' is CUDA when a GPU is visible, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_policy(path: str | Path, dtype: str = "float32", device: str = "cpu",
+                trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer exactly as a real checkpoint is loaded."""
+    local = Path(path)
+    looks_local = local.is_absolute() or str(path).startswith((".", "~")) or local.exists()
+    if looks_local and not (local / "config.json").is_file():
+        raise AssetMissingError(
+            f"model path {path}: no config.json there. Expected a folder written by "
+            f"save_pretrained (config.json, model.safetensors, tokenizer files); for the paper "
+            f"setting download meta-llama/Llama-3.1-8B-Instruct there first (this machine cannot)."
+        )
+    try:
+        tokenizer = load_tokenizer(path, trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        raise AssetMissingError(
+            f"model {path}: could not be loaded with from_pretrained ({exc}). Point model.policy "
+            f"at a local folder with the weights; nothing is downloaded at run time."
+        ) from None
+    model.to(resolve_device(device))
+    return model, tokenizer
+
+
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """A checkpoint's tokenizer; one without a pad token pads with EOS (the loss masks padding)."""
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

