@@ -3,6 +3,7 @@
     harness prepare                      build (or find) the embedded tiny assets
     harness train CONFIG [k.path=v ...]  one training run, logged to MLflow
     harness bench [CONFIG]               time per phase of a short tiny run
+    harness bench CONFIG --sync-every 1,10 rollout.placement=worker   per-step time at each s
     harness sweep SWEEP.yaml             the method x s x task-mix grid through Optuna
     harness status SWEEP.yaml            one row per cell: state, progress, objective, run id
     harness eval RUN_ID|CHECKPOINT       score a run's selected and final checkpoints
@@ -70,8 +71,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from harness.bench import run_bench
-    run_bench(args.config, args.overrides, steps=args.steps)
+    from harness.bench import compare, parse_sync_list, run_bench
+    if args.repeats < 1 or args.steps < 1:
+        raise HarnessError(f"harness bench: --steps {args.steps} --repeats {args.repeats}: both must be at least 1.")
+    if args.sync_every:
+        compare(args.config, args.overrides, parse_sync_list(args.sync_every), steps=args.steps,
+                repeats=args.repeats, as_json=args.json)
+    else:
+        report = run_bench(args.config, args.overrides, steps=args.steps)
+        if args.json:
+            print(json.dumps({k: v if v != float("inf") else "inf" for k, v in report.items()}))
     return 0
 
 
@@ -168,6 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", default=None, help="run config (default sweeps/runs/tiny.yaml)")
     p.add_argument("overrides", nargs="*", help="key.path=value overrides")
     p.add_argument("--steps", type=int, default=20, help="optimizer steps to time")
+    p.add_argument("--sync-every", default=None, metavar="LIST",
+                   help="comparison mode: run each sync interval, e.g. 1,5,10,inf, and print their per-step times")
+    p.add_argument("--repeats", type=int, default=1, help="comparison mode: interleaved repeats of every setting")
+    p.add_argument("--json", action="store_true", help="last line: the result as JSON (comparison: a list, one "
+                                                       "object per setting)")
     p.set_defaults(func=cmd_bench)
 
     from harness.sweep.commands import (add_status_arguments, add_sweep_arguments, status_from_args,
@@ -230,7 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "func", None) is cmd_bench and all("=" in a and not a.startswith("-") for a in extra):
+        args.overrides += extra  # `harness bench CONFIG --sync-every 1,10 rollout.placement=worker`
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _setup_logging(args.verbose)
     try:
         return args.func(args) or 0

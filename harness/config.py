@@ -11,6 +11,7 @@ work starts, with one paragraph naming the file, the key path, the value and wha
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -121,6 +122,24 @@ class RolloutConfig(Section):
     backend: Literal["hf", "vllm"] = "hf"
     batch_size: int = Field(256, ge=1, description="sequences per generate call (vllm: per engine step)")
     vllm: VLLMEngineConfig = Field(default_factory=VLLMEngineConfig)
+    placement: Literal["colocated", "worker"] = Field(
+        "colocated", description="colocated: the generator runs in the trainer's process; worker: in its own "
+                                 "process, generating the sync window's steps ahead while the trainer trains")
+    queue_depth: int = Field(8, ge=1, description="worker: steps of rollouts requested ahead and not yet trained "
+                                                  "on, at most (never past the next sync)")
+    worker_device: str | None = Field(None, description="worker: its device (cpu, cuda, cuda:N); None = model.device")
+    worker_cpu_threads: int | None = Field(None, ge=1, description="worker: torch CPU threads; None = model.cpu_threads")
+    worker_restarts: int = Field(3, ge=0, description="worker: restarts in a row without a delivered step before "
+                                                      "the run fails")
+    snapshot_dir: str | None = Field(None, description="worker: where weight snapshots are written; None = /dev/shm "
+                                                       "(else the temp dir)")
+
+    @field_validator("worker_device")
+    @classmethod
+    def _device(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+            raise ValueError("expected auto, cpu, cuda or cuda:N")
+        return value
 
 
 class RewardsConfig(Section):

@@ -17,8 +17,8 @@ from typing import Any
 
 # The per-step schema, shared by every method (see README "Metrics").
 TRAIN_METRICS = ("train/loss", "train/reward_mean", "train/pairs", "train/entropy", "train/response_len",
-                 "train/kl", "train/generator_staleness", "train/ref_staleness")
-TIME_METRICS = ("time/generate_s", "time/score_s", "time/train_s", "time/sync_s")
+                 "train/kl", "train/generator_staleness", "train/ref_staleness", "train/generator_version")
+TIME_METRICS = ("time/generate_s", "time/generate_wait_s", "time/score_s", "time/train_s", "time/sync_s")
 VAL_METRICS = ("val/reward", "val/response_len", "val/len_norm_reward", "val/entropy")
 
 

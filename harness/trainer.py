@@ -5,7 +5,8 @@
 One optimizer step, top to bottom:
   1. sync: every `sync_every` steps the generator receives the trainer's weights (inf: never,
      so every rollout comes from the seed); every `ref_sync_every` steps the reference does.
-  2. generate: n rollouts per prompt from the (possibly stale) generator.
+  2. generate: n rollouts per prompt from the (possibly stale) generator, checked against the
+     sync schedule; with `rollout.placement: worker` they were generated ahead, in another process.
   3. score: each prompt by its own reward function (Math-Verify or the reward model).
   4. train: DPO on pairs, or GRPO on group-centred advantages; one AdamW step.
 Validation, checkpoints and MLflow logging happen around that. Nothing here knows of sweeps.
@@ -31,6 +32,8 @@ from harness.errors import HarnessError
 from harness.rewards import make_reward_router
 from harness.models import load_policy, resolve_device
 from harness.rollout import Generator, Rollout, SamplingParams, generator_options, make_generator
+from harness.rollout.placement import open_rollouts
+from harness.rollout.schedule import StepPlan, check_generator_version
 from harness.sequences import chunks, pack, policy_logprobs
 from harness.tasks import build_mixture, task_pools
 from harness.tracking import NullTracker, atomic_write_text
@@ -87,17 +90,24 @@ def train(cfg: RunConfig, tracker=None, resume: bool = False, progress: bool = T
     seed_weights = {k: v.detach().clone() for k, v in policy.state_dict().items()}
     reference, _ = load_policy(policy_path, cfg.model.dtype, device, cfg.model.trust_remote_code)
     reference.eval().requires_grad_(False)
+    mixture = build_mixture(cfg.task_mix, cfg.data, cfg.seed)
+    sampling = SamplingParams(n=cfg.train.samples_per_prompt, temperature=cfg.train.temperature,
+                              top_p=cfg.train.top_p, max_new_tokens=cfg.train.max_new_tokens,
+                              return_logprobs=cfg.method == "grpo" and cfg.grpo.importance_sampling)
+    plan = StepPlan(mixture, cfg.train.prompts_per_step, sampling, cfg.seed, lambda text: chat_prompt(tokenizer, text))
     rollout_options = generator_options(cfg)
-    generator = make_generator(cfg.rollout.backend, policy, tokenizer, **rollout_options)
+    # rollout.placement: colocated (generated when due) or worker (own process, runs ahead in the window)
+    generator = open_rollouts(cfg, policy, tokenizer, plan,
+                              lambda: make_generator(cfg.rollout.backend, policy, tokenizer, **rollout_options))
     # Validation samples the current policy through the same backend (hf: the module itself;
-    # vllm: the rollout engine, given the policy's weights for the call and its snapshot back).
-    validator = make_generator(cfg.rollout.backend, policy, tokenizer, live=True, engine=generator,
-                               **rollout_options)
+    # vllm: the colocated rollout engine, or an engine of its own beside a worker, given the
+    # policy's weights for the call and its snapshot back).
+    validator = make_generator(cfg.rollout.backend, policy, tokenizer, live=True,
+                               engine=getattr(generator, "generator", None), **rollout_options)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.train.lr, eps=cfg.train.adam_eps,
                                   betas=(cfg.train.adam_beta1, cfg.train.adam_beta2),
                                   weight_decay=cfg.train.weight_decay)
     rewards = build_rewards(cfg, reward_model_path, device)
-    mixture = build_mixture(cfg.task_mix, cfg.data, cfg.seed)
     val_pools = {task: records[:cfg.validation.prompts]
                  for task, records in task_pools(cfg.task_mix, cfg.data, "validation").items()}
     pair_rng = torch.Generator()
@@ -117,9 +127,6 @@ def train(cfg: RunConfig, tracker=None, resume: bool = False, progress: bool = T
         val = validate(cfg, validator, policy, val_pools, rewards)
         tracker.log_metrics(val, step=0)
         log_validation(0, val)
-    sampling = SamplingParams(n=cfg.train.samples_per_prompt, temperature=cfg.train.temperature,
-                              top_p=cfg.train.top_p, max_new_tokens=cfg.train.max_new_tokens,
-                              return_logprobs=cfg.method == "grpo" and cfg.grpo.importance_sampling)
     bar = _progress_bar(cfg.train.steps, state.step, progress)
     val: dict[str, float] = {}
     try:
@@ -135,15 +142,16 @@ def train(cfg: RunConfig, tracker=None, resume: bool = False, progress: bool = T
                 state.last_ref_sync = state.step
             metrics["time/sync_s"] = time.perf_counter() - started
             metrics["train/generator_staleness"] = state.step - state.last_sync
-            metrics["train/generator_version"] = generator.version
             metrics["train/ref_staleness"] = state.step - state.last_ref_sync
 
-            # 2. generate
-            started = time.perf_counter()
-            records = mixture.batch(state.step, cfg.train.prompts_per_step)
-            prompts = [chat_prompt(tokenizer, r["prompt"]) for r in records]
-            groups = generator.generate(prompts, SamplingParams(**{**sampling.__dict__, "seed": None}))
-            metrics["time/generate_s"] = time.perf_counter() - started
+            # 2. generate (the step's seed comes from the run seed and the step index; a worker may
+            #    have generated it ahead, from the same snapshot, while the trainer trained)
+            produced = generator.rollouts(state.step)
+            check_generator_version(state.step, produced.version, cfg.sync_every)
+            records, groups = produced.records, produced.groups
+            metrics["train/generator_version"] = produced.version
+            metrics["time/generate_s"] = produced.generate_s
+            metrics["time/generate_wait_s"] = produced.wait_s
 
             # 3. score
             started = time.perf_counter()
@@ -189,6 +197,7 @@ def train(cfg: RunConfig, tracker=None, resume: bool = False, progress: bool = T
                             stale=metrics["train/generator_staleness"], refresh=False)
     finally:
         bar.close()
+        generator.close()
         rewards.close()
     return TrainResult(tracker.run_id, output_dir, state.checkpoints, val)
 

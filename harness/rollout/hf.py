@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import inspect
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 from transformers import LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
@@ -47,7 +47,8 @@ class HFGenerator:
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()
 
-    def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Rollout]]:
+    def generate(self, prompts: list[str], params: SamplingParams,
+                 keys: Sequence[str | int] | None = None) -> list[list[Rollout]]:
         encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         jobs = [(p, s) for p in range(len(prompts)) for s in range(params.n)]
         # Longest prompts first keeps padding low inside each batch.

@@ -1,0 +1,272 @@
+"""`rollout.placement: worker`, the trainer's side: a generator in its own process that produces
+the rollouts of the coming steps while the trainer trains, but never past the sync boundary.
+
+    cfg.rollout.placement = "worker"  ->  WorkerRollouts(cfg, policy, tokenizer, plan)
+
+- Weights travel as versioned snapshots (`snapshots.py`); `load_weights` writes one and tells
+  the worker to load it. Every reply names the snapshot that produced it.
+- Running ahead: as soon as snapshot k is sent, the rollouts of every step of its window
+  (k*s .. k*s+s-1; with inf every remaining step) may be requested, at most
+  `rollout.queue_depth` steps beyond the last one trained on, so memory stays flat. With s=1
+  the window is one step: nothing can be generated ahead, the trainer waits every step.
+- A worker that dies (crash, out-of-memory kill, SIGKILL) is restarted from the newest
+  snapshot and asked again for the steps it had not delivered; each step's request is a pure
+  function of (run seed, step), so the re-generated rollouts are the ones it would have sent.
+  `rollout.worker_restarts` bounds the restarts in a row without a delivered step.
+
+It offers the trainer the same surface as `ColocatedRollouts` (`rollouts(step)`,
+`load_weights`, `state_dict`, `version`, `close`), so checkpoints and resume do not change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import multiprocessing
+import shutil
+import signal
+import threading
+import time
+from multiprocessing.util import Finalize
+from typing import Mapping
+
+import torch
+
+from harness.models import resolve_device
+from harness.rollout.factory import generator_options
+from harness.rollout.schedule import StepPlan, StepRequest, StepRollouts, window_end
+from harness.rollout.snapshots import SnapshotStore
+from harness.rollout.worker import WorkerSpec, decode, encode, rollout_from_wire, serve
+
+log = logging.getLogger("harness.rollout")
+
+WORKER_NAME = "harness-rollout-worker"  # the worker process's name (multiprocessing.active_children())
+DEAD_PIPE_GRACE_S = 5.0  # a dead worker's last messages are read before it is declared lost
+
+
+class RolloutWorkerError(RuntimeError):
+    """The rollout worker failed in a way a restart cannot fix (it reported an error, or kept dying)."""
+
+
+class _Inbox:
+    """Replies from the current worker process, filled by a reader thread."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.results: dict[int, dict] = {}
+        self.failure: str | None = None
+        self.incarnation = 0
+        self.eof = False
+        self.deliveries = 0  # steps delivered by the current incarnation
+
+    def read(self, conn, incarnation: int) -> None:
+        while True:
+            try:
+                message = decode(conn.recv_bytes())
+            except (EOFError, OSError):
+                with self.cond:
+                    if incarnation == self.incarnation:
+                        self.eof = True
+                    self.cond.notify_all()
+                return
+            with self.cond:
+                if incarnation != self.incarnation:
+                    return
+                if message["op"] == "rollouts":
+                    self.results[message["step"]] = message
+                    self.deliveries += 1
+                elif message["op"] == "error":
+                    self.failure = message["message"]
+                self.cond.notify_all()
+
+
+def _shutdown(handles: dict, root) -> None:
+    """Stop the worker (politely, then by force) and delete the snapshots. Runs once: from
+    close(), when the client is garbage-collected, or at interpreter exit."""
+    conn, process = handles.get("conn"), handles.get("process")
+    if conn is not None:
+        try:
+            conn.send_bytes(encode({"op": "stop"}))
+        except OSError:
+            pass
+        conn.close()
+    if process is not None:
+        process.join(timeout=10)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=10)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "it stopped answering"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+class WorkerRollouts:
+    """The generator in its own process, fed versioned snapshots, running ahead within the sync window."""
+
+    def __init__(self, cfg, policy, tokenizer, plan: StepPlan):
+        rollout = cfg.rollout
+        self.plan = plan
+        self.sync_every = cfg.sync_every
+        self.total_steps = cfg.train.steps
+        self.depth = rollout.queue_depth
+        self.max_restarts = rollout.worker_restarts
+        self.spec = WorkerSpec(backend=rollout.backend, batch_size=rollout.batch_size, dtype=cfg.model.dtype,
+                               device=str(resolve_device(rollout.worker_device or cfg.model.device)),
+                               cpu_threads=rollout.worker_cpu_threads or cfg.model.cpu_threads,
+                               trust_remote_code=cfg.model.trust_remote_code,
+                               options={k: v for k, v in generator_options(cfg).items()
+                                        if k not in ("batch_size", "device", "dtype", "trust_remote_code")})
+        self.store = SnapshotStore(rollout.snapshot_dir, policy.config, tokenizer)
+        self.serial = 0  # the newest snapshot sent to the worker
+        self.labels: dict[int, int] = {0: 0}  # snapshot serial -> generator version it carries
+        self.store.write(0, policy.state_dict())
+        self.requests: dict[int, StepRequest] = {}  # requested and not yet trained on
+        self.next_step: int | None = None  # the first step not yet requested
+        self.inbox = _Inbox()
+        self.restarts_in_row = 0
+        self.handles: dict = {}
+        self._finalizer = Finalize(self, _shutdown, args=(self.handles, self.store.root), exitpriority=10)
+        self._start()
+
+    # -- the surface the trainer uses -----------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        return self.labels[self.serial]
+
+    @version.setter
+    def version(self, value: int) -> None:  # resume: the restored snapshot carries its saved version
+        self.labels[self.serial] = int(value)
+
+    @torch.no_grad()
+    def load_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        version = self.version + 1
+        self.serial += 1
+        path = self.store.write(self.serial, state_dict)
+        self.labels[self.serial] = version
+        self._send({"op": "load", "path": str(path)})
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.store.read_latest()
+
+    def rollouts(self, step: int) -> StepRollouts:
+        """The rollouts of `step`: already generated if the worker ran ahead, else waited for."""
+        self._request_ahead(window_of=step, first_open=step)
+        started = time.perf_counter()
+        reply = self._wait(step)
+        waited = time.perf_counter() - started
+        request = self.requests.pop(step)
+        self._request_ahead(window_of=step, first_open=step + 1)  # keep it busy while the trainer trains
+        groups = [[rollout_from_wire(r) for r in group] for group in reply["groups"]]
+        return StepRollouts(step=step, records=request.records, groups=groups, version=self.labels[reply["serial"]],
+                            generate_s=reply["generate_s"], wait_s=waited)
+
+    def close(self) -> None:
+        self._finalizer()
+
+    @property
+    def pid(self) -> int | None:
+        return self.handles["process"].pid
+
+    # -- process management ----------------------------------------------------------------
+
+    def _start(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        request_out, request_in = context.Pipe(duplex=False)
+        reply_out, reply_in = context.Pipe(duplex=False)
+        process = context.Process(target=serve, name=WORKER_NAME,
+                                  args=(dataclasses.asdict(self.spec), str(self.store.path(self.serial)),
+                                        request_out, reply_in))
+        process.start()
+        request_out.close()
+        reply_in.close()
+        with self.inbox.cond:
+            self.inbox.incarnation += 1
+            self.inbox.eof = False
+            self.inbox.failure = None
+            self.inbox.deliveries = 0
+            incarnation = self.inbox.incarnation
+        self.handles.update(process=process, conn=request_in)
+        threading.Thread(target=self.inbox.read, args=(reply_out, incarnation), daemon=True,
+                         name=f"{WORKER_NAME}-reader-{incarnation}").start()
+        log.info("rollout worker pid %d: %s backend on %s, %s CPU thread(s), queue depth %d, snapshots in %s",
+                 process.pid, self.spec.backend, self.spec.device, self.spec.cpu_threads or "default",
+                 self.depth, self.store.root)
+
+    def _send(self, message: dict) -> None:
+        try:
+            self.handles["conn"].send_bytes(encode(message))
+        except OSError:  # the worker is gone; _wait notices, restarts it and asks again
+            with self.inbox.cond:
+                self.inbox.eof = True
+
+    def _request_ahead(self, window_of: int, first_open: int) -> None:
+        """Request every step of the current snapshot's window, up to queue_depth untrained steps."""
+        if self.next_step is None or self.next_step < first_open:
+            self.next_step = first_open
+        limit = min(window_end(window_of, self.sync_every, self.total_steps), first_open + self.depth)
+        while self.next_step < limit:
+            request = self.plan.request(self.next_step)
+            self.requests[request.step] = request
+            self._send(self._generate_message(request))
+            self.next_step += 1
+
+    @staticmethod
+    def _generate_message(request: StepRequest) -> dict:
+        return {"op": "generate", "step": request.step, "prompts": request.prompts, "keys": request.keys,
+                "params": dataclasses.asdict(request.params)}
+
+    def _wait(self, step: int) -> dict:
+        inbox = self.inbox
+        dead_since = None
+        while True:
+            with inbox.cond:
+                if step in inbox.results:
+                    if inbox.deliveries:
+                        self.restarts_in_row = 0
+                    return inbox.results.pop(step)
+                if inbox.failure:
+                    raise RolloutWorkerError(f"the rollout worker failed:\n{inbox.failure}")
+                if self.handles["process"].is_alive() and not inbox.eof:
+                    inbox.cond.wait(0.5)
+                    continue
+                # Gone. Let the reader drain what it sent before it died (an error report) first.
+                dead_since = dead_since or time.monotonic()
+                if not inbox.eof and time.monotonic() - dead_since < DEAD_PIPE_GRACE_S:
+                    inbox.cond.wait(0.1)
+                    continue
+            self._restart()
+            dead_since = None
+
+    def _restart(self) -> None:
+        old = self.handles["process"]
+        old.join(timeout=5)
+        if old.is_alive():  # its pipe broke but it lingers: make room for the new one
+            old.kill()
+            old.join(timeout=10)
+        reason = describe_exit(old.exitcode)
+        self.restarts_in_row += 1
+        if self.restarts_in_row > self.max_restarts:
+            raise RolloutWorkerError(
+                f"the rollout worker died {self.restarts_in_row} times in a row without delivering a step "
+                f"(last: {reason}); rollout.worker_restarts = {self.max_restarts}. Its log lines are above.")
+        try:
+            self.handles["conn"].close()
+        except OSError:
+            pass
+        missing = sorted(step for step in self.requests if step not in self.inbox.results)
+        log.warning("rollout worker pid %d died (%s); restarting it from snapshot %d (generator version %d) and "
+                    "requesting steps %s again", old.pid, reason, self.serial, self.version,
+                    ", ".join(str(s + 1) for s in missing) or "none")
+        self._start()
+        for step in missing:
+            self._send(self._generate_message(self.requests[step]))
