@@ -79,9 +79,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from evaluators.run import evaluate_run, parse_data_flags, summary_lines
     from harness.tracking import default_tracking_uri
     suites = [name.strip() for name in args.suites.split(",") if name.strip()]
+    if not suites:
+        raise HarnessError(f"--suites {args.suites!r} names no suite; expected e.g. --suites tiny_math,tiny_chat.")
     judge = {"name": "reward_model"}
     for key, value in _tags(args.judge).items():
-        judge[key] = yaml.safe_load(value)
+        try:
+            judge[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            judge[key] = value
     summary = evaluate_run(args.target, suites, args.samples, rule=args.rule,
                            tracking_uri=args.tracking_uri or default_tracking_uri(),
                            data_paths=parse_data_flags(args.data), judge=judge, temperature=args.temperature,
@@ -167,18 +172,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a run's selected and final checkpoints (or one checkpoint folder)")
     p.add_argument("target", help="MLflow run id, or a checkpoint folder")
     p.add_argument("--suites", required=True, help="comma-separated suites, e.g. tiny_math,tiny_chat or math500,amc23")
-    p.add_argument("--samples", type=int, default=4, help="samples per problem (the paper uses 50)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="samples per problem (default: the run's eval.samples, else 4; the paper uses 50)")
     p.add_argument("--rule", default="len_norm", help="checkpoint selection rule: len_norm, max_val_reward, final")
     p.add_argument("--data", action="append", default=[], metavar="SUITE=PATH", help="local data file for a suite")
     p.add_argument("--judge", action="append", default=[], metavar="KEY=VALUE",
                    help="pairwise judge option, e.g. name=openai_compatible base_url=http://host:8000/v1 model=M "
                         "(default name=reward_model, the tiny reward model)")
-    p.add_argument("--temperature", type=float, default=0.6)
-    p.add_argument("--top-p", type=float, default=0.9)
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    # None = inherit from the run's config (evaluators/settings.py), else the default shown
+    p.add_argument("--temperature", type=float, default=None, help="default: the run's eval.temperature, else 0.6")
+    p.add_argument("--top-p", type=float, default=None, help="default: the run's eval.top_p, else 0.9")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="default: the run's eval.max_new_tokens, else its train.max_new_tokens, else 64")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the run's rollout.batch_size, else 256")
+    p.add_argument("--seed", type=int, default=None, help="default: the run's seed, else 0")
+    p.add_argument("--device", default=None, help="default: the run's model.device, else cpu")
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--out", default=None, help="folder for generations (default: a temp folder; always logged to MLflow)")
     p.set_defaults(func=cmd_eval)

@@ -63,7 +63,8 @@ def eval_options(cfg: RunConfig) -> dict:
     """The evaluator keyword arguments a run config implies (shared with the sweep's seed baseline)."""
     return dict(data_paths=cfg.eval.data, judge=cfg.eval.judge, temperature=cfg.eval.temperature,
                 top_p=cfg.eval.top_p, max_new_tokens=cfg.eval.max_new_tokens or cfg.train.max_new_tokens,
-                seed=cfg.seed, device=str(resolve_device(cfg.model.device)), batch_size=cfg.rollout.batch_size)
+                seed=cfg.seed, device=str(resolve_device(cfg.model.device)), batch_size=cfg.rollout.batch_size,
+                prompt_template=cfg.data.math_prompt_template)
 
 
 def evaluate_after_training(cfg: RunConfig, run_id: str) -> None:
