@@ -40,8 +40,6 @@ import csv
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +49,7 @@ from evaluators.judges import Comparison, default_cache_root, make_judge
 from evaluators.lc_winrate import NO_DIFFICULTY_NOTE, length_controlled_winrate
 from evaluators.registry import EvalGenerator, EvalOptions, Suite, register_suite
 from harness.errors import ConfigError, DataError
+from harness.files import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -353,7 +352,7 @@ def seed_baseline_outputs(prompts: list[str], options: EvalOptions, n: int, *, p
     backend = HFGenerator(policy_dir, device=device, batch_size=options.batch_size)
     seed_generator = EvalGenerator(backend=backend, tokenizer=backend.tokenizer, options=options)
     outputs = [[r.text for r in group] for group in seed_generator.generate(prompts, n=n, desc="seed baseline")]
-    _write_atomic(path, {"policy_dir": str(policy_dir), "sampling": sampling, "outputs": outputs})
+    atomic_write_json(path, {"policy_dir": str(policy_dir), "sampling": sampling, "outputs": outputs})
     return outputs
 
 
@@ -365,13 +364,6 @@ def _read_cached_outputs(path: Path, count: int, n: int) -> list[list[str]] | No
     if len(outputs) == count and all(len(group) == n for group in outputs):
         return outputs
     return None
-
-
-def _write_atomic(path: Path, value: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False) as handle:
-        json.dump(value, handle, ensure_ascii=False)
-    os.replace(handle.name, path)
 
 
 def score_tiny_chat_outputs(suite: Suite, records: list[dict], outputs: list[list[str]], options: EvalOptions,

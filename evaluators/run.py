@@ -161,8 +161,8 @@ def evaluate_run(run_id_or_checkpoint: str, suites: list[str], samples: int | No
         return {"checkpoint": str(run_id_or_checkpoint), "eval": results, "settings": settings}
     from mlflow.tracking import MlflowClient
 
-    from harness.tracking import check_tracking_uri
-    check_tracking_uri(tracking_uri, "--tracking-uri")
+    from harness.preflight import check_tracking_uri
+    check_tracking_uri(tracking_uri, "--tracking-uri", must_exist=True)
     client = MlflowClient(tracking_uri)
     run_id = run_id_or_checkpoint
     run = _get_run(client, run_id, tracking_uri)

@@ -49,6 +49,19 @@ def _tags(pairs: list[str]) -> dict[str, str]:
     return tags
 
 
+def check_output_folder(path: str | None, flag: str) -> None:
+    """An output folder flag: not a file, and not under one (checked before any work)."""
+    if path is None:
+        return
+    existing = Path(path)
+    if existing.exists() and not existing.is_dir():
+        raise HarnessError(f"{flag} {path}: is a file; expected a folder (existing or new).")
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise HarnessError(f"{flag} {path}: lies under the file {existing}; expected a folder path.")
+
+
 # -- commands -------------------------------------------------------------------------------
 
 
@@ -62,8 +75,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from harness.config import load_run_config
     from harness.runner import run_training
     cfg = load_run_config(args.config, args.overrides)
+    source = args.config + (f" (with overrides {' '.join(args.overrides)})" if args.overrides else "")
     result = run_training(cfg, resume=args.resume, parent_run_id=args.parent_run_id, tags=_tags(args.tag),
-                          use_mlflow=not args.no_mlflow, progress=not args.no_progress)
+                          use_mlflow=not args.no_mlflow, progress=not args.no_progress, source=source)
     print(json.dumps({"run_id": result.run_id, "output_dir": str(result.output_dir),
                       "final_val": result.final_val}))
     return 0
@@ -103,6 +117,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from evaluators.run import score_predictions
+    if args.out and Path(args.out).is_dir():
+        raise HarnessError(f"--out {args.out}: is a directory; expected the path of the per-sample results file.")
     result = score_predictions(args.suite, args.data, args.predictions, out_path=args.out)
     if not args.json:
         print(f"{result['suite']}: {result['score']:.2f} ± {result['stderr']:.2f} "
@@ -112,8 +128,14 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from harness.preflight import check_tracking_uri
     from harness.report import report_command
     from harness.tracking import default_tracking_uri
+    check_tracking_uri(args.tracking_uri or default_tracking_uri(), "--tracking-uri", must_exist=True)
+    check_output_folder(args.out, "--out")
+    if args.sweep is not None:
+        from harness.config import read_yaml
+        read_yaml(args.sweep)  # missing, a directory, not UTF-8, empty: said before MLflow is asked
     path = report_command(args.sweep, args.out, tracking_uri=args.tracking_uri, experiment=args.experiment)
     uri = args.tracking_uri or default_tracking_uri()
     print(f"report: {path}")
@@ -125,7 +147,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     import subprocess
     from dashboard.launch import build_streamlit_command
+    from harness.preflight import check_tracking_uri
     from harness.tracking import default_tracking_uri
+    if not 1 <= args.port <= 65535:
+        raise HarnessError(f"--port {args.port}: expected a TCP port in 1..65535 (default 8501).")
+    check_tracking_uri(args.tracking_uri or default_tracking_uri(), "--tracking-uri", must_exist=True)
     command = build_streamlit_command(args.tracking_uri or default_tracking_uri(), args.port, mlflow_ui_url=args.mlflow_ui_url)
     log.info("leaderboard on http://localhost:%d (Ctrl-C to stop)", args.port)
     return subprocess.run(command).returncode

@@ -18,6 +18,7 @@ import yaml
 from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.errors import ConfigError
+from harness.files import read_text_file
 
 INF = math.inf
 # Every integer key is at most this (counts and steps far beyond any real run; keeps later
@@ -323,31 +324,11 @@ def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
-def read_text_file(path: str | Path, what: str = "file") -> str:
-    """A user-named text file's content as UTF-8, or a HarnessError saying exactly what is wrong
-    (missing, a directory, unreadable, not UTF-8)."""
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{path}: is a directory, but a {what} is expected here; name the file itself.")
-    if not path.is_file():
-        raise ConfigError(f"{path}: {what} not found.")
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{path}: the {what} cannot be read ({exc.strerror}).") from None
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        raise ConfigError(f"{path}, line {line}: the {what} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at "
-                          f"offset {exc.start}); save it as UTF-8.") from None
-
-
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: config file not found (expected a YAML file; shipped ones live under sweeps/).")
-    text = read_text_file(path, "YAML config file")
+    text = read_text_file(path, "YAML config file", ConfigError)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

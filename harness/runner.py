@@ -15,6 +15,7 @@ import traceback
 from pathlib import Path
 
 from harness.config import RunConfig, format_interval
+from harness.preflight import check_run_inputs
 from harness.tracking import MlflowTracker, NullTracker, atomic_write_text, default_tracking_uri
 from harness.rollout.hf import resolve_device
 from harness.trainer import TrainResult, train
@@ -33,30 +34,46 @@ def output_dir_of(cfg: RunConfig) -> Path:
 
 
 def run_training(cfg: RunConfig, resume: bool = False, parent_run_id: str | None = None,
-                 tags: dict[str, str] | None = None, use_mlflow: bool = True, progress: bool = True) -> TrainResult:
+                 tags: dict[str, str] | None = None, use_mlflow: bool = True, progress: bool = True,
+                 source: str = "the run config") -> TrainResult:
+    """`source` names the config (file and overrides) in error messages."""
+    # Everything checkable is checked before the first MLflow call or folder (harness.preflight).
+    check_run_inputs(cfg, source, tracking_uri=default_tracking_uri() if use_mlflow else None)
     output_dir = output_dir_of(cfg)
     cfg = cfg.model_copy(update={"output_dir": str(output_dir)})
     run_file = output_dir / "run.json"
-    previous = json.loads(run_file.read_text()) if resume and run_file.is_file() else {}
+    previous = read_run_file(run_file) if resume else {}
     tracker = NullTracker()
     if use_mlflow:
         tracker = MlflowTracker(cfg.tracking.experiment, cfg.run_name, run_id=previous.get("run_id"),
                                 parent_run_id=parent_run_id, tags={**run_tags(cfg), **(tags or {})})
-        atomic_write_text(run_file, json.dumps({"run_id": tracker.run_id, "experiment_id": tracker.experiment_id,
-                                                "tracking_uri": tracker.tracking_uri}))
-        log.info("MLflow run %s in experiment %r at %s", tracker.run_id, cfg.tracking.experiment,
-                 tracker.tracking_uri)
-    try:
+    try:  # from here on a failure marks the run FAILED with its error: never left RUNNING
+        if use_mlflow:
+            atomic_write_text(run_file, json.dumps({"run_id": tracker.run_id, "experiment_id": tracker.experiment_id,
+                                                    "tracking_uri": tracker.tracking_uri}))
+            log.info("MLflow run %s in experiment %r at %s", tracker.run_id, cfg.tracking.experiment,
+                     tracker.tracking_uri)
         result = train(cfg, tracker=tracker, resume=resume, progress=progress)
         if cfg.eval.suites and use_mlflow:
             evaluate_after_training(cfg, tracker.run_id)
     except BaseException as exc:
         tail = "".join(traceback.format_exception_only(type(exc), exc)).strip()[-4000:]
-        tracker.set_tags({"harness.error": tail})
-        tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        try:
+            tracker.set_tags({"harness.error": tail})
+        finally:
+            tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     tracker.finish("FINISHED")
     return result
+
+
+def read_run_file(run_file: Path) -> dict:
+    """`<output_dir>/run.json` (the MLflow run a --resume continues), {} when absent or unreadable."""
+    try:
+        data = json.loads(run_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) and isinstance(data.get("run_id"), str) else {}
 
 
 def eval_options(cfg: RunConfig) -> dict:
