@@ -310,6 +310,9 @@ def parse_override(text: str, source: str = "command line") -> tuple[list[str], 
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    except (ValueError, OverflowError, RecursionError) as exc:  # e.g. an integer of 5000 digits
+        raise ConfigError(f"{source}: override `{text[:80]}` has a value that cannot be read "
+                          f"({str(exc)[:100]}).") from None
     return key.split("."), value
 
 

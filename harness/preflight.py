@@ -54,9 +54,21 @@ def check_output_dir(cfg: RunConfig, source: str) -> None:
     if not existing.is_dir():
         raise ConfigError(f"{source}: `{key}` = {str(path)!r} lies under {existing}, which is a file; "
                           f"expected a folder path.")
-    if not os.access(existing, os.W_OK | os.X_OK):
+    if not writable(existing):
         raise ConfigError(f"{source}: `{key}` = {str(path)!r} is not writable ({existing} does not let this "
                           f"user create files); choose a folder you can write to.")
+
+
+def writable(folder: Path) -> bool:
+    """Whether a file can be created in `folder` (tried: permission bits lie for root and /proc)."""
+    import tempfile
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 def check_device(device: str, source: str, key: str) -> None:
@@ -206,7 +218,7 @@ def _check_sqlite(uri: str, where: str, must_exist: bool = False) -> None:
     if not path.parent.is_dir():
         raise ConfigError(f"{where} = {uri!r}: the folder {path.parent} does not exist, so the database cannot be "
                           f"created there.")
-    if not os.access(path.parent, os.W_OK | os.X_OK):
+    if not writable(path.parent):
         raise ConfigError(f"{where} = {uri!r}: the folder {path.parent} is not writable, so the database "
                           f"cannot be created there.")
 
