@@ -52,6 +52,9 @@ def _len_norm_shifted(metrics_by_step: dict[int, dict[str, float]], steps: list[
     shifted = {step: {"score": (m["val/reward"] - shift) / max(m["val/response_len"], 1.0)}
                for step, m in metrics_by_step.items()
                if _finite(m.get("val/reward")) and _finite(m.get("val/response_len"))}
+    if not any(step in shifted for step in steps):
+        raise DataError(f"Checkpoint selection rule len_norm_shifted needs 'val/reward' and 'val/response_len' at a "
+                        f"checkpointed step, but none of the checkpointed steps {steps} has both logged.")
     return _best_by("score")(shifted, steps)
 
 

@@ -54,6 +54,7 @@ def run_training(cfg: RunConfig, resume: bool = False, parent_run_id: str | None
             log.info("MLflow run %s in experiment %r at %s", tracker.run_id, cfg.tracking.experiment,
                      tracker.tracking_uri)
         result = train(cfg, tracker=tracker, resume=resume, progress=progress)
+        warn_if_negative_reward(cfg, result, tracker)
         if cfg.eval.suites and use_mlflow:
             evaluate_after_training(cfg, tracker.run_id)
     except BaseException as exc:
@@ -65,6 +66,19 @@ def run_training(cfg: RunConfig, resume: bool = False, parent_run_id: str | None
         raise
     tracker.finish("FINISHED")
     return result
+
+
+def warn_if_negative_reward(cfg: RunConfig, result: TrainResult, tracker) -> None:
+    """Log and tag (`harness.selection_warning`) a run whose validation reward went negative while
+    its selection rule divides by length (evaluators.selection.negative_reward_warning)."""
+    from evaluators.selection import negative_reward_warning
+    rows = [entry for entry in result.checkpoints if entry.get("validated", True)]
+    if result.final_val:
+        rows.append({"step": -1, **result.final_val})
+    warning = negative_reward_warning(rows, cfg.eval.rule)
+    if warning:
+        log.warning("%s: %s", cfg.run_name, warning)
+        tracker.set_tags({"harness.selection_warning": warning})
 
 
 def read_run_file(run_file: Path) -> dict:
