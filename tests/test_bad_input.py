@@ -349,3 +349,35 @@ def test_ref_sync_every_auto_is_a_valid_grid_value(tmp_path, monkeypatch, capsys
 def test_case_table_is_large_and_ids_unique():
     ids = [c[0] for c in CASES]
     assert len(ids) == len(set(ids)) and len(ids) >= 100
+
+
+# -- the leaderboard app: the same bad tracking URIs show its message, never an exception box ----
+
+APP_CASES = [
+    ("unknown-scheme", "foo://x", {}, "unknown scheme"),
+    ("not-a-database", "sqlite:///{d}/notdb.db", {"notdb.db": "hello, not sqlite"}, "not an SQLite database"),
+    ("database-is-a-folder", "sqlite:///{d}/dbdir", {"dbdir/x": ""}, "no MLflow database"),
+    ("no-database-file", "sqlite:///{d}/none.db", {}, "no MLflow database"),
+    ("server-dead", f"http://127.0.0.1:{DEAD}", {}, "cannot connect"),
+    ("file-store-missing", "file://{d}/no-mlruns", {}, "does not exist"),
+    ("sqlite-not-mlflow", "sqlite:///{d}/other.db", {"other.db": b"SQLite format 3\x00" + b"\x00" * 84},
+     "did not answer as an MLflow store"),
+]
+
+
+@pytest.mark.parametrize("case_id,uri,files,message", APP_CASES, ids=[c[0] for c in APP_CASES])
+def test_leaderboard_app_shows_its_message(case_id, uri, files, message, tmp_path, monkeypatch):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    before = _prepare(tmp_path, files, {"MLFLOW_TRACKING_URI": uri}, monkeypatch)
+    monkeypatch.setattr(sys, "argv", ["app.py"])
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, f"{case_id}: exception box {[e.value for e in at.exception]}"
+    warnings = [str(w.value) for w in at.warning]
+    assert any(message in w for w in warnings), f"{case_id}: {warnings}"
+    left = sorted(str(p.relative_to(tmp_path)) for p in set(tmp_path.rglob("*")) - before)
+    assert not left, f"{case_id}: left behind {left}"
