@@ -145,7 +145,7 @@ def check_data(cfg: RunConfig, source: str) -> None:
         raise type(exc)(f"{source} ({names}, data.data_dir = {cfg.data.data_dir!r}): {exc}") from None
 
 
-def check_eval(cfg: RunConfig, source: str) -> None:
+def check_eval(cfg: RunConfig, source: str, files: bool = True) -> None:
     if not cfg.eval.suites:
         return
     from evaluators.registry import get_suite
@@ -163,7 +163,7 @@ def check_eval(cfg: RunConfig, source: str) -> None:
         if suite not in cfg.eval.suites:
             raise ConfigError(f"{source}: `eval.data.{suite}` names a suite that is not in eval.suites "
                               f"({', '.join(cfg.eval.suites)}).")
-        if not Path(path).is_file():
+        if files and not Path(path).is_file():
             state = "is a directory" if Path(path).is_dir() else "does not exist"
             raise DataError(f"{source}: `eval.data.{suite}` = {path!r} {state}; expected the suite's data file.")
 

@@ -213,7 +213,7 @@ CASES = [
                                  "    train.lr: {type: float, low: 0.001, high: 0.01}\n")}, ["search.seed"], {}),
     ("sweep-policy-missing", ["sweep", "{d}/s.yaml"],
      {"s.yaml": sweep_file(extra="set:\n  model.policy: /no/such/model\n")}, ["model.policy"], {}),
-    ("sweep-device-cuda", ["sweep", "{d}/s.yaml", "--dry-run"],
+    ("sweep-device-cuda", ["sweep", "{d}/s.yaml"],
      {"s.yaml": sweep_file(extra="set:\n  model.device: cuda\n")}, ["model.device"], {}),
     ("sweep-reward-unknown", ["sweep", "{d}/s.yaml"],
      {"s.yaml": sweep_file(extra="set:\n  rewards.verifiable: nope\n")}, ["rewards.verifiable"], {}),

@@ -445,9 +445,11 @@ def search_overrides(params: dict[str, Any]) -> list[str]:
     return [override_text(name, value, f"search.params.{name}", "search") for name, value in params.items()]
 
 
-def check_sweep_inputs(sweep: Sweep) -> None:
-    """What every cell's run will need (model folders, devices, reward names, data, suites), checked
-    once per distinct setting before a storage, a folder or an MLflow run exists (harness.preflight)."""
+def check_sweep_inputs(sweep: Sweep, this_machine: bool = True) -> None:
+    """What every cell's run will need (reward names, suites; with `this_machine`, when the trials run
+    here, also model folders, devices and data), checked once per distinct setting before a storage,
+    a folder or an MLflow run exists (harness.preflight). A --dry-run skips this: it plans a grid
+    that may run elsewhere (a GPU cluster)."""
     from harness import preflight
     seen: set[str] = set()
     for cell in sweep.cells:
@@ -458,13 +460,14 @@ def check_sweep_inputs(sweep: Sweep) -> None:
         if fingerprint in seen:
             continue
         seen.add(fingerprint)
-        preflight.check_device(cfg.model.device, source, "model.device")
-        preflight.check_model_path(cfg.model.policy, source, "model.policy")
-        if cfg.task_mix != "verifiable":
-            preflight.check_model_path(cfg.model.reward_model, source, "model.reward_model")
         preflight.check_reward_names(cfg, source)
-        preflight.check_data(cfg, source)
-        preflight.check_eval(cfg, source)
+        preflight.check_eval(cfg, source, files=this_machine)
+        if this_machine:
+            preflight.check_device(cfg.model.device, source, "model.device")
+            preflight.check_model_path(cfg.model.policy, source, "model.policy")
+            if cfg.task_mix != "verifiable":
+                preflight.check_model_path(cfg.model.reward_model, source, "model.reward_model")
+            preflight.check_data(cfg, source)
     out = sweep.output_dir
     while not out.exists():
         out = out.parent
