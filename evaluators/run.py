@@ -159,6 +159,10 @@ def evaluate_run(run_id_or_checkpoint: str, suites: list[str], samples: int | No
         results = evaluate_checkpoint(run_id_or_checkpoint, suites, data_paths=data_paths, out_dir=out_dir,
                                       judge=judge, show_progress=show_progress, **settings)
         return {"checkpoint": str(run_id_or_checkpoint), "eval": results, "settings": settings}
+    if any(sep in run_id_or_checkpoint for sep in ("/", "\\")) or run_id_or_checkpoint.startswith((".", "~")):
+        state = "is a file" if Path(run_id_or_checkpoint).exists() else "does not exist"
+        raise AssetMissingError(f"{run_id_or_checkpoint}: {state}; expected a checkpoint folder (holding config.json) "
+                                f"or an MLflow run id.")
     from mlflow.tracking import MlflowClient
 
     from harness.preflight import check_tracking_uri

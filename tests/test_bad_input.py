@@ -250,6 +250,20 @@ CASES = [
     ("eval-suites-empty", ["eval", "{d}/ck", "--suites", ","], {}, ["names no suite"], {}),
     ("eval-suite-unknown-flag", ["eval", "{d}/ck", "--suites", "nope"], {}, ["nope"], {}),
     ("eval-rule-unknown-flag", ["eval", "{d}/ck", "--suites", "tiny_math", "--rule", "best"], {}, ["best"], {}),
+    ("eval-folder-missing", ["eval", "{d}/no/such/ckpt", "--suites", "tiny_math"], {}, ["does not exist"], {}),
+    ("eval-target-is-file", ["eval", "{d}/f.bin", "--suites", "tiny_math"], {"f.bin": "x"}, ["is a file"], {}),
+    ("eval-samples-zero", ["eval", "{d}/ck", "--suites", "tiny_math", "--samples", "0"], {"ck/config.json": "{}"},
+     ["samples"], {}),
+    ("eval-temperature-inf", ["eval", "{d}/ck", "--suites", "tiny_math", "--temperature", "inf"],
+     {"ck/config.json": "{}"}, ["temperature"], {}),
+    ("eval-top-p-zero", ["eval", "{d}/ck", "--suites", "tiny_math", "--top-p", "0"], {"ck/config.json": "{}"},
+     ["top_p"], {}),
+    ("eval-seed-huge", ["eval", "{d}/ck", "--suites", "tiny_math", "--seed", str(2**70)], {"ck/config.json": "{}"},
+     ["seed"], {}),
+    ("eval-device-cuda", ["eval", "{d}/ck", "--suites", "tiny_math", "--device", "cuda"], {"ck/config.json": "{}"},
+     ["no CUDA"], {}),
+    ("eval-device-unknown", ["eval", "{d}/ck", "--suites", "tiny_math", "--device", "tpu"], {"ck/config.json": "{}"},
+     ["device"], {}),
     ("eval-run-no-store", ["eval", "0123abcd", "--suites", "tiny_math"], {}, ["no tracking store"], {}),
     ("eval-uri-unknown", ["eval", "0123abcd", "--suites", "tiny_math", "--tracking-uri", "foo://x"], {},
      ["unknown scheme"], {}),
@@ -381,3 +395,27 @@ def test_leaderboard_app_shows_its_message(case_id, uri, files, message, tmp_pat
     assert any(message in w for w in warnings), f"{case_id}: {warnings}"
     left = sorted(str(p.relative_to(tmp_path)) for p in set(tmp_path.rglob("*")) - before)
     assert not left, f"{case_id}: left behind {left}"
+
+
+def test_a_failure_during_the_run_leaves_its_mlflow_run_failed_not_running(tmp_path, monkeypatch, tiny_assets):
+    """What no check can see in advance (here: `checkpoints` inside output_dir is a file, found
+    only when the first checkpoint is written) fails the run with its error recorded."""
+    from mlflow.tracking import MlflowClient
+
+    from harness.config import load_run_config
+    from harness.runner import run_training
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoints").write_text("not a folder")
+    cfg = load_run_config(TINY, ["train.steps=1", "train.prompts_per_step=2", "train.samples_per_prompt=2",
+                                 "train.max_new_tokens=8", "validation.prompts=2", f"output_dir={out}"])
+    with pytest.raises(OSError):
+        run_training(cfg, progress=False)
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name(cfg.tracking.experiment).experiment_id])
+    assert run.info.status == "FAILED"
+    assert "checkpoints" in run.data.tags["harness.error"]
