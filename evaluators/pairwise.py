@@ -77,7 +77,9 @@ def pairwise_samples(options: EvalOptions) -> int:
 
 def generate_answers(suite: Suite, prompts: list[str], generator: EvalGenerator, options: EvalOptions,
                      keys: list[str] | None = None):
-    """(texts, token counts) per prompt, `pairwise_samples` each; `keys` (record ids) name the streams."""
+    """(texts, token counts) per prompt, `pairwise_samples` each. Streams are keyed by the prompt's
+    position (the default) so that the model's sample j of prompt i and the seed baseline's
+    (seed_baseline_outputs) share one random stream: identical policies give identical answers."""
     groups = generator.generate(prompts, n=pairwise_samples(options), desc=f"{suite.name} generate", keys=keys)
     return [[r.text for r in g] for g in groups], [[len(r.token_ids) for r in g] for g in groups]
 
@@ -187,8 +189,7 @@ def score_alpaca_outputs(suite: Suite, records: list[dict], outputs: list[list[s
 
 def evaluate_alpaca(suite: Suite, model_dir: Any, records: list[dict], generator: EvalGenerator,
                     options: EvalOptions) -> tuple[dict[str, float], list[dict]]:
-    outputs, counts = generate_answers(suite, [suite.render_prompt(r) for r in records], generator, options,
-                                       keys=_ids(suite, records))
+    outputs, counts = generate_answers(suite, [suite.render_prompt(r) for r in records], generator, options)
     return score_alpaca_outputs(suite, records, outputs, options, token_counts=counts)
 
 
@@ -314,7 +315,7 @@ def evaluate_arena(suite: Suite, model_dir: Any, records: list[dict], generator:
     # check the baseline answers before spending time on generation
     load_all_baseline_answers(_baseline_answer_paths(judge_config(options)))
     prompts = [arena_question(record, i)[1] for i, record in enumerate(records)]
-    outputs, counts = generate_answers(suite, prompts, generator, options, keys=_ids(suite, records))
+    outputs, counts = generate_answers(suite, prompts, generator, options)
     return score_arena_outputs(suite, records, outputs, options, token_counts=counts)
 
 
@@ -383,8 +384,7 @@ def score_tiny_chat_outputs(suite: Suite, records: list[dict], outputs: list[lis
 
 def evaluate_tiny_chat(suite: Suite, model_dir: Any, records: list[dict], generator: EvalGenerator,
                        options: EvalOptions) -> tuple[dict[str, float], list[dict]]:
-    outputs, counts = generate_answers(suite, [suite.render_prompt(r) for r in records], generator, options,
-                                       keys=_ids(suite, records))
+    outputs, counts = generate_answers(suite, [suite.render_prompt(r) for r in records], generator, options)
     device = str(getattr(generator.backend, "device", "cpu"))
     return score_tiny_chat_outputs(suite, records, outputs, options, token_counts=counts, device=device)
 
