@@ -1,7 +1,8 @@
 """Checks that run before any work starts: before the first MLflow call and before any folder exists.
 
     check_run_inputs(cfg, source, tracking_uri=None)   # harness train, and every sweep trial
-    check_tracking_uri(uri, where)                    # harness train / eval / report / status
+    check_sweep_inputs(sweep, this_machine)           # harness sweep, before storage or folders
+    check_tracking_uri(uri, where)                    # harness train / eval / report / leaderboard
 
 Everything a run config names that can be checked without training is checked here: the output
 folder (a folder, writable), the device (`cuda` on a machine torch sees no GPU on), the seed
@@ -166,6 +167,38 @@ def check_eval(cfg: RunConfig, source: str, files: bool = True) -> None:
         if files and not Path(path).is_file():
             state = "is a directory" if Path(path).is_dir() else "does not exist"
             raise DataError(f"{source}: `eval.data.{suite}` = {path!r} {state}; expected the suite's data file.")
+
+
+def check_sweep_inputs(sweep, this_machine: bool = True) -> None:
+    """What every cell's run will need (reward names, suites; with `this_machine`, when the trials run
+    here, also model folders, devices and data), checked once per distinct setting before a storage,
+    a folder or an MLflow run exists (harness.preflight). A --dry-run skips this: it plans a grid
+    that may run elsewhere (a GPU cluster)."""
+    seen: set[str] = set()
+    for cell in sweep.cells:
+        cfg = cell.config
+        source = f"{sweep.path} (cell {cell.key}, base {sweep.base_path})"
+        fingerprint = repr((cfg.task_mix, cfg.model, cfg.data, cfg.rewards.verifiable, cfg.rewards.non_verifiable,
+                            cfg.eval.suites, cfg.eval.rule, cfg.eval.data))
+        if fingerprint in seen:
+            continue
+        seen.add(fingerprint)
+        check_reward_names(cfg, source)
+        check_eval(cfg, source, files=this_machine)
+        if this_machine:
+            check_device(cfg.model.device, source, "model.device")
+            check_model_path(cfg.model.policy, source, "model.policy")
+            if cfg.task_mix != "verifiable":
+                check_model_path(cfg.model.reward_model, source, "model.reward_model")
+            check_data(cfg, source)
+    out = sweep.output_dir
+    while not out.exists():
+        out = out.parent
+    if not out.is_dir():
+        raise ConfigError(f"{sweep.path}: `output_dir` = {str(sweep.output_dir)!r} lies under the file {out}; "
+                          f"expected a folder path.")
+    from harness.tracking import default_tracking_uri
+    check_tracking_uri(default_tracking_uri(), "the tracking URI (MLFLOW_TRACKING_URI or ./mlflow.db)")
 
 
 def check_tracking_uri(uri: str | None, where: str, must_exist: bool = False) -> None:

@@ -444,35 +444,3 @@ def check_search(spec: SweepSpec, cells: list[Cell], source: str) -> None:
 def search_overrides(params: dict[str, Any]) -> list[str]:
     return [override_text(name, value, f"search.params.{name}", "search") for name, value in params.items()]
 
-
-def check_sweep_inputs(sweep: Sweep, this_machine: bool = True) -> None:
-    """What every cell's run will need (reward names, suites; with `this_machine`, when the trials run
-    here, also model folders, devices and data), checked once per distinct setting before a storage,
-    a folder or an MLflow run exists (harness.preflight). A --dry-run skips this: it plans a grid
-    that may run elsewhere (a GPU cluster)."""
-    from harness import preflight
-    seen: set[str] = set()
-    for cell in sweep.cells:
-        cfg = cell.config
-        source = f"{sweep.path} (cell {cell.key}, base {sweep.base_path})"
-        fingerprint = repr((cfg.task_mix, cfg.model, cfg.data, cfg.rewards.verifiable, cfg.rewards.non_verifiable,
-                            cfg.eval.suites, cfg.eval.rule, cfg.eval.data))
-        if fingerprint in seen:
-            continue
-        seen.add(fingerprint)
-        preflight.check_reward_names(cfg, source)
-        preflight.check_eval(cfg, source, files=this_machine)
-        if this_machine:
-            preflight.check_device(cfg.model.device, source, "model.device")
-            preflight.check_model_path(cfg.model.policy, source, "model.policy")
-            if cfg.task_mix != "verifiable":
-                preflight.check_model_path(cfg.model.reward_model, source, "model.reward_model")
-            preflight.check_data(cfg, source)
-    out = sweep.output_dir
-    while not out.exists():
-        out = out.parent
-    if not out.is_dir():
-        raise ConfigError(f"{sweep.path}: `output_dir` = {str(sweep.output_dir)!r} lies under the file {out}; "
-                          f"expected a folder path.")
-    from harness.tracking import default_tracking_uri
-    preflight.check_tracking_uri(default_tracking_uri(), "the tracking URI (MLFLOW_TRACKING_URI or ./mlflow.db)")
