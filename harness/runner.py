@@ -101,4 +101,5 @@ def eval_options(cfg: RunConfig) -> dict:
 def evaluate_after_training(cfg: RunConfig, run_id: str) -> None:
     from evaluators.run import evaluate_run
     evaluate_run(run_id, cfg.eval.suites, cfg.eval.samples, rule=cfg.eval.rule,
-                 tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(), **eval_options(cfg))
+                 tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(), report=log.info,
+                 **eval_options(cfg))
