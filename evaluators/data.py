@@ -13,38 +13,28 @@ Predictions files (`harness score`) are JSONL rows `{"id": ..., "output": "..."}
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from harness.errors import DataError
+from harness.files import parse_json, read_jsonl, read_text_file
 from evaluators.registry import Suite
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", list: "a list", dict: "an object"}
 
 
-def read_json_records(path: str | Path) -> list[tuple[str, Any]]:
-    """(location, value) pairs from a JSONL file or a JSON list; location is 'line N' / 'item N'."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"Data file {path} does not exist (or is not a file).")
-    text = path.read_text(encoding="utf-8")
+def read_json_records(path: str | Path, what: str = "data file") -> list[tuple[str, Any]]:
+    """(location, value) pairs from a JSONL file or a JSON list; location is 'line N' / 'item N'.
+    Reading is harness.files' (the project's one reader): a missing file, a directory, non-UTF-8
+    bytes and bad JSON are DataErrors naming the file and line."""
+    text = read_text_file(path, what)
     if text.lstrip().startswith("["):
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}); expected a JSON list of objects or JSONL.") from None
+        items = parse_json(text, str(path), "a JSON list of objects, or JSONL")
+        if not isinstance(items, list):
+            raise DataError(f"{path}: holds a JSON {type(items).__name__}; expected a JSON list of objects or JSONL.")
         return [(f"item {i}", item) for i, item in enumerate(items)]
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append((f"line {number}", json.loads(line)))
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}, line {number}: not valid JSON ({err.msg}); expected one JSON object per line.") from None
-    return rows
+    return [(f"line {number}", value) for number, value in read_jsonl(path, what)]
 
 
 def _describe_types(types: tuple[type, ...]) -> str:
@@ -141,7 +131,7 @@ def record_ids(suite: Suite, records: list[dict], source: str = "data") -> list[
 def read_predictions(path: str | Path) -> list[tuple[str, str | None, list[str]]]:
     """(location, id or None, outputs) per predictions row, checked."""
     parsed = []
-    for where, row in read_json_records(path):
+    for where, row in read_json_records(path, "predictions file"):
         where = f"{path}, {where}"
         if not isinstance(row, dict):
             raise DataError(f"{where}: expected an object {{\"id\": ..., \"output\": \"...\"}}, got {type(row).__name__}.")

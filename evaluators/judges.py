@@ -45,7 +45,6 @@ import logging
 import math
 import os
 import random
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -65,6 +64,7 @@ from evaluators.judge_prompts import (
 )
 from harness.errors import ConfigError
 from harness.registry import Registry
+from harness.files import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ class OpenAICompatibleJudge:
             return cached
         response = self._post(payload)
         message_text(response, self.url)  # validate before caching: a bad reply is never stored
-        _write_json_atomic(path, response)
+        atomic_write_json(path, response)
         return response
 
     def _cache_path(self, payload: dict) -> Path:
@@ -390,11 +390,6 @@ def _read_json(path: Path) -> dict | None:
         return None  # absent or torn: fetch again
 
 
-def _write_json_atomic(path: Path, value: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False) as handle:
-        json.dump(value, handle, ensure_ascii=False)
-    os.replace(handle.name, path)
 
 
 def _sigmoid(x: float) -> float:

@@ -83,7 +83,7 @@ def score_math_outputs(suite: Suite, records: list[dict], outputs: list[list[str
     flat_scores = iter(grade(flat_golds, flat_outputs, options))
     rows, correct = [], []
     for p, (record, outs) in enumerate(zip(records, outputs)):
-        prompt = suite.render_prompt(record)
+        prompt = suite.render_prompt(record, options.prompt_template)
         group = []
         for s, output in enumerate(outs):
             score = float(next(flat_scores))
@@ -110,8 +110,11 @@ def _mean_length(lengths: list[list[int | None]] | None) -> float:
 def evaluate_math(suite: Suite, model_dir: Any, records: list[dict], generator: EvalGenerator,
                   options: EvalOptions) -> tuple[dict[str, float], list[dict]]:
     """Sample `options.samples` completions per problem and grade them."""
-    prompts = [suite.render_prompt(record) for record in records]
-    groups = generator.generate(prompts, n=options.samples, desc=f"{suite.name} generate")
+    prompts = [suite.render_prompt(record, options.prompt_template) for record in records]
+    from evaluators.data import record_ids
+
+    keys = record_ids(suite, records) or list(range(len(records)))
+    groups = generator.generate(prompts, n=options.samples, desc=f"{suite.name} generate", keys=keys)
     outputs = [[r.text for r in group] for group in groups]
     lengths = [[len(r.token_ids) for r in group] for group in groups]
     finish = [[r.finish_reason for r in group] for group in groups]

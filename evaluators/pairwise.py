@@ -34,6 +34,7 @@ baseline's answer, the judge's output and the preference or verdicts.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from evaluators.judges import Comparison, make_judge
 from evaluators.lc_winrate import NO_DIFFICULTY_NOTE, length_controlled_winrate
 from evaluators.registry import EvalGenerator, EvalOptions, Suite, register_suite
 from harness.errors import ConfigError, DataError
+from harness.files import atomic_write_json, read_text_file
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +70,12 @@ def pairwise_samples(options: EvalOptions) -> int:
     return value
 
 
-def generate_answers(suite: Suite, prompts: list[str], generator: EvalGenerator, options: EvalOptions):
-    """(texts, token counts) per prompt, `pairwise_samples` each."""
-    groups = generator.generate(prompts, n=pairwise_samples(options), desc=f"{suite.name} generate")
+def generate_answers(suite: Suite, prompts: list[str], generator: EvalGenerator, options: EvalOptions,
+                     keys: list[str] | None = None):
+    """(texts, token counts) per prompt, `pairwise_samples` each. Streams are keyed by the prompt's
+    position (the default) so that the model's sample j of prompt i and the seed baseline's
+    (seed_baseline_outputs) share one random stream: identical policies give identical answers."""
+    groups = generator.generate(prompts, n=pairwise_samples(options), desc=f"{suite.name} generate", keys=keys)
     return [[r.text for r in g] for g in groups], [[len(r.token_ids) for r in g] for g in groups]
 
 
@@ -146,13 +151,17 @@ def load_instruction_difficulty(path: str | Path, count: int) -> list[float]:
         raise DataError(f"eval.judge.instruction_difficulty is {str(path)!r}, which is not a file; expected "
                         f"alpaca_eval's instruction_difficulty.csv (hub data set tatsu-lab/alpaca_eval).")
     values: dict[int, float] = {}
-    with path.open(newline="", encoding="utf-8") as handle:
-        for line_number, row in enumerate(csv.reader(handle), start=1):
-            try:
-                values[int(row[0])] = float(row[1])
-            except (ValueError, IndexError):
-                if line_number > 1:  # the first line is the header
-                    raise DataError(f"{path}, line {line_number}: {row!r}; expected 'index,difficulty'.") from None
+    text = read_text_file(path, "instruction difficulty file")
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise DataError(f"{path}: not a CSV file ({exc}); expected 'index,difficulty' rows.") from None
+    for line_number, row in enumerate(rows, start=1):
+        try:
+            values[int(row[0])] = float(row[1])
+        except (ValueError, IndexError):
+            if line_number > 1:  # the first line is the header
+                raise DataError(f"{path}, line {line_number}: {row!r:.100}; expected 'index,difficulty'.") from None
     missing = [i for i in range(count) if i not in values]
     if missing:
         raise DataError(f"{path}: no difficulty for instruction index {missing[0]} ({len(missing)} missing); "

@@ -48,6 +48,8 @@ class EvalOptions:
     math_timeout_s: float = 5.0
     judge: dict[str, Any] = field(default_factory=dict)
     show_progress: bool = True
+    # the run's `data.math_prompt_template`: replaces a math suite's own template when set
+    prompt_template: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,13 +79,13 @@ class Suite:
     evaluate: Callable[..., tuple[dict[str, float], list[dict]]] | None = None
     score_outputs: Callable[..., tuple[dict[str, float], list[dict]]] | None = None
 
-    def render_prompt(self, record: dict) -> str:
+    def render_prompt(self, record: dict, template: str | None = None) -> str:
         """The user message for `record` (chat template is applied later, by the tokenizer).
 
         Only `prompt_key` is passed to `format`: the math template's literal `\\boxed{{answer}}`
         reaches the model as `\\boxed{answer}`, never filled with the gold answer.
         """
-        return self.template().format_map({self.prompt_key: str(record[self.prompt_key])})
+        return (template or self.template()).format_map({self.prompt_key: str(record[self.prompt_key])})
 
     def template(self) -> str:
         return self.prompt_template() if callable(self.prompt_template) else self.prompt_template
@@ -136,7 +138,10 @@ class EvalGenerator:
     def chat_format(self, user_text: str) -> str:
         return chat_prompt(self.tokenizer, user_text)
 
-    def generate(self, user_texts: list[str], n: int | None = None, desc: str = "generate") -> list[list]:
+    def generate(self, user_texts: list[str], n: int | None = None, desc: str = "generate",
+                 keys: list[str | int] | None = None) -> list[list]:
+        """`keys[i]` names prompt i's random streams (a record id; default its index in `user_texts`):
+        sample j of prompt i is the same whatever the batch size or chunking."""
         from harness.rollout import SamplingParams
 
         opts = self.options
@@ -148,11 +153,13 @@ class EvalGenerator:
             seed=opts.seed,
         )
         prompts = [self.chat_format(text) for text in user_texts]
+        keys = list(range(len(prompts))) if keys is None else list(keys)
         # Chunks of prompts so the progress bar moves; the backend batches within a chunk.
         chunk = max(1, opts.batch_size // params.n)
         groups: list[list] = []
         for start in _progress(range(0, len(prompts), chunk), opts.show_progress, desc, len(prompts), chunk):
-            groups.extend(self.backend.generate(prompts[start : start + chunk], params))
+            groups.extend(self.backend.generate(prompts[start : start + chunk], params,
+                                                keys=keys[start : start + chunk]))
         return groups
 
 

@@ -94,12 +94,14 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, suites: list[str], samples: 
                         max_new_tokens: int = 1024, batch_size: int = 64, seed: int = 0,
                         temperature: float = 0.6, top_p: float = 0.9, out_dir: str | Path | None = None,
                         device: str = "cpu", show_progress: bool = True, backend: str = "hf",
-                        backend_options: dict | None = None) -> dict[str, dict[str, float]]:
+                        backend_options: dict | None = None,
+                        prompt_template: str | None = None) -> dict[str, dict[str, float]]:
     """Evaluate one checkpoint on each suite (see module docstring), sampling through `backend`."""
     from harness.rollout import make_generator, require_backend
 
     options = EvalOptions(samples=samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                          seed=seed, batch_size=batch_size, judge=dict(judge or {}), show_progress=show_progress)
+                          seed=seed, batch_size=batch_size, judge=dict(judge or {}), show_progress=show_progress,
+                          prompt_template=prompt_template)
     checkpoint_dir = Path(checkpoint_dir)
     out_dir = Path(out_dir) if out_dir else checkpoint_dir / "eval"
     data_paths = data_paths or {}
@@ -126,32 +128,74 @@ def _is_checkpoint_dir(value: str) -> bool:
     return Path(value).is_dir()
 
 
-def evaluate_run(run_id_or_checkpoint: str, suites: list[str], samples: int, rule: str = DEFAULT_RULE,
+def check_checkpoint_dir(path: str | Path) -> Path:
+    """A folder `from_pretrained` can load, or an AssetMissingError naming what is missing."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise AssetMissingError(f"{path}: is a folder but holds no config.json, so it is not a model checkpoint; "
+                                f"pass a checkpoint folder (e.g. runs/NAME/checkpoints/step_000050) or a run id.")
+    return path
+
+
+def evaluate_run(run_id_or_checkpoint: str, suites: list[str], samples: int | None = None, rule: str = DEFAULT_RULE,
                  tracking_uri: str | None = None, *, data_paths: dict[str, str] | None = None,
-                 evaluate_final: bool = True, out_dir: str | Path | None = None, **eval_kwargs: Any) -> dict[str, Any]:
+                 evaluate_final: bool = True, out_dir: str | Path | None = None, judge: dict | None = None,
+                 show_progress: bool = True, report=print, backend: str = "hf", backend_options: dict | None = None,
+                 **flags: Any) -> dict[str, Any]:
     """Evaluate a checkpoint folder, or a run's selected and final checkpoints (module docstring).
 
-    Returns {"checkpoint", "eval"} for a folder; for a run {"run_id", "rule", "selected_step",
-    "selected_path", "final_step", "final_path", "eval": {suite: metrics}, "eval_final": {...}}.
+    Sampling settings (`samples` and `flags`: temperature, top_p, max_new_tokens, seed, device,
+    batch_size, prompt_template; None = not given) are resolved by evaluators.settings: a given
+    value, else the run's config, else the default. They are reported with `report` and, for a
+    run, logged as its tag `harness.eval_settings`.
+
+    Returns {"checkpoint", "eval", "settings"} for a folder; for a run {"run_id", "rule",
+    "selected_step", "selected_path", "final_step", "final_path", "settings", "eval": {suite:
+    metrics}, "eval_final": {...}}.
     """
+    from evaluators.selection import get_rule, negative_reward_warning
+    from evaluators.settings import describe, read_config_next_to, read_run_config, resolve_eval_settings
+
     for name in suites:
         get_suite(name)  # a typo fails now, not after checkpoint selection and model loading
+    get_rule(rule)
+    given = {"samples": samples, **flags}
     if _is_checkpoint_dir(run_id_or_checkpoint):
-        results = evaluate_checkpoint(run_id_or_checkpoint, suites, samples, data_paths=data_paths,
-                                      out_dir=out_dir, **eval_kwargs)
-        return {"checkpoint": str(run_id_or_checkpoint), "eval": results}
+        check_checkpoint_dir(run_id_or_checkpoint)
+        settings = resolve_eval_settings(given, read_config_next_to(run_id_or_checkpoint))
+        report(f"eval settings: {describe(settings)}")
+        results = evaluate_checkpoint(run_id_or_checkpoint, suites, data_paths=data_paths, out_dir=out_dir,
+                                      judge=judge, show_progress=show_progress, backend=backend,
+                                      backend_options=backend_options, **settings)
+        return {"checkpoint": str(run_id_or_checkpoint), "eval": results, "settings": settings}
+    if any(sep in run_id_or_checkpoint for sep in ("/", "\\")) or run_id_or_checkpoint.startswith((".", "~")):
+        state = "is a file" if Path(run_id_or_checkpoint).exists() else "does not exist"
+        raise AssetMissingError(f"{run_id_or_checkpoint}: {state}; expected a checkpoint folder (holding config.json) "
+                                f"or an MLflow run id.")
     from mlflow.tracking import MlflowClient
 
+    from harness.preflight import check_tracking_uri
+    check_tracking_uri(tracking_uri, "--tracking-uri", must_exist=True)
     client = MlflowClient(tracking_uri)
     run_id = run_id_or_checkpoint
     run = _get_run(client, run_id, tracking_uri)
+    settings = resolve_eval_settings(given, read_run_config(client, run_id))
     checkpoints = _read_checkpoints(client, run_id)
-    # Metrics stored inside checkpoints.json fill gaps only: MLflow's history rows come last and win.
-    history = _checkpoint_val_rows(checkpoints) + _val_history(client, run)
+    history = _selection_history(client, run, checkpoints)
     step, path = select_checkpoint(history, checkpoints, rule)
     final_step, final_path = select_checkpoint(history, checkpoints, "final")
-    summary: dict[str, Any] = {"run_id": run_id, "rule": rule, "selected_step": step, "final_step": final_step}
+    for target in {path, final_path}:
+        _resolve_checkpoint(target, run)  # a moved checkpoint fails before any generation
+    report(f"eval settings: {describe(settings)}")
+    summary: dict[str, Any] = {"run_id": run_id, "rule": rule, "selected_step": step, "final_step": final_step,
+                               "settings": settings}
     client.set_tag(run_id, "selection_rule", rule)
+    client.set_tag(run_id, "harness.eval_settings", describe(settings))
+    warning = negative_reward_warning(history, rule)
+    if warning:
+        import logging
+        logging.getLogger("harness.eval").warning("run %s: %s", run_id, warning)
+        client.set_tag(run_id, "harness.selection_warning", warning)
     client.log_metric(run_id, "selected_step", step)
     with tempfile.TemporaryDirectory(prefix="harness-eval-") as scratch:
         base = Path(out_dir) if out_dir else Path(scratch)
@@ -162,8 +206,10 @@ def evaluate_run(run_id_or_checkpoint: str, suites: list[str], samples: int, rul
             summary["selected_path" if prefix == "eval" else "final_path"] = str(folder)
             if target_step not in done:  # selected == final: evaluate once, log under both prefixes
                 step_out = base / f"step_{target_step}"
-                done[target_step] = (evaluate_checkpoint(folder, suites, samples, data_paths=data_paths,
-                                                         out_dir=step_out, **eval_kwargs), step_out)
+                done[target_step] = (evaluate_checkpoint(folder, suites, data_paths=data_paths, out_dir=step_out,
+                                                         judge=judge, show_progress=show_progress, backend=backend,
+                                      backend_options=backend_options, **settings),
+                                     step_out)
             results, step_out = done[target_step]
             log_results(client, run_id, prefix, results, step_out)
             summary[prefix] = results
@@ -186,6 +232,21 @@ def evaluate_into_run(model: str | Path, run_id: str, suites: list[str], samples
     results = evaluate_checkpoint(model, suites, samples, out_dir=out_dir, **eval_kwargs)
     log_results(client, run_id, "eval", results, Path(out_dir))
     return {"checkpoint": str(model), "run_id": run_id, "eval": results}
+def _selection_history(client, run, checkpoints: list[dict]) -> list[dict]:
+    """Validation rows to select by: the run's MLflow `val/*` history when it has one (then a
+    checkpoint at a step without validation there is marked `validated: false`: an old
+    checkpoints.json may carry an earlier step's metrics under it), else those in checkpoints.json."""
+    logged = _val_history(client, run)
+    if not logged:
+        return _checkpoint_val_rows(checkpoints)
+    validated_steps = {int(row["step"]) for row in logged}
+    for entry in checkpoints:
+        if isinstance(entry, dict) and "step" in entry:
+            try:
+                entry.setdefault("validated", int(entry["step"]) in validated_steps)
+            except (TypeError, ValueError, OverflowError):
+                pass
+    return logged
 
 
 def _get_run(client, run_id: str, tracking_uri: str | None):
@@ -211,7 +272,11 @@ def _read_checkpoints(client, run_id: str) -> list[dict]:
                 f"Run {run_id} has no checkpoints.json artifact, so there is nothing to evaluate; "
                 f"the trainer writes it when it saves checkpoints (train.save_every)."
             ) from None
-        data = json.loads(Path(local).read_text())
+        try:
+            data = json.loads(Path(local).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError) as err:
+            raise DataError(f"Run {run_id}: its checkpoints.json artifact is not valid UTF-8 JSON ({err}); "
+                            f"expected a list of {{step, path}}.") from None
     entries = data.get("checkpoints") if isinstance(data, dict) else data
     if not isinstance(entries, list) or not entries:
         raise DataError(f"Run {run_id}: checkpoints.json holds {data!r:.120}; expected a non-empty list of {{step, path}}.")
@@ -231,7 +296,7 @@ def _checkpoint_val_rows(checkpoints: list[dict]) -> list[dict]:
     """val metrics stored in checkpoints.json entries, flat ("val/reward": x) or nested ("val": {...})."""
     rows = []
     for entry in checkpoints:
-        if not isinstance(entry, dict) or "step" not in entry:
+        if not isinstance(entry, dict) or "step" not in entry or entry.get("validated") is False:
             continue
         flat = {k: v for k, v in entry.items() if k.startswith("val/")}
         for nested_key in ("val", "metrics"):

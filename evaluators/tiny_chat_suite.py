@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from evaluators.judges import default_cache_root
 from evaluators.pairwise import generate_answers, judge_config, score_preferences
 from evaluators.registry import EvalGenerator, EvalOptions, Suite, register_suite
+from harness.files import atomic_write_json
 
 
 def files_digest(folder: str | Path) -> str:
@@ -58,7 +57,7 @@ def seed_baseline_outputs(prompts: list[str], options: EvalOptions, n: int, *, p
     backend = make_generator("hf", policy_dir, device=device, batch_size=options.batch_size)
     seed_generator = EvalGenerator(backend=backend, tokenizer=backend.tokenizer, options=options)
     outputs = [[r.text for r in group] for group in seed_generator.generate(prompts, n=n, desc="seed baseline")]
-    _write_atomic(path, {"policy_dir": str(policy_dir), "sampling": sampling, "outputs": outputs})
+    atomic_write_json(path, {"policy_dir": str(policy_dir), "sampling": sampling, "outputs": outputs})
     return outputs
 
 
@@ -71,12 +70,6 @@ def _read_cached_outputs(path: Path, count: int, n: int) -> list[list[str]] | No
         return outputs
     return None
 
-
-def _write_atomic(path: Path, value: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False) as handle:
-        json.dump(value, handle, ensure_ascii=False)
-    os.replace(handle.name, path)
 
 
 def score_tiny_chat_outputs(suite: Suite, records: list[dict], outputs: list[list[str]], options: EvalOptions,

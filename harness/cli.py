@@ -50,6 +50,19 @@ def _tags(pairs: list[str]) -> dict[str, str]:
     return tags
 
 
+def check_output_folder(path: str | None, flag: str) -> None:
+    """An output folder flag: not a file, and not under one (checked before any work)."""
+    if path is None:
+        return
+    existing = Path(path)
+    if existing.exists() and not existing.is_dir():
+        raise HarnessError(f"{flag} {path}: is a file; expected a folder (existing or new).")
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise HarnessError(f"{flag} {path}: lies under the file {existing}; expected a folder path.")
+
+
 # -- commands -------------------------------------------------------------------------------
 
 
@@ -63,8 +76,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from harness.config import load_run_config
     from harness.runner import run_training
     cfg = load_run_config(args.config, args.overrides)
+    source = args.config + (f" (with overrides {' '.join(args.overrides)})" if args.overrides else "")
     result = run_training(cfg, resume=args.resume, parent_run_id=args.parent_run_id, tags=_tags(args.tag),
-                          use_mlflow=not args.no_mlflow, progress=not args.no_progress)
+                          use_mlflow=not args.no_mlflow, progress=not args.no_progress, source=source)
     print(json.dumps({"run_id": result.run_id, "output_dir": str(result.output_dir),
                       "final_val": result.final_val}))
     return 0
@@ -87,29 +101,37 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from evaluators.run import evaluate_into_run, evaluate_run, parse_data_flags, summary_lines
     from harness.tracking import default_tracking_uri
+    uri = args.tracking_uri or default_tracking_uri()
     if args.config:
+        # --config RUN.yaml: the run config's eval section (the sweep's seed baseline, its own process)
         from harness.eval_config import eval_settings
         target, suites, settings = eval_settings(args.config, args.target, args.suites)
+        samples = settings.pop("samples")
+        if args.log_run:
+            if not args.out:
+                raise HarnessError("harness eval --log-run needs --out DIR (where the generations are written).")
+            summary = evaluate_into_run(target, args.log_run, suites, samples, tracking_uri=uri, out_dir=args.out,
+                                        show_progress=False, **settings)
+        else:
+            summary = evaluate_run(target, suites, samples, rule=args.rule, tracking_uri=uri, out_dir=args.out,
+                                   **settings)
     else:
-        if not args.suites:
-            raise HarnessError("harness eval needs --suites (e.g. --suites tiny_math,tiny_chat) or --config RUN.yaml "
-                               "(whose eval.suites and eval settings are used).")
-        target, suites = args.target, [name.strip() for name in args.suites.split(",") if name.strip()]
+        if args.log_run:
+            raise HarnessError("harness eval --log-run needs --config RUN.yaml (whose eval settings are used).")
+        suites = [name.strip() for name in (args.suites or "").split(",") if name.strip()]
+        if not suites:
+            raise HarnessError(f"--suites {args.suites!r} names no suite; expected e.g. --suites tiny_math,tiny_chat "
+                               f"(or --config RUN.yaml, whose eval.suites are used).")
         judge = {"name": "reward_model"}
         for key, value in _tags(args.judge).items():
-            judge[key] = yaml.safe_load(value)
-        settings = dict(samples=args.samples, data_paths=parse_data_flags(args.data), judge=judge,
-                        temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
-                        seed=args.seed, device=args.device, batch_size=args.batch_size)
-    samples = settings.pop("samples")
-    uri = args.tracking_uri or default_tracking_uri()
-    if args.log_run:
-        if not args.out:
-            raise HarnessError("harness eval --log-run needs --out DIR (where the generations are written).")
-        summary = evaluate_into_run(target, args.log_run, suites, samples, tracking_uri=uri, out_dir=args.out,
-                                    show_progress=False, **settings)
-    else:
-        summary = evaluate_run(target, suites, samples, rule=args.rule, tracking_uri=uri, out_dir=args.out, **settings)
+            try:
+                judge[key] = yaml.safe_load(value)
+            except yaml.YAMLError:
+                judge[key] = value
+        summary = evaluate_run(args.target, suites, args.samples, rule=args.rule, tracking_uri=uri,
+                               data_paths=parse_data_flags(args.data), judge=judge, temperature=args.temperature,
+                               top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                               device=args.device, batch_size=args.batch_size, out_dir=args.out)
     for key in ("eval", "eval_final"):
         if key in summary:
             label = "selected" if key == "eval" and "selected_step" in summary else key
@@ -121,6 +143,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from evaluators.run import score_predictions
+    if args.out and Path(args.out).is_dir():
+        raise HarnessError(f"--out {args.out}: is a directory; expected the path of the per-sample results file.")
     result = score_predictions(args.suite, args.data, args.predictions, out_path=args.out)
     if not args.json:
         print(f"{result['suite']}: {result['score']:.2f} ± {result['stderr']:.2f} "
@@ -130,8 +154,14 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from harness.preflight import check_tracking_uri
     from results.report import report_command
     from harness.tracking import default_tracking_uri
+    check_tracking_uri(args.tracking_uri or default_tracking_uri(), "--tracking-uri", must_exist=True)
+    check_output_folder(args.out, "--out")
+    if args.sweep is not None:
+        from harness.config import read_yaml
+        read_yaml(args.sweep)  # missing, a directory, not UTF-8, empty: said before MLflow is asked
     path = report_command(args.sweep, args.out, tracking_uri=args.tracking_uri, experiment=args.experiment)
     uri = args.tracking_uri or default_tracking_uri()
     print(f"report: {path}")
@@ -142,7 +172,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     import subprocess
+    from harness.preflight import check_tracking_uri
     from harness.tracking import default_tracking_uri
+    if not 1 <= args.port <= 65535:
+        raise HarnessError(f"--port {args.port}: expected a TCP port in 1..65535 (default 8501).")
+    check_tracking_uri(args.tracking_uri or default_tracking_uri(), "--tracking-uri", must_exist=True)
     # The dashboard is a program of its own (it reads MLflow through the results layer); the
     # harness starts it as a process and never imports it.
     command = [sys.executable, "-m", "dashboard.launch", "--tracking-uri", args.tracking_uri or default_tracking_uri(),
@@ -196,19 +230,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a run's selected and final checkpoints (or one checkpoint folder)")
     p.add_argument("target", help="MLflow run id, or a checkpoint folder")
-    p.add_argument("--suites", default=None, help="comma-separated suites, e.g. tiny_math,tiny_chat or math500,amc23")
-    p.add_argument("--samples", type=int, default=4, help="samples per problem (the paper uses 50)")
+    p.add_argument("--suites", default=None, help="comma-separated suites, e.g. tiny_math,tiny_chat or math500,amc23 "
+                                                 "(default with --config: its eval.suites)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="samples per problem (default: the run's eval.samples, else 4; the paper uses 50)")
     p.add_argument("--rule", default="len_norm", help="checkpoint selection rule: len_norm, max_val_reward, final")
     p.add_argument("--data", action="append", default=[], metavar="SUITE=PATH", help="local data file for a suite")
     p.add_argument("--judge", action="append", default=[], metavar="KEY=VALUE",
                    help="pairwise judge option, e.g. name=openai_compatible base_url=http://host:8000/v1 model=M "
                         "(default name=reward_model, the tiny reward model)")
-    p.add_argument("--temperature", type=float, default=0.6)
-    p.add_argument("--top-p", type=float, default=0.9)
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    # None = inherit from the run's config (evaluators/settings.py), else the default shown
+    p.add_argument("--temperature", type=float, default=None, help="default: the run's eval.temperature, else 0.6")
+    p.add_argument("--top-p", type=float, default=None, help="default: the run's eval.top_p, else 0.9")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="default: the run's eval.max_new_tokens, else its train.max_new_tokens, else 64")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the run's rollout.batch_size, else 256")
+    p.add_argument("--seed", type=int, default=None, help="default: the run's seed, else 0")
+    p.add_argument("--device", default=None, help="default: the run's model.device, else cpu")
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--out", default=None, help="folder for generations (default: a temp folder; always logged to MLflow)")
     p.add_argument("--config", default=None, metavar="RUN.yaml",

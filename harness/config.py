@@ -13,15 +13,25 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.errors import ConfigError
+from harness.files import read_text_file
 
 INF = math.inf
+# Every integer key is at most this (counts and steps far beyond any real run; keeps later
+# conversions such as torch.tensor(..., dtype=long) and seed arithmetic from overflowing).
+MAX_INT = 2**31 - 1
+# Seeds: torch.manual_seed takes 64 bits, but the trainer derives per-step seeds from it
+# (seed * 1_000_003 + step), so the range is that of a 32-bit unsigned seed.
+MAX_SEED = 2**32 - 1
 _INF_SPELLINGS = {"inf", "+inf", ".inf", "infinity", "offline"}
+
+
+IntervalFloat = Annotated[float, AllowInfNan(True)]  # only ever inf: parse_interval returns ints otherwise
 
 
 def parse_interval(value: Any) -> float | int:
@@ -32,12 +42,19 @@ def parse_interval(value: Any) -> float | int:
         return INF
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError("expected a positive integer or 'inf'")
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError("expected a positive integer or 'inf'") from None
-    if number != int(number) or number < 1:
+    if isinstance(value, int):
+        number: int | float = value
+    else:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError("expected a positive integer or 'inf'") from None
+        if not math.isfinite(number) or number != int(number):
+            raise ValueError("expected a positive integer or 'inf'")
+    if number < 1:
         raise ValueError("expected a positive integer or 'inf'")
+    if number > MAX_INT:
+        raise ValueError(f"expected a positive integer of at most {MAX_INT} steps, or 'inf' (never sync)")
     return int(number)
 
 
@@ -57,7 +74,62 @@ def default_ref_sync(method: str, sync_every: float | int, task_mix: str) -> flo
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: inf and nan are never a valid number here (the sync intervals, which
+    # mean "never" by inf, are parsed by parse_interval and checked separately).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _bounded_numbers(cls, value: Any, info) -> Any:
+        if info.field_name in ("sync_every", "ref_sync_every"):
+            return value
+        for number in _numbers_in(value):
+            if isinstance(number, int) and not isinstance(number, bool) and abs(number) > MAX_INT \
+                    and info.field_name != "seed":
+                raise ValueError(f"expected an integer of at most {MAX_INT}")
+            if isinstance(number, float) and (not math.isfinite(number) or abs(number) > 1e30):
+                raise ValueError("expected a finite number (at most 1e30 in size)")
+        return value
+
+
+def _numbers_in(value: Any) -> list:
+    if isinstance(value, (int, float)):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [n for item in value for n in _numbers_in(item)]
+    if isinstance(value, dict):
+        return [n for item in value.values() for n in _numbers_in(item)]
+    return []
+
+
+def prompt_template_problem(template: str) -> str | None:
+    """What is wrong with a math prompt template (None when nothing): it must contain the
+    `{problem}` placeholder and no other field; literal braces are written `{{` and `}}`."""
+    import string
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        return (f"the template has a stray brace ({exc}); write a literal brace as {{{{ or }}}}, "
+                f"and the problem as {{problem}}")
+    if "problem" not in fields:
+        return ("the template has no {problem} placeholder, so every prompt would be the same text; "
+                "put {problem} where the problem goes")
+    others = sorted({name for name in fields if name != "problem"})
+    if others:
+        return (f"the template has placeholder(s) {', '.join('{' + n + '}' for n in others)} besides {{problem}}; "
+                f"only {{problem}} is filled (write a literal brace as {{{{ or }}}})")
+    try:
+        template.format(problem="x")
+    except (ValueError, IndexError, KeyError, AttributeError) as exc:
+        return f"the template cannot be filled ({type(exc).__name__}: {exc})"
+    return None
+
+
+def check_prompt_template(template: str, where: str) -> None:
+    """ConfigError naming `where` when `template` is not a usable math prompt template."""
+    problem = prompt_template_problem(template)
+    if problem:
+        raise ConfigError(f"{where} = {template!r:.200} is invalid: {problem}.")
 
 
 class ModelConfig(Section):
@@ -75,6 +147,14 @@ class DataConfig(Section):
     data_dir: str | None = Field(None, description="folder with the real data sets' JSONL files")
     joint_verifiable_fraction: float = Field(0.5, ge=0.0, le=1.0)
     math_prompt_template: str | None = Field(None, description="None: the source's own template")
+
+    @field_validator("math_prompt_template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        problem = None if value is None else prompt_template_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class TrainConfig(Section):
@@ -173,16 +253,16 @@ class EvalConfig(Section):
 
 
 class TrackingConfig(Section):
-    experiment: str = "harness"
+    experiment: str = Field("harness", min_length=1)
     run_name: str | None = None
 
 
 class RunConfig(Section):
     method: Literal["dpo", "grpo"] = "dpo"
-    sync_every: int | float = Field(1, description="optimizer steps between generator syncs; inf = offline")
-    ref_sync_every: int | float | Literal["auto"] = "auto"
+    sync_every: int | IntervalFloat = Field(1, description="optimizer steps between generator syncs; inf = offline")
+    ref_sync_every: int | IntervalFloat | Literal["auto"] = "auto"
     task_mix: Literal["verifiable", "non_verifiable", "joint"] = "verifiable"
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     output_dir: str | None = None
 
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -267,6 +347,9 @@ def parse_override(text: str, source: str = "command line") -> tuple[list[str], 
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    except (ValueError, OverflowError, RecursionError) as exc:  # e.g. an integer of 5000 digits
+        raise ConfigError(f"{source}: override `{text[:80]}` has a value that cannot be read "
+                          f"({str(exc)[:100]}).") from None
     return key.split("."), value
 
 
@@ -283,16 +366,23 @@ def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"{path}: config file not found (expected a YAML file; shipped ones live under sweeps/).")
+    text = read_text_file(path, "YAML config file", ConfigError)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    except (ValueError, OverflowError, RecursionError) as exc:  # e.g. a timestamp out of range
+        raise ConfigError(f"{path}: a value cannot be read: {exc}") from None
     if data is None:
-        data = {}
+        raise ConfigError(f"{path}: the config file is empty (or only comments); expected a mapping of keys to "
+                          f"values, e.g. `method: dpo`. To run with every default, copy sweeps/runs/tiny.yaml.")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys to values, got {type(data).__name__}.")
+    bad = [key for key in data if not isinstance(key, str)]
+    if bad:
+        raise ConfigError(f"{path}: key {bad[0]!r} is not a string; every key must be a name such as `train`.")
     return data
 
 
@@ -321,6 +411,8 @@ def validate_run_config(data: dict[str, Any], source: str) -> RunConfig:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(source, exc)) from None
+    except (OverflowError, RecursionError, TypeError) as exc:  # a value pydantic could not even convert
+        raise ConfigError(f"{source}: a value cannot be converted ({type(exc).__name__}: {exc}).") from None
 
 
 def load_run_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:

@@ -14,6 +14,7 @@ import traceback
 from pathlib import Path
 
 from harness.config import RunConfig, format_interval
+from harness.preflight import check_run_inputs
 from harness.tracking import MlflowTracker, NullTracker, atomic_write_text, default_tracking_uri
 from harness.models import resolve_device
 from harness.rollout import generator_options, require_backend
@@ -33,31 +34,61 @@ def output_dir_of(cfg: RunConfig) -> Path:
 
 
 def run_training(cfg: RunConfig, resume: bool = False, parent_run_id: str | None = None,
-                 tags: dict[str, str] | None = None, use_mlflow: bool = True, progress: bool = True) -> TrainResult:
+                 tags: dict[str, str] | None = None, use_mlflow: bool = True, progress: bool = True,
+                 source: str = "the run config") -> TrainResult:
+    """`source` names the config (file and overrides) in error messages."""
     require_backend(cfg.rollout.backend)  # a missing engine fails before the run or its folder exists
+    # Everything checkable is checked before the first MLflow call or folder (harness.preflight).
+    check_run_inputs(cfg, source, tracking_uri=default_tracking_uri() if use_mlflow else None)
     output_dir = output_dir_of(cfg)
     cfg = cfg.model_copy(update={"output_dir": str(output_dir)})
     run_file = output_dir / "run.json"
-    previous = json.loads(run_file.read_text()) if resume and run_file.is_file() else {}
+    previous = read_run_file(run_file) if resume else {}
     tracker = NullTracker()
     if use_mlflow:
         tracker = MlflowTracker(cfg.tracking.experiment, cfg.run_name, run_id=previous.get("run_id"),
                                 parent_run_id=parent_run_id, tags={**run_tags(cfg), **(tags or {})})
-        atomic_write_text(run_file, json.dumps({"run_id": tracker.run_id, "experiment_id": tracker.experiment_id,
-                                                "tracking_uri": tracker.tracking_uri}))
-        log.info("MLflow run %s in experiment %r at %s", tracker.run_id, cfg.tracking.experiment,
-                 tracker.tracking_uri)
-    try:
+    try:  # from here on a failure marks the run FAILED with its error: never left RUNNING
+        if use_mlflow:
+            atomic_write_text(run_file, json.dumps({"run_id": tracker.run_id, "experiment_id": tracker.experiment_id,
+                                                    "tracking_uri": tracker.tracking_uri}))
+            log.info("MLflow run %s in experiment %r at %s", tracker.run_id, cfg.tracking.experiment,
+                     tracker.tracking_uri)
         result = train(cfg, tracker=tracker, resume=resume, progress=progress)
+        warn_if_negative_reward(cfg, result, tracker)
         if cfg.eval.suites and use_mlflow:
             evaluate_after_training(cfg, tracker.run_id)
     except BaseException as exc:
         tail = "".join(traceback.format_exception_only(type(exc), exc)).strip()[-4000:]
-        tracker.set_tags({"harness.error": tail})
-        tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        try:
+            tracker.set_tags({"harness.error": tail})
+        finally:
+            tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     tracker.finish("FINISHED")
     return result
+
+
+def warn_if_negative_reward(cfg: RunConfig, result: TrainResult, tracker) -> None:
+    """Log and tag (`harness.selection_warning`) a run whose validation reward went negative while
+    its selection rule divides by length (evaluators.selection.negative_reward_warning)."""
+    from evaluators.selection import negative_reward_warning
+    rows = [entry for entry in result.checkpoints if entry.get("validated", True)]
+    if result.final_val:
+        rows.append({"step": -1, **result.final_val})
+    warning = negative_reward_warning(rows, cfg.eval.rule)
+    if warning:
+        log.warning("%s: %s", cfg.run_name, warning)
+        tracker.set_tags({"harness.selection_warning": warning})
+
+
+def read_run_file(run_file: Path) -> dict:
+    """`<output_dir>/run.json` (the MLflow run a --resume continues), {} when absent or unreadable."""
+    try:
+        data = json.loads(run_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) and isinstance(data.get("run_id"), str) else {}
 
 
 def eval_options(cfg: RunConfig) -> dict:
@@ -65,10 +96,12 @@ def eval_options(cfg: RunConfig) -> dict:
     return dict(data_paths=cfg.eval.data, judge=cfg.eval.judge, temperature=cfg.eval.temperature,
                 top_p=cfg.eval.top_p, max_new_tokens=cfg.eval.max_new_tokens or cfg.train.max_new_tokens,
                 seed=cfg.seed, device=str(resolve_device(cfg.model.device)), batch_size=cfg.rollout.batch_size,
-                backend=cfg.rollout.backend, backend_options=generator_options(cfg))
+                backend=cfg.rollout.backend, backend_options=generator_options(cfg),
+                prompt_template=cfg.data.math_prompt_template)
 
 
 def evaluate_after_training(cfg: RunConfig, run_id: str) -> None:
     from evaluators.run import evaluate_run
     evaluate_run(run_id, cfg.eval.suites, cfg.eval.samples, rule=cfg.eval.rule,
-                 tracking_uri=default_tracking_uri(), **eval_options(cfg))
+                 tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(), report=log.info,
+                 **eval_options(cfg))

@@ -10,12 +10,12 @@ problem/solution/answer, `wildchat/{train,validation}.jsonl` with id/prompt).
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
 
 from harness.errors import AssetMissingError, DataError
+from harness.files import read_json_objects
 
 # The paper's prompt for math: the model must end with a boxed answer (graded boxed-first).
 PAPER_MATH_PROMPT_TEMPLATE = (
@@ -25,29 +25,23 @@ PAPER_MATH_PROMPT_TEMPLATE = (
 
 
 def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise DataError(f"{path}: data file not found.")
-    rows = []
-    with path.open() as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}, line {line_no}: not valid JSON ({exc.msg}).") from None
-            missing = [key for key in required if key not in row]
-            if not isinstance(row, dict) or missing:
-                raise DataError(f"{path}, line {line_no}: record lacks key(s) {missing}; "
-                                f"each line must be a JSON object with {list(required)}.")
-            rows.append(row)
-    if not rows:
-        raise DataError(f"{path}: the file holds no records.")
-    return rows
+    """A prompt file's records (harness.files.read_json_objects: the project's one JSONL reader)."""
+    return read_json_objects(path, "data file", required)
+
+
+def _check_text(path: Path, rows: list[dict[str, Any]], key: str, numbers_ok: bool = False) -> None:
+    allowed = (str, int, float) if numbers_ok else (str,)
+    for number, row in enumerate(rows, start=1):
+        value = row[key]
+        if not isinstance(value, allowed) or isinstance(value, bool) or value == "":
+            raise DataError(f"{path}, record {number}: key {key!r} is {value!r:.80}; expected a non-empty "
+                            f"string{' or a number' if numbers_ok else ''}.")
 
 
 def math_records(path: Path, source: str, template: str) -> list[dict[str, Any]]:
     rows = read_jsonl(path, ("problem", "answer"))
+    _check_text(path, rows, "problem")
+    _check_text(path, rows, "answer", numbers_ok=True)
     return [{"id": str(row.get("id", f"{source}-{i}")), "task": "verifiable", "source": source,
              "prompt": template.format(problem=row["problem"]), "answer": str(row["answer"])}
             for i, row in enumerate(rows)]
@@ -55,6 +49,7 @@ def math_records(path: Path, source: str, template: str) -> list[dict[str, Any]]
 
 def chat_records(path: Path, source: str) -> list[dict[str, Any]]:
     rows = read_jsonl(path, ("prompt",))
+    _check_text(path, rows, "prompt")
     return [{"id": str(row.get("id", f"{source}-{i}")), "task": "non_verifiable", "source": source,
              "prompt": row["prompt"], "answer": None} for i, row in enumerate(rows)]
 

@@ -186,7 +186,7 @@ def train(cfg: RunConfig, tracker=None, resume: bool = False, progress: bool = T
             metrics["train/generated_tokens"] = sum(r.length for r in flat)
             tracker.log_metrics(metrics, step=state.step)
 
-            if state.step % cfg.validation.every == 0 or state.step == cfg.train.steps:
+            if validation_due(cfg, state.step):
                 val = validate(cfg, validator, policy, val_pools, rewards)
                 tracker.log_metrics(val, step=state.step)
                 log_validation(state.step, val)
@@ -358,11 +358,20 @@ def save(output_dir: Path, cfg: RunConfig, state: LoopState, policy, tokenizer, 
             "generator_version": generator.version, "run_id": tracker.run_id}
     path = ckpt.save_checkpoint(output_dir, state.step, policy, tokenizer, optimizer, meta, extra)
     state.checkpoints = [c for c in state.checkpoints if c["step"] != state.step]
-    state.checkpoints.append({"step": state.step, "path": str(path), **{k: v for k, v in val.items()}})
+    # Only a step that was validated carries metrics: `val` is the last validation, which belongs
+    # to an earlier step when this one was not validated (selection must never pick it by them).
+    validated = validation_due(cfg, state.step)
+    state.checkpoints.append({"step": state.step, "path": str(path), "validated": validated,
+                              **(dict(val) if validated else {})})
     listing = json.dumps(state.checkpoints, indent=2)
     atomic_write_text(output_dir / "checkpoints.json", listing)
     tracker.log_text(listing, "checkpoints.json")
     log.info("saved checkpoint step %d -> %s", state.step, path)
+
+
+def validation_due(cfg: RunConfig, step: int) -> bool:
+    """Validation runs every `validation.every` steps and at the last step."""
+    return step % cfg.validation.every == 0 or step == cfg.train.steps
 
 
 def restore(output_dir: Path, cfg: RunConfig, policy, generator, reference, optimizer, seed_weights) -> LoopState:

@@ -37,6 +37,14 @@ def sqlite_path(tracking_uri: str) -> Path | None:
     return Path(rest[3:]) if rest.startswith("///") else Path(rest.lstrip("/"))
 
 
+KNOWN_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        return handle.read(16)
+
+
 def check_tracking_uri(tracking_uri: str, timeout_s: float = 3.0) -> None:
     """Fail fast, with a message saying what to do, before MLflow retries for minutes.
 
@@ -46,8 +54,16 @@ def check_tracking_uri(tracking_uri: str, timeout_s: float = 3.0) -> None:
     if not tracking_uri.strip():
         raise TrackingUnavailable("The tracking URI is empty: enter one such as http://localhost:5000 "
                                   "or sqlite:///mlflow.db in the sidebar, or set MLFLOW_TRACKING_URI.")
+    scheme = urlparse(tracking_uri).scheme.lower()
+    if scheme and scheme.split("+")[0] not in KNOWN_SCHEMES:
+        raise TrackingUnavailable(f"Tracking URI {tracking_uri!r} has the unknown scheme {scheme!r}; expected "
+                                  f"one of {', '.join(s + '://' for s in KNOWN_SCHEMES)} "
+                                  "(e.g. sqlite:///mlflow.db or http://localhost:5000).")
     db = sqlite_path(tracking_uri)
     if db is not None:
+        if db.is_file() and db.stat().st_size and _head(db) != b"SQLite format 3\x00":
+            raise TrackingUnavailable(f"Tracking URI {tracking_uri!r}: {db} is not an SQLite database; point the "
+                                      "dashboard at the mlflow.db file your runs were logged to.")
         if not db.is_file():
             raise TrackingUnavailable(
                 f"Tracking URI {tracking_uri!r}: there is no MLflow database at {db} "
@@ -75,8 +91,8 @@ def check_tracking_uri(tracking_uri: str, timeout_s: float = 3.0) -> None:
 def connect(tracking_uri: str) -> MlflowClient:
     """A client for a reachable store (one cheap query proves it), else TrackingUnavailable."""
     check_tracking_uri(tracking_uri)
-    client = MlflowClient(tracking_uri)
-    try:
+    try:  # the constructor already fails on an unknown scheme or a file that is not a database
+        client = MlflowClient(tracking_uri)
         client.search_experiments(max_results=1)
     except Exception as exc:  # any failure here means "not a usable MLflow store"
         raise TrackingUnavailable(f"Tracking URI {tracking_uri!r} did not answer as an MLflow store: "

@@ -73,4 +73,4 @@ def test_unknown_rule_and_missing_metric_fail_loudly():
         select_checkpoint([{"step": 10, "val/reward": 1.0}], ckpts(10))
     with pytest.raises(DataError, match="empty"):
         select_checkpoint(LENGTH_HACKED, [])
-    assert set(SELECTION_RULES) == {"len_norm", "max_val_reward", "final"}
+    assert set(SELECTION_RULES) == {"len_norm", "max_val_reward", "final", "len_norm_shifted"}

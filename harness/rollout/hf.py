@@ -15,7 +15,7 @@ import torch
 from transformers import LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from harness.models import load_policy
-from harness.rollout.base import Rollout, SamplingParams
+from harness.rollout.base import Rollout, SamplingParams, stream_seed
 
 class HFGenerator:
     """Generator over a causal LM's own forward pass with a KV cache (a hand-written sampling loop,
@@ -49,17 +49,22 @@ class HFGenerator:
 
     def generate(self, prompts: list[str], params: SamplingParams,
                  keys: Sequence[str | int] | None = None) -> list[list[Rollout]]:
+        """params.n samples per prompt. With `params.seed` set, sample j of prompt i draws from its own
+        stream `stream_seed(params.seed, keys[i], j)` (keys default to the prompt indexes), so it does
+        not depend on the batch size, the chunking or the other prompts; without a seed the global
+        torch RNG is used (training rollouts)."""
+        if keys is not None and len(keys) != len(prompts):
+            raise ValueError(f"generate: {len(keys)} keys for {len(prompts)} prompts")
+        keys = list(range(len(prompts))) if keys is None else list(keys)
         encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         jobs = [(p, s) for p in range(len(prompts)) for s in range(params.n)]
         # Longest prompts first keeps padding low inside each batch.
         jobs.sort(key=lambda job: -len(encoded[job[0]]))
-        rng = None
-        if params.seed is not None:
-            rng = torch.Generator(device=self.device).manual_seed(params.seed)
         groups: list[list[Rollout | None]] = [[None] * params.n for _ in prompts]
         for start in range(0, len(jobs), self.batch_size):
             batch = jobs[start:start + self.batch_size]
-            rollouts = self._generate_batch([encoded[p] for p, _ in batch], params, rng)
+            seeds = None if params.seed is None else [stream_seed(params.seed, keys[p], s) for p, s in batch]
+            rollouts = self._generate_batch([encoded[p] for p, _ in batch], params, seeds)
             for (p, s), rollout in zip(batch, rollouts):
                 rollout.prompt_index, rollout.sample_index = p, s
                 groups[p][s] = rollout
@@ -67,11 +72,13 @@ class HFGenerator:
 
     @torch.no_grad()
     def _generate_batch(self, prompt_ids: list[list[int]], params: SamplingParams,
-                        rng: torch.Generator | None) -> list[Rollout]:
+                        seeds: list[int] | None) -> list[Rollout]:
         """Prefill the left-padded prompts once, then decode token by token from the KV cache.
 
         A hand-written loop over the model's forward: on small models `model.generate` spends
         most of its time in per-step bookkeeping (measured 5-7x slower on 2 CPU cores).
+        With `seeds` (one per row), each row's uniforms for every decoding position are drawn up
+        front from its own `torch.Generator`, one call per row, so the per-token work stays batched.
         """
         pad_id, eos_id = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
         width = max(len(ids) for ids in prompt_ids)
@@ -81,6 +88,9 @@ class HFGenerator:
         for row, ids in enumerate(prompt_ids):  # left padding: every prompt ends at the right edge
             input_ids[row, width - len(ids):] = torch.tensor(ids)
             attention[row, width - len(ids):] = 1
+        uniforms = None
+        if seeds is not None:
+            uniforms = row_uniforms(seeds, params.max_new_tokens).to(self.device)
         input_ids, attention = input_ids.to(self.device), attention.to(self.device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
@@ -89,8 +99,9 @@ class HFGenerator:
         next_position = positions[:, -1] + 1
         finished = torch.zeros(batch, dtype=torch.bool, device=self.device)
         tokens, logprobs = [], []
-        for _ in range(params.max_new_tokens):
-            token, logprob = sample_next(logits.float(), params.temperature, params.top_p, rng)
+        for position in range(params.max_new_tokens):
+            uniform = None if uniforms is None else uniforms[:, position]
+            token, logprob = sample_next(logits.float(), params.temperature, params.top_p, uniform=uniform)
             token = torch.where(finished, torch.full_like(token, pad_id), token)
             tokens.append(token)
             logprobs.append(logprob)
@@ -120,10 +131,32 @@ class HFGenerator:
                        finish_reason=finish, logprobs=logprobs)
 
 
-def sample_next(logits: torch.Tensor, temperature: float, top_p: float,
-                rng: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+def row_uniforms(seeds: list[int], length: int) -> torch.Tensor:
+    """[rows, length] uniforms in [0, 1): row r from its own torch.Generator seeded with seeds[r]."""
+    out = torch.empty(len(seeds), length)
+    for row, seed in enumerate(seeds):
+        torch.rand(length, generator=torch.Generator().manual_seed(seed), out=out[row])
+    return out
+
+
+def top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Nucleus truncation, Hugging Face's rule (TopPLogitsWarper): sorted ascending, drop every token
+    whose cumulative probability is <= 1 - top_p; the most likely token always stays. At an exact
+    boundary ([0.5, 0.25, 0.25], top_p 0.75) two tokens stay. Returns unnormalised kept probs."""
+    if top_p >= 1.0:
+        return probs
+    sorted_probs, order = probs.sort(dim=-1, descending=False)
+    drop = sorted_probs.cumsum(dim=-1) <= 1 - top_p
+    drop[..., -1] = False
+    return probs.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), 0.0)
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_p: float, rng: torch.Generator | None = None,
+                uniform: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One token per row: greedy at temperature 0, else temperature + nucleus (top-p) sampling.
 
+    With `uniform` (one number in [0, 1) per row) the token is the inverse-CDF draw at that number,
+    so a row's sample depends only on its own stream; otherwise `torch.multinomial` with `rng`.
     The returned log-prob is under the temperature-scaled distribution before top-p
     truncation, the same quantity the trainer computes from its logits.
     """
@@ -131,14 +164,14 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float,
         token = logits.argmax(dim=-1)
         return token, torch.log_softmax(logits, dim=-1).gather(-1, token.unsqueeze(-1)).squeeze(-1)
     logp = torch.log_softmax(logits / temperature, dim=-1)
-    probs = logp.exp()
-    if top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        # Keep the smallest prefix whose mass reaches top_p (the top token always stays).
-        drop = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p
-        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    token = torch.multinomial(probs, 1, generator=rng).squeeze(-1)
+    probs = top_p_filter(logp.exp(), top_p)
+    if uniform is None:
+        token = torch.multinomial(probs, 1, generator=rng).squeeze(-1)
+    else:
+        cdf = probs.cumsum(dim=-1)
+        target = (uniform.to(cdf.dtype) * cdf[..., -1]).unsqueeze(-1)
+        # first index whose cdf exceeds the target: never a zero-probability (truncated) token
+        token = torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)
     return token, logp.gather(-1, token.unsqueeze(-1)).squeeze(-1)
 
 

@@ -13,12 +13,13 @@ left behind; then replaces itself with the command (same pid).
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import signal
 import socket
 import sys
 from pathlib import Path
+
+from harness.files import atomic_write_json
 
 PR_SET_PDEATHSIG = 1
 
@@ -47,9 +48,7 @@ def main(argv: list[str]) -> int:
     if os.getppid() != parent:  # the parent died before the death signal was armed
         return 130
     pid = os.getpid()
-    tmp = pid_file.with_name(pid_file.name + ".tmp")
-    tmp.write_text(json.dumps({"host": socket.gethostname(), "pid": pid, "start": process_start_time(pid)}))
-    os.replace(tmp, pid_file)
+    atomic_write_json(pid_file, {"host": socket.gethostname(), "pid": pid, "start": process_start_time(pid)})
     sys.stdout.flush()
     os.execvp(command[0], command)
     return 127  # not reached

@@ -50,6 +50,9 @@ def sweep_command(path: str, jobs: int = 1, storage: str | None = None, launcher
     sweep = load_sweep(path, out_dir)
     url = storage or default_storage_url(sweep.output_dir)
     storage_kind(url)
+    if not dry_run:  # every check that can run before a storage, folder or MLflow run exists
+        from harness.preflight import check_sweep_inputs
+        check_sweep_inputs(sweep, this_machine=launcher == "local")
     if dry_run:
         first = sweep.cells[0]
         example = trial_command(sweep, first, 0, 0, [], trial_dir_of(sweep, first.key, 0), "<sweep-run-id>")

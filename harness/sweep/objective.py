@@ -13,6 +13,7 @@ cell, while all trials still live in the one shared study.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import warnings
 from pathlib import Path
@@ -22,11 +23,12 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from evaluators.selection import select_checkpoint
+from evaluators.selection import negative_reward_warning, select_checkpoint
 from harness.errors import DataError
 from harness.sweep.spec import ObjectiveSpec, SearchSpec
 
 PRUNE_METRIC_DEFAULT = "val/len_norm_reward"
+log = logging.getLogger("harness.sweep")
 
 
 def read_run_file(trial_dir: Path) -> dict[str, Any]:
@@ -43,7 +45,15 @@ def selected_objective(trial_dir: Path, objective: ObjectiveSpec, client=None, r
         entries = json.loads(listing.read_text())
     except (OSError, ValueError):
         raise DataError(f"{listing}: missing or unreadable; the trial wrote no checkpoint to select from.") from None
+    if not isinstance(entries, list):
+        raise DataError(f"{listing}: holds {type(entries).__name__}; expected a list of checkpoint entries.")
+    # Only entries the trainer validated (`validated` is not false) can be picked by a metric rule.
     step, _ = select_checkpoint(entries, entries, rule=objective.rule)
+    warning = negative_reward_warning(entries, objective.rule)
+    if warning:
+        log.warning("%s: %s", trial_dir, warning)
+        if client is not None and run_id:
+            client.set_tag(run_id, "harness.selection_warning", warning)
     if objective.metric.startswith("val/"):
         value = next(e for e in entries if int(e["step"]) == step).get(objective.metric)
     else:

@@ -42,15 +42,31 @@ class SearchParam(_Strict):
     step: float | None = None
     choices: list[Any] | None = None
 
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
+
     @model_validator(mode="after")
     def _bounds(self) -> "SearchParam":
+        # Optuna's own rules, checked at load (and so by --dry-run), not when sampling starts.
         if self.type == "categorical":
             if not self.choices:
                 raise ValueError("a categorical parameter needs a non-empty `choices` list")
-        elif self.low is None or self.high is None or not self.low < self.high:
+            return self
+        if self.low is None or self.high is None or not self.low < self.high:
             raise ValueError(f"a {self.type} parameter needs `low` < `high`")
-        elif self.log and self.low <= 0:
+        if max(abs(self.low), abs(self.high)) > 1e30:
+            raise ValueError("`low` and `high` must be finite numbers of at most 1e30 in size")
+        if self.log and self.low <= 0:
             raise ValueError("a log-scale parameter needs `low` > 0")
+        if self.log and self.step is not None:
+            raise ValueError("`log: true` and `step` cannot be combined (Optuna samples a log scale "
+                             "continuously); drop one of them")
+        if self.step is not None and not 0 < self.step <= self.high - self.low:
+            raise ValueError(f"`step` must be > 0 and at most high - low = {self.high - self.low}")
+        if self.type == "int":
+            for name in ("low", "high", "step"):
+                value = getattr(self, name)
+                if value is not None and value != int(value):
+                    raise ValueError(f"an int parameter needs an integer `{name}`, got {value}")
         return self
 
 
@@ -61,9 +77,9 @@ class PrunerSpec(_Strict):
 
 
 class SearchSpec(_Strict):
-    trials_per_cell: int = Field(1, ge=1)
+    trials_per_cell: int = Field(1, ge=1, le=100_000)
     sampler: Literal["tpe", "random"] = "tpe"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="sampler seed (+ trial number): numpy's 32-bit range")
     params: dict[str, SearchParam] = Field(default_factory=dict)
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
 
@@ -172,7 +188,7 @@ def load_sweep(path: str | Path, output_dir: str | Path | None = None) -> Sweep:
         raise ConfigError(f"{path}: the `exclude` rules remove every cell of the grid; nothing to run.")
     check_search(spec, cells, str(path))
     out = Path(output_dir or spec.output_dir or Path("outputs") / spec.name).resolve()
-    return Sweep(spec, path, path.read_text(), base_path, out, cells)
+    return Sweep(spec, path, path.read_text(encoding="utf-8"), base_path, out, cells)
 
 
 def describe_sweep_error(source: str, exc: ValidationError) -> str:
@@ -216,6 +232,8 @@ def resolve_base(base: str, sweep_path: Path) -> Path:
 
 
 def normalize_axis_value(axis: str, value: Any) -> Any:
+    if axis == "ref_sync_every" and isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"  # the paper's default rule, valid on the grid as everywhere else
     return parse_interval(value) if axis in INTERVAL_AXES else value
 
 
@@ -292,6 +310,8 @@ def expand_grid(spec: SweepSpec, grid: dict[str, list[Any]]) -> list[dict[str, A
 
 
 def _show(axis: str, value: Any) -> str:
+    if value == "auto":
+        return "auto"
     if axis in INTERVAL_AXES or isinstance(value, float) and math.isinf(value):
         return format_interval(value)
     if isinstance(value, bool):
@@ -423,3 +443,4 @@ def check_search(spec: SweepSpec, cells: list[Cell], source: str) -> None:
 
 def search_overrides(params: dict[str, Any]) -> list[str]:
     return [override_text(name, value, f"search.params.{name}", "search") for name, value in params.items()]
+

@@ -121,8 +121,8 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
 
 def read_jsonl(path: Path) -> list[dict]:
     """Read a JSONL file written by `write_jsonl`."""
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    from harness.files import read_json_objects
+    return read_json_objects(path, "tiny task file")
 
 
 def write_math_splits(data_dir: Path, splits: dict[str, list[dict]]) -> None:
