@@ -18,6 +18,7 @@ from harness.config import RunConfig, format_interval
 from harness.tracking import MlflowTracker, NullTracker, atomic_write_text, default_tracking_uri
 from harness.rollout.hf import resolve_device
 from harness.trainer import TrainResult, train
+from harness.distributed import is_main_process
 
 log = logging.getLogger("harness.run")
 
@@ -39,7 +40,7 @@ def run_training(cfg: RunConfig, resume: bool = False, parent_run_id: str | None
     run_file = output_dir / "run.json"
     previous = json.loads(run_file.read_text()) if resume and run_file.is_file() else {}
     tracker = NullTracker()
-    if use_mlflow:
+    if use_mlflow and is_main_process():  # under torchrun only rank 0 logs
         tracker = MlflowTracker(cfg.tracking.experiment, cfg.run_name, run_id=previous.get("run_id"),
                                 parent_run_id=parent_run_id, tags={**run_tags(cfg), **(tags or {})})
         atomic_write_text(run_file, json.dumps({"run_id": tracker.run_id, "experiment_id": tracker.experiment_id,
@@ -48,7 +49,7 @@ def run_training(cfg: RunConfig, resume: bool = False, parent_run_id: str | None
                  tracker.tracking_uri)
     try:
         result = train(cfg, tracker=tracker, resume=resume, progress=progress)
-        if cfg.eval.suites and use_mlflow:
+        if cfg.eval.suites and use_mlflow and is_main_process():
             evaluate_after_training(cfg, tracker.run_id)
     except BaseException as exc:
         tail = "".join(traceback.format_exception_only(type(exc), exc)).strip()[-4000:]

@@ -1,0 +1,81 @@
+"""The trainer's models and optimizer, placed for one process or for FSDP.
+
+    models = build_models(cfg, policy_path, dist)
+
+- policy: master weights in `model.param_dtype`; under FSDP sharded over the ranks with compute
+  in `model.compute_dtype` (MixedPrecisionPolicy, fp32 gradient reduction);
+- reference: loaded in the compute dtype (it never trains) and sharded the same way, or kept on
+  CPU with `model.reference_offload`; never a second full copy per GPU;
+- generator: a full copy only in `colocated` placement and only on rank 0, made before sharding;
+- optimizer: AdamW over the (sharded) master weights, so its moments are fp32 and sharded too.
+No seed-weights clone is kept: the freshly loaded generator and reference *are* the seed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from harness.distributed import Dist, shard
+from harness.precision import BYTES, torch_dtype, warn_if_updates_round_away
+from harness.rollout import make_generator
+from harness.rollout.hf import load_policy, resolve_device
+
+log = logging.getLogger("harness.train")
+
+
+@dataclass
+class Models:
+    policy: Any
+    reference: Any
+    generator: Any  # None on ranks other than 0
+    tokenizer: Any
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+
+
+def generator_placement(cfg) -> str:
+    return getattr(cfg.rollout, "placement", "colocated")
+
+
+def reference_dtype(cfg) -> str:
+    """The narrower of the two dtypes: the reference only ever computes."""
+    param, compute = cfg.model.param_dtype, cfg.model.compute_dtype
+    return compute if BYTES[compute] < BYTES[param] else param
+
+
+def build_models(cfg, policy_path: str, dist: Dist) -> Models:
+    warn_if_updates_round_away(cfg)
+    device = dist.device if dist.enabled else resolve_device(cfg.model.device)
+    load_on = "cpu" if dist.enabled else str(device)  # fully_shard moves each shard to its device
+    trust = cfg.model.trust_remote_code
+    policy, tokenizer = load_policy(policy_path, cfg.model.param_dtype, load_on, trust)
+    reference, _ = load_policy(policy_path, reference_dtype(cfg), load_on, trust)
+    reference.eval().requires_grad_(False)
+    generator = None
+    if dist.is_main:
+        generator = make_generator(cfg.rollout.backend, policy, tokenizer, cfg.rollout.batch_size)
+        generator_model = getattr(generator, "model", None)
+        if generator_model is not None:
+            generator_model.to(device=device, dtype=torch_dtype(reference_dtype(cfg)))
+            generator.device = device  # it was copied on CPU when the policy is about to be sharded
+    if cfg.model.gradient_checkpointing:
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if dist.enabled:
+        shard(policy, dist, cfg.model.compute_dtype)
+        shard(reference, dist, cfg.model.compute_dtype, offload=cfg.model.reference_offload, trainable=False)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.train.lr, eps=cfg.train.adam_eps,
+                                  betas=(cfg.train.adam_beta1, cfg.train.adam_beta2),
+                                  weight_decay=cfg.train.weight_decay)
+    log.info("policy: %.1fM parameters, master weights %s, compute %s%s%s", _millions(policy),
+             cfg.model.param_dtype, cfg.model.compute_dtype,
+             f", sharded over {dist.world} ranks" if dist.enabled else "",
+             ", gradient checkpointing" if cfg.model.gradient_checkpointing else "")
+    return Models(policy, reference, generator, tokenizer, optimizer, device)
+
+
+def _millions(model) -> float:
+    return sum(p.numel() for p in model.parameters()) / 1e6  # a DTensor counts its global size
