@@ -118,6 +118,8 @@ def commit_checkpoint(tmp: Path, output_dir: Path, step: int, model, tokenizer, 
     dict of a sharded model; `rng_states` holds one entry per rank.
     """
     final = step_dir(output_dir, step)
+    if model_weights is not None:
+        model_weights = {k: v for k, v in model_weights.items() if k not in tied_keys(model)}
     model.save_pretrained(tmp, safe_serialization=True, **({"state_dict": model_weights} if model_weights else {}))
     tokenizer.save_pretrained(tmp)
     tensors, optim_meta = optimizer_tensors(optimizer) if optimizer is not None else ({}, {"sharded": True})
@@ -133,6 +135,14 @@ def commit_checkpoint(tmp: Path, output_dir: Path, step: int, model, tokenizer, 
         shutil.rmtree(final)
     os.replace(tmp, final)
     return final
+
+
+def tied_keys(model) -> set[str]:
+    """Weights that alias another one (a tied LM head): `save_pretrained` of a plain model omits them."""
+    if not getattr(model.config, "tie_word_embeddings", False):
+        return set()
+    tied = getattr(model, "_tied_weights_keys", None) or {}
+    return set(tied if isinstance(tied, (dict, list, set, tuple)) else [])
 
 
 def save_checkpoint(output_dir: Path, step: int, model, tokenizer, optimizer: torch.optim.Optimizer,

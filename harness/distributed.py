@@ -182,8 +182,11 @@ def shard(model, dist: Dist, compute_dtype: str, offload: bool = False, trainabl
         if type(module).__name__ in layer_types:
             fully_shard(module, **options)
     fully_shard(model, **options)
-    if trainable:
-        model.set_gradient_divide_factor(1.0)  # sum over ranks: losses carry their global weights
+    if trainable:  # sum over ranks (losses carry their global weights); plain SUM also suits gloo
+        for module in model.modules():
+            if hasattr(module, "set_gradient_divide_factor"):
+                module.set_force_sum_reduction_for_comms(True)
+                module.set_gradient_divide_factor(1.0)
     return model
 
 
@@ -211,6 +214,12 @@ def copy_weights(target, source, dist: Dist) -> None:
         return
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
     set_model_state_dict(target, get_model_state_dict(source))
+
+
+def clip_grad_norm(model, max_norm: float) -> float:
+    """Clip the (possibly sharded) gradients to `max_norm`; the norm before clipping, over all ranks."""
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
 
 def push_to_generator(generator, policy, dist: Dist) -> None:

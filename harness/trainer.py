@@ -166,7 +166,7 @@ def _train(cfg: RunConfig, tracker, resume: bool, progress: bool, dist: distribu
                     f"(now {cfg.train.lr}) or raise train.adam_eps (now {cfg.train.adam_eps}; the paper uses 1e-4 "
                     f"for math DPO).")
             if step_stats.pop("_has_grad"):
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.train.grad_clip)
+                metrics["train/grad_norm"] = distributed.clip_grad_norm(policy, cfg.train.grad_clip)
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
