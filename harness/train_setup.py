@@ -64,6 +64,7 @@ def build_models(cfg, policy_path: str, dist: Dist) -> Models:
             generator.device = device  # it was copied on CPU when the policy is about to be sharded
     if cfg.model.gradient_checkpointing:
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        policy.config.use_cache = False  # training forwards keep no KV cache; the generators ask for one
     if dist.enabled:
         shard(policy, dist, cfg.model.compute_dtype)
         shard(reference, dist, cfg.model.compute_dtype, offload=cfg.model.reference_offload, trainable=False)
