@@ -12,11 +12,14 @@ that cannot fit, before loading, naming the keys that shrink it.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import ConfigError
 from harness.precision import BYTES
+
+log = logging.getLogger("harness.plan")
 
 GIB = 2 ** 30
 PROMPT_TOKENS = 512  # planning allowance for the prompt part of a sequence (chat templates included)
@@ -206,7 +209,11 @@ def check_fits(cfg, source: str = "config") -> Plan | None:
         return None
     _, world, local_rank, _ = launch_env()
     capacity = torch.cuda.get_device_properties(local_rank).total_memory / GIB
-    plan = plan_memory(cfg, world, capacity)
+    try:
+        plan = plan_memory(cfg, world, capacity)
+    except ConfigError as exc:  # a hub id or an unknown architecture: from_pretrained may still load it
+        log.warning("memory plan skipped: %s", exc)
+        return None
     if not plan.fits:
         raise ConfigError(not_fitting_message(plan, source))
     return plan
