@@ -103,3 +103,25 @@ def test_fsdp_resume_continues_exactly(tiny_assets, tmp_path):
     cfg = load_run_config(TINY, [*common, "train.steps=6", f"output_dir={tmp_path / 'fsdp'}"])
     with pytest.raises(HarnessError, match="written by 2 process"):
         train(cfg, tracker=MemoryTracker(), resume=True, progress=False)
+
+
+def test_a_submitit_trial_with_two_training_gpus_runs_as_torchrun(tiny_assets, tmp_path):
+    """The sweep's submitit launcher (local executor here) starts the trial as 2 FSDP ranks."""
+    import json as json_
+    import yaml
+    sweep = {"name": "sharded", "base": str(TINY), "grid": {"method": ["dpo"]},
+             "set": {"train.steps": 2, "train.prompts_per_step": 4, "train.samples_per_prompt": 4,
+                     "train.max_new_tokens": 16, "validation.every": 2, "validation.prompts": 4, "checkpoint.every": 2,
+                     "rewards.math_verify_workers": 1, "eval.suites": []},
+             "submitit": {"train_gpus": 2, "timeout_min": 20}}
+    path = tmp_path / "sharded.yaml"
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-m", "harness.sweep", "sweep", str(path), "--no-progress", "--launcher",
+                           "submitit", "--jobs", "1"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [state] = list(tmp_path.glob("outputs/sharded/**/checkpoints/step_000002/trainer_state.json"))
+    assert json_.loads(state.read_text())["world_size"] == 2 and (state.parent / "sharded").is_dir()
+    logs = "".join(p.read_text(errors="replace") for p in tmp_path.glob("outputs/sharded/**/*.log"))
+    assert "FSDP: 2 processes (gloo)" in logs
