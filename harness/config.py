@@ -48,6 +48,14 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class LoRASettings(Section):
+    rank: int = Field(16, ge=1, description="adapter rank r")
+    alpha: float = Field(32.0, gt=0, description="scale = alpha / rank")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+
+
 class ModelConfig(Section):
     policy: str = Field("tiny", description="'tiny' or a from_pretrained path / hub id of the seed policy")
     reward_model: str = Field("tiny", description="'tiny' or a path of a sequence-classification reward model")
@@ -57,6 +65,7 @@ class ModelConfig(Section):
         "float32", description="matmul precision (FSDP MixedPrecisionPolicy, or autocast on one device)")
     gradient_checkpointing: bool = Field(False, description="recompute each decoder layer's activations in backward")
     reference_offload: bool = Field(False, description="keep the (sharded) reference on CPU, moved in per layer")
+    lora: LoRASettings | None = Field(None, description="train LoRA adapters only (peft); None = full fine-tuning")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     cpu_threads: int | None = Field(None, ge=1, description="torch CPU threads per process; None = torch's default")
     trust_remote_code: bool = False
@@ -199,6 +208,14 @@ class RunConfig(Section):
                 "GRPO with sync_every > 1 is off-policy: set grpo.importance_sampling=true "
                 "(the paper's GRPO is purely on-policy, sync_every=1)"
             )
+        if self.model.lora is not None and self.train.parallel == "fsdp":
+            raise ValueError("model.lora is for one process (one GPU); with train.parallel=fsdp train all weights, "
+                             "or drop train.parallel")
+        if self.model.lora is not None and self.ref_sync_every != INF:
+            raise ValueError(
+                f"model.lora makes the reference the base model with the adapter switched off, so it cannot "
+                f"follow the policy; ref_sync_every resolved to {format_interval(self.ref_sync_every)}: set "
+                f"ref_sync_every=inf")
         if self.model.reference_offload and self.train.parallel != "fsdp":
             raise ValueError(
                 "model.reference_offload=true needs train.parallel=fsdp (FSDP's CPU offload; it also "

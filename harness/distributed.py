@@ -191,7 +191,12 @@ def shard(model, dist: Dist, compute_dtype: str, offload: bool = False, trainabl
 
 
 def full_state_dict(model, dist: Dist) -> dict[str, torch.Tensor]:
-    """The whole model's weights: on rank 0 (CPU) under FSDP, every rank's own otherwise. Collective."""
+    """The whole model's weights: on rank 0 (CPU) under FSDP, every rank's own otherwise. Collective.
+
+    A LoRA policy gives its merged weights under the base model's names (what a generator loads)."""
+    from harness.lora import is_lora, merged_state_dict
+    if is_lora(model):
+        return merged_state_dict(model)
     if not dist.enabled:
         return model.state_dict()
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict

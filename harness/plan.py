@@ -70,6 +70,12 @@ class Shape:
         head = self.hidden_size if self.classifier else (0 if self.tie_word_embeddings else embed)
         return embed + head + self.hidden_size
 
+    def lora_params(self, rank: int, targets: list[str]) -> int:
+        h, q, kv, i = self.hidden_size, self.q_dim, self.kv_dim, self.intermediate_size
+        dims = {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h), "gate_proj": (h, i),
+                "up_proj": (h, i), "down_proj": (i, h)}
+        return self.num_hidden_layers * sum(rank * sum(dims[t]) for t in targets if t in dims)
+
     @property
     def params(self) -> int:
         return self.root_params + self.num_hidden_layers * self.layer_params
@@ -135,17 +141,23 @@ def plan_memory(cfg, gpus: int, capacity_gib: float, generator_gpus: int = 0, po
     else:
         activations = tokens * policy.num_hidden_layers * per_token_layer
     share = f"1/{shards}" if shards > 1 else "whole"
+    lora = cfg.model.lora
+    trained = policy.lora_params(lora.rank, lora.target_modules) if lora else n
+    what = f"LoRA rank {lora.rank}, " if lora else ""
     rows = [
-        (f"policy master weights ({cfg.model.param_dtype}, {share})", n * p / shards),
-        (f"gradients ({cfg.model.param_dtype}, {share})", n * p / shards),
-        (f"AdamW moments (2 x {cfg.model.param_dtype}, {share})", 2 * n * p / shards),
+        (f"policy master weights ({cfg.model.param_dtype}, {share})", (n + (trained if lora else 0)) * p / shards),
+        (f"gradients ({what}{cfg.model.param_dtype}, {share})", trained * p / shards),
+        (f"AdamW moments ({what}2 x {cfg.model.param_dtype}, {share})", 2 * trained * p / shards),
     ]
     if sharded and (shards > 1 or c != p):
         rows.append((f"FSDP all-gathered units ({cfg.model.compute_dtype}: root + 2 layers)",
                      (policy.root_params + 2 * policy.layer_params) * c))
-    rows.append((f"reference ({reference_dtype(cfg)}, "
-                 f"{'on CPU' if cfg.model.reference_offload else share})",
-                 0.0 if cfg.model.reference_offload else n * r / shards))
+    if lora:
+        rows.append(("reference (the base, adapter switched off)", 0.0))
+    else:
+        rows.append((f"reference ({reference_dtype(cfg)}, "
+                     f"{'on CPU' if cfg.model.reference_offload else share})",
+                     0.0 if cfg.model.reference_offload else n * r / shards))
     kv_cache = cfg.rollout.batch_size * seq * policy.num_hidden_layers * 2 * policy.kv_dim * r
     if placement == "colocated":
         rows.append((f"generator copy ({reference_dtype(cfg)}, colocated on rank 0)", n * r))

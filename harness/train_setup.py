@@ -7,7 +7,9 @@
 - reference: loaded in the compute dtype (it never trains) and sharded the same way, or kept on
   CPU with `model.reference_offload`; never a second full copy per GPU;
 - generator: a full copy only in `colocated` placement and only on rank 0, made before sharding;
-- optimizer: AdamW over the (sharded) master weights, so its moments are fp32 and sharded too.
+- optimizer: AdamW over the (sharded) master weights, so its moments are fp32 and sharded too;
+- with `model.lora`: adapters on the policy (only they train), the reference is the policy with
+  the adapter off (harness/lora.py).
 No seed-weights clone is kept: the freshly loaded generator and reference *are* the seed.
 """
 
@@ -20,6 +22,7 @@ from typing import Any
 import torch
 
 from harness.distributed import Dist, shard
+from harness.lora import AdapterDisabled, apply_lora
 from harness.precision import BYTES, torch_dtype, warn_if_updates_round_away
 from harness.rollout import make_generator
 from harness.rollout.hf import load_policy, resolve_device
@@ -62,17 +65,22 @@ def build_models(cfg, policy_path: str, dist: Dist) -> Models:
         if generator_model is not None:
             generator_model.to(device=device, dtype=torch_dtype(reference_dtype(cfg)))
             generator.device = device  # it was copied on CPU when the policy is about to be sharded
+    if cfg.model.lora is not None:  # after the generator copy, which stays a plain model
+        policy = apply_lora(policy, cfg.model.lora)
+        del reference
+        reference = AdapterDisabled(policy)
     if cfg.model.gradient_checkpointing:
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         policy.config.use_cache = False  # training forwards keep no KV cache; the generators ask for one
     if dist.enabled:
         shard(policy, dist, cfg.model.compute_dtype)
         shard(reference, dist, cfg.model.compute_dtype, offload=cfg.model.reference_offload, trainable=False)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.train.lr, eps=cfg.train.adam_eps,
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.train.lr, eps=cfg.train.adam_eps,
                                   betas=(cfg.train.adam_beta1, cfg.train.adam_beta2),
                                   weight_decay=cfg.train.weight_decay)
-    log.info("policy: %.1fM parameters, master weights %s, compute %s%s%s", _millions(policy),
-             cfg.model.param_dtype, cfg.model.compute_dtype,
+    log.info("policy: %.1fM parameters (%.2fM trained), master weights %s, compute %s%s%s", _millions(policy),
+             sum(p.numel() for p in trainable) / 1e6, cfg.model.param_dtype, cfg.model.compute_dtype,
              f", sharded over {dist.world} ranks" if dist.enabled else "",
              ", gradient checkpointing" if cfg.model.gradient_checkpointing else "")
     return Models(policy, reference, generator, tokenizer, optimizer, device)

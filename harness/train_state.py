@@ -20,6 +20,7 @@ from harness import checkpoint as ckpt
 from harness.config import INF, RunConfig
 from harness.distributed import Dist, copy_weights, full_state_dict, load_full_state_dict
 from harness.errors import HarnessError
+from harness.lora import ADAPTER_PREFIX, adapter_state_dict, is_lora, load_adapter_state
 from harness.tracking import atomic_write_text
 
 log = logging.getLogger("harness.train")
@@ -47,7 +48,10 @@ def save(output_dir: Path, cfg: RunConfig, state: LoopState, models, val: dict[s
         extra["generator"] = models.generator.state_dict()
     if cfg.ref_sync_every != INF and not due(state.step, cfg.ref_sync_every):
         extra["reference"] = full_state_dict(models.reference, dist)
-    weights = full_state_dict(models.policy, dist) if dist.enabled else None
+    lora = is_lora(models.policy)
+    weights = full_state_dict(models.policy, dist) if dist.enabled or lora else None
+    if lora:
+        extra[ADAPTER_PREFIX] = adapter_state_dict(models.policy)
     rng_states = dist.gather(ckpt.rng_state())
     tmp = dist.broadcast(ckpt.staging_dir(output_dir, state.step) if dist.is_main else None)
     if dist.enabled:
@@ -56,7 +60,8 @@ def save(output_dir: Path, cfg: RunConfig, state: LoopState, models, val: dict[s
         generator = models.generator
         meta = {"last_sync": state.last_sync, "last_ref_sync": state.last_ref_sync,
                 "generator_version": generator.version, "run_id": tracker.run_id, "world_size": dist.world}
-        path = ckpt.commit_checkpoint(tmp, output_dir, state.step, models.policy, models.tokenizer,
+        exported = models.policy.get_base_model() if lora else models.policy  # merged weights, plain names
+        path = ckpt.commit_checkpoint(tmp, output_dir, state.step, exported, models.tokenizer,
                                       None if dist.enabled else models.optimizer, meta, extra, rng_states, weights)
         state.checkpoints = [c for c in state.checkpoints if c["step"] != state.step]
         state.checkpoints.append({"step": state.step, "path": str(path), **{k: v for k, v in val.items()}})
@@ -98,7 +103,11 @@ def restore(output_dir: Path, cfg: RunConfig, models, dist: Dist) -> LoopState:
         ckpt.read_sharded(path, models.policy, models.optimizer)
     else:
         from safetensors.torch import load_file
-        models.policy.load_state_dict(load_file(str(path / "model.safetensors")), strict=False)
+        adapter = ckpt.weights_with_prefix(tensors, ADAPTER_PREFIX)
+        if is_lora(models.policy):  # the base is frozen: only the adapters come back
+            load_adapter_state(models.policy, adapter or {})
+        else:
+            models.policy.load_state_dict(load_file(str(path / "model.safetensors")), strict=False)
         ckpt.restore_optimizer(models.optimizer, tensors, meta)
     ckpt.restore_rng(tensors, dist.rank)
     # The generator: its stale snapshot, else the policy (it syncs at this step anyway), else,
