@@ -2,9 +2,13 @@
 
 Layout under `<output_dir>/checkpoints/step_<N>/`:
 - the model and tokenizer, written by `save_pretrained` (safetensors),
-- `trainer_state.safetensors`: optimizer moments, RNG state, and the generator/reference
-  weights when they are stale snapshots that cannot be rebuilt from the policy,
-- `trainer_state.json`: step, versions, last sync steps, optimizer hyperparameters.
+- `trainer_state.safetensors`: optimizer moments, every rank's RNG states (CPU, and CUDA when
+  present), and the generator/reference weights when they are stale snapshots that cannot be
+  rebuilt from the policy,
+- `trainer_state.json`: step, versions, last sync steps, optimizer hyperparameters,
+- under FSDP, `sharded/`: the fp32 master weights and Adam moments as each rank holds them,
+  written by `torch.distributed.checkpoint` (resume reads these); `model.safetensors` is then
+  the consolidated export that evaluation and the generator read.
 Everything is written into a temporary folder and renamed into place, so a kill at any moment
 leaves either the whole checkpoint or none. Nothing is ever unpickled.
 """
@@ -55,17 +59,72 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_checkpoint(output_dir: Path, step: int, model, tokenizer, optimizer: torch.optim.Optimizer,
-                    meta: dict[str, Any], extra_weights: dict[str, dict[str, torch.Tensor]]) -> Path:
-    """Write step N atomically; `extra_weights` maps a prefix ('generator') to a state dict."""
+def rng_state() -> dict[str, torch.Tensor]:
+    """This process's random states: the CPU generator and, when present, every CUDA device's."""
+    states = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for index, state in enumerate(torch.cuda.get_rng_state_all()):
+            states[f"cuda.{index}"] = state
+    return states
+
+
+def _rng_key(rank: int, name: str) -> str:
+    return f"rng.{name}" if rank == 0 else f"rng.rank{rank}.{name}"
+
+
+def restore_rng(tensors: dict[str, torch.Tensor], rank: int = 0) -> None:
+    torch.set_rng_state(tensors[_rng_key(rank, "torch")])
+    if torch.cuda.is_available():
+        states = [tensors[_rng_key(rank, f"cuda.{i}")] for i in range(torch.cuda.device_count())
+                  if _rng_key(rank, f"cuda.{i}") in tensors]
+        if states:
+            torch.cuda.set_rng_state_all(states)
+
+
+def staging_dir(output_dir: Path, step: int) -> Path:
+    """An empty temporary folder beside the final one (renamed into place by `commit_checkpoint`)."""
     final = step_dir(output_dir, step)
     tmp = final.with_name(f".tmp_{final.name}_{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save_pretrained(tmp, safe_serialization=True)
+    return tmp
+
+
+def write_sharded(tmp: Path, model, optimizer: torch.optim.Optimizer) -> None:
+    """Every rank writes its shard of the weights and Adam moments (collective)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+    model_state, optim_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp / "sharded"))
+
+
+def read_sharded(checkpoint: Path, model, optimizer: torch.optim.Optimizer) -> None:
+    """Load this rank's shard of the weights and Adam moments back (collective)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+    model_state, optim_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optim": optim_state}
+    dcp.load(state, checkpoint_id=str(checkpoint / "sharded"))
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+
+
+def commit_checkpoint(tmp: Path, output_dir: Path, step: int, model, tokenizer, optimizer: torch.optim.Optimizer | None,
+                      meta: dict[str, Any], extra_weights: dict[str, dict[str, torch.Tensor]],
+                      rng_states: list[dict[str, torch.Tensor]], model_weights: dict[str, torch.Tensor] | None = None
+                      ) -> Path:
+    """Rank 0: the model export, tokenizer and trainer state into `tmp`, then rename into place.
+
+    `optimizer` None means its state is in `sharded/`; `model_weights` is the consolidated state
+    dict of a sharded model; `rng_states` holds one entry per rank.
+    """
+    final = step_dir(output_dir, step)
+    if model_weights is not None:
+        model_weights = {k: v for k, v in model_weights.items() if k not in tied_keys(model)}
+    model.save_pretrained(tmp, safe_serialization=True, **({"state_dict": model_weights} if model_weights else {}))
     tokenizer.save_pretrained(tmp)
-    tensors, optim_meta = optimizer_tensors(optimizer)
-    tensors["rng.torch"] = torch.get_rng_state()
+    tensors, optim_meta = optimizer_tensors(optimizer) if optimizer is not None else ({}, {"sharded": True})
+    for rank, states in enumerate(rng_states):
+        tensors.update({_rng_key(rank, name): value for name, value in states.items()})
     for prefix, weights in extra_weights.items():
         for name, tensor in weights.items():
             tensors[f"{prefix}.{name}"] = tensor.detach().cpu().contiguous()
@@ -76,6 +135,35 @@ def save_checkpoint(output_dir: Path, step: int, model, tokenizer, optimizer: to
         shutil.rmtree(final)
     os.replace(tmp, final)
     return final
+
+
+def tied_keys(model) -> set[str]:
+    """Weights that alias another one (a tied LM head): `save_pretrained` of a plain model omits them."""
+    if not getattr(model.config, "tie_word_embeddings", False):
+        return set()
+    tied = getattr(model, "_tied_weights_keys", None) or {}
+    return set(tied if isinstance(tied, (dict, list, set, tuple)) else [])
+
+
+def save_checkpoint(output_dir: Path, step: int, model, tokenizer, optimizer: torch.optim.Optimizer,
+                    meta: dict[str, Any], extra_weights: dict[str, dict[str, torch.Tensor]]) -> Path:
+    """Write step N of a single-process run atomically; `extra_weights` maps a prefix ('generator') to a state dict."""
+    tmp = staging_dir(output_dir, step)
+    return commit_checkpoint(tmp, output_dir, step, model, tokenizer, optimizer, meta, extra_weights, [rng_state()])
+
+
+def prune_checkpoints(checkpoints: list[dict], keep_last: int | None, keep: set[int] = frozenset()) -> list[dict]:
+    """Delete all but the newest `keep_last` checkpoint folders (and the steps in `keep`); return the rest."""
+    if keep_last is None:
+        return checkpoints
+    newest = {entry["step"] for entry in sorted(checkpoints, key=lambda e: e["step"])[-keep_last:]}
+    kept = []
+    for entry in checkpoints:
+        if entry["step"] in newest or entry["step"] in keep:
+            kept.append(entry)
+        else:
+            shutil.rmtree(entry["path"], ignore_errors=True)
+    return kept
 
 
 def load_trainer_state(checkpoint: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

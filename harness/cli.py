@@ -2,6 +2,8 @@
 
     harness prepare                      build (or find) the embedded tiny assets
     harness train CONFIG [k.path=v ...]  one training run, logged to MLflow
+        (sharded: torchrun --standalone --nproc-per-node N -m harness train CONFIG train.parallel=fsdp)
+    harness plan CONFIG --gpus N         per-GPU memory table of a config, before loading anything
     harness bench [CONFIG]               time per phase of a short tiny run
     harness bench CONFIG --sync-every 1,10 rollout.placement=worker   per-step time at each s
     harness sweep SWEEP.yaml             the method x s x task-mix grid through Optuna
@@ -74,14 +76,29 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from harness.config import load_run_config
+    from harness.distributed import check_launch, launch_env
+    from harness.plan import check_fits
     from harness.runner import run_training
     cfg = load_run_config(args.config, args.overrides)
+    check_launch(cfg, args.config)
+    check_fits(cfg, args.config)
     source = args.config + (f" (with overrides {' '.join(args.overrides)})" if args.overrides else "")
     result = run_training(cfg, resume=args.resume, parent_run_id=args.parent_run_id, tags=_tags(args.tag),
                           use_mlflow=not args.no_mlflow, progress=not args.no_progress, source=source)
-    print(json.dumps({"run_id": result.run_id, "output_dir": str(result.output_dir),
-                      "final_val": result.final_val}))
+    if launch_env()[0] == 0:
+        print(json.dumps({"run_id": result.run_id, "output_dir": str(result.output_dir),
+                          "final_val": result.final_val}))
     return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from harness.config import load_run_config
+    from harness.plan import default_capacity_gib, format_plan, plan_memory
+    cfg = load_run_config(args.config, args.overrides)
+    capacity = args.gpu_memory_gib or default_capacity_gib()
+    plan = plan_memory(cfg, args.gpus, capacity, generator_gpus=args.generator_gpus, prompt_tokens=args.prompt_tokens)
+    print(format_plan(plan))
+    return 0 if plan.fits else 1
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -206,6 +223,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("plan", help="per-GPU memory table of a config (weights, grads, Adam, reference, "
+                                    "generator, activations, reward model) and whether it fits")
+    p.add_argument("config", help="run config YAML, e.g. sweeps/runs/llama31_8b.yaml")
+    p.add_argument("overrides", nargs="*", help="key.path=value overrides")
+    p.add_argument("--gpus", type=int, default=1, help="trainer GPUs (FSDP ranks when train.parallel=fsdp)")
+    p.add_argument("--generator-gpus", type=int, default=0,
+                   help="GPUs of a separate generator (worker placement, e.g. vLLM); 0 = as the config says")
+    p.add_argument("--gpu-memory-gib", type=float, default=None, help="memory per GPU (default: this machine's)")
+    p.add_argument("--prompt-tokens", type=int, default=512, help="planning allowance for prompt length")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("bench", help="time per phase (generate, score, train, sync) of a short run")
     p.add_argument("config", nargs="?", default=None, help="run config (default sweeps/runs/tiny.yaml)")

@@ -132,13 +132,38 @@ def check_prompt_template(template: str, where: str) -> None:
         raise ConfigError(f"{where} = {template!r:.200} is invalid: {problem}.")
 
 
+class LoRASettings(Section):
+    rank: int = Field(16, ge=1, description="adapter rank r")
+    alpha: float = Field(32.0, gt=0, description="scale = alpha / rank")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+
+
 class ModelConfig(Section):
     policy: str = Field("tiny", description="'tiny' or a from_pretrained path / hub id of the seed policy")
     reward_model: str = Field("tiny", description="'tiny' or a path of a sequence-classification reward model")
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    param_dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="master weights and optimizer state (keep float32: bf16 rounds lr 1e-6 steps away)")
+    compute_dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="matmul precision (FSDP MixedPrecisionPolicy, or autocast on one device)")
+    gradient_checkpointing: bool = Field(False, description="recompute each decoder layer's activations in backward")
+    reference_offload: bool = Field(False, description="keep the (sharded) reference on CPU, moved in per layer")
+    lora: LoRASettings | None = Field(None, description="train LoRA adapters only (peft); None = full fine-tuning")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    cpu_threads: int | None = Field(None, ge=1, description="torch CPU threads; None = torch's default")
+    cpu_threads: int | None = Field(None, ge=1, description="torch CPU threads per process; None = torch's default")
     trust_remote_code: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_old_dtype(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "dtype" in data:
+            raise ValueError(
+                f"`model.dtype` ({data['dtype']!r}) was removed because it set the master weights' dtype, and "
+                f"bfloat16 master weights silently ignore updates at the paper's lr 1e-6; set "
+                f"`model.param_dtype` (master weights and optimizer state, default float32) and "
+                f"`model.compute_dtype` (matmul precision, e.g. bfloat16) instead")
+        return data
 
 
 class DataConfig(Section):
@@ -171,7 +196,8 @@ class TrainConfig(Section):
     max_new_tokens: int = Field(64, ge=1)
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1.0)
-    micro_batch_size: int = Field(64, ge=1, description="sequences per forward/backward pass")
+    micro_batch_size: int = Field(64, ge=1, description="sequences per forward/backward pass (per process)")
+    parallel: Literal["none", "fsdp"] = Field("none", description="fsdp: FSDP2 sharding over the torchrun processes")
 
 
 class DPOConfig(Section):
@@ -193,7 +219,7 @@ class VLLMEngineConfig(Section):
     gpu_memory_utilization: float = Field(0.3, gt=0, le=1.0, description="GPU: share of GPU memory the engine takes")
     cpu_kv_cache_gib: float = Field(1.0, gt=0, le=1024, description="CPU: GiB of KV-cache space")
     tensor_parallel_size: int = Field(1, ge=1, le=64)
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="auto: model.dtype")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="auto: the narrower of model.param_dtype and model.compute_dtype")
     max_model_len: int | None = Field(None, ge=2, description="prompt + response tokens; None: the model's own")
     enforce_eager: bool = Field(True, description="no CUDA graphs / compilation (fast start)")
 
@@ -239,6 +265,7 @@ class ValidationConfig(Section):
 
 class CheckpointConfig(Section):
     every: int = Field(50, ge=1)
+    keep_last: int | None = Field(None, ge=1, description="keep only the newest K checkpoints; None keeps all")
 
 
 class EvalConfig(Section):
@@ -298,6 +325,18 @@ class RunConfig(Section):
                 "GRPO with sync_every > 1 is off-policy: set grpo.importance_sampling=true "
                 "(the paper's GRPO is purely on-policy, sync_every=1)"
             )
+        if self.model.lora is not None and self.train.parallel == "fsdp":
+            raise ValueError("model.lora is for one process (one GPU); with train.parallel=fsdp train all weights, "
+                             "or drop train.parallel")
+        if self.model.lora is not None and self.ref_sync_every != INF:
+            raise ValueError(
+                f"model.lora makes the reference the base model with the adapter switched off, so it cannot "
+                f"follow the policy; ref_sync_every resolved to {format_interval(self.ref_sync_every)}: set "
+                f"ref_sync_every=inf")
+        if self.model.reference_offload and self.train.parallel != "fsdp":
+            raise ValueError(
+                "model.reference_offload=true needs train.parallel=fsdp (FSDP's CPU offload; it also "
+                "works as a single process)")
         return self
 
     # -- derived -------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from harness.tracking import MlflowTracker, NullTracker, atomic_write_text, defa
 from harness.models import resolve_device
 from harness.rollout import generator_options, require_backend
 from harness.trainer import TrainResult, train
+from harness.distributed import is_main_process
 
 log = logging.getLogger("harness.run")
 
@@ -45,7 +46,7 @@ def run_training(cfg: RunConfig, resume: bool = False, parent_run_id: str | None
     run_file = output_dir / "run.json"
     previous = read_run_file(run_file) if resume else {}
     tracker = NullTracker()
-    if use_mlflow:
+    if use_mlflow and is_main_process():  # under torchrun only rank 0 logs
         tracker = MlflowTracker(cfg.tracking.experiment, cfg.run_name, run_id=previous.get("run_id"),
                                 parent_run_id=parent_run_id, tags={**run_tags(cfg), **(tags or {})})
     try:  # from here on a failure marks the run FAILED with its error: never left RUNNING
@@ -56,7 +57,7 @@ def run_training(cfg: RunConfig, resume: bool = False, parent_run_id: str | None
                      tracker.tracking_uri)
         result = train(cfg, tracker=tracker, resume=resume, progress=progress)
         warn_if_negative_reward(cfg, result, tracker)
-        if cfg.eval.suites and use_mlflow:
+        if cfg.eval.suites and use_mlflow and is_main_process():
             evaluate_after_training(cfg, tracker.run_id)
     except BaseException as exc:
         tail = "".join(traceback.format_exception_only(type(exc), exc)).strip()[-4000:]

@@ -10,47 +10,42 @@ One optimizer step, top to bottom:
   3. score: each prompt by its own reward function (Math-Verify or the reward model).
   4. train: DPO on pairs, or GRPO on group-centred advantages; one AdamW step.
 Validation, checkpoints and MLflow logging happen around that. Nothing here knows of sweeps.
+Under `torchrun ... train.parallel=fsdp` the same loop runs on every rank (harness/distributed.py):
+rank 0 generates and scores, everything it produces is broadcast, each rank trains on its share.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from harness import checkpoint as ckpt
+from harness import distributed
 from harness.algorithms import (build_preference_pairs, build_verifiable_pairs, dpo_loss, grpo_advantages,
                                 grpo_loss, k3_kl, masked_sum)
 from harness.chat import chat_prompt
 from harness.config import INF, RunConfig, flatten, format_interval
 from harness.errors import HarnessError
 from harness.rewards import make_reward_router
-from harness.models import load_policy, resolve_device
+from harness.precision import autocast
 from harness.rollout import Generator, Rollout, SamplingParams, generator_options, make_generator
 from harness.rollout.placement import open_rollouts
 from harness.rollout.schedule import StepPlan, check_generator_version
 from harness.sequences import chunks, pack, policy_logprobs
 from harness.tasks import build_mixture, task_pools
 from harness.tracking import NullTracker, atomic_write_text
+from harness.train_setup import build_models
+from harness.train_state import LoopState, due, restore, save, validation_due
 
 log = logging.getLogger("harness.train")
 
 
 class TrainingDiverged(HarnessError):
     """The loss became NaN or infinite."""
-
-
-@dataclass
-class LoopState:
-    step: int = 0  # optimizer steps done
-    last_sync: int = 0  # step at which the generator last received the trainer's weights
-    last_ref_sync: int = 0
-    checkpoints: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -74,47 +69,57 @@ def resolve_paths(cfg: RunConfig) -> tuple[str, str | None]:
 
 
 def train(cfg: RunConfig, tracker=None, resume: bool = False, progress: bool = True) -> TrainResult:
-    tracker = tracker or NullTracker()
+    distributed.check_launch(cfg)
+    dist = distributed.setup(cfg)
+    try:
+        return _train(cfg, tracker if dist.is_main and tracker else NullTracker(), resume, progress and dist.is_main,
+                      dist)
+    finally:
+        dist.close()
+
+
+def _train(cfg: RunConfig, tracker, resume: bool, progress: bool, dist: distributed.Dist) -> TrainResult:
     if cfg.model.cpu_threads:
         # Tiny matmuls gain nothing from more threads, and OpenMP threads that outnumber free
         # cores (parallel sweep trials) spin-wait and slow every op by 10x or more.
         torch.set_num_threads(cfg.model.cpu_threads)
     torch.manual_seed(cfg.seed)
     output_dir = Path(cfg.output_dir or Path("runs") / cfg.run_name).resolve()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output_dir / "config.yaml", cfg.to_yaml())
+    if dist.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(output_dir / "config.yaml", cfg.to_yaml())
     policy_path, reward_model_path = resolve_paths(cfg)
-    device = str(resolve_device(cfg.model.device))
 
-    policy, tokenizer = load_policy(policy_path, cfg.model.dtype, device, cfg.model.trust_remote_code)
-    seed_weights = {k: v.detach().clone() for k, v in policy.state_dict().items()}
-    reference, _ = load_policy(policy_path, cfg.model.dtype, device, cfg.model.trust_remote_code)
-    reference.eval().requires_grad_(False)
     mixture = build_mixture(cfg.task_mix, cfg.data, cfg.seed)
     sampling = SamplingParams(n=cfg.train.samples_per_prompt, temperature=cfg.train.temperature,
                               top_p=cfg.train.top_p, max_new_tokens=cfg.train.max_new_tokens,
                               return_logprobs=cfg.method == "grpo" and cfg.grpo.importance_sampling)
-    plan = StepPlan(mixture, cfg.train.prompts_per_step, sampling, cfg.seed, lambda text: chat_prompt(tokenizer, text))
     rollout_options = generator_options(cfg)
-    # rollout.placement: colocated (generated when due) or worker (own process, runs ahead in the window)
-    generator = open_rollouts(cfg, policy, tokenizer, plan,
-                              lambda: make_generator(cfg.rollout.backend, policy, tokenizer, **rollout_options))
+
+    def open_generator(policy, tokenizer):
+        """Rank 0, before sharding. rollout.placement: colocated (a copy here, generated when due) or
+        worker (its own process, fed snapshots, running ahead within the sync window)."""
+        plan = StepPlan(mixture, cfg.train.prompts_per_step, sampling, cfg.seed,
+                        lambda text: chat_prompt(tokenizer, text))
+        return open_rollouts(cfg, policy, tokenizer, plan,
+                             lambda: make_generator(cfg.rollout.backend, policy, tokenizer, **rollout_options))
+
+    models = build_models(cfg, policy_path, dist, open_generator)
+    policy, reference, generator, tokenizer = models.policy, models.reference, models.generator, models.tokenizer
+    optimizer, device = models.optimizer, str(models.device)
     # Validation samples the current policy through the same backend (hf: the module itself;
     # vllm: the colocated rollout engine, or an engine of its own beside a worker, given the
     # policy's weights for the call and its snapshot back).
     validator = make_generator(cfg.rollout.backend, policy, tokenizer, live=True,
                                engine=getattr(generator, "generator", None), **rollout_options)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.train.lr, eps=cfg.train.adam_eps,
-                                  betas=(cfg.train.adam_beta1, cfg.train.adam_beta2),
-                                  weight_decay=cfg.train.weight_decay)
-    rewards = build_rewards(cfg, reward_model_path, device)
+    rewards = build_rewards(cfg, reward_model_path, device) if dist.is_main else None  # rank 0 scores
     val_pools = {task: records[:cfg.validation.prompts]
                  for task, records in task_pools(cfg.task_mix, cfg.data, "validation").items()}
     pair_rng = torch.Generator()
 
     state = LoopState()
     if resume:
-        state = restore(output_dir, cfg, policy, generator, reference, optimizer, seed_weights)
+        state = restore(output_dir, cfg, models, dist)
     if state.step == 0:  # a fresh run, or --resume before any checkpoint existed
         tracker.log_params({**{k: v for k, v in flatten(cfg.to_dict()).items()},
                             "ref_sync_every": format_interval(cfg.ref_sync_every)})
@@ -135,18 +140,19 @@ def train(cfg: RunConfig, tracker=None, resume: bool = False, progress: bool = T
             # 1. sync (before this step's rollouts, so steps k*s .. k*s+s-1 share one snapshot)
             started = time.perf_counter()
             if due(state.step, cfg.sync_every) and state.step > 0:
-                generator.load_weights(policy.state_dict())
+                distributed.push_to_generator(generator, policy, dist)
                 state.last_sync = state.step
             if due(state.step, cfg.ref_sync_every) and state.step > 0:
-                reference.load_state_dict(policy.state_dict())
+                distributed.copy_weights(reference, policy, dist)
                 state.last_ref_sync = state.step
             metrics["time/sync_s"] = time.perf_counter() - started
             metrics["train/generator_staleness"] = state.step - state.last_sync
             metrics["train/ref_staleness"] = state.step - state.last_ref_sync
 
             # 2. generate (the step's seed comes from the run seed and the step index; a worker may
-            #    have generated it ahead, from the same snapshot, while the trainer trained)
-            produced = generator.rollouts(state.step)
+            #    have generated it ahead, from the same snapshot, while the trainer trained). Rank 0
+            #    talks to the generator; every rank trains on the same broadcast rollouts.
+            produced = dist.broadcast(generator.rollouts(state.step) if dist.is_main else None)
             check_generator_version(state.step, produced.version, cfg.sync_every)
             records, groups = produced.records, produced.groups
             metrics["train/generator_version"] = produced.version
@@ -156,7 +162,9 @@ def train(cfg: RunConfig, tracker=None, resume: bool = False, progress: bool = T
             # 3. score
             started = time.perf_counter()
             flat = [rollout for group in groups for rollout in group]
-            scored = rewards.score([records[r.prompt_index] for r in flat], [r.text for r in flat])
+            scored = rewards.score([records[r.prompt_index] for r in flat], [r.text for r in flat]) \
+                if dist.is_main else None
+            scored = dist.broadcast(scored)
             reward_grid = torch.tensor(scored.rewards, dtype=torch.float32).view(len(groups), -1)
             metrics["time/score_s"] = time.perf_counter() - started
             metrics.update(scored.stats)
@@ -165,17 +173,19 @@ def train(cfg: RunConfig, tracker=None, resume: bool = False, progress: bool = T
             started = time.perf_counter()
             set_lr(optimizer, cfg, state.step)
             pair_rng.manual_seed(cfg.seed * 1_000_003 + state.step)  # stateless: resume draws the same pairs
-            if cfg.method == "dpo":
-                step_stats = dpo_update(cfg, policy, reference, tokenizer, records, groups, reward_grid, pair_rng)
-            else:
-                step_stats = grpo_update(cfg, policy, reference, tokenizer, groups, reward_grid)
+            with autocast(cfg.model.compute_dtype, models.device, sharded=dist.enabled):
+                if cfg.method == "dpo":
+                    step_stats = dpo_update(cfg, policy, reference, tokenizer, records, groups, reward_grid, pair_rng,
+                                            dist)
+                else:
+                    step_stats = grpo_update(cfg, policy, reference, tokenizer, groups, reward_grid, dist)
             if not math.isfinite(step_stats["train/loss"]):
                 raise TrainingDiverged(
                     f"step {state.step + 1}: the loss is {step_stats['train/loss']} (diverged). Lower train.lr "
                     f"(now {cfg.train.lr}) or raise train.adam_eps (now {cfg.train.adam_eps}; the paper uses 1e-4 "
                     f"for math DPO).")
             if step_stats.pop("_has_grad"):
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.train.grad_clip)
+                metrics["train/grad_norm"] = distributed.clip_grad_norm(policy, cfg.train.grad_clip)
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
@@ -191,14 +201,16 @@ def train(cfg: RunConfig, tracker=None, resume: bool = False, progress: bool = T
                 tracker.log_metrics(val, step=state.step)
                 log_validation(state.step, val)
             if state.step % cfg.checkpoint.every == 0 or state.step == cfg.train.steps:
-                save(output_dir, cfg, state, policy, tokenizer, optimizer, generator, reference, val, tracker)
+                save(output_dir, cfg, state, models, val, tracker, dist)
             bar.update(1)
             bar.set_postfix(reward=f"{metrics['train/reward_mean']:.3f}", loss=f"{metrics['train/loss']:.3f}",
                             stale=metrics["train/generator_staleness"], refresh=False)
     finally:
         bar.close()
-        generator.close()
-        rewards.close()
+        if generator is not None:
+            generator.close()
+        if rewards is not None:
+            rewards.close()
     return TrainResult(tracker.run_id, output_dir, state.checkpoints, val)
 
 
@@ -218,8 +230,6 @@ def log_validation(step: int, val: dict[str, float]) -> None:
              val["val/entropy"])
 
 
-def due(step: int, interval: float | int) -> bool:
-    return interval != INF and step % int(interval) == 0
 
 
 def set_lr(optimizer: torch.optim.Optimizer, cfg: RunConfig, step: int) -> None:
@@ -231,7 +241,8 @@ def set_lr(optimizer: torch.optim.Optimizer, cfg: RunConfig, step: int) -> None:
 # -- the two update rules ----------------------------------------------------------------
 
 
-def dpo_update(cfg: RunConfig, policy, reference, tokenizer, records, groups, reward_grid, rng) -> dict:
+def dpo_update(cfg: RunConfig, policy, reference, tokenizer, records, groups, reward_grid, rng,
+               dist: distributed.Dist = distributed.Dist()) -> dict:
     """Build pairs per prompt (by its task's rule), then one accumulated DPO gradient."""
     pairs = []
     for task, build in (("verifiable", lambda g: build_verifiable_pairs(g, rng)),
@@ -245,7 +256,7 @@ def dpo_update(cfg: RunConfig, policy, reference, tokenizer, records, groups, re
     policy.train()
     device = next(policy.parameters()).device
     per_chunk = max(1, cfg.train.micro_batch_size // 2)
-    for chunk in chunks(pairs, per_chunk):
+    for chunk, real in dist.chunks(pairs, per_chunk):  # this rank's share; `real` False: a 0-weight filler
         rollouts = [groups[p][c] for p, c, _ in chunk] + [groups[p][r] for p, _, r in chunk]
         batch = pack(rollouts, tokenizer.pad_token_id, device)
         logp, entropy = policy_logprobs(policy, batch, cfg.train.temperature, with_entropy=True)
@@ -257,17 +268,18 @@ def dpo_update(cfg: RunConfig, policy, reference, tokenizer, records, groups, re
         loss, stats = dpo_loss(summed[:k], summed[k:], ref_summed[:k], ref_summed[k:], cfg.dpo.beta,
                                chosen_len=lengths[:k], rejected_len=lengths[k:],
                                length_normalize=cfg.dpo.length_normalize, nll_coef=cfg.dpo.nll_coef)
-        weight = k / len(pairs)
+        weight = k / len(pairs) if real else 0.0
         (loss * weight).backward()
         totals["train/loss"] += stats["loss"] * weight
         totals["train/reward_margin"] += stats["reward_margin"] * weight
         totals["train/reward_accuracy"] += stats["reward_accuracy"] * weight
         totals["train/kl"] += float(k3_kl(logp.detach(), ref_logp, batch.response_mask).mean()) * weight
         totals["train/entropy"] += float(_mean_token(entropy, batch.response_mask)) * weight
-    return {**totals, "train/pairs": float(len(pairs)), "_has_grad": bool(pairs)}
+    return {**dist.sum_stats(totals), "train/pairs": float(len(pairs)), "_has_grad": bool(pairs)}
 
 
-def grpo_update(cfg: RunConfig, policy, reference, tokenizer, groups, reward_grid) -> dict:
+def grpo_update(cfg: RunConfig, policy, reference, tokenizer, groups, reward_grid,
+                dist: distributed.Dist = distributed.Dist()) -> dict:
     """Group-centred advantages, per-sequence token-sum loss, k3 KL to the fixed reference."""
     advantages = grpo_advantages(reward_grid, scale_by_std=cfg.grpo.scale_by_std).flatten()
     flat = [rollout for group in groups for rollout in group]
@@ -275,7 +287,7 @@ def grpo_update(cfg: RunConfig, policy, reference, tokenizer, groups, reward_gri
     policy.train()
     device = next(policy.parameters()).device
     indices = list(range(len(flat)))
-    for chunk in chunks(indices, cfg.train.micro_batch_size):
+    for chunk, real in dist.chunks(indices, cfg.train.micro_batch_size):  # this rank's share
         batch = pack([flat[i] for i in chunk], tokenizer.pad_token_id, device)
         logp, entropy = policy_logprobs(policy, batch, cfg.train.temperature, with_entropy=True,
                                         entropy_grad=cfg.grpo.entropy_coef > 0)
@@ -286,7 +298,7 @@ def grpo_update(cfg: RunConfig, policy, reference, tokenizer, groups, reward_gri
                                 kl_coef=cfg.grpo.kl_coef, entropy_tok=entropy if cfg.grpo.entropy_coef > 0 else None,
                                 entropy_coef=cfg.grpo.entropy_coef, behaviour_logp_tok=behaviour,
                                 is_cap=cfg.grpo.is_cap if cfg.grpo.importance_sampling else None)
-        weight = len(chunk) / len(flat)
+        weight = len(chunk) / len(flat) if real else 0.0
         (loss * weight).backward()
         totals["train/loss"] += stats["loss"] * weight
         totals["train/kl"] += stats.get("kl", 0.0) * weight
@@ -294,7 +306,7 @@ def grpo_update(cfg: RunConfig, policy, reference, tokenizer, groups, reward_gri
         totals["train/entropy"] += float(_mean_token(entropy, batch.response_mask)) * weight
         if "is_ratio_mean" in stats:
             totals["train/is_ratio_mean"] = totals.get("train/is_ratio_mean", 0.0) + stats["is_ratio_mean"] * weight
-    return {**totals, "_has_grad": bool(advantages.abs().sum() > 0 or cfg.grpo.kl_coef > 0)}
+    return {**dist.sum_stats(totals), "_has_grad": bool(advantages.abs().sum() > 0 or cfg.grpo.kl_coef > 0)}
 
 
 def behaviour_logprobs(rollouts: list[Rollout], batch) -> torch.Tensor:
@@ -311,7 +323,7 @@ def _mean_token(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-# -- validation, checkpoints, resume ------------------------------------------------------
+# -- validation ------------------------------------------------------
 
 
 @torch.no_grad()
@@ -321,10 +333,11 @@ def validate(cfg: RunConfig, validator: Generator, policy, pools: dict[str, list
     totals = {"reward": 0.0, "len": 0.0, "entropy": 0.0, "count": 0}
     params = SamplingParams(n=1, temperature=cfg.validation.temperature, top_p=cfg.validation.top_p,
                             max_new_tokens=cfg.train.max_new_tokens, seed=cfg.seed)
+    policy.eval()  # (under FSDP every rank samples the same, seeded, prompts: the forwards are collective)
     for task, records in pools.items():
         groups = validator.generate([chat_prompt(validator.tokenizer, r["prompt"]) for r in records], params)
         rollouts = [group[0] for group in groups]
-        scores = rewards.score(records, [r.text for r in rollouts]).rewards
+        scores = rewards.score(records, [r.text for r in rollouts]).rewards if rewards else [0.0] * len(rollouts)
         batch = pack(rollouts, validator.tokenizer.pad_token_id, next(policy.parameters()).device)
         _, entropy = policy_logprobs(policy, batch, cfg.train.temperature, with_entropy=True)
         reward = sum(scores) / len(scores)
@@ -343,60 +356,6 @@ def validate(cfg: RunConfig, validator: Generator, policy, pools: dict[str, list
                     "val/entropy": totals["entropy"] / count})
     metrics["val/len_norm_reward"] = metrics["val/reward"] / max(metrics["val/response_len"], 1.0)
     return metrics
-
-
-def save(output_dir: Path, cfg: RunConfig, state: LoopState, policy, tokenizer, optimizer, generator,
-         reference, val: dict[str, float], tracker) -> None:
-    extra = {}
-    # A snapshot the next step will not overwrite cannot be rebuilt from the policy on resume,
-    # so it travels with the checkpoint; an offline generator or fixed reference is the seed.
-    if cfg.sync_every != INF and not due(state.step, cfg.sync_every):
-        extra["generator"] = generator.state_dict()
-    if cfg.ref_sync_every != INF and not due(state.step, cfg.ref_sync_every):
-        extra["reference"] = reference.state_dict()
-    meta = {"last_sync": state.last_sync, "last_ref_sync": state.last_ref_sync,
-            "generator_version": generator.version, "run_id": tracker.run_id}
-    path = ckpt.save_checkpoint(output_dir, state.step, policy, tokenizer, optimizer, meta, extra)
-    state.checkpoints = [c for c in state.checkpoints if c["step"] != state.step]
-    # Only a step that was validated carries metrics: `val` is the last validation, which belongs
-    # to an earlier step when this one was not validated (selection must never pick it by them).
-    validated = validation_due(cfg, state.step)
-    state.checkpoints.append({"step": state.step, "path": str(path), "validated": validated,
-                              **(dict(val) if validated else {})})
-    listing = json.dumps(state.checkpoints, indent=2)
-    atomic_write_text(output_dir / "checkpoints.json", listing)
-    tracker.log_text(listing, "checkpoints.json")
-    log.info("saved checkpoint step %d -> %s", state.step, path)
-
-
-def validation_due(cfg: RunConfig, step: int) -> bool:
-    """Validation runs every `validation.every` steps and at the last step."""
-    return step % cfg.validation.every == 0 or step == cfg.train.steps
-
-
-def restore(output_dir: Path, cfg: RunConfig, policy, generator, reference, optimizer, seed_weights) -> LoopState:
-    found = ckpt.list_checkpoints(output_dir)
-    if not found:
-        log.info("--resume: no checkpoint under %s yet, starting from step 0", output_dir)
-        return LoopState()
-    step, path = found[-1]
-    meta, tensors = ckpt.load_trainer_state(path)
-    from safetensors.torch import load_file
-    weights = load_file(str(path / "model.safetensors"))
-    policy.load_state_dict(weights, strict=False)
-    ckpt.restore_optimizer(optimizer, tensors, meta)
-    torch.set_rng_state(tensors["rng.torch"])
-    policy_now = policy.state_dict()
-    stale_gen = ckpt.weights_with_prefix(tensors, "generator")
-    generator.load_weights(stale_gen or (seed_weights if cfg.sync_every == INF else policy_now))
-    generator.version = meta.get("generator_version", generator.version)
-    stale_ref = ckpt.weights_with_prefix(tensors, "reference")
-    reference.load_state_dict(stale_ref or (seed_weights if cfg.ref_sync_every == INF else policy_now))
-    listing = output_dir / "checkpoints.json"
-    checkpoints = json.loads(listing.read_text()) if listing.is_file() else []
-    log.info("resumed from %s (step %d)", path, step)
-    return LoopState(step=step, last_sync=meta["last_sync"], last_ref_sync=meta["last_ref_sync"],
-                     checkpoints=[c for c in checkpoints if c["step"] <= step])
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from harness.errors import ConfigError
+from harness.precision import inference_dtype
 from harness.rollout.base import Generator, Rollout, SamplingParams
 
 
@@ -79,7 +80,7 @@ def generator_options(cfg) -> dict[str, Any]:
     options: dict[str, Any] = {"batch_size": cfg.rollout.batch_size, "device": cfg.model.device}
     if cfg.rollout.backend == "vllm":
         engine = cfg.rollout.vllm
-        options.update(dtype=cfg.model.dtype if engine.dtype == "auto" else engine.dtype,
+        options.update(dtype=inference_dtype(cfg) if engine.dtype == "auto" else engine.dtype,
                        gpu_memory_utilization=engine.gpu_memory_utilization,
                        cpu_kv_cache_gib=engine.cpu_kv_cache_gib, tensor_parallel_size=engine.tensor_parallel_size,
                        max_model_len=engine.max_model_len, enforce_eager=engine.enforce_eager, seed=cfg.seed,

@@ -33,6 +33,7 @@ from typing import Mapping
 import torch
 
 from harness.models import resolve_device
+from harness.precision import inference_dtype
 from harness.rollout.factory import generator_options
 from harness.rollout.schedule import StepPlan, StepRequest, StepRollouts, window_end
 from harness.rollout.snapshots import SnapshotStore
@@ -119,7 +120,7 @@ class WorkerRollouts:
         self.total_steps = cfg.train.steps
         self.depth = rollout.queue_depth
         self.max_restarts = rollout.worker_restarts
-        self.spec = WorkerSpec(backend=rollout.backend, batch_size=rollout.batch_size, dtype=cfg.model.dtype,
+        self.spec = WorkerSpec(backend=rollout.backend, batch_size=rollout.batch_size, dtype=inference_dtype(cfg),
                                device=str(resolve_device(rollout.worker_device or cfg.model.device)),
                                cpu_threads=rollout.worker_cpu_threads or cfg.model.cpu_threads,
                                trust_remote_code=cfg.model.trust_remote_code,

@@ -8,6 +8,10 @@
 submitit's AutoExecutor: Slurm where `srun` exists, otherwise submitit's local executor (what
 the tests use). Either way the trial runs under `harness.sweep.child`, which makes it a process
 group leader that dies with its parent and records its pid, and its output goes to its log file.
+A submitit trial given more than one training GPU (`submitit.train_gpus`, default
+`gpus_per_node`) runs as `torchrun --standalone --nproc-per-node N -m harness.cli train ...
+train.parallel=fsdp`; `submitit.generator_gpus` more GPUs of the node are left to the generator
+(their indexes are exported as HARNESS_GENERATOR_DEVICES for the `worker` placement).
 """
 
 from __future__ import annotations
@@ -63,6 +67,32 @@ def reap_pid_file(pid_file: Path, grace_s: float = STOP_GRACE_S) -> bool:
         return False
     stop_group(pid, grace_s, exited=lambda: process_start_time(pid) != info["start"])
     return True
+
+
+def torchrun_command(command: list[str], train_gpus: int) -> list[str]:
+    """`python -m harness.cli train CONFIG ...` -> the same trial as torchrun over `train_gpus` FSDP ranks."""
+    if train_gpus <= 1 or "train" not in command:
+        return command
+    at = command.index("train")
+    head, config, rest = command[:at], command[at + 1], command[at + 2:]
+    module = head.index("-m")
+    return [*head[:module], "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(train_gpus),
+            *head[module:], "train", config, "train.parallel=fsdp", *rest]
+
+
+def split_gpus(parameters: dict[str, Any], source: str) -> tuple[int, int]:
+    """Pop the harness's own keys from a `submitit:` block: (training GPUs, generator GPUs) per trial."""
+    per_node = int(parameters.get("gpus_per_node", 0) or 0)
+    train_gpus = parameters.pop("train_gpus", None)
+    generator_gpus = int(parameters.pop("generator_gpus", 0) or 0)
+    train_gpus = int(train_gpus if train_gpus is not None else max(per_node - generator_gpus, 1))
+    if int(parameters.get("nodes", 1) or 1) > 1:
+        raise ConfigError(f"{source}: `nodes` = {parameters['nodes']}; a trial runs on one node (torchrun --standalone).")
+    if per_node and train_gpus + generator_gpus > per_node:
+        raise ConfigError(
+            f"{source}: `train_gpus` ({train_gpus}) + `generator_gpus` ({generator_gpus}) is more than "
+            f"`gpus_per_node` ({per_node}); lower one of them or ask for more GPUs.")
+    return train_gpus, generator_gpus
 
 
 def run_trial_command(command: list[str], env: dict[str, str], cwd: str, log_path: str) -> int:
@@ -143,6 +173,7 @@ class SubmititLauncher:
     def __init__(self, folder: Path, parameters: dict[str, Any], job_name: str, source: str = "submitit") -> None:
         self.folder, self.source = folder, source
         self.parameters = {"timeout_min": 3 * 24 * 60, "name": job_name, **parameters}
+        self.train_gpus, self.generator_gpus = split_gpus(self.parameters, source)
         self.cluster_name = self.parameters.pop("cluster", None)
         with tempfile.TemporaryDirectory() as scratch:  # check the parameters, create nothing
             self.cluster = self._executor(Path(scratch)).cluster
@@ -159,6 +190,10 @@ class SubmititLauncher:
 
     def start(self, command: list[str], env: dict[str, str], cwd: str, log_path: Path, pid_file: Path) -> SubmititHandle:
         self.executor = self.executor or self._executor(self.folder)
+        if self.generator_gpus:
+            gpus = range(self.train_gpus, self.train_gpus + self.generator_gpus)
+            env = {**env, "HARNESS_GENERATOR_DEVICES": ",".join(map(str, gpus))}
+        command = torchrun_command(command, self.train_gpus)
         job = self.executor.submit(run_trial_command, wrap(command, pid_file), env, cwd, str(log_path))
         return SubmititHandle(job, log_path)
 

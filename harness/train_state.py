@@ -1,0 +1,140 @@
+"""Saving and resuming the training loop's state, for one process or for FSDP ranks.
+
+    save(output_dir, cfg, state, models, val, tracker, dist)
+    state = restore(output_dir, cfg, models, dist)
+
+Under FSDP every rank writes its shard (`torch.distributed.checkpoint`) and rank 0 writes the
+consolidated `model.safetensors` export, the tokenizer, every rank's RNG states and the stale
+generator/reference snapshots. `checkpoint.keep_last` bounds how many checkpoint folders stay on
+disk (the one `eval.rule` would select so far is always kept).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import checkpoint as ckpt
+from harness.config import INF, RunConfig
+from harness.distributed import Dist, copy_weights, full_state_dict, load_full_state_dict
+from harness.errors import HarnessError
+from harness.lora import ADAPTER_PREFIX, adapter_state_dict, is_lora, load_adapter_state
+from harness.tracking import atomic_write_text
+
+log = logging.getLogger("harness.train")
+
+
+@dataclass
+class LoopState:
+    step: int = 0  # optimizer steps done
+    last_sync: int = 0  # step at which the generator last received the trainer's weights
+    last_ref_sync: int = 0
+    checkpoints: list[dict] = field(default_factory=list)
+
+
+def due(step: int, interval: float | int) -> bool:
+    return interval != INF and step % int(interval) == 0
+
+
+def validation_due(cfg: RunConfig, step: int) -> bool:
+    """Validation runs every `validation.every` steps and at the last step."""
+    return step % cfg.validation.every == 0 or step == cfg.train.steps
+
+
+def save(output_dir: Path, cfg: RunConfig, state: LoopState, models, val: dict[str, float], tracker,
+         dist: Dist) -> None:
+    """Every rank calls this (the gathers and the sharded write are collective)."""
+    # A snapshot the next step will not overwrite cannot be rebuilt from the policy on resume,
+    # so it travels with the checkpoint; an offline generator or fixed reference is the seed.
+    extra = {}
+    if cfg.sync_every != INF and not due(state.step, cfg.sync_every) and dist.is_main:
+        extra["generator"] = models.generator.state_dict()
+    if cfg.ref_sync_every != INF and not due(state.step, cfg.ref_sync_every):
+        extra["reference"] = full_state_dict(models.reference, dist)
+    lora = is_lora(models.policy)
+    weights = full_state_dict(models.policy, dist) if dist.enabled or lora else None
+    if lora:
+        extra[ADAPTER_PREFIX] = adapter_state_dict(models.policy)
+    rng_states = dist.gather(ckpt.rng_state())
+    tmp = dist.broadcast(ckpt.staging_dir(output_dir, state.step) if dist.is_main else None)
+    if dist.enabled:
+        ckpt.write_sharded(tmp, models.policy, models.optimizer)
+    if dist.is_main:
+        generator = models.generator
+        meta = {"last_sync": state.last_sync, "last_ref_sync": state.last_ref_sync,
+                "generator_version": generator.version, "run_id": tracker.run_id, "world_size": dist.world}
+        exported = models.policy.get_base_model() if lora else models.policy  # merged weights, plain names
+        path = ckpt.commit_checkpoint(tmp, output_dir, state.step, exported, models.tokenizer,
+                                      None if dist.enabled else models.optimizer, meta, extra, rng_states, weights)
+        state.checkpoints = [c for c in state.checkpoints if c["step"] != state.step]
+        # Only a step that was validated carries metrics: `val` is the last validation, which belongs
+        # to an earlier step when this one was not validated (selection must never pick it by them).
+        validated = validation_due(cfg, state.step)
+        state.checkpoints.append({"step": state.step, "path": str(path), "validated": validated,
+                                  **(dict(val) if validated else {})})
+        state.checkpoints = ckpt.prune_checkpoints(state.checkpoints, cfg.checkpoint.keep_last,
+                                                   keep=_selected_so_far(state.checkpoints, cfg.eval.rule))
+        listing = json.dumps(state.checkpoints, indent=2)
+        atomic_write_text(output_dir / "checkpoints.json", listing)
+        tracker.log_text(listing, "checkpoints.json")
+        log.info("saved checkpoint step %d -> %s", state.step, path)
+    dist.barrier()
+
+
+def _selected_so_far(checkpoints: list[dict], rule: str) -> set[int]:
+    """The step `eval.rule` picks among the checkpoints' own validation numbers (kept by pruning)."""
+    from evaluators.selection import select_checkpoint
+    try:
+        step, _ = select_checkpoint(checkpoints, checkpoints, rule)
+    except HarnessError:  # no validation metric at any checkpoint yet: nothing to protect
+        return set()
+    return {step}
+
+
+def restore(output_dir: Path, cfg: RunConfig, models, dist: Dist) -> LoopState:
+    """Every rank calls this. The generator and reference were just loaded from the seed."""
+    found = ckpt.list_checkpoints(output_dir)
+    if not found:
+        log.info("--resume: no checkpoint under %s yet, starting from step 0", output_dir)
+        return LoopState()
+    step, path = found[-1]
+    meta, tensors = ckpt.load_trainer_state(path)
+    saved_world = meta.get("world_size", 1)
+    if saved_world != dist.world or bool(meta.get("sharded")) != dist.enabled:
+        raise HarnessError(
+            f"--resume: {path} was written by {saved_world} process(es) "
+            f"({'FSDP' if meta.get('sharded') else 'no sharding'}), this run has {dist.world} "
+            f"({'FSDP' if dist.enabled else 'no sharding'}); resume with the same `train.parallel` and "
+            f"--nproc-per-node, or evaluate its model.safetensors instead.")
+    if dist.enabled:
+        ckpt.read_sharded(path, models.policy, models.optimizer)
+    else:
+        from safetensors.torch import load_file
+        adapter = ckpt.weights_with_prefix(tensors, ADAPTER_PREFIX)
+        if is_lora(models.policy):  # the base is frozen: only the adapters come back
+            load_adapter_state(models.policy, adapter or {})
+        else:
+            models.policy.load_state_dict(load_file(str(path / "model.safetensors")), strict=False)
+        ckpt.restore_optimizer(models.optimizer, tensors, meta)
+    ckpt.restore_rng(tensors, dist.rank)
+    # The generator: its stale snapshot, else the policy (it syncs at this step anyway), else,
+    # offline, it still holds the seed it was built from.
+    stale_gen = ckpt.weights_with_prefix(tensors, "generator")
+    if stale_gen is None and cfg.sync_every != INF:
+        stale_gen = full_state_dict(models.policy, dist)
+    if dist.is_main:
+        if stale_gen is not None:
+            models.generator.load_weights(stale_gen)
+        models.generator.version = meta.get("generator_version", models.generator.version)
+    stale_ref = ckpt.weights_with_prefix(tensors, "reference")
+    if stale_ref is not None:
+        load_full_state_dict(models.reference, stale_ref, dist)
+    elif cfg.ref_sync_every != INF:
+        copy_weights(models.reference, models.policy, dist)
+    listing = output_dir / "checkpoints.json"
+    checkpoints = json.loads(listing.read_text()) if listing.is_file() else []
+    log.info("resumed from %s (step %d)", path, step)
+    return LoopState(step=step, last_sync=meta["last_sync"], last_ref_sync=meta["last_ref_sync"],
+                     checkpoints=[c for c in checkpoints if c["step"] <= step])
