@@ -69,6 +69,8 @@ Remaining differences between the sides (what was matched is in the side descrip
   online verifiable DPO); TRL's reference is fixed, as in harness_dpo_trl_shape.
 - Cannot be matched: the exact tokens sampled (different samplers), and the default pair counts
   (OnlineDPOTrainer cannot train a subset of its pairs; the harness makes at most one pair per prompt).
+- Gradient checkpointing: TRL 1.16 turns it on by default in both trainers (one more forward per backward);
+  the benchmark turns it off, as the harness does not recompute activations.
 - Logging: TRL logs every step (logging_steps=1); the harness logs its metrics every step to an in-memory
   tracker. Validation (the harness's, at step 0 and the last step) falls outside the timed steps.
 """

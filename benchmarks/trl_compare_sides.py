@@ -229,7 +229,8 @@ class _TrlSetup:
         return dict(output_dir=out, max_steps=steps, learning_rate=self.cfg.train.lr, lr_scheduler_type="constant",
                     warmup_steps=0, weight_decay=0.0, adam_epsilon=1e-8, optim="adamw_torch", logging_steps=1,
                     report_to="none", save_strategy="no", disable_tqdm=True, use_cpu=True, seed=self.cfg.seed,
-                    dataloader_num_workers=0, gradient_accumulation_steps=1, temperature=1.0, top_p=1.0, top_k=0)
+                    dataloader_num_workers=0, gradient_accumulation_steps=1,
+                    gradient_checkpointing=False, temperature=1.0, top_p=1.0, top_k=0)
 
 
 def _step_clock():
