@@ -9,6 +9,7 @@ from harness.algorithms.logprobs import (
     position_ids_from_attention_mask,
     response_mask_from_lengths,
     token_entropy,
+    token_logprobs_and_entropy,
 )
 from harness.algorithms.pairs import Pair, build_preference_pairs, build_verifiable_pairs
 
@@ -26,4 +27,5 @@ __all__ = [
     "position_ids_from_attention_mask",
     "response_mask_from_lengths",
     "token_entropy",
+    "token_logprobs_and_entropy",
 ]

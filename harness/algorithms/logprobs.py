@@ -8,8 +8,10 @@ of `input_ids` occupies columns `prompt_end-1 .. response_end-2` of the `[B, T-1
 `response_mask_from_lengths` builds exactly that mask.
 
 Log-probs are computed from logits divided by the sampling temperature (the generator
-sampled from that distribution), in float32 for bf16/fp16 logits (else their own dtype), one batch
-row at a time so the log-sum-exp temporaries never span the whole batch.
+sampled from that distribution), in float32 for bf16/fp16 logits (else their own dtype), for all
+rows at once. `token_logprobs_and_entropy` is the one place that formula lives; it works on any
+`[..., V]` logits, so callers can hand it only the positions they need (the trainer passes the
+response positions alone, `[N, V]`).
 """
 
 import torch
@@ -21,24 +23,53 @@ def _check_temperature(temperature: float) -> None:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
 
 
-def _scaled_row(logits: Tensor, row: int, temperature: float) -> Tensor:
-    """Logits of one row at positions 0..T-2 (at least float32), divided by the temperature.
-
-    For float32/float64 logits and temperature 1 this is a view: no copy is made.
-    """
-    scaled = logits[row, :-1]
-    if scaled.dtype in (torch.float16, torch.bfloat16):
-        scaled = scaled.float()
+def _scaled(logits: Tensor, temperature: float) -> Tensor:
+    """Logits (at least float32) divided by the temperature; a view for float32 at temperature 1."""
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
     if temperature != 1.0:
-        scaled = scaled / temperature
-    return scaled
+        logits = logits / temperature
+    return logits
+
+
+def token_logprobs_and_entropy(
+    logits: Tensor, targets: Tensor | None, temperature: float = 1.0, *, with_entropy: bool = False,
+    entropy_grad: bool = True,
+) -> tuple[Tensor | None, Tensor | None]:
+    """Log-prob of `targets` and (optionally) the entropy under `softmax(logits / temperature)`.
+
+    logits: [..., V]; targets: [...] token ids, or None for entropy only. Returns (logp [...] or
+    None, entropy [...] or None), float32 or wider, both from one log-sum-exp over the vocabulary.
+    Log-probs are differentiable; the entropy is too unless `entropy_grad` is False (then it is
+    computed from detached values, for logging, and adds nothing to the autograd graph).
+    Entropy is in nats; vocabulary entries with logit -inf (probability 0) contribute 0, not NaN.
+    """
+    _check_temperature(temperature)
+    scaled = _scaled(logits, temperature)
+    lse = torch.logsumexp(scaled, dim=-1, keepdim=True)
+    logp = None
+    if targets is not None:
+        logp = (scaled.gather(-1, targets.long().unsqueeze(-1)) - lse).squeeze(-1)
+    entropy = None
+    if with_entropy:
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+            full = scaled - lse if entropy_grad else scaled.detach() - lse.detach()
+            # Clamping -inf to the most negative float keeps 0 * log 0 at 0 (value and gradient).
+            full = full.clamp(min=torch.finfo(full.dtype).min)
+            entropy = -(full.exp() * full).sum(-1)
+    return logp, entropy
+
+
+def _check_bt(logits: Tensor) -> None:
+    if logits.dim() != 3:
+        raise ValueError(f"expected logits [B,T,V], got {tuple(logits.shape)}")
 
 
 def gather_logprobs(logits: Tensor, input_ids: Tensor, temperature: float = 1.0) -> Tensor:
     """Log-prob of `input_ids[:, 1:]` under `log_softmax(logits[:, :-1] / temperature)`.
 
     logits: [B, T, V]; input_ids: [B, T] -> [B, T-1], float32 or wider; differentiable.
-    Computed as `target_logit - logsumexp(logits)` per row, which never materialises a full
+    Computed as `target_logit - logsumexp(logits)`, which never materialises a full
     log-softmax tensor.
     """
     _check_temperature(temperature)
@@ -47,15 +78,8 @@ def gather_logprobs(logits: Tensor, input_ids: Tensor, temperature: float = 1.0)
             f"expected logits [B,T,V] and input_ids [B,T], got {tuple(logits.shape)} "
             f"and {tuple(input_ids.shape)}"
         )
-    targets = input_ids[:, 1:].long()
-    rows = []
-    for b in range(logits.shape[0]):
-        scaled = _scaled_row(logits, b, temperature)
-        target_logit = scaled.gather(-1, targets[b].unsqueeze(-1)).squeeze(-1)
-        rows.append(target_logit - torch.logsumexp(scaled, dim=-1))
-    if not rows:
-        return logits.new_zeros((0, max(logits.shape[1] - 1, 0)))
-    return torch.stack(rows)
+    logp, _ = token_logprobs_and_entropy(logits[:, :-1], input_ids[:, 1:], temperature)
+    return logp
 
 
 def token_entropy(logits: Tensor, temperature: float = 1.0) -> Tensor:
@@ -66,17 +90,9 @@ def token_entropy(logits: Tensor, temperature: float = 1.0) -> Tensor:
     (probability 0) contribute 0, not NaN.
     """
     _check_temperature(temperature)
-    if logits.dim() != 3:
-        raise ValueError(f"expected logits [B,T,V], got {tuple(logits.shape)}")
-    rows = []
-    for b in range(logits.shape[0]):
-        logp = torch.log_softmax(_scaled_row(logits, b, temperature), dim=-1)
-        # Clamping -inf to the most negative float keeps 0 * log 0 at 0 (value and gradient).
-        logp = logp.clamp(min=torch.finfo(logp.dtype).min)
-        rows.append(-(logp.exp() * logp).sum(-1))
-    if not rows:
-        return logits.new_zeros((0, max(logits.shape[1] - 1, 0)))
-    return torch.stack(rows)
+    _check_bt(logits)
+    _, entropy = token_logprobs_and_entropy(logits[:, :-1], None, temperature, with_entropy=True)
+    return entropy
 
 
 def masked_sum(values: Tensor, mask: Tensor) -> Tensor:
