@@ -145,28 +145,39 @@ class MlflowServer:
     artifacts: Path
 
     @classmethod
-    def start(cls, root: Path, backend_url: str, port: int | None = None, timeout_s: float = 120) -> "MlflowServer":
+    def launch(cls, root: Path, backend_url: str, port: int | None = None, workers: int = 1) -> "MlflowServer":
+        """Start `mlflow server` without waiting for it (it takes tens of seconds on a busy machine:
+        imports and the schema migrations of a fresh database)."""
         root.mkdir(parents=True, exist_ok=True)
         port = port or free_port()
         artifacts = root / "artifacts"
         log_path = root / "mlflow-server.log"
         command = [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", backend_url,
                    "--serve-artifacts", "--artifacts-destination", str(artifacts), "--host", "127.0.0.1",
-                   "--port", str(port), "--workers", "2"]
+                   "--port", str(port), "--workers", str(workers)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
         with open(log_path, "a") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        cwd=root, env=env, start_new_session=True)
-        server = cls(f"http://127.0.0.1:{port}", process, log_path, artifacts)
+        return cls(f"http://127.0.0.1:{port}", process, log_path, artifacts)
+
+    @classmethod
+    def start(cls, root: Path, backend_url: str, port: int | None = None, timeout_s: float = 180) -> "MlflowServer":
+        server = cls.launch(root, backend_url, port)
+        server.wait_healthy(timeout_s)
+        return server
+
+    def wait_healthy(self, timeout_s: float = 180) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            if server.healthy():
-                return server
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mlflow server exited {self.process.returncode}:\n"
+                                   f"{self.log_path.read_text()[-3000:]}")
+            if self.healthy():
+                return
             time.sleep(0.5)
-        server.stop()
-        raise RuntimeError(f"mlflow server not healthy after {timeout_s:.0f} s:\n{log_path.read_text()[-3000:]}")
+        self.stop()
+        raise RuntimeError(f"mlflow server not healthy after {timeout_s:.0f} s:\n{self.log_path.read_text()[-3000:]}")
 
     def healthy(self) -> bool:
         try:
@@ -180,7 +191,7 @@ class MlflowServer:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(timeout=20)
+                self.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()

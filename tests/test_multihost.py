@@ -15,7 +15,6 @@ import re
 import shutil
 import sys
 import textwrap
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +27,7 @@ from harness.sweep.study import open_study
 from servers import Host, MlflowServer, free_port, namespaces_available, start_postgres_for_tests
 
 pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
 
 HEARTBEAT_S, GRACE_S = 1, 6
 TINY_SET = {"train.steps": 6, "train.prompts_per_step": 4, "train.samples_per_prompt": 4,
@@ -49,10 +49,29 @@ def postgres():
 
 
 @pytest.fixture(scope="session")
-def tracking_server(postgres, tmp_path_factory):
-    server = MlflowServer.start(tmp_path_factory.mktemp("mlflow-server"), postgres.create_database("mlflow"))
+def tracking_server_launched(postgres, tmp_path_factory):
+    """The MLflow server, started but perhaps not answering yet."""
+    server = MlflowServer.launch(tmp_path_factory.mktemp("mlflow-server"), postgres.create_database("mlflow"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def tracking_server(tracking_server_launched):
+    tracking_server_launched.wait_healthy()
+    return tracking_server_launched
+
+
+def test_a_worker_waits_for_a_tracking_server_that_is_still_starting(tracking_server_launched):
+    """First in this file: the session's server has just been launched and is not answering yet."""
+    from harness.tracking import wait_for_tracking_server
+    if tracking_server_launched.healthy():
+        pytest.skip("the tracking server was already up (tests ran in another order)")
+    began = time.monotonic()
+    wait_for_tracking_server(tracking_server_launched.url, wait_s=240)
+    waited = time.monotonic() - began
+    print(f"waited {waited:.0f} s for the starting MLflow server")
+    assert waited >= 1 and tracking_server_launched.healthy()
 
 
 def wait_until(predicate, timeout: float, what: str, poll: float = 0.3):
@@ -237,7 +256,7 @@ def test_a_trial_waits_for_a_down_tracking_server_then_fails_clearly_without_a_l
     env.update({"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}", "HARNESS_TRACKING_WAIT_S": "4"})
     began = time.monotonic()
     import subprocess
-    done = subprocess.run([sys.executable, "-m", "harness.cli", "train", "sweeps/runs/tiny.yaml",
+    done = subprocess.run([sys.executable, "-m", "harness.cli", "train", str(REPO / "sweeps/runs/tiny.yaml"),
                            f"output_dir={tmp_path / 'run'}", "train.steps=2", "--no-progress"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     waited = time.monotonic() - began
@@ -246,24 +265,3 @@ def test_a_trial_waits_for_a_down_tracking_server_then_fails_clearly_without_a_l
     assert "Traceback" not in done.stderr and waited >= 3
     assert not [p for p in tmp_path.rglob("*") if p.name in ("mlruns", "mlartifacts", "mlflow.db")]
 
-
-def test_waiting_for_the_tracking_server_succeeds_once_it_comes_up(postgres, tmp_path):
-    from harness.tracking import wait_for_tracking_server
-    port = free_port()
-    started: dict = {}
-
-    def start_late():
-        time.sleep(2)
-        started["server"] = MlflowServer.start(tmp_path, f"sqlite:///{tmp_path / 'late.db'}", port=port)
-
-    thread = threading.Thread(target=start_late)
-    thread.start()
-    began = time.monotonic()
-    try:
-        wait_for_tracking_server(f"http://127.0.0.1:{port}", wait_s=120)
-        waited = time.monotonic() - began
-    finally:
-        thread.join()
-        if "server" in started:
-            started["server"].stop()
-    assert waited >= 2  # it really waited, then found the server

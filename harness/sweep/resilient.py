@@ -10,6 +10,11 @@ tries, for up to `HARNESS_DB_RETRY_S` seconds (default 600), logging the outage 
 end. Errors that are not about the connection (an integrity error, a finished trial) are raised
 at once.
 
+While the database is down nobody's heartbeat gets through, so right after it is back every
+RUNNING trial looks stale. A worker therefore declares no trial dead by heartbeat until a full
+grace period after its own last failed call (`OUTAGE.seconds_since_error()`, used by
+study.fail_orphans): by then every live worker has beaten again.
+
 Repeating a write whose commit reached the server just before the connection dropped is
 harmless here: a second `create_new_trial` is an extra enqueue, which the claim rule gives up
 as a duplicate; a second state change is refused like any update of a finished trial.
@@ -64,8 +69,14 @@ class Outage:
 
     def __init__(self) -> None:
         self.since: float | None = None
+        self.last_error: float | None = None
+
+    def seconds_since_error(self) -> float:
+        """Since this process last failed to reach the database (inf if it never did)."""
+        return float("inf") if self.last_error is None else time.monotonic() - self.last_error
 
     def failed(self, what: str, exc: BaseException, wait_s: float) -> None:
+        self.last_error = time.monotonic()
         if self.since is None:
             self.since = time.monotonic()
             reason = str(exc.__cause__ or exc).strip().splitlines()[0][:200]

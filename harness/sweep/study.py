@@ -46,7 +46,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.errors import ConfigError
-from harness.sweep.resilient import retrying_rdb_storage
+from harness.sweep.resilient import OUTAGE, retrying_rdb_storage
 
 HEARTBEAT_S = 10          # Optuna's heartbeat interval (RDB storages) and our journal heartbeat
 GRACE_S = 60              # a RUNNING trial silent this long is dead
@@ -344,13 +344,15 @@ def fail_orphans(handle: StudyHandle, own: set[int]) -> int:
     """Mark RUNNING trials (other than the numbers in `own`) whose coordinator is dead as FAIL
     (no outcome attr = orphaned); returns how many."""
     before = {t.number for t in handle.trials((TrialState.RUNNING,))}
-    with _heartbeat_api():
-        optuna.storages.fail_stale_trials(handle.study)  # RDB storages: stale Optuna heartbeat
+    trust_heartbeats = OUTAGE.seconds_since_error() > handle.grace_s  # see resilient.py
+    if trust_heartbeats:
+        with _heartbeat_api():
+            optuna.storages.fail_stale_trials(handle.study)  # RDB storages: stale Optuna heartbeat
     now = time.time()
     for trial in handle.trials((TrialState.RUNNING,)):
         if trial.number in own or unit_of(trial) is None:
             continue
-        if owner_is_dead(trial) or is_silent(handle, trial, now):
+        if owner_is_dead(trial) or (trust_heartbeats and is_silent(handle, trial, now)):
             with contextlib.suppress(UpdateFinishedTrialError):
                 handle.storage.set_trial_state_values(handle.trial_id(trial.number), TrialState.FAIL)
     after = {t.number for t in handle.trials((TrialState.RUNNING,))}
