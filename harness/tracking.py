@@ -101,7 +101,8 @@ def check_artifact_location(tracking_uri: str, artifact_uri: str) -> None:
     this machine's own disk."""
     if not tracking_uri.startswith(("http://", "https://")):
         return
-    scheme = artifact_uri.split(":", 1)[0] if "://" in artifact_uri or artifact_uri.startswith("mlflow-artifacts:") else ""
+    has_scheme = "://" in artifact_uri or artifact_uri.startswith("mlflow-artifacts:")
+    scheme = artifact_uri.split(":", 1)[0] if has_scheme else ""
     if scheme in ("", "file"):
         raise HarnessError(
             f"MLFLOW_TRACKING_URI={tracking_uri}: the server gives runs the artifact location {artifact_uri!r}, a "

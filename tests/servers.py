@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import pytest
+
 PASSWORD = "harness-test-secret"
 USER = "harness"
 
@@ -195,6 +197,19 @@ class MlflowServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """The session's PostgreSQL server (import this fixture into a test module to use it)."""
+    try:
+        server, root = start_postgres_for_tests()
+    except RuntimeError as exc:
+        pytest.skip(f"no PostgreSQL for the multi-host tests: {exc}")
+    yield server
+    server.stop("immediate")
+    if root is not None:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def start_postgres_for_tests() -> tuple[PostgresServer, Path | None]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import sys
 import textwrap
 import time
@@ -24,7 +23,7 @@ import yaml
 from optuna.trial import TrialState
 
 from harness.sweep.study import open_study
-from servers import Host, MlflowServer, free_port, namespaces_available, start_postgres_for_tests
+from servers import Host, MlflowServer, free_port, namespaces_available, postgres  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -34,18 +33,6 @@ TINY_SET = {"train.steps": 6, "train.prompts_per_step": 4, "train.samples_per_pr
             "train.max_new_tokens": 16, "validation.every": 2, "validation.prompts": 8, "checkpoint.every": 2,
             "rewards.math_verify_workers": 1, "eval.suites": []}
 CELLS = ["dpo-s1-seed0", "dpo-s1-seed1", "dpo-sinf-seed0", "dpo-sinf-seed1"]
-
-
-@pytest.fixture(scope="session")
-def postgres():
-    try:
-        server, root = start_postgres_for_tests()
-    except RuntimeError as exc:
-        pytest.skip(f"no PostgreSQL for the multi-host tests: {exc}")
-    yield server
-    server.stop("immediate")
-    if root is not None:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

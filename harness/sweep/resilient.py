@@ -44,8 +44,9 @@ RETRIED_METHODS = (
     "get_trial_id_from_study_id_trial_number", "get_trial_number_from_id", "get_best_trial",
     "record_heartbeat",
     # Private: optuna.Study wraps an RDBStorage in its _CachedStorage, which calls these methods of
-    # it (and fail_stale_trials calls the last one). Names checked against Optuna 4.9 - 5.0; a name
-    # that is gone is skipped below, so a rename loses its retry, not the sweep.
+    # it (and fail_stale_trials calls the last one). Names checked against Optuna 5.0 (pyproject
+    # pins >=4.9,<6); a name that is gone is skipped below, so a rename loses its retry, not the
+    # sweep.
     "_get_trials", "_create_new_trial", "_set_trial_param", "_get_best_trial_id", "_get_stale_trial_ids",
 )
 

@@ -33,7 +33,8 @@ from harness.sweep.objective import (distributions, prune_metric, read_run_file,
                                      should_prune)
 from harness.sweep.spec import Cell, Sweep, _show, search_overrides, yaml_value
 from harness.sweep.status import ProgressLine, counts, durations, unit_rows
-from harness.sweep.study import (ENQUEUED_PARAMS, GRACE_S, HEARTBEAT_S, OUTCOME, StudyHandle, claim_next, default_storage_url, enqueue_missing,
+from harness.sweep.study import (ENQUEUED_PARAMS, GRACE_S, HEARTBEAT_S, OUTCOME, StudyHandle, claim_next,
+                                 default_storage_url, enqueue_missing,
                                  fail_orphans, finish, group_units, heartbeat, open_study, set_attrs, storage_kind,
                                  storage_lock, unit_of, unit_state, units_to_reap)
 from harness.tracking import sweep_tracking_uri
@@ -245,7 +246,8 @@ class Coordinator:
         params = fixed if set(fixed) == set(search.params) else sample_params(
             search, self.sweep.spec.objective.direction, cell_trials, trial.number)
         for name, dist in distributions(search).items():
-            self.handle.storage.set_trial_param(self.handle.trial_id(trial.number), name, dist.to_internal_repr(params[name]), dist)
+            self.handle.storage.set_trial_param(self.handle.trial_id(trial.number), name,
+                                                dist.to_internal_repr(params[name]), dist)
         return {name: params[name] for name in search.params}
 
     def complete(self, item: Running, code: int) -> None:

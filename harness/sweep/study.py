@@ -163,13 +163,15 @@ class StudyHandle:
 
 def open_study(url: str, name: str, direction: str = "maximize", create: bool = True,
                heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S) -> StudyHandle | None:
-    storage = open_storage(url, create=create, heartbeat_s=heartbeat_s, grace_s=grace_s)
+    # Creating a fresh SQLite file's tables from two processes at once fails in one: hold the lock.
+    with storage_lock(url) if create else contextlib.nullcontext():
+        storage = open_storage(url, create=create, heartbeat_s=heartbeat_s, grace_s=grace_s)
+        if storage is not None and create:
+            study = optuna.create_study(study_name=name, storage=storage, direction=direction, load_if_exists=True,
+                                        sampler=optuna.samplers.RandomSampler())
     if storage is None:
         return None
-    if create:
-        study = optuna.create_study(study_name=name, storage=storage, direction=direction, load_if_exists=True,
-                                    sampler=optuna.samplers.RandomSampler())
-    else:
+    if not create:
         try:
             study = optuna.load_study(study_name=name, storage=storage)
         except KeyError:
