@@ -36,7 +36,7 @@ def test_study_calls_survive_a_restart_and_heartbeats_are_not_judged_right_after
     restart.join()
     # Nobody could beat for longer than the grace period, yet nothing is declared dead right away...
     assert fail_orphans(watcher, own=set()) == 0
-    assert resilient.OUTAGE.seconds_since_error() < GRACE_S
+    assert resilient.OUTAGE.seconds_since_outage() < GRACE_S
     # ... and once a grace period has passed with the owner beating again, still nothing is.
     deadline = time.monotonic() + GRACE_S + 1
     while time.monotonic() < deadline:

@@ -12,8 +12,9 @@ at once.
 
 While the database is down nobody's heartbeat gets through, so right after it is back every
 RUNNING trial looks stale. A worker therefore declares no trial dead by heartbeat until a full
-grace period after its own last failed call (`OUTAGE.seconds_since_error()`, used by
-study.fail_orphans): by then every live worker has beaten again.
+grace period after its own last outage ended (`OUTAGE.seconds_since_outage()`, used by
+study.fail_orphans): by then every live worker has beaten again (a worker's retries are at most
+10 s apart, so a grace period of that plus a heartbeat interval or more is safe).
 
 Repeating a write whose commit reached the server just before the connection dropped is
 harmless here: a second `create_new_trial` is an extra enqueue, which the claim rule gives up
@@ -69,15 +70,16 @@ class Outage:
     """Logs one warning when the database goes away and one line when it is back."""
 
     def __init__(self) -> None:
-        self.since: float | None = None
-        self.last_error: float | None = None
+        self.since: float | None = None      # the current outage began (None: no outage now)
+        self.ended: float | None = None      # the last outage ended (the first call that went through)
 
-    def seconds_since_error(self) -> float:
-        """Since this process last failed to reach the database (inf if it never did)."""
-        return float("inf") if self.last_error is None else time.monotonic() - self.last_error
+    def seconds_since_outage(self) -> float:
+        """Since this process's last outage ended: 0 during one, inf if it never had one."""
+        if self.since is not None:
+            return 0.0
+        return float("inf") if self.ended is None else time.monotonic() - self.ended
 
     def failed(self, what: str, exc: BaseException, wait_s: float) -> None:
-        self.last_error = time.monotonic()
         if self.since is None:
             self.since = time.monotonic()
             reason = str(exc.__cause__ or exc).strip().splitlines()[0][:200]
@@ -87,7 +89,8 @@ class Outage:
 
     def recovered(self) -> None:
         if self.since is not None:
-            log.warning("the study database is back after %.1f s", time.monotonic() - self.since)
+            self.ended = time.monotonic()
+            log.warning("the study database is back after %.1f s", self.ended - self.since)
             self.since = None
 
 

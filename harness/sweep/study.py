@@ -346,7 +346,7 @@ def fail_orphans(handle: StudyHandle, own: set[int]) -> int:
     """Mark RUNNING trials (other than the numbers in `own`) whose coordinator is dead as FAIL
     (no outcome attr = orphaned); returns how many."""
     before = {t.number for t in handle.trials((TrialState.RUNNING,))}
-    trust_heartbeats = OUTAGE.seconds_since_error() > handle.grace_s  # see resilient.py
+    trust_heartbeats = OUTAGE.seconds_since_outage() > handle.grace_s  # see resilient.py
     if trust_heartbeats:
         with _heartbeat_api():
             optuna.storages.fail_stale_trials(handle.study)  # RDB storages: stale Optuna heartbeat
