@@ -1,18 +1,29 @@
 """MLflow conventions: where runs go, how they are named, and the metric schema.
 
 Tracking URI: `MLFLOW_TRACKING_URI`, else an absolute `sqlite:///<cwd>/mlflow.db` (never the
-deprecated file store). `NullTracker` has the same methods and does nothing, so library code
-never branches on "logging off".
+deprecated file store); a sweep worker without the variable uses the URI its study recorded.
+An `http(s)://` tracking server is waited for (`HARNESS_TRACKING_WAIT_S`, default 120 s) before
+a run is created, then a clear error; nothing ever falls back to a local store. `NullTracker`
+has the same methods and does nothing, so library code never branches on "logging off".
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import logging
 import math
 import os
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+from harness.errors import HarnessError
+
+log = logging.getLogger("harness")
 
 from harness.files import atomic_write_text  # noqa: F401 - re-exported: the project's one atomic writer
 
@@ -30,6 +41,103 @@ def default_tracking_uri() -> str:
     if uri:
         return uri
     return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+
+
+def sweep_tracking_uri(recorded: str | None) -> str:
+    """A sweep worker's tracking URI: MLFLOW_TRACKING_URI, else the one its study recorded when
+    the sweep began (so a worker started without the variable still logs to the team's server
+    and not to a new local mlflow.db), else the local default."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        if recorded and recorded != uri:
+            log.warning("MLFLOW_TRACKING_URI=%s, but this sweep's study logged to %s so far; its runs will be "
+                        "split across the two stores", uri, recorded)
+        return uri
+    if recorded:
+        log.info("MLFLOW_TRACKING_URI is not set: logging to %s, where this sweep's study has logged", recorded)
+        return recorded
+    return default_tracking_uri()
+
+
+class TrackingServerUnreachable(HarnessError):
+    """The MLflow tracking server did not answer within the wait."""
+
+
+def tracking_wait_s() -> float:
+    return float(os.environ.get("HARNESS_TRACKING_WAIT_S", "120"))
+
+
+def wait_for_tracking_server(uri: str, wait_s: float | None = None) -> None:
+    """For an http(s) tracking URI, poll the server's /health with backoff (1 s, 2 s, ... 10 s)
+    until it answers; raise TrackingServerUnreachable after `wait_s`. Other URIs return at once."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    wait_s = tracking_wait_s() if wait_s is None else wait_s
+    started, pause, tries, last = time.monotonic(), 1.0, 0, ""
+    while True:
+        tries += 1
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10) as answer:
+                if answer.status == 200:
+                    if tries > 1:
+                        log.info("MLflow tracking server %s is up after %.0f s", uri, time.monotonic() - started)
+                    return
+                last = f"HTTP {answer.status}"
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(getattr(exc, "reason", exc))
+        waited = time.monotonic() - started
+        if waited + pause > wait_s:
+            raise TrackingServerUnreachable(
+                f"MLFLOW_TRACKING_URI={uri}: the MLflow tracking server did not answer at /health for "
+                f"{waited:.0f} s ({tries} tries; last: {last}); expected a running `mlflow server` at that "
+                f"address. Start it (see the README's \"Scale out\" section) or fix the URI; nothing was logged "
+                f"and no local store was created instead (HARNESS_TRACKING_WAIT_S sets the wait).")
+        if tries == 1:
+            log.warning("MLflow tracking server %s is not answering (%s); waiting up to %.0f s", uri, last, wait_s)
+        time.sleep(pause)
+        pause = min(pause * 2, 10.0)
+
+
+def check_artifact_location(tracking_uri: str, artifact_uri: str) -> None:
+    """A run on a tracking server must keep its artifacts on the server (`--serve-artifacts`,
+    URIs `mlflow-artifacts:/...`) or an object store, not at a path the client would write on
+    this machine's own disk."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    has_scheme = "://" in artifact_uri or artifact_uri.startswith("mlflow-artifacts:")
+    scheme = artifact_uri.split(":", 1)[0] if has_scheme else ""
+    if scheme in ("", "file"):
+        raise HarnessError(
+            f"MLFLOW_TRACKING_URI={tracking_uri}: the server gives runs the artifact location {artifact_uri!r}, a "
+            f"local path that each worker would write on its own disk; expected served artifacts. Start the server "
+            f"with `mlflow server --serve-artifacts --artifacts-destination DIR` (or an object-store artifact root).")
+
+
+@contextlib.contextmanager
+def store_creation_lock(uri: str) -> Iterator[None]:
+    """Serialise the first use of a SQLite store: two processes creating a fresh mlflow.db at
+    once both run its schema migrations and one fails. Other stores: no lock."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".harness-lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def tracking_client(uri: str | None = None):
+    """An MlflowClient whose store exists: a tracking server is waited for, a SQLite store is
+    created under the lock above."""
+    from mlflow.tracking import MlflowClient
+    uri = uri or default_tracking_uri()
+    wait_for_tracking_server(uri)
+    with store_creation_lock(uri):
+        return MlflowClient(uri)  # the constructor creates (migrates) the store
 
 
 class NullTracker:
@@ -73,10 +181,8 @@ class MlflowTracker:
     def __init__(self, experiment: str, run_name: str, tracking_uri: str | None = None,
                  run_id: str | None = None, parent_run_id: str | None = None,
                  tags: dict[str, str] | None = None):
-        from mlflow.tracking import MlflowClient
-
         self.tracking_uri = tracking_uri or default_tracking_uri()
-        self.client = MlflowClient(self.tracking_uri)
+        self.client = tracking_client(self.tracking_uri)
         if run_id:
             run = self.client.get_run(run_id)
             self.experiment_id = run.info.experiment_id
@@ -88,6 +194,7 @@ class MlflowTracker:
                 all_tags["mlflow.parentRunId"] = parent_run_id
             run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
         self.run_id = run.info.run_id
+        check_artifact_location(self.tracking_uri, run.info.artifact_uri)
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param

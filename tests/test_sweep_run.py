@@ -79,8 +79,8 @@ def test_a_second_enqueue_of_a_unit_is_given_up_as_duplicate_on_claim(study):
 def test_trial_of_a_dead_coordinator_is_orphaned_and_reenqueued(study):
     enqueue_missing(study, UNITS[:2], {}, retry_failed=True)
     orphan, failed = claim_next(study), claim_next(study)
-    study.storage.set_trial_user_attr(orphan._trial_id, "harness.owner_pid", dead_pid())
-    finish(study, failed._trial_id, TrialState.FAIL, attrs={"harness.outcome": "failed"})
+    study.storage.set_trial_user_attr(study.trial_id(orphan.number), "harness.owner_pid", dead_pid())
+    finish(study, failed.number, TrialState.FAIL, attrs={"harness.outcome": "failed"})
     assert fail_orphans(study, own=set()) == 1
     assert units_to_reap(study) == [("cell0", 0)]
     # Within a run only orphans are retried; a real failure waits for a rerun (retry_failed).

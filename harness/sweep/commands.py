@@ -16,8 +16,9 @@ import argparse
 
 from harness.sweep.runner import run_sweep, trial_command, trial_dir_of
 from harness.sweep.spec import load_sweep
+from harness.tracking import sweep_tracking_uri
 from harness.sweep.status import counts, dry_run_text, format_table, unit_rows
-from harness.sweep.study import default_storage_url, open_study, storage_kind
+from harness.sweep.study import GRACE_S, HEARTBEAT_S, default_storage_url, open_study, storage_kind
 
 STORAGE_HELP = ("Optuna storage shared by every worker: postgresql://user:pass@host/db (many machines), "
                 "journal:PATH (a journal file), or sqlite:////abs/study.db; default: "
@@ -36,6 +37,11 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
                         help="create the study, MLflow parent run and waiting trials, then exit (run once "
                              "before starting workers on a server database)")
     parser.add_argument("--no-progress", action="store_true", help="no live progress line")
+    parser.add_argument("--heartbeat-s", type=int, default=HEARTBEAT_S,
+                        help=f"seconds between a worker's heartbeats for its trials (default {HEARTBEAT_S})")
+    parser.add_argument("--grace-s", type=int, default=GRACE_S,
+                        help=f"a trial whose worker sent no heartbeat for this long is taken over by another "
+                             f"worker, from its last checkpoint (default {GRACE_S}; RDB storages and journal files)")
 
 
 def add_status_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +52,7 @@ def add_status_arguments(parser: argparse.ArgumentParser) -> None:
 
 def sweep_command(path: str, jobs: int = 1, storage: str | None = None, launcher: str = "local",
                   dry_run: bool = False, out_dir: str | None = None, enqueue_only: bool = False,
-                  progress: bool = True) -> int:
+                  progress: bool = True, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S) -> int:
     sweep = load_sweep(path, out_dir)
     url = storage or default_storage_url(sweep.output_dir)
     storage_kind(url)
@@ -58,7 +64,8 @@ def sweep_command(path: str, jobs: int = 1, storage: str | None = None, launcher
         example = trial_command(sweep, first, 0, 0, [], trial_dir_of(sweep, first.key, 0), "<sweep-run-id>")
         print(dry_run_text(sweep, url, ["harness", *example[3:]]))
         return 0
-    result = run_sweep(sweep, jobs=jobs, storage=url, launcher=launcher, progress=progress, enqueue_only=enqueue_only)
+    result = run_sweep(sweep, jobs=jobs, storage=url, launcher=launcher, progress=progress, enqueue_only=enqueue_only,
+                       heartbeat_s=heartbeat_s, grace_s=grace_s)
     print(format_table(result.rows))
     failed = [r["cell"] for r in result.rows if str(r["state"]).startswith("FAIL")]
     if failed and not result.interrupted:
@@ -77,7 +84,7 @@ def status_command(path: str, storage: str | None = None, out_dir: str | None = 
         return 0
     from harness.sweep.records import PARENT_ATTR, client_for
     attrs = handle.study.user_attrs
-    client = client_for(attrs.get("mlflow_tracking_uri"))
+    client = client_for(sweep_tracking_uri(attrs.get("mlflow_tracking_uri")))
     trials = handle.trials()
     print(format_table(unit_rows(sweep, trials, client)))
     tally = counts(sweep, trials)
@@ -90,7 +97,7 @@ def status_command(path: str, storage: str | None = None, out_dir: str | None = 
 def sweep_from_args(args: argparse.Namespace) -> int:
     return sweep_command(args.sweep, jobs=args.jobs, storage=args.storage, launcher=args.launcher,
                          dry_run=args.dry_run, out_dir=args.out_dir, enqueue_only=args.enqueue_only,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, heartbeat_s=args.heartbeat_s, grace_s=args.grace_s)
 
 
 def status_from_args(args: argparse.Namespace) -> int:

@@ -9,7 +9,6 @@ run, so nothing like MLFLOW_RUN_ID can leak into trial processes.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import logging
@@ -17,20 +16,16 @@ import re
 from pathlib import Path
 from typing import Any
 
-from harness.sweep.study import storage_lock
-from harness.tracking import default_tracking_uri, ensure_experiment
+from harness.tracking import default_tracking_uri, ensure_experiment, tracking_client
 
 log = logging.getLogger("harness.sweep")
 PARENT_ATTR = "mlflow_parent_run_id"
 
 
 def client_for(uri: str | None = None):
-    """A client whose store exists. Two processes creating a fresh SQLite store at once fail
-    (both run its schema migrations), so on SQLite the first use holds a file lock."""
-    from mlflow.tracking import MlflowClient
-    uri = uri or default_tracking_uri()
-    with storage_lock(uri) if uri.startswith("sqlite:///") else contextlib.nullcontext():
-        return MlflowClient(uri)  # the constructor creates (migrates) the store
+    """A client whose store exists (harness.tracking.tracking_client: a server is waited for, a
+    fresh SQLite store is created once under a file lock, before any trial starts)."""
+    return tracking_client(uri or default_tracking_uri())
 
 
 def redact(url: str) -> str:

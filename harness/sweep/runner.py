@@ -33,13 +33,15 @@ from harness.sweep.objective import (distributions, prune_metric, read_run_file,
                                      should_prune)
 from harness.sweep.spec import Cell, Sweep, _show, search_overrides, yaml_value
 from harness.sweep.status import ProgressLine, counts, durations, unit_rows
-from harness.sweep.study import (HEARTBEAT_S, OUTCOME, StudyHandle, claim_next, default_storage_url, enqueue_missing,
+from harness.sweep.study import (ENQUEUED_PARAMS, GRACE_S, HEARTBEAT_S, OUTCOME, StudyHandle, claim_next,
+                                 default_storage_url, enqueue_missing,
                                  fail_orphans, finish, group_units, heartbeat, open_study, set_attrs, storage_kind,
                                  storage_lock, unit_of, unit_state, units_to_reap)
-from harness.tracking import default_tracking_uri
+from harness.tracking import sweep_tracking_uri
 
 log = logging.getLogger("harness.sweep")
 POLL_S = 0.5
+IDLE_POLL_S = 2.0   # standing by for other workers' trials
 RECONCILE_S = 15.0
 PRUNE_POLL_S = 5.0
 TAIL_LINES = 40
@@ -60,8 +62,8 @@ class Running:
     last_prune_check: float = 0.0
 
     @property
-    def trial_id(self) -> int:
-        return self.trial._trial_id
+    def number(self) -> int:
+        return self.trial.number
 
 
 @dataclass
@@ -123,13 +125,14 @@ def describe_exit(code: int) -> str:
 
 class Coordinator:
     def __init__(self, sweep: Sweep, handle: StudyHandle, launcher, jobs: int, parent_run_id: str, client,
-                 progress: ProgressLine) -> None:
+                 progress: ProgressLine, heartbeat_s: float = HEARTBEAT_S) -> None:
         self.sweep, self.handle, self.launcher, self.jobs = sweep, handle, launcher, jobs
         self.parent_run_id, self.client, self.progress = parent_run_id, client, progress
         self.env = child_env(client.tracking_uri)
         self.running: dict[int, Running] = {}
         self.result = SweepResult()
         self.stop_signal: int | None = None
+        self.heartbeat_s, self.waiting_noted = heartbeat_s, False
         self.units = [(c.key, s) for c in sweep.cells for s in range(sweep.slots)]
         self.axes = {c.key: {a: _show(a, v) for a, v in c.axes.items()} for c in sweep.cells}
 
@@ -138,6 +141,7 @@ class Coordinator:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         last_beat = last_reconcile = time.monotonic()  # run_sweep has just reconciled
         last_count = 0.0
+        reconcile_s = min(RECONCILE_S, max(1.0, self.handle.grace_s / 3))  # orphans found soon after grace
         try:
             while self.stop_signal is None:
                 for item in list(self.running.values()):
@@ -145,20 +149,20 @@ class Coordinator:
                     if code is not None:
                         self.complete(item, code)
                 now = time.monotonic()
-                if now - last_beat >= HEARTBEAT_S:
+                if now - last_beat >= self.heartbeat_s:
                     self.beat()
                     last_beat = now
-                if now - last_reconcile >= RECONCILE_S:
+                if now - last_reconcile >= reconcile_s:
                     self.reconcile(retry_failed=False)
                     last_reconcile = now
                 self.check_pruning()
                 self.fill_slots()
-                if not self.running:
+                if not self.running and not self.running_elsewhere():
                     break
                 if now - last_count >= 2.0:
                     self.show_progress()
                     last_count = now
-                time.sleep(POLL_S)
+                time.sleep(POLL_S if self.running else IDLE_POLL_S)
             if self.stop_signal is not None:
                 self.interrupt()
             elif self.sweep.spec.seed_baseline:
@@ -181,6 +185,18 @@ class Coordinator:
         if run_id:
             self.progress.note(f"seed-model baseline logged (MLflow run {run_id})")
 
+    def running_elsewhere(self) -> int:
+        """Trials of this sweep running on other workers. An idle worker stays while there are
+        any: if their worker dies, this one takes them over once their heartbeat goes stale."""
+        mine = set(self.units)
+        others = [t for t in self.handle.trials((TrialState.RUNNING,)) if unit_of(t) in mine]
+        if others and not self.waiting_noted:
+            hosts = sorted({str(t.user_attrs.get("harness.host", "?")) for t in others})
+            self.progress.note(f"nothing left to claim; standing by while {len(others)} trial(s) run on "
+                               f"{', '.join(hosts)} (any whose worker dies is taken over here)")
+        self.waiting_noted = bool(others)
+        return len(others)
+
     def _on_signal(self, signum, frame) -> None:
         self.stop_signal = signum
 
@@ -193,7 +209,7 @@ class Coordinator:
                 self.start(trial)
             except Exception as exc:  # e.g. the output folder is not writable: record, go on
                 log.error("could not start trial %d: %s", trial.number, exc)
-                finish(self.handle, trial._trial_id, TrialState.FAIL,
+                finish(self.handle, trial.number, TrialState.FAIL,
                        attrs={OUTCOME: "failed", "harness.error": f"launch failed: {exc}"})
 
     def show_progress(self, force: bool = False) -> None:
@@ -215,27 +231,28 @@ class Coordinator:
             handle.write(f"\n===== harness sweep {self.sweep.name}: trial #{trial.number}, attempt "
                          f"{trial.user_attrs.get('attempt', 1)}, {datetime.now().isoformat(timespec='seconds')} =====\n"
                          f"{shlex.join(command)}\n")
-        set_attrs(self.handle, trial._trial_id, {"harness.launched": True, "output_dir": str(trial_dir),
+        set_attrs(self.handle, trial.number, {"harness.launched": True, "output_dir": str(trial_dir),
                                                  "log_path": str(log_path), "launcher": self.launcher.name})
         process = self.launcher.start(command, self.env, str(Path.cwd()), log_path, trial_dir / "trial.pid")
-        set_attrs(self.handle, trial._trial_id, {"harness.job_id": process.ident})
-        self.running[trial._trial_id] = Running(trial, cell, slot, trial_dir, log_path, offset, process)
+        set_attrs(self.handle, trial.number, {"harness.job_id": process.ident})
+        self.running[trial.number] = Running(trial, cell, slot, trial_dir, log_path, offset, process)
         log.debug("started trial #%d (%s slot %d) as %s", trial.number, cell_key, slot, process.ident)
 
     def search_params(self, trial: FrozenTrial, cell: Cell) -> dict[str, Any]:
         search = self.sweep.spec.search
         if search is None or not search.params:
             return {}
-        fixed = trial.system_attrs.get("fixed_params") or {}
+        fixed = trial.user_attrs.get(ENQUEUED_PARAMS) or {}  # a retry reuses its first attempt's
         cell_trials = [t for t in self.handle.trials() if unit_of(t) and unit_of(t)[0] == cell.key]
         params = fixed if set(fixed) == set(search.params) else sample_params(
             search, self.sweep.spec.objective.direction, cell_trials, trial.number)
         for name, dist in distributions(search).items():
-            self.handle.storage.set_trial_param(trial._trial_id, name, dist.to_internal_repr(params[name]), dist)
+            self.handle.storage.set_trial_param(self.handle.trial_id(trial.number), name,
+                                                dist.to_internal_repr(params[name]), dist)
         return {name: params[name] for name in search.params}
 
     def complete(self, item: Running, code: int) -> None:
-        del self.running[item.trial_id]
+        del self.running[item.number]
         item.run_id = item.run_id or read_run_file(item.trial_dir).get("run_id")
         attrs: dict[str, Any] = {"exit_code": code, "duration_s": round(time.monotonic() - item.started, 1),
                                  "mlflow_run_id": item.run_id}
@@ -248,7 +265,7 @@ class Coordinator:
                 value, step = selected_objective(item.trial_dir, self.sweep.spec.objective, self.client, item.run_id)
             except (HarnessError, ValueError, KeyError, StopIteration) as exc:
                 return self.fail(item, attrs, f"no objective: {exc}")
-            if finish(self.handle, item.trial_id, TrialState.COMPLETE, value,
+            if finish(self.handle, item.number, TrialState.COMPLETE, value,
                       {**attrs, OUTCOME: "completed", "selected_step": step}):
                 self.result.completed += 1
                 records.tag_run(self.client, item.run_id, {"harness.trial": item.trial.number,
@@ -258,7 +275,7 @@ class Coordinator:
 
     def fail(self, item: Running, attrs: dict[str, Any], reason: str) -> None:
         tail = log_tail(item.log_path, item.log_offset)
-        finish(self.handle, item.trial_id, TrialState.FAIL,
+        finish(self.handle, item.number, TrialState.FAIL,
                attrs={**attrs, OUTCOME: "failed", "harness.error": reason, "log_tail": tail})
         self.result.failed += 1
         label = f"{item.cell.key}-{item.slot}-trial{item.trial.number}"
@@ -268,21 +285,21 @@ class Coordinator:
     # -- liveness, orphans, pruning ----------------------------------------------------------
     def beat(self) -> None:
         for item in list(self.running.values()):
-            heartbeat(self.handle, item.trial_id)
+            heartbeat(self.handle, item.number)
             self.note_run_id(item)
-            if self.handle.trial(item.trial_id).state != TrialState.RUNNING:
+            if self.handle.trial(item.number).state != TrialState.RUNNING:
                 # Another worker declared us dead (a stall longer than the grace period) and may
                 # already be retrying this unit: stop our copy.
                 log.warning("trial #%d was taken over by another worker; stopping it here", item.trial.number)
                 item.handle.stop()
-                del self.running[item.trial_id]
+                del self.running[item.number]
 
     def note_run_id(self, item: Running) -> None:
         """Record the trial's MLflow run id as soon as `harness train` has written run.json."""
         if item.run_id is None:
             item.run_id = read_run_file(item.trial_dir).get("run_id")
             if item.run_id:
-                set_attrs(self.handle, item.trial_id, {"mlflow_run_id": item.run_id})
+                set_attrs(self.handle, item.number, {"mlflow_run_id": item.run_id})
 
     def reconcile(self, retry_failed: bool) -> None:
         """Fail trials whose coordinator died, stop their leftover processes, enqueue the units
@@ -317,19 +334,19 @@ class Coordinator:
         history = records.best_effort("read the validation curve", self.client.get_metric_history, item.run_id, metric)
         fresh = [m for m in history or [] if m.step not in item.reported and m.step > 0 and math.isfinite(m.value)]
         for point in fresh:
-            self.handle.storage.set_trial_intermediate_value(item.trial_id, point.step, point.value)
+            self.handle.storage.set_trial_intermediate_value(self.handle.trial_id(item.number), point.step,
+                                                             point.value)
             item.reported.add(point.step)
         return bool(fresh)
 
     def maybe_prune(self, item: Running) -> None:
         cell_trials = [t for t in self.handle.trials() if unit_of(t) and unit_of(t)[0] == item.cell.key]
-        current = self.handle.trial(item.trial_id)
+        current = self.handle.trial(item.number)
         if not should_prune(self.sweep.spec.search, self.sweep.spec.objective.direction, cell_trials, current):
             return
         item.handle.stop()
-        del self.running[item.trial_id]
-        last = current.intermediate_values[current.last_step]
-        if finish(self.handle, item.trial_id, TrialState.PRUNED, last,
+        del self.running[item.number]
+        if finish(self.handle, item.number, TrialState.PRUNED, None,
                   {OUTCOME: "pruned", "mlflow_run_id": item.run_id, "pruned_at_step": current.last_step}):
             self.result.pruned += 1
             records.tag_run(self.client, item.run_id, {"harness.trial": item.trial.number, "harness.pruned": "true"})
@@ -341,7 +358,7 @@ class Coordinator:
         for item in list(self.running.values()):
             item.handle.stop()
             self.note_run_id(item)
-            finish(self.handle, item.trial_id, TrialState.FAIL, attrs={OUTCOME: "interrupted"})
+            finish(self.handle, item.number, TrialState.FAIL, attrs={OUTCOME: "interrupted"})
         self.running.clear()
 
     def finalize(self) -> None:
@@ -376,23 +393,30 @@ def prepare_trial_dir(trial_dir: Path, cell: Cell, tracking_uri: str) -> None:
 
 
 def run_sweep(sweep: Sweep, jobs: int = 1, storage: str | None = None, launcher: str = "local",
-              progress: bool = True, enqueue_only: bool = False) -> SweepResult:
-    """Run (or resume) a sweep until no trial is waiting; see the module docstring."""
+              progress: bool = True, enqueue_only: bool = False, heartbeat_s: int = HEARTBEAT_S,
+              grace_s: int = GRACE_S) -> SweepResult:
+    """Run (or resume) a sweep until no trial is waiting or running; see the module docstring."""
     url = storage or default_storage_url(sweep.output_dir)
     storage_kind(url)  # a bad URL fails before anything is created
     if jobs < 1:
         raise HarnessError(f"--jobs {jobs}: expected an integer >= 1.")
+    if not 1 <= heartbeat_s < grace_s:
+        raise HarnessError(f"--heartbeat-s {heartbeat_s} / --grace-s {grace_s}: expected 1 <= heartbeat < grace "
+                           f"(a trial silent for the grace period is taken over; defaults {HEARTBEAT_S} / {GRACE_S}).")
     runner = make_launcher(launcher, sweep.output_dir / "submitit", sweep.spec.submitit, f"harness-{sweep.name}",
                            source=f"{sweep.path}: the `submitit` block")
-    client = records.client_for(default_tracking_uri())
     sweep.output_dir.mkdir(parents=True, exist_ok=True)
-    handle = open_study(url, sweep.study_name, sweep.spec.objective.direction)
+    handle = open_study(url, sweep.study_name, sweep.spec.objective.direction, heartbeat_s=heartbeat_s,
+                        grace_s=grace_s)
+    # Every worker logs where the study's first worker did, unless told otherwise; an HTTP server
+    # is waited for; a fresh SQLite store is created here, once, before any trial starts.
+    client = records.client_for(sweep_tracking_uri(handle.study.user_attrs.get("mlflow_tracking_uri")))
     with storage_lock(url):
         parent = records.ensure_parent_run(client, handle.study, sweep, url)
         handle.study.set_user_attr("sweep", sweep.name)
         handle.study.set_user_attr("sweep_file", str(sweep.path.resolve()))
     line = ProgressLine(sweep.name, jobs, enabled=progress)
-    coordinator = Coordinator(sweep, handle, runner, jobs, parent, client, line)
+    coordinator = Coordinator(sweep, handle, runner, jobs, parent, client, line, heartbeat_s=heartbeat_s)
     coordinator.reconcile(retry_failed=True)
     if enqueue_only:
         coordinator.result.rows = unit_rows(sweep, handle.trials())

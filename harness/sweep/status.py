@@ -104,7 +104,8 @@ def unit_rows(sweep: Sweep, trials: list, client=None) -> list[dict[str, Any]]:
                         "objective": trial.value if trial is not None and state == "COMPLETE" else None,
                         "selected_step": attrs.get("selected_step"),
                         "trial": trial.number if trial else None,
-                        "mlflow_run_id": attrs.get("mlflow_run_id")})
+                        "mlflow_run_id": attrs.get("mlflow_run_id"),
+                        "host": attrs.get("harness.host")})
             if sweep.spec.search is not None:
                 row.update({f"param:{k}": trial.params.get(k) if trial else None for k in sweep.spec.search.params})
             rows.append(row)

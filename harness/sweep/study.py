@@ -17,17 +17,25 @@ Whoever finishes a trial first sets the user attr `harness.outcome` (completed, 
 duplicate, interrupted); a FAIL without it was *orphaned*: its coordinator died (same host: the
 owner process is gone; any host: Optuna's heartbeat went stale on RDB storages, our own heartbeat
 attr on journal files).
+
+Only Optuna's public API is used: trials are named by number (`study.tell(number, ...)`, the
+storage's `get_trial_id_from_study_id_trial_number`), claims go through the storage's public
+`set_trial_state_values`, heartbeats through `record_heartbeat` and `fail_stale_trials` with a
+`heartbeat_stale_trial_callback` (Optuna >= 4.9). Optuna's own `RetryFailedTrialCallback` is not
+used: it would copy the dead owner's attrs and attempt count into the retry, so re-enqueueing
+stays in `enqueue_missing`, the one rule for "does this unit need a new attempt".
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import socket
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -38,14 +46,18 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.errors import ConfigError
+from harness.sweep.resilient import OUTAGE, retrying_rdb_storage
 
 HEARTBEAT_S = 10          # Optuna's heartbeat interval (RDB storages) and our journal heartbeat
 GRACE_S = 60              # a RUNNING trial silent this long is dead
+JOURNAL_BEAT = "harness.heartbeat"   # our heartbeat on journal files (a user attr: wall-clock seconds)
 OUTCOME = "harness.outcome"
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 ACTIVE_STATES = (TrialState.RUNNING, TrialState.WAITING)
 RETRYABLE_OUTCOMES = (None, "interrupted", "lease_lost")   # retried even within one invocation
+ENQUEUED_PARAMS = "harness.params"   # search params a retry must reuse (user attr set at enqueue)
 
+log = logging.getLogger("harness.sweep")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -86,8 +98,10 @@ def storage_file(url: str) -> Path | None:
     return None
 
 
-def open_storage(url: str, create: bool = True) -> BaseStorage | None:
-    """The storage at `url`; None when `create` is False and its file does not exist."""
+def open_storage(url: str, create: bool = True, heartbeat_s: int = HEARTBEAT_S,
+                 grace_s: int = GRACE_S) -> BaseStorage | None:
+    """The storage at `url`; None when `create` is False and its file does not exist. RDB
+    storages retry transient connection errors (harness/sweep/resilient.py)."""
     kind, path = storage_kind(url), storage_file(url)
     if path is not None and not create and not path.is_file():
         return None
@@ -97,7 +111,16 @@ def open_storage(url: str, create: bool = True) -> BaseStorage | None:
         return JournalStorage(JournalFileBackend(str(path)))
     engine = {"connect_args": {"timeout": 120}} if kind == "sqlite" else {"pool_pre_ping": True}
     with _heartbeat_api():
-        return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+        return retrying_rdb_storage(url, engine_kwargs=engine, heartbeat_interval=int(heartbeat_s),
+                                    grace_period=int(grace_s), heartbeat_stale_trial_callback=note_stale_trial)
+
+
+def note_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Optuna's heartbeat-stale callback: say which host's trial went silent, and when."""
+    attrs = trial.user_attrs
+    log.warning("trial #%d (%s) on host %s sent no heartbeat within the grace period: its worker is gone; "
+                "it will be retried from its last checkpoint", trial.number, attrs.get("cell_key", "?"),
+                attrs.get("harness.host", "?"))
 
 
 @contextlib.contextmanager
@@ -122,27 +145,38 @@ class StudyHandle:
     storage: BaseStorage
     study_id: int
     url: str
+    grace_s: float = GRACE_S
+    _ids: dict[int, int] = field(default_factory=dict)
 
     def trials(self, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
-        return self.storage.get_all_trials(self.study_id, deepcopy=False, states=states)
+        return self.study.get_trials(deepcopy=False, states=states)
 
-    def trial(self, trial_id: int) -> FrozenTrial:
-        return self.storage.get_trial(trial_id)
+    def trial_id(self, number: int) -> int:
+        """The storage's id of trial `number`, through the storage's public lookup (cached)."""
+        if number not in self._ids:
+            self._ids[number] = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+        return self._ids[number]
+
+    def trial(self, number: int) -> FrozenTrial:
+        return self.storage.get_trial(self.trial_id(number))
 
 
-def open_study(url: str, name: str, direction: str = "maximize", create: bool = True) -> StudyHandle | None:
-    storage = open_storage(url, create=create)
+def open_study(url: str, name: str, direction: str = "maximize", create: bool = True,
+               heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S) -> StudyHandle | None:
+    # Creating a fresh SQLite file's tables from two processes at once fails in one: hold the lock.
+    with storage_lock(url) if create else contextlib.nullcontext():
+        storage = open_storage(url, create=create, heartbeat_s=heartbeat_s, grace_s=grace_s)
+        if storage is not None and create:
+            study = optuna.create_study(study_name=name, storage=storage, direction=direction, load_if_exists=True,
+                                        sampler=optuna.samplers.RandomSampler())
     if storage is None:
         return None
-    if create:
-        study = optuna.create_study(study_name=name, storage=storage, direction=direction, load_if_exists=True,
-                                    sampler=optuna.samplers.RandomSampler())
-    else:
+    if not create:
         try:
             study = optuna.load_study(study_name=name, storage=storage)
         except KeyError:
             return None
-    return StudyHandle(study, storage, storage.get_study_id_from_name(name), url)
+    return StudyHandle(study, storage, storage.get_study_id_from_name(name), url, grace_s)
 
 
 # -- units -----------------------------------------------------------------------------------
@@ -203,7 +237,8 @@ def enqueue_missing(handle: StudyHandle, units: list[tuple[str, int]], axes: dic
             params = dict(attempts[-1].params) if attempts else {}
             handle.study.enqueue_trial(params, user_attrs={"cell_key": cell_key, "slot": slot,
                                                            "axes": axes.get(cell_key, {}),
-                                                           "attempt": len(attempts) + 1})
+                                                           "attempt": len(attempts) + 1,
+                                                           ENQUEUED_PARAMS: params})
             count += 1
         return count
 
@@ -226,24 +261,26 @@ def process_start_time(pid: int) -> str | None:
 
 
 def claim_next(handle: StudyHandle, units: set[tuple[str, int]] | None = None) -> FrozenTrial | None:
-    """Move one WAITING trial (of `units`, if given) to RUNNING for this process, or return None."""
+    """Move one WAITING trial (of `units`, if given) to RUNNING for this process, or return None.
+    The storage's WAITING -> RUNNING update is atomic (it returns False to all but one claimant)."""
     owner = owner_attrs()
     with storage_lock(handle.url):
         for trial in sorted(handle.trials((TrialState.WAITING,)), key=lambda t: t.number):
             if unit_of(trial) is None or (units is not None and unit_of(trial) not in units):
                 continue
+            trial_id = handle.trial_id(trial.number)
             try:
-                if not handle.storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
+                if not handle.storage.set_trial_state_values(trial_id, TrialState.RUNNING):
                     continue
             except UpdateFinishedTrialError:
                 continue
+            heartbeat(handle, trial.number)
             for key, value in owner.items():
-                handle.storage.set_trial_user_attr(trial._trial_id, key, value)
-            heartbeat(handle, trial._trial_id)
+                handle.storage.set_trial_user_attr(trial_id, key, value)
             if is_duplicate(handle, trial):
-                finish(handle, trial._trial_id, TrialState.FAIL, attrs={OUTCOME: "duplicate"})
+                finish(handle, trial.number, TrialState.FAIL, attrs={OUTCOME: "duplicate"})
                 continue
-            return handle.trial(trial._trial_id)
+            return handle.trial(trial.number)
     return None
 
 
@@ -262,33 +299,39 @@ def is_duplicate(handle: StudyHandle, mine: FrozenTrial) -> bool:
     return False
 
 
-def finish(handle: StudyHandle, trial_id: int, state: TrialState, value: float | None = None,
+def finish(handle: StudyHandle, number: int, state: TrialState, value: float | None = None,
            attrs: dict[str, Any] | None = None) -> bool:
-    """Record attrs, then the final state. False when someone else already finished the trial
-    (it was declared orphaned while we ran: our lease was lost)."""
+    """Record attrs, then the final state through `study.tell` (a PRUNED trial's value is its last
+    reported one). False when someone else already finished the trial (it was declared orphaned
+    while we ran: our lease was lost)."""
     try:
-        for key, val in (attrs or {}).items():
-            handle.storage.set_trial_user_attr(trial_id, key, val)
-        return handle.storage.set_trial_state_values(trial_id, state, None if value is None else [value])
+        set_attrs(handle, number, attrs or {}, strict=True)
+        if handle.trial(number).state.is_finished():
+            return False
+        handle.study.tell(number, value if state == TrialState.COMPLETE else None, state=state)
+        return True
     except UpdateFinishedTrialError:
         return False
 
 
-def set_attrs(handle: StudyHandle, trial_id: int, attrs: dict[str, Any]) -> None:
-    with contextlib.suppress(UpdateFinishedTrialError):
+def set_attrs(handle: StudyHandle, number: int, attrs: dict[str, Any], strict: bool = False) -> None:
+    """User attrs on a trial; on a finished one they are dropped (raised when `strict`)."""
+    try:
         for key, value in attrs.items():
-            handle.storage.set_trial_user_attr(trial_id, key, value)
+            handle.storage.set_trial_user_attr(handle.trial_id(number), key, value)
+    except UpdateFinishedTrialError:
+        if strict:
+            raise
 
 
 # -- liveness --------------------------------------------------------------------------------
 
 
-def heartbeat(handle: StudyHandle, trial_id: int) -> None:
+def heartbeat(handle: StudyHandle, number: int) -> None:
     if isinstance(handle.storage, RDBStorage):
-        handle.storage.record_heartbeat(trial_id)
+        handle.storage.record_heartbeat(handle.trial_id(number))
     else:
-        with contextlib.suppress(UpdateFinishedTrialError):
-            handle.storage.set_trial_system_attr(trial_id, "harness:heartbeat", time.time())
+        set_attrs(handle, number, {JOURNAL_BEAT: time.time()})
 
 
 def owner_is_dead(trial: FrozenTrial) -> bool:
@@ -300,21 +343,33 @@ def owner_is_dead(trial: FrozenTrial) -> bool:
 
 
 def fail_orphans(handle: StudyHandle, own: set[int]) -> int:
-    """Mark RUNNING trials whose coordinator is dead as FAIL (no outcome attr = orphaned)."""
-    before = {t._trial_id for t in handle.trials((TrialState.RUNNING,))}
-    with _heartbeat_api():
-        optuna.storages.fail_stale_trials(handle.study)  # RDB storages: stale Optuna heartbeat
+    """Mark RUNNING trials (other than the numbers in `own`) whose coordinator is dead as FAIL
+    (no outcome attr = orphaned); returns how many."""
+    before = {t.number for t in handle.trials((TrialState.RUNNING,))}
+    trust_heartbeats = OUTAGE.seconds_since_outage() > handle.grace_s  # see resilient.py
+    if trust_heartbeats:
+        with _heartbeat_api():
+            optuna.storages.fail_stale_trials(handle.study)  # RDB storages: stale Optuna heartbeat
     now = time.time()
     for trial in handle.trials((TrialState.RUNNING,)):
-        if trial._trial_id in own or unit_of(trial) is None:
+        if trial.number in own or unit_of(trial) is None:
             continue
-        beat = trial.system_attrs.get("harness:heartbeat")
-        stale_journal = not isinstance(handle.storage, RDBStorage) and beat is not None and now - beat > GRACE_S
-        if owner_is_dead(trial) or stale_journal:
+        if owner_is_dead(trial) or (trust_heartbeats and is_silent(handle, trial, now)):
             with contextlib.suppress(UpdateFinishedTrialError):
-                handle.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-    after = {t._trial_id for t in handle.trials((TrialState.RUNNING,))}
+                handle.storage.set_trial_state_values(handle.trial_id(trial.number), TrialState.FAIL)
+    after = {t.number for t in handle.trials((TrialState.RUNNING,))}
     return len(before - after - own)
+
+
+def is_silent(handle: StudyHandle, trial: FrozenTrial, now: float) -> bool:
+    """Stale without Optuna's help: our journal heartbeat is older than the grace period, or the
+    claim never completed (RUNNING for longer than the grace period with no owner recorded:
+    its claimant lost the database between the two writes, or died there)."""
+    started = trial.datetime_start.timestamp() if trial.datetime_start else now
+    if "harness.host" not in trial.user_attrs:
+        return now - started > handle.grace_s
+    beat = trial.user_attrs.get(JOURNAL_BEAT)
+    return not isinstance(handle.storage, RDBStorage) and beat is not None and now - beat > handle.grace_s
 
 
 def units_to_reap(handle: StudyHandle) -> list[tuple[str, int]]:
