@@ -33,11 +33,25 @@ def policy(tiny_assets):
     return model, tokenizer
 
 
-@pytest.fixture(scope="module")
-def engine(tiny_assets, policy):
-    generator = VLLMGenerator(tiny_assets.policy_dir, dtype="float32", cpu_kv_cache_gib=0.25, max_model_len=256)
-    yield generator
-    del generator.llm
+_SHARED: dict[str, VLLMGenerator] = {}
+
+
+@pytest.fixture
+def engine(tiny_assets):
+    """One fp32 engine for the module; made again only if a test's own engine closed it (one
+    in-process engine lives at a time), so tests that make their own run last."""
+    generator = _SHARED.get("fp32")
+    if generator is None or generator.llm is None:
+        generator = _SHARED["fp32"] = VLLMGenerator(tiny_assets.policy_dir, dtype="float32",
+                                                    cpu_kv_cache_gib=0.25, max_model_len=256)
+    return generator
+
+
+@pytest.fixture(scope="module", autouse=True)
+def close_engines():
+    yield
+    for generator in _SHARED.values():
+        generator.close()
 
 
 @pytest.fixture
@@ -146,45 +160,6 @@ def test_load_weights_long_prompt_matches_new_weights(engine, policy, seed_weigh
     assert all(torch.equal(pushed[name], tensor) for name, tensor in new_model.state_dict().items())
 
 
-def test_tied_checkpoint_without_lm_head_still_updates_the_output_layer(tiny_assets, policy):
-    """A tied checkpoint omits lm_head.weight; the push must send it anyway.
-
-    In bfloat16 vLLM's CPU kernels keep a packed copy of the output layer (AMX), so a push of
-    the embeddings alone leaves the old head: the engine would then score like `stale_head`.
-    """
-    model, tokenizer = policy
-    config = json.loads((Path(tiny_assets.policy_dir) / "config.json").read_text())
-    assert config["tie_word_embeddings"]  # the tiny policy is tied
-    new_model = perturbed(model, 0.5, seed=2)
-    state = new_model.state_dict()
-    assert state[LM_HEAD].data_ptr() == state["model.embed_tokens.weight"].data_ptr()
-    saved_like = {name: tensor for name, tensor in state.items() if name != LM_HEAD}  # as save_pretrained writes
-    stale_head = copy.deepcopy(new_model)
-    stale_head.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())  # new body, old head
-    engine = VLLMGenerator(tiny_assets.policy_dir, dtype="bfloat16", cpu_kv_cache_gib=0.125, max_model_len=256)
-    try:
-        engine.load_weights(saved_like)
-        prompts = [chat_prompt(tokenizer, q) for q in QUESTIONS]
-        rollouts = flat(engine.generate(prompts, SamplingParams(n=4, max_new_tokens=30, seed=4,
-                                                                return_logprobs=True)))
-    finally:
-        del engine.llm
-    to_new = max_logprob_error(rounded_to_bfloat16(new_model), tokenizer, rollouts, 1.0)
-    to_stale = max_logprob_error(rounded_to_bfloat16(stale_head), tokenizer, rollouts, 1.0)
-    assert to_new < 0.2 and to_new * 4 < to_stale, (to_new, to_stale)  # bf16 noise is ~0.05; stale ~0.9
-    with pytest.raises(ValueError, match="lm_head"):
-        with_lm_head({"model.norm.weight": torch.ones(2)}, {"tie_word_embeddings": False})
-
-
-def rounded_to_bfloat16(model):
-    """The fp32 model with every weight rounded to bfloat16, as the bf16 engine holds them."""
-    rounded = copy.deepcopy(model)
-    with torch.no_grad():
-        for param in rounded.parameters():
-            param.copy_(param.to(torch.bfloat16).float())
-    return rounded
-
-
 def test_weights_as_files_reach_the_engine_too(engine, policy, seed_weights_after):
     model, tokenizer = policy
     new_model = perturbed(model, 0.5, seed=3)
@@ -212,6 +187,45 @@ def test_live_view_samples_the_current_policy_and_leaves_the_snapshot(engine, po
     stale_after = flat(engine.generate(prompts, params))
     assert [r.token_ids for r in stale_after] == [r.token_ids for r in stale_before]
     assert max_logprob_error(model, tokenizer, stale_after, 1.0) < TOLERANCE
+
+
+def test_tied_checkpoint_without_lm_head_still_updates_the_output_layer(tiny_assets, policy):
+    """A tied checkpoint omits lm_head.weight; the push must send it anyway.
+
+    In bfloat16 vLLM's CPU kernels keep a packed copy of the output layer (AMX), so a push of
+    the embeddings alone leaves the old head: the engine would then score like `stale_head`.
+    """
+    model, tokenizer = policy
+    config = json.loads((Path(tiny_assets.policy_dir) / "config.json").read_text())
+    assert config["tie_word_embeddings"]  # the tiny policy is tied
+    new_model = perturbed(model, 0.5, seed=2)
+    state = new_model.state_dict()
+    assert state[LM_HEAD].data_ptr() == state["model.embed_tokens.weight"].data_ptr()
+    saved_like = {name: tensor for name, tensor in state.items() if name != LM_HEAD}  # as save_pretrained writes
+    stale_head = copy.deepcopy(new_model)
+    stale_head.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())  # new body, old head
+    engine = VLLMGenerator(tiny_assets.policy_dir, dtype="bfloat16", cpu_kv_cache_gib=0.125, max_model_len=256)
+    try:
+        engine.load_weights(saved_like)
+        prompts = [chat_prompt(tokenizer, q) for q in QUESTIONS]
+        rollouts = flat(engine.generate(prompts, SamplingParams(n=4, max_new_tokens=30, seed=4,
+                                                                return_logprobs=True)))
+    finally:
+        engine.close()
+    to_new = max_logprob_error(rounded_to_bfloat16(new_model), tokenizer, rollouts, 1.0)
+    to_stale = max_logprob_error(rounded_to_bfloat16(stale_head), tokenizer, rollouts, 1.0)
+    assert to_new < 0.2 and to_new * 4 < to_stale, (to_new, to_stale)  # bf16 noise is ~0.05; stale ~0.9
+    with pytest.raises(ValueError, match="lm_head"):
+        with_lm_head({"model.norm.weight": torch.ones(2)}, {"tie_word_embeddings": False})
+
+
+def rounded_to_bfloat16(model):
+    """The fp32 model with every weight rounded to bfloat16, as the bf16 engine holds them."""
+    rounded = copy.deepcopy(model)
+    with torch.no_grad():
+        for param in rounded.parameters():
+            param.copy_(param.to(torch.bfloat16).float())
+    return rounded
 
 
 def test_engine_keys_are_validated_and_importing_the_harness_imports_no_vllm():

@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
@@ -100,9 +101,11 @@ class VLLMGenerator:
             engine_args["kv_cache_memory_bytes"] = int(cpu_kv_cache_gib * 2**30)
         else:
             engine_args["gpu_memory_utilization"] = gpu_memory_utilization
+        self.in_process = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0"
+        if self.in_process:
+            _close_previous_in_process_engine(self)
         started = time.perf_counter()
         self.llm = vllm.LLM(**engine_args)
-        self.in_process = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0"
         # In-process weights travel as tensors; a multiprocess engine reads a safetensors folder.
         self.weight_transport: Literal["tensors", "files"] = "tensors" if self.in_process else "files"
         log.info("vLLM engine ready in %.1f s (%s, dtype %s, %s, max_model_len %s)", time.perf_counter() - started,
@@ -114,6 +117,13 @@ class VLLMGenerator:
         if initial is not None:  # a live model may differ from its folder (resumed, trained)
             self._push(initial)
         self.version = 0
+
+    def close(self) -> None:
+        """Shut the engine down now (idempotent); the object cannot generate after."""
+        if self.llm is not None:
+            self.llm.llm_engine.engine_core.shutdown()
+            self.llm = None
+        self._scratch.cleanup()
 
     # -- weights ----------------------------------------------------------------------------
 
@@ -198,6 +208,21 @@ class VLLMGenerator:
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         return Rollout(prompt_index=p, sample_index=s, prompt_ids=list(prompt_ids), token_ids=ids, text=text,
                        finish_reason=completion.finish_reason, logprobs=logprobs)
+
+
+_live_in_process: weakref.ref | None = None
+
+
+def _close_previous_in_process_engine(new: VLLMGenerator) -> None:
+    """In-process engines share the process's torch.distributed state, and an engine's shutdown
+    (also when it is garbage-collected) tears that state down under any other. So one lives at a
+    time: a new engine (the evaluation's after training's, say) closes the one before it."""
+    global _live_in_process
+    previous = _live_in_process() if _live_in_process is not None else None
+    if previous is not None and previous.llm is not None:
+        log.info("closing the previous in-process vLLM engine (one engine per process)")
+        previous.close()
+    _live_in_process = weakref.ref(new)
 
 
 def with_lm_head(weights: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
