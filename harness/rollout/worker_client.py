@@ -174,10 +174,6 @@ class WorkerRollouts:
     def close(self) -> None:
         self._finalizer()
 
-    @property
-    def pid(self) -> int | None:
-        return self.handles["process"].pid
-
     # -- process management ----------------------------------------------------------------
 
     def _start(self) -> None:
