@@ -18,6 +18,7 @@ The MLflow conventions read here are the ones docs/DESIGN.md fixes: tags `harnes
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
@@ -520,11 +521,20 @@ def load_generations(client: MlflowClient, run_id: str, suite: str, prefix: str 
 
 
 def read_jsonl(path: Path, where: str) -> list[dict]:
-    """A generations file's rows, read by the project's one JSONL reader (harness.files)."""
-    from harness.files import check_object, read_jsonl as read_lines
-    expected = "one object per line with id, prompt, output, length, score"
-    return [check_object(value, f"{where}, line {number}", expected=expected)
-            for number, value in read_lines(path, "generations file", expected=expected)]
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{where}, line {number}: not valid JSON ({exc.msg}); expected one "
+                                "object per line with id, prompt, output, length, score.") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{where}, line {number}: got {type(row).__name__}, expected a JSON object.")
+            rows.append(row)
+    return rows
 
 
 def default_tracking_uri() -> str:
