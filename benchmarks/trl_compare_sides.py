@@ -119,7 +119,7 @@ def run_floor(steps: int) -> dict:
     log-softmax, the reference forward, one AdamW step. No reward (fixed +-1 advantages), no
     entropy, no logging."""
     from harness.rollout import HFGenerator, SamplingParams
-    from harness.rollout.hf import load_policy
+    from harness.models import load_policy
     from harness.sequences import pack
     from harness.tiny import ensure_tiny_assets
     from harness.trainer import chat_prompt
@@ -204,7 +204,7 @@ class _TrlSetup:
     def __init__(self, steps: int, prompts_per_step: int, out: str):
         from datasets import Dataset
 
-        from harness.rollout.hf import load_policy
+        from harness.models import load_policy
         from harness.tiny import ensure_tiny_assets
         from harness.trainer import build_rewards, chat_prompt
         self.cfg = _config(["method=grpo"], steps, out)

@@ -80,8 +80,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     from harness.plan import check_fits
     from harness.runner import run_training
     cfg = load_run_config(args.config, args.overrides)
-    check_launch(cfg, args.config)
-    check_fits(cfg, args.config)
     source = args.config + (f" (with overrides {' '.join(args.overrides)})" if args.overrides else "")
     result = run_training(cfg, resume=args.resume, parent_run_id=args.parent_run_id, tags=_tags(args.tag),
                           use_mlflow=not args.no_mlflow, progress=not args.no_progress, source=source)

@@ -216,7 +216,7 @@ def check_fits(cfg, source: str = "config") -> Plan | None:
     """`harness train`'s check on CUDA (one GPU per process); nothing to check on CPU."""
     import torch
     from harness.distributed import launch_env
-    from harness.rollout.hf import resolve_device
+    from harness.models import resolve_device
     if resolve_device(cfg.model.device).type != "cuda":
         return None
     _, world, local_rank, _ = launch_env()

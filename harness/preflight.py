@@ -43,8 +43,7 @@ def check_run_inputs(cfg: RunConfig, source: str, tracking_uri: str | None = Non
 
 
 def check_output_dir(cfg: RunConfig, source: str) -> None:
-    from harness.runner import output_dir_of
-    path = output_dir_of(cfg)
+    path = Path(cfg.output_dir or Path("runs") / cfg.run_name).resolve()  # = harness.runner.output_dir_of
     key = "output_dir" if cfg.output_dir else "output_dir (default runs/<run name>)"
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{source}: `{key}` = {str(path)!r} is a file, not a folder; expected a folder "

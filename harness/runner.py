@@ -41,6 +41,10 @@ def run_training(cfg: RunConfig, resume: bool = False, parent_run_id: str | None
     require_backend(cfg.rollout.backend)  # a missing engine fails before the run or its folder exists
     # Everything checkable is checked before the first MLflow call or folder (harness.preflight).
     check_run_inputs(cfg, source, tracking_uri=default_tracking_uri() if use_mlflow else None)
+    from harness.distributed import check_launch
+    from harness.plan import check_fits
+    check_launch(cfg, source)
+    check_fits(cfg, source)
     output_dir = output_dir_of(cfg)
     cfg = cfg.model_copy(update={"output_dir": str(output_dir)})
     run_file = output_dir / "run.json"
@@ -50,7 +54,7 @@ def run_training(cfg: RunConfig, resume: bool = False, parent_run_id: str | None
         tracker = MlflowTracker(cfg.tracking.experiment, cfg.run_name, run_id=previous.get("run_id"),
                                 parent_run_id=parent_run_id, tags={**run_tags(cfg), **(tags or {})})
     try:  # from here on a failure marks the run FAILED with its error: never left RUNNING
-        if use_mlflow:
+        if use_mlflow and is_main_process():
             atomic_write_text(run_file, json.dumps({"run_id": tracker.run_id, "experiment_id": tracker.experiment_id,
                                                     "tracking_uri": tracker.tracking_uri}))
             log.info("MLflow run %s in experiment %r at %s", tracker.run_id, cfg.tracking.experiment,

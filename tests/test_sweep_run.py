@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import shutil
 import time
 from pathlib import Path
 
@@ -151,8 +152,12 @@ def complete_trials_per_cell(handle) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def small_sweep(tiny_assets, tmp_path_factory):
-    """dpo and grpo cells that train, plus one cell whose trial raises (missing policy weights)."""
+    """dpo and grpo cells that train, plus one cell whose trial raises mid-run: its policy folder
+    passes the pre-start checks (it holds config.json) but its weights are not a safetensors file."""
     folder = tmp_path_factory.mktemp("small")
+    broken = folder / "no-such-policy"
+    shutil.copytree(tiny_assets.policy_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
     path = write_grid(folder, "small", {"method": ["dpo", "grpo"], "seed": [0, 1]},
                       exclude=[{"method": "grpo", "seed": 1}],
                       overrides=[{"when": {"seed": 1}, "set": {"model.policy": str(folder / "no-such-policy")}}])
