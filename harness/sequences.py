@@ -124,7 +124,9 @@ def _forward_logits(model, batch: SequenceBatch, keep: int) -> torch.Tensor:
 
 
 def _accepts_logits_to_keep(model) -> bool:
-    forward = type(model).forward
+    forward = getattr(type(model), "forward", None)
+    if forward is None:  # a wrapper that is called, not a module (e.g. the LoRA reference view)
+        return False
     if forward not in _TRIM_SUPPORT:
         _TRIM_SUPPORT[forward] = "logits_to_keep" in inspect.signature(forward).parameters
     return _TRIM_SUPPORT[forward]
