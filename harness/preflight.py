@@ -216,7 +216,15 @@ def check_tracking_uri(uri: str | None, where: str, must_exist: bool = False) ->
     if scheme == "sqlite":
         _check_sqlite(uri, where, must_exist)
     elif scheme in ("http", "https"):
-        _check_server(uri, parsed, where)
+        try:
+            _check_server(uri, parsed, where)
+        except ConfigError:
+            # A server may be restarting (a team's shared server): wait HARNESS_TRACKING_WAIT_S with
+            # backoff before giving up; 0 fails at once with the message above.
+            from harness.tracking import tracking_wait_s, wait_for_tracking_server
+            if tracking_wait_s() <= 0:
+                raise
+            wait_for_tracking_server(uri)
     elif scheme == "file":
         path = Path(parsed.path if parsed.scheme else uri)
         if path.exists() and not path.is_dir():

@@ -9,6 +9,7 @@ the run FINISHED or FAILED (with the error text as a tag) so no run is left RUNN
 from __future__ import annotations
 
 import json
+import os
 import logging
 import traceback
 from pathlib import Path

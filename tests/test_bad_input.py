@@ -302,6 +302,7 @@ def _fill(text: str, d: Path) -> str:
 
 
 def _prepare(tmp_path: Path, files: dict, env: dict, monkeypatch) -> set[Path]:
+    monkeypatch.setenv("HARNESS_TRACKING_WAIT_S", "0")  # a dead server is reported at once, not after 120 s
     for name, content in files.items():
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -229,7 +229,7 @@ def test_report_and_dashboard_read_the_tracking_server(cluster, tmp_path):
     tracking = cluster["tracking"]
     sweeps = list_sweeps(connect(tracking.url))
     assert "multihost" in set(sweeps["sweep"])
-    from harness.report import report_command
+    from results.report import report_command
     path = report_command(None, str(tmp_path / "report"), tracking_uri=tracking.url, experiment="multihost")
     assert path.is_file() and "multihost" in path.read_text()
 
