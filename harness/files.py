@@ -13,11 +13,13 @@ crashes on nothing a file can contain. A writer leaves the old file or the new o
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from harness.errors import DataError, HarnessError
 
@@ -111,3 +113,17 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, value: Any, indent: int | None = None) -> None:
     atomic_write_text(path, json.dumps(value, ensure_ascii=False, indent=indent))
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """An exclusive advisory lock on `<path>.harness-lock` (made with its folder if needed), held
+    for the block: serialises processes that first create or update the same file store."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".harness-lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

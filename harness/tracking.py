@@ -10,7 +10,6 @@ has the same methods and does nothing, so library code never branches on "loggin
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import math
@@ -25,7 +24,7 @@ from harness.errors import HarnessError
 
 log = logging.getLogger("harness")
 
-from harness.files import atomic_write_text  # noqa: F401 - re-exported: the project's one atomic writer
+from harness.files import atomic_write_text, file_lock  # noqa: F401 - atomic_write_text re-exported: the project's one atomic writer
 
 # The per-step schema, shared by every method (see README "Metrics").
 TRAIN_METRICS = ("train/loss", "train/reward_mean", "train/pairs", "train/entropy", "train/response_len",
@@ -120,14 +119,8 @@ def store_creation_lock(uri: str) -> Iterator[None]:
     if not uri.startswith("sqlite:///"):
         yield
         return
-    path = Path(uri.removeprefix("sqlite:///"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".harness-lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with file_lock(uri.removeprefix("sqlite:///")):
+        yield
 
 
 def tracking_client(uri: str | None = None):

@@ -29,7 +29,6 @@ stays in `enqueue_missing`, the one rule for "does this unit need a new attempt"
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import socket
@@ -46,6 +45,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.errors import ConfigError
+from harness.files import file_lock
 from harness.sweep.resilient import OUTAGE, retrying_rdb_storage
 
 HEARTBEAT_S = 10          # Optuna's heartbeat interval (RDB storages) and our journal heartbeat
@@ -130,13 +130,8 @@ def storage_lock(url: str) -> Iterator[None]:
     if path is None:
         yield
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".harness-lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with file_lock(path):
+        yield
 
 
 @dataclass
