@@ -237,6 +237,9 @@ class RolloutConfig(Section):
     worker_cpu_threads: int | None = Field(None, ge=1, description="worker: torch CPU threads; None = model.cpu_threads")
     worker_restarts: int = Field(3, ge=0, description="worker: restarts in a row without a delivered step before "
                                                       "the run fails")
+    worker_timeout_s: float | None = Field(1800.0, gt=0, description="worker: seconds a live worker may take to "
+                                           "deliver the step the trainer waits for before it is declared hung, killed "
+                                           "and restarted; None = wait forever")
     snapshot_dir: str | None = Field(None, description="worker: where weight snapshots are written; None = /dev/shm "
                                                        "(else the temp dir)")
 

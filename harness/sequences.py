@@ -11,8 +11,10 @@ import inspect
 from dataclasses import dataclass
 
 import torch
+from transformers import PreTrainedModel
 
 from harness.algorithms import response_mask_from_lengths, token_logprobs_and_entropy
+from harness.kv_cache import CACHE_KWARG, LAYERED, cache_from_states, cache_of, cache_states
 from harness.rollout import Rollout
 
 
@@ -45,34 +47,107 @@ CALL_COST_TOKENS = 64
 
 
 def policy_logprobs(model, batch: SequenceBatch, temperature: float, with_entropy: bool = False,
-                    entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                    entropy_grad: bool = False, bucketed: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-token log-probs [B, T-1] of the batch's response tokens (and optionally entropies).
 
-    Rows run through the model in length buckets (`length_buckets`), each cut to its own longest
-    sequence, so padding costs little; the buckets share one autograd graph, so one backward()
-    covers them all. Only response positions are computed: the LM head runs from a bucket's
-    earliest response position on (`logits_to_keep`), and one log-sum-exp over the vocabulary,
-    on the response positions alone, gives both the log-probs and the entropies. Entries outside
-    `batch.response_mask` are 0. The entropy carries gradients only with `entropy_grad` (an
-    entropy bonus); otherwise it is computed from detached values for logging.
+    Only response positions are computed, and entries outside `batch.response_mask` are 0. With
+    `bucketed` (one process), rows that share a prompt (a prompt's n samples, a DPO pair) run it
+    once (`_shared_prompt_logprobs`), and rows run in length buckets (`length_buckets`), each cut to
+    its own longest row, so padding costs little. Every forward shares one autograd graph, so one
+    backward() covers them all. Under FSDP (`bucketed=False`) the whole batch is one forward, so
+    every rank makes the same calls. One log-sum-exp over the vocabulary, on the response positions
+    alone, gives both the log-probs and the entropies. The entropy carries gradients only with
+    `entropy_grad` (an entropy bonus); otherwise it is computed from detached values for logging.
     """
-    lengths = batch.attention_mask.sum(-1)
-    found = []
-    for rows in length_buckets(lengths.tolist(), CALL_COST_TOKENS):
-        index = torch.tensor(rows, device=batch.input_ids.device)
-        width = max(int(lengths[index].max()), 2)
-        part = SequenceBatch(batch.input_ids[index, :width], batch.attention_mask[index, :width],
-                             batch.response_mask[index, :width - 1], batch.response_lengths[index])
-        part_rows, cols, logp, entropy = _response_logprobs(model, part, temperature, with_entropy, entropy_grad)
-        found.append((index[part_rows], cols, logp, entropy))
-    rows, cols = torch.cat([f[0] for f in found]), torch.cat([f[1] for f in found])
-    logp = torch.cat([f[2] for f in found])
+    if bucketed and _shares_prompts(model, batch):
+        rows, cols, logits = _shared_prompt_logits(model, batch)
+    else:
+        lengths = batch.attention_mask.sum(-1)
+        found = []
+        for part_rows in (length_buckets(lengths.tolist(), CALL_COST_TOKENS) if bucketed
+                          else [list(range(len(lengths)))]):
+            index = torch.tensor(part_rows, device=batch.input_ids.device)
+            width = max(int(lengths[index].max()), 2)
+            part = SequenceBatch(batch.input_ids[index, :width], batch.attention_mask[index, :width],
+                                 batch.response_mask[index, :width - 1], batch.response_lengths[index])
+            bucket_rows, bucket_cols, bucket_logits = _response_logits(model, part)
+            found.append((index[bucket_rows], bucket_cols, bucket_logits))
+        rows, cols = torch.cat([f[0] for f in found]), torch.cat([f[1] for f in found])
+        logits = torch.cat([f[2] for f in found])
+    targets = batch.input_ids[rows, cols + 1]
+    logp, entropy = token_logprobs_and_entropy(logits, targets, temperature, with_entropy=with_entropy,
+                                               entropy_grad=entropy_grad)
     logp = logp.new_zeros(batch.response_mask.shape).index_put((rows, cols), logp)
-    entropy = None
     if with_entropy:
-        entropy = torch.cat([f[3] for f in found])
         entropy = entropy.new_zeros(batch.response_mask.shape).index_put((rows, cols), entropy)
     return logp, entropy
+
+
+def _prompt_ends(batch: SequenceBatch) -> torch.Tensor:
+    """Per row, the column of its first response token (rows have >= 1 response token)."""
+    return batch.response_mask.int().argmax(-1) + 1
+
+
+def _shares_prompts(model, batch: SequenceBatch) -> bool:
+    """True when some rows repeat a prompt and the model can continue from a given KV cache."""
+    if not (LAYERED and isinstance(model, PreTrainedModel)) or not bool(batch.response_mask.any(-1).all()):
+        return False
+    ends = _prompt_ends(batch).tolist()
+    prompts = {tuple(batch.input_ids[row, :end].tolist()) for row, end in enumerate(ends)}
+    return len(prompts) < len(ends)
+
+
+def _shared_prompt_logits(model, batch: SequenceBatch):
+    """(rows, cols, logits [N, V]) at the batch's N response positions, each distinct prompt run once.
+
+    1. The distinct prompts, left-padded, in one forward: their KV cache and the logits of their last
+       position (which predict every sample's first response token).
+    2. Each length bucket of responses continues from its rows' copies of that cache (gathered with
+       their autograd history, so the prompt's gradient sums over its samples), on the response tokens
+       but the last, whose logits predict the next token.
+    The positions are those of the right-padded sequence, so the values equal the full-sequence
+    forward's up to float rounding.
+    """
+    device = batch.input_ids.device
+    ends = _prompt_ends(batch)
+    first_row: dict[tuple[int, ...], int] = {}
+    for row, end in enumerate(ends.tolist()):
+        first_row.setdefault(tuple(batch.input_ids[row, :end].tolist()), row)
+    number = {prompt: i for i, prompt in enumerate(first_row)}
+    source = torch.tensor([number[tuple(batch.input_ids[row, :end].tolist())] for row, end in enumerate(ends.tolist())],
+                          device=device)
+    prompt_lengths = torch.tensor([len(prompt) for prompt in first_row], device=device)
+    width = int(prompt_lengths.max())
+    prompt_ids = torch.zeros((len(first_row), width), dtype=torch.long, device=device)
+    prompt_mask = torch.zeros_like(prompt_ids)
+    for i, prompt in enumerate(first_row):  # left padding: every prompt ends at column width - 1
+        prompt_ids[i, width - len(prompt):] = torch.tensor(prompt, device=device)
+        prompt_mask[i, width - len(prompt):] = 1
+    out = model(input_ids=prompt_ids, attention_mask=prompt_mask,
+                position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True, logits_to_keep=1)
+    states = cache_states(cache_of(out))
+    all_rows = torch.arange(len(ends), device=device)
+    found = [(all_rows, ends - 1, out.logits[:, -1][source])]  # each row's first response token
+    inputs = batch.attention_mask.sum(-1) - ends - 1  # response tokens that predict another one
+    for part_rows in length_buckets(inputs.tolist(), CALL_COST_TOKENS):
+        index = torch.tensor(part_rows, device=device)
+        steps = int(inputs[index].max())
+        if steps == 0:
+            continue
+        offsets = torch.arange(steps, device=device)
+        columns = (ends[index].unsqueeze(1) + offsets).clamp(max=batch.input_ids.shape[1] - 1)
+        valid = offsets.unsqueeze(0) < inputs[index].unsqueeze(1)
+        tokens = torch.where(valid, batch.input_ids[index.unsqueeze(1), columns], 0)
+        cache = cache_from_states([(k[source[index]], v[source[index]]) for k, v in states])
+        mask = torch.cat([prompt_mask[source[index]], valid.long()], dim=1)
+        positions = prompt_lengths[source[index]].unsqueeze(1) + offsets
+        logits = model(input_ids=tokens, attention_mask=mask, position_ids=positions, use_cache=True,
+                       **{CACHE_KWARG: cache}).logits
+        keep_rows, keep_steps = valid.nonzero(as_tuple=True)
+        # input token j of the response sits at column end + j and predicts the target at column end + j + 1,
+        # i.e. [B, T-1] column end + j
+        found.append((index[keep_rows], ends[index][keep_rows] + keep_steps, logits[keep_rows, keep_steps]))
+    return (torch.cat([f[0] for f in found]), torch.cat([f[1] for f in found]), torch.cat([f[2] for f in found]))
 
 
 def length_buckets(lengths: list[int], call_cost: int) -> list[list[int]]:
@@ -103,16 +178,13 @@ def length_buckets(lengths: list[int], call_cost: int) -> list[list[int]]:
     return [[row for row, length in enumerate(lengths) if low <= length <= high] for low, high in reversed(bounds)]
 
 
-def _response_logprobs(model, batch: SequenceBatch, temperature: float, with_entropy: bool, entropy_grad: bool):
-    """(rows, cols, logp [N], entropy [N] or None) at the batch's N response positions."""
+def _response_logits(model, batch: SequenceBatch):
+    """(rows, cols, logits [N, V]) at the batch's N response positions, from one full-sequence forward."""
     width = batch.input_ids.shape[1]
     rows, cols = batch.response_mask.nonzero(as_tuple=True)  # cols: the predicting position
     first = int(cols.min()) if cols.numel() else width - 1
     logits = _forward_logits(model, batch, keep=width - first)  # positions first .. T-1
-    targets = batch.input_ids[rows, cols + 1]
-    logp, entropy = token_logprobs_and_entropy(
-        logits[rows, cols - first], targets, temperature, with_entropy=with_entropy, entropy_grad=entropy_grad)
-    return rows, cols, logp, entropy
+    return rows, cols, logits[rows, cols - first]
 
 
 def _forward_logits(model, batch: SequenceBatch, keep: int) -> torch.Tensor:

@@ -259,9 +259,10 @@ def dpo_update(cfg: RunConfig, policy, reference, tokenizer, records, groups, re
     for chunk, real in dist.chunks(pairs, per_chunk):  # this rank's share; `real` False: a 0-weight filler
         rollouts = [groups[p][c] for p, c, _ in chunk] + [groups[p][r] for p, _, r in chunk]
         batch = pack(rollouts, tokenizer.pad_token_id, device)
-        logp, entropy = policy_logprobs(policy, batch, cfg.train.temperature, with_entropy=True)
+        logp, entropy = policy_logprobs(policy, batch, cfg.train.temperature, with_entropy=True,
+                                        bucketed=not dist.enabled)
         with torch.no_grad():
-            ref_logp, _ = policy_logprobs(reference, batch, cfg.train.temperature)
+            ref_logp, _ = policy_logprobs(reference, batch, cfg.train.temperature, bucketed=not dist.enabled)
         summed, ref_summed = masked_sum(logp, batch.response_mask), masked_sum(ref_logp, batch.response_mask)
         k = len(chunk)
         lengths = batch.response_lengths.float()
@@ -290,9 +291,9 @@ def grpo_update(cfg: RunConfig, policy, reference, tokenizer, groups, reward_gri
     for chunk, real in dist.chunks(indices, cfg.train.micro_batch_size):  # this rank's share
         batch = pack([flat[i] for i in chunk], tokenizer.pad_token_id, device)
         logp, entropy = policy_logprobs(policy, batch, cfg.train.temperature, with_entropy=True,
-                                        entropy_grad=cfg.grpo.entropy_coef > 0)
+                                        entropy_grad=cfg.grpo.entropy_coef > 0, bucketed=not dist.enabled)
         with torch.no_grad():
-            ref_logp, _ = policy_logprobs(reference, batch, cfg.train.temperature)
+            ref_logp, _ = policy_logprobs(reference, batch, cfg.train.temperature, bucketed=not dist.enabled)
         behaviour = behaviour_logprobs([flat[i] for i in chunk], batch) if cfg.grpo.importance_sampling else None
         loss, stats = grpo_loss(logp, ref_logp, batch.response_mask, advantages[chunk].to(device),
                                 kl_coef=cfg.grpo.kl_coef, entropy_tok=entropy if cfg.grpo.entropy_coef > 0 else None,

@@ -14,7 +14,7 @@ from results.formatting import DASH, fmt
 from results.labels import seed_sort_key
 from results.metrics import headline_columns
 from results.runs import with_seed_rows
-from results.sweep_results import PHASES, TIME_KEYS, Cell, ReportData, mean, value_at
+from results.sweep_results import PHASES, TIME_KEYS, WAIT_KEY, Cell, ReportData, mean, value_at
 
 def mix_scores(report: ReportData, task_mix: str) -> tuple[pd.DataFrame, list[str]]:
     """(seed-aggregated cells incl. the seed baseline, headline score columns) for one task mix."""
@@ -38,16 +38,19 @@ def per_seed(cell: Cell, column: str) -> str:
 
 
 def compute_frame(report: ReportData, task_mix: str) -> pd.DataFrame:
-    """Per cell: seconds per phase (summed over steps, mean over seeds), total, generate share,
-    speedup vs online DPO (its total / this total) and the runs' wall clock."""
+    """Per cell: seconds per phase (summed over steps, mean over seeds), total, the trainer's generate
+    wait and its own time in the loop (wait + score + train + sync: less than the total when a worker
+    generated ahead), generate share, speedup vs online DPO (its total / this total) and the runs' wall
+    clock."""
     rows = []
     for cell in report.cells(task_mix):
         row = {"label": cell.label, "method": cell.method, "sync_every": cell.sync_every, "n_seeds": len(cell.runs)}
-        for phase, key in zip(PHASES, TIME_KEYS):
+        for name, key in [*zip(PHASES, TIME_KEYS), ("generate_wait", WAIT_KEY)]:
             sums = [report.values(rid, key).sum() if (rid, key) in report.series else math.nan
                     for rid in cell.runs["run_id"]]
-            row[f"{phase}_s"] = mean(sums)
+            row[f"{name}_s"] = mean(sums)
         row["total_s"] = sum(row[f"{p}_s"] for p in PHASES)
+        row["trainer_s"] = row["generate_wait_s"] + sum(row[f"{p}_s"] for p in PHASES[1:])
         row["generate_share"] = row["generate_s"] / row["total_s"] if row["total_s"] else math.nan
         row["wall_s"] = mean(cell.runs["duration_s"])
         rows.append(row)

@@ -102,6 +102,8 @@ def step_metrics(method: str, sync_every: str, task_mix: str, seed: int) -> dict
         add("train/generator_staleness", step, 0 if s == math.inf else (step - 1) % s)
         add("train/ref_staleness", step, (step - 1) % r if r != math.inf else step - 1)
         add("time/generate_s", step, (2.0 if s == 1 else 0.6) + 0.1 * rng.random())
+        # a worker generating ahead: the trainer waits for every rollout at s=1, for a share of them beyond
+        add("time/generate_wait_s", step, hist["time/generate_s"][-1][1] * (1.0 if s == 1 else 0.25))
         add("time/score_s", step, 0.3)
         add("time/train_s", step, 1.0)
         add("time/sync_s", step, 0.2 if s != math.inf and (step - 1) % s == 0 else 0.0)

@@ -3,6 +3,11 @@
 Each FSDP run is a real `torchrun --nproc-per-node 2 -m harness train ...` on the tiny model,
 logging to a throw-away MLflow store; the single-process run is the same config in-process.
 `sync_every=5` makes a generator (and, for verifiable DPO, reference) sync happen under FSDP.
+
+One process runs each prompt once for all its samples, in length buckets; every FSDP rank runs one
+full-sequence forward per micro-batch (the ranks must make the same calls). The two agree to float
+rounding (~1e-6 in a log-prob), which Adam turns into weight differences of a fraction of the
+learning rate: hence lr 1e-4 and the tolerances below.
 """
 
 import os
@@ -23,7 +28,7 @@ from harness.trainer import train
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "sweeps" / "runs" / "tiny.yaml"
 SMALL = ["train.prompts_per_step=4", "train.samples_per_prompt=4", "train.max_new_tokens=24", "validation.prompts=4",
-         "validation.every=100", "checkpoint.every=100", "train.lr=1e-3", "sync_every=5", "train.micro_batch_size=4"]
+         "validation.every=100", "checkpoint.every=100", "train.lr=1e-4", "sync_every=5", "train.micro_batch_size=4"]
 METHODS = {"dpo": ["method=dpo"], "grpo": ["method=grpo", "grpo.importance_sampling=true"]}
 
 
@@ -60,7 +65,7 @@ def test_two_rank_fsdp_run_equals_the_single_process_run(tiny_assets, tmp_path, 
     fsdp_loss = [v for _, v in mlflow_series(tmp_path, "train/loss")]
     assert len(fsdp_loss) == 6
     for a, b in zip(single_loss, fsdp_loss):
-        assert abs(a - b) <= 1e-4 * max(abs(a), 1e-8), (single_loss, fsdp_loss)
+        assert abs(a - b) <= 1e-4 * max(abs(a), 1e-2), (single_loss, fsdp_loss)
     # gradients are summed over ranks, not averaged: the norm (before clipping) is the same
     single_norm = [v for step, v in tracker.series("train/grad_norm") if step > 0]
     fsdp_norm = [v for _, v in mlflow_series(tmp_path, "train/grad_norm")]

@@ -139,6 +139,10 @@ def test_compute_table_sums_the_per_step_time_metrics(report, store):
     for phase, value in sums.items():
         assert semi[f"{phase} s"] == f"{value:.1f}"
     assert semi["total s"] == f"{sum(sums.values()):.1f}"
+    wait = statistics.mean(sum(v for _, v in r["history"]["time/generate_wait_s"]) for r in runs)
+    assert semi["generate wait s"] == f"{wait:.1f}" and float(semi["generate wait s"]) < float(semi["generate s"])
+    trainer = wait + sums["score"] + sums["train"] + sums["sync"]
+    assert semi["trainer s"] == f"{trainer:.1f}"
     online_total = statistics.mean(sum(v for k in ("generate", "score", "train", "sync")
                                        for _, v in r["history"][f"time/{k}_s"])
                                    for r in runs_of(store, "dpo", "1", "verifiable"))

@@ -181,6 +181,31 @@ def test_a_killed_worker_is_restarted_from_the_last_snapshot_and_the_run_is_unch
     assert series(tracker, "train/generator_version") == [0, 0, 0, 0, 0, 1]
 
 
+class StopWorkerAt(KillWorkerAt):
+    """SIGSTOPs the real worker process (alive, but it never answers again) after a given step."""
+
+    def log_metrics(self, metrics, step=None):
+        MemoryTracker.log_metrics(self, metrics, step)
+        if step == self.step and "train/loss" in metrics and not self.killed:
+            workers = [p for p in multiprocessing.active_children() if p.name == worker_client.WORKER_NAME]
+            os.kill(workers[0].pid, signal.SIGSTOP)
+            self.killed.append(workers[0].pid)
+
+
+def test_a_hung_worker_is_killed_after_the_timeout_and_the_run_is_unchanged(colocated, tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="harness.rollout")
+    # Stopped after step 1, while steps 2-5 are requested: alive, silent. Without the timeout: wait forever.
+    tracker = StopWorkerAt(step=1)
+    tracker, result, received = recorded_run(tmp_path / "hung", "rollout.placement=worker",
+                                             "rollout.worker_timeout_s=3", tracker=tracker)
+    assert tracker.killed
+    assert f"rollout worker pid {tracker.killed[0]} has not delivered step" in caplog.text
+    assert f"rollout worker pid {tracker.killed[0]} died (hung: no rollouts for step" in caplog.text
+    _, reference_result, reference = colocated
+    assert [r["tokens"] for r in received] == [r["tokens"] for r in reference]
+    assert_same_weights(final_weights(result), final_weights(reference_result))
+
+
 def test_running_past_the_sync_boundary_is_caught(tiny_assets, tmp_path, monkeypatch):
     # A scheduler bug that lets the worker generate the next window from the old snapshot.
     monkeypatch.setattr(worker_client, "window_end", lambda step, sync_every, total: total)

@@ -90,3 +90,33 @@ def test_eval_scores_do_not_change_with_batch_size(tiny_assets, tmp_path):
                             (out / "tiny_math" / "generations.jsonl").read_text().splitlines()])
     assert generations[0] == generations[1] == generations[2]
     assert results[0] == results[1] == results[2]
+
+
+def test_the_fast_decoding_path_samples_what_the_plain_kv_cache_loop_samples(generator, monkeypatch):
+    """Preallocated cache, one prefill per distinct prompt and finished rows leaving the batch change
+    nothing: the same tokens and log-probs as the model's own concatenating cache over every row."""
+    import harness.rollout.hf as hf
+
+    prompts = [generator.tokenizer.apply_chat_template([{"role": "user", "content": f"Compute {a} + {b} * 2."}],
+                                                       add_generation_prompt=True, tokenize=False)
+               for a, b in [(3, 4), (12, 9), (7, 17)]]
+    params = SamplingParams(n=8, temperature=1.0, max_new_tokens=48, seed=11, return_logprobs=True)
+    sizes = []
+    hook = generator.model.register_forward_pre_hook(
+        lambda module, args, kwargs: sizes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    try:
+        fast = generator.generate(prompts, params)
+        prefill, decode_sizes = sizes[0], [rows for rows, _ in sizes[1:]]
+        monkeypatch.setattr(hf, "preallocated_cache", lambda model, capacity: None)
+        sizes.clear()
+        plain = generator.generate(prompts, params)
+    finally:
+        hook.remove()
+    assert prefill[0] == 3 and sizes[0][0] == 24  # one prefill row per distinct prompt, against one per sample
+    lengths = sorted(r.length for group in fast for r in group)
+    assert lengths[0] < lengths[-1] and decode_sizes[-1] < 24  # rows finished at different times and left
+    assert [[r.token_ids for r in g] for g in fast] == [[r.token_ids for r in g] for g in plain]
+    assert [[r.finish_reason for r in g] for g in fast] == [[r.finish_reason for r in g] for g in plain]
+    worst = max(abs(a - b) for gf, gp in zip(fast, plain) for rf, rp in zip(gf, gp)
+                for a, b in zip(rf.logprobs, rp.logprobs))
+    assert worst < 1e-5

@@ -113,3 +113,52 @@ def test_models_without_logits_to_keep_get_the_same_logprobs(llama):
         trimmed, _ = policy_logprobs(llama, batch, 1.0)
         untrimmed, _ = policy_logprobs(NoTrim(llama), batch, 1.0)
     assert torch.allclose(trimmed, untrimmed, atol=1e-6, rtol=0)
+
+
+def _shared_prompt_batch():
+    """Prompts repeated 1-4 times (a prompt's samples, a DPO pair), responses of 1-20 tokens."""
+    rng = torch.Generator().manual_seed(5)
+    rollouts = []
+    for p in range(4):
+        prompt = torch.randint(1, 40, (int(torch.randint(2, 12, (1,), generator=rng)),), generator=rng).tolist()
+        for s in range(p + 1):
+            length = 1 if (p, s) == (2, 0) else int(torch.randint(1, 21, (1,), generator=rng))
+            response = torch.randint(1, 40, (length,), generator=rng).tolist()
+            rollouts.append(Rollout(p, s, prompt, response, "", "stop"))
+    return pack(rollouts, PAD, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_shared_prompts_run_once_and_give_the_full_sequence_logprobs_and_gradients(llama, temperature):
+    batch = _shared_prompt_batch()
+    mask = batch.response_mask
+    calls = []
+    hook = llama.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs["input_ids"].shape),
+                                           with_kwargs=True)
+    try:
+        logp, entropy = policy_logprobs(llama, batch, temperature, with_entropy=True, entropy_grad=True)
+    finally:
+        hook.remove()
+    prompt_lengths = mask.int().argmax(-1) + 1
+    assert tuple(calls[0]) == (4, int(prompt_lengths.max()))  # the 4 distinct prompts, once
+    assert sum(shape[0] for shape in calls[1:]) <= len(mask)  # then each row's response tokens alone
+    ((logp * mask).sum() + (entropy * mask).sum()).backward()
+    ours = _grads(llama)
+    ref_logp, ref_entropy = _full_logits_reference(llama, batch, temperature)
+    ((ref_logp * mask).sum() + (ref_entropy * mask).sum()).backward()
+    theirs = _grads(llama)
+    assert torch.allclose(logp, ref_logp, atol=2e-6, rtol=0)
+    assert torch.allclose(entropy, ref_entropy, atol=5e-6, rtol=0)
+    assert torch.allclose(ours, theirs, atol=1e-5, rtol=1e-5), (ours - theirs).abs().max()
+    assert (logp[~mask] == 0).all()
+    # unbucketed (the FSDP path: one full-sequence forward per batch, the same calls on every rank)
+    calls.clear()
+    hook = llama.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs["input_ids"].shape),
+                                           with_kwargs=True)
+    try:
+        with torch.no_grad():
+            single, _ = policy_logprobs(llama, batch, temperature, bucketed=False)
+    finally:
+        hook.remove()
+    assert calls == [tuple(batch.input_ids.shape)]
+    assert torch.allclose(single, ref_logp.detach(), atol=2e-6, rtol=0)

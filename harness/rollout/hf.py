@@ -7,13 +7,13 @@ generator really is a stale snapshot (that staleness is what `sync_every` contro
 from __future__ import annotations
 
 import copy
-import inspect
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
-from transformers import LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from harness.kv_cache import CACHE_KWARG, cache_of, preallocated_cache
 from harness.models import load_policy
 from harness.rollout.base import Rollout, SamplingParams, stream_seed
 
@@ -75,8 +75,7 @@ class HFGenerator:
                         seeds: list[int] | None) -> list[Rollout]:
         """Prefill the left-padded prompts once, then decode token by token from the KV cache.
 
-        A hand-written loop over the model's forward: on small models `model.generate` spends
-        most of its time in per-step bookkeeping (measured 5-7x slower on 2 CPU cores).
+        A hand-written loop over the model's forward, not `model.generate` (see the class docstring).
         With `seeds` (one per row), each row's uniforms for every decoding position are drawn up
         front from its own `torch.Generator`, one call per row, so the per-token work stays batched.
         """
@@ -93,28 +92,60 @@ class HFGenerator:
             uniforms = row_uniforms(seeds, params.max_new_tokens).to(self.device)
         input_ids, attention = input_ids.to(self.device), attention.to(self.device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                         use_cache=True, logits_to_keep=1)
-        cache, logits = _cache_of(out), out.logits[:, -1]
+        # The attention mask and the KV cache are allocated once at their final width and filled in
+        # place: growing them by concatenation copies the whole cache every token (quadratic).
+        mask = torch.zeros((batch, width + params.max_new_tokens), dtype=attention.dtype, device=self.device)
+        mask[:, :width] = attention
+        cache = preallocated_cache(self.model, width + params.max_new_tokens)
+        compactable = cache is not None
+        if cache is None:
+            out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
+                             use_cache=True, logits_to_keep=1)
+            cache, logits = cache_of(out), out.logits[:, -1]
+        else:
+            # Each distinct prompt is prefilled once; its n samples start from copies of its cache.
+            first_row: dict[tuple[int, ...], int] = {}
+            for row, ids in enumerate(prompt_ids):
+                first_row.setdefault(tuple(ids), row)
+            number = {key: i for i, key in enumerate(first_row)}
+            source = torch.tensor([number[tuple(ids)] for ids in prompt_ids], device=self.device)
+            first = torch.tensor(list(first_row.values()), device=self.device)
+            out = self.model(input_ids=input_ids[first], attention_mask=attention[first],
+                             position_ids=positions[first], use_cache=True, logits_to_keep=1, **{CACHE_KWARG: cache})
+            logits = out.logits[:, -1][source]
+            for layer in cache.layers:
+                layer.select_rows(source)
         next_position = positions[:, -1] + 1
+        new_tokens = torch.full((batch, params.max_new_tokens), pad_id, dtype=torch.long, device=self.device)
+        token_logprobs = torch.zeros((batch, params.max_new_tokens), device=self.device)
+        rows = torch.arange(batch, device=self.device)  # the rows still in the decoding batch
         finished = torch.zeros(batch, dtype=torch.bool, device=self.device)
-        tokens, logprobs = [], []
         for position in range(params.max_new_tokens):
             uniform = None if uniforms is None else uniforms[:, position]
             token, logprob = sample_next(logits.float(), params.temperature, params.top_p, uniform=uniform)
             token = torch.where(finished, torch.full_like(token, pad_id), token)
-            tokens.append(token)
-            logprobs.append(logprob)
+            new_tokens[rows, position] = token
+            token_logprobs[rows, position] = logprob
             finished |= token == eos_id
-            if bool(finished.all()):
+            done = int(finished.sum())
+            if done == len(rows):
                 break
-            attention = torch.cat([attention, (~finished).long().unsqueeze(1)], dim=1)
-            out = self.model(input_ids=token.unsqueeze(1), attention_mask=attention,
-                             position_ids=next_position.unsqueeze(1), use_cache=True, **{_CACHE_KWARG: cache})
-            cache, logits = _cache_of(out), out.logits[:, -1]
+            if compactable and done >= max(COMPACT_MIN_ROWS, COMPACT_FRACTION * len(rows)):
+                # Finished rows leave the batch (their cache rows too), so the remaining positions
+                # compute only the rows still decoding, as a continuous-batching engine does.
+                keep = (~finished).nonzero().squeeze(1)
+                for layer in cache.layers:
+                    layer.select_rows(keep)
+                rows, token, next_position = rows[keep], token[keep], next_position[keep]
+                mask, finished = mask[keep], finished[keep]
+                uniforms = None if uniforms is None else uniforms[keep]
+            mask[:, width + position] = ~finished
+            out = self.model(input_ids=token.unsqueeze(1), attention_mask=mask[:, :width + position + 1],
+                             position_ids=next_position.unsqueeze(1), use_cache=True, **{CACHE_KWARG: cache})
+            cache, logits = cache_of(out), out.logits[:, -1]
             next_position = next_position + 1
-        new_tokens = torch.stack(tokens, dim=1).cpu()
-        token_logprobs = torch.stack(logprobs, dim=1).cpu() if params.return_logprobs else None
+        new_tokens = new_tokens.cpu()
+        token_logprobs = token_logprobs.cpu() if params.return_logprobs else None
         return [self._to_rollout(prompt_ids[row], new_tokens[row], token_logprobs, row, eos_id)
                 for row in range(batch)]
 
@@ -175,14 +206,7 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float, rng: tor
     return token, logp.gather(-1, token.unsqueeze(-1)).squeeze(-1)
 
 
-def _cache_kwarg() -> str:
-    # transformers 5 renamed the forward argument `past_key_values` to `cache`.
-    return "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
-
-
-def _cache_of(output):
-    cache = getattr(output, "cache", None)
-    return cache if cache is not None else output.past_key_values
-
-
-_CACHE_KWARG = _cache_kwarg()
+# Finished rows are dropped from the decoding batch once at least this many (and this share) of its
+# rows have finished: each drop copies the filled KV cache once, each dropped row saves its compute.
+COMPACT_MIN_ROWS = 4
+COMPACT_FRACTION = 0.25

@@ -7,7 +7,8 @@ unpickled from the wire):
     trainer -> worker   {"op": "load", "path": SNAPSHOT}            load a weight snapshot
                         {"op": "generate", "step", "prompts", "keys", "params"}
                         {"op": "stop"}
-    worker -> trainer   {"op": "rollouts", "step", "serial", "generate_s", "groups"}
+    worker -> trainer   {"op": "ready"}                               its generator is built
+                        {"op": "rollouts", "step", "serial", "generate_s", "groups"}
                         {"op": "error", "message"}
 
 Messages are handled strictly in order, so a generate request sent after a load is served by
@@ -97,6 +98,7 @@ def _serve(spec: WorkerSpec, snapshot_path: str, requests, replies) -> None:
     generator = build_generator(spec, snapshot_path)
     log.info("rollout worker ready: %s backend on %s, snapshot %d, %.1f s", spec.backend, spec.device, serial,
              time.perf_counter() - started)
+    replies.send_bytes(encode({"op": "ready"}))
     while True:
         try:
             message = decode(requests.recv_bytes())

@@ -13,6 +13,8 @@ the rollouts of the coming steps while the trainer trains, but never past the sy
   snapshot and asked again for the steps it had not delivered; each step's request is a pure
   function of (run seed, step), so the re-generated rollouts are the ones it would have sent.
   `rollout.worker_restarts` bounds the restarts in a row without a delivered step.
+- A worker that lives but stops delivering (hung in a kernel, deadlocked, stopped) is killed and
+  restarted the same way once the trainer has waited `rollout.worker_timeout_s` for one step.
 
 It offers the trainer the same surface as `ColocatedRollouts` (`rollouts(step)`,
 `load_weights`, `state_dict`, `version`, `close`), so checkpoints and resume do not change.
@@ -59,6 +61,7 @@ class _Inbox:
         self.incarnation = 0
         self.eof = False
         self.deliveries = 0  # steps delivered by the current incarnation
+        self.ready_at: float | None = None  # when the current incarnation said it was ready (monotonic)
 
     def read(self, conn, incarnation: int) -> None:
         while True:
@@ -76,6 +79,8 @@ class _Inbox:
                 if message["op"] == "rollouts":
                     self.results[message["step"]] = message
                     self.deliveries += 1
+                elif message["op"] == "ready":
+                    self.ready_at = time.monotonic()
                 elif message["op"] == "error":
                     self.failure = message["message"]
                 self.cond.notify_all()
@@ -120,6 +125,8 @@ class WorkerRollouts:
         self.total_steps = cfg.train.steps
         self.depth = rollout.queue_depth
         self.max_restarts = rollout.worker_restarts
+        self.timeout_s = rollout.worker_timeout_s
+        self.hung: str | None = None  # why the current worker was killed as hung, if it was
         self.spec = WorkerSpec(backend=rollout.backend, batch_size=rollout.batch_size, dtype=inference_dtype(cfg),
                                device=str(resolve_device(rollout.worker_device or cfg.model.device)),
                                cpu_threads=rollout.worker_cpu_threads or cfg.model.cpu_threads,
@@ -191,6 +198,7 @@ class WorkerRollouts:
             self.inbox.eof = False
             self.inbox.failure = None
             self.inbox.deliveries = 0
+            self.inbox.ready_at = None
             incarnation = self.inbox.incarnation
         self.handles.update(process=process, conn=request_in)
         threading.Thread(target=self.inbox.read, args=(reply_out, incarnation), daemon=True,
@@ -225,6 +233,7 @@ class WorkerRollouts:
     def _wait(self, step: int) -> dict:
         inbox = self.inbox
         dead_since = None
+        waiting_since = time.monotonic()
         while True:
             with inbox.cond:
                 if step in inbox.results:
@@ -234,8 +243,12 @@ class WorkerRollouts:
                 if inbox.failure:
                     raise RolloutWorkerError(f"the rollout worker failed:\n{inbox.failure}")
                 if self.handles["process"].is_alive() and not inbox.eof:
-                    inbox.cond.wait(0.5)
-                    continue
+                    # The clock runs from when the worker is ready (loading a large model can take minutes).
+                    if (self.timeout_s is None or inbox.ready_at is None
+                            or time.monotonic() < max(waiting_since, inbox.ready_at) + self.timeout_s):
+                        inbox.cond.wait(0.5)
+                        continue
+                    self._kill_hung(step)
                 # Gone. Let the reader drain what it sent before it died (an error report) first.
                 dead_since = dead_since or time.monotonic()
                 if not inbox.eof and time.monotonic() - dead_since < DEAD_PIPE_GRACE_S:
@@ -244,13 +257,23 @@ class WorkerRollouts:
             self._restart()
             dead_since = None
 
+    def _kill_hung(self, step: int) -> None:
+        """The worker lives but has not delivered `step` within rollout.worker_timeout_s: kill it (the
+        restart that follows asks the new one for every undelivered step)."""
+        process = self.handles["process"]
+        self.hung = (f"hung: no rollouts for step {step + 1} in {self.timeout_s:g} s, rollout.worker_timeout_s; "
+                     f"killed")
+        log.warning("rollout worker pid %d has not delivered step %d in %g s (rollout.worker_timeout_s); killing it "
+                    "as hung", process.pid, step + 1, self.timeout_s)
+        process.kill()
+
     def _restart(self) -> None:
         old = self.handles["process"]
         old.join(timeout=5)
         if old.is_alive():  # its pipe broke but it lingers: make room for the new one
             old.kill()
             old.join(timeout=10)
-        reason = describe_exit(old.exitcode)
+        reason, self.hung = self.hung or describe_exit(old.exitcode), None
         self.restarts_in_row += 1
         if self.restarts_in_row > self.max_restarts:
             raise RolloutWorkerError(

@@ -113,9 +113,10 @@ def side_by_side(cells: pd.DataFrame, scores: list[str], paper_name: dict[str, s
 
 
 def compute_table(frame: pd.DataFrame) -> str:
-    header = ["method", *(f"{p} s" for p in PHASES), "total s", "generate share", "online ÷ this", "run wall clock s", "n seeds"]
-    rows = [[r["label"], *(fmt(r[f"{p}_s"]) for p in PHASES), fmt(r["total_s"]),
-             DASH if pd.isna(r["generate_share"]) else f"{100 * r['generate_share']:.0f}%",
+    header = ["method", *(f"{p} s" for p in PHASES), "total s", "generate wait s", "trainer s", "generate share",
+              "online ÷ this", "run wall clock s", "n seeds"]
+    rows = [[r["label"], *(fmt(r[f"{p}_s"]) for p in PHASES), fmt(r["total_s"]), fmt(r["generate_wait_s"]),
+             fmt(r["trainer_s"]), DASH if pd.isna(r["generate_share"]) else f"{100 * r['generate_share']:.0f}%",
              fmt(r["speedup_vs_online"], 2), fmt(r["wall_s"]), str(r["n_seeds"])] for _, r in frame.iterrows()]
     return md_table(header, rows)
 
@@ -163,7 +164,11 @@ def render(report: ReportData, command: str, figures: dict[str, str]) -> str:
     out += ["## Figures", ""]
     out += [f"![{name}]({path})" + "\n" for name, path in figures.items()]
     out += ["## Compute", "", "Seconds per phase summed over a run's steps (`time/*_s`), mean over seeds; "
-            "\"online ÷ this\" is online DPO's total over the cell's total (> 1: cheaper than online).", ""]
+            "\"online ÷ this\" is online DPO's total over the cell's total (> 1: cheaper than online). "
+            "\"generate wait\" is how long the trainer waited for rollouts (`time/generate_wait_s`) and \"trainer\" "
+            "its own time in the loop (wait + score + train + sync): with `rollout.placement: worker` the worker "
+            "generates a sync window ahead, so the wait, and the trainer's time, fall below the generate and total "
+            "columns. That gap is what semi-online saves.", ""]
     for mix in report.mixes:
         frame = compute_frame(report, mix)
         out += [f"### {mix}", "", compute_table(frame) if not frame.empty else "(no trained cells)", ""]

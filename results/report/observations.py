@@ -71,6 +71,11 @@ def compute_observations(frame: pd.DataFrame) -> list[str]:
     for _, row in frame.iterrows():
         if pd.isna(row["total_s"]):
             continue
-        lines.append(f"{row['label']}: {row['total_s']:.1f} s in the four phases, {100 * row['generate_share']:.0f}% "
-                     f"generating; online DPO / this = × {fmt(row.get('speedup_vs_online', math.nan), 2)}")
+        line = (f"{row['label']}: {row['total_s']:.1f} s in the four phases, {100 * row['generate_share']:.0f}% "
+                f"generating; online DPO / this = × {fmt(row.get('speedup_vs_online', math.nan), 2)}")
+        wait = row.get("generate_wait_s", math.nan)
+        if not pd.isna(wait) and row["generate_s"] > 0:
+            line += (f"; the trainer waited {wait:.1f} s for rollouts ({100 * wait / row['generate_s']:.0f}% of "
+                     f"the generation time)")
+        lines.append(line)
     return lines
