@@ -128,6 +128,8 @@ def _train(cfg: RunConfig, tracker, resume: bool, progress: bool, dist: distribu
     log.info("training %s: %s, sync_every=%s, ref_sync_every=%s, %d steps of %d prompts x %d samples",
              cfg.run_name, cfg.method, format_interval(cfg.sync_every), format_interval(cfg.ref_sync_every),
              cfg.train.steps, cfg.train.prompts_per_step, cfg.train.samples_per_prompt)
+    if dist.is_main:
+        generator.start(state.step)  # a worker starts on the first window while the seed is validated
     if state.step == 0:
         val = validate(cfg, validator, policy, val_pools, rewards)
         tracker.log_metrics(val, step=0)

@@ -6,7 +6,9 @@
                ahead within the sync window; the trainer waits only when it is not ahead.
 
 Both give the trainer `rollouts(step) -> StepRollouts`, `load_weights(state_dict)` (a sync),
-`state_dict()` (the generator's weights, for checkpoints), a settable `version` and `close()`.
+`state_dict()` (the generator's weights, for checkpoints), a settable `version`, `start(step)`
+(the loop begins at `step`: a worker may start generating its window, e.g. during the first
+validation) and `close()`.
 Both draw a step's prompts and sampling seed from `StepPlan`, so their rollouts are identical.
 """
 
@@ -48,6 +50,9 @@ class ColocatedRollouts:
         elapsed = time.perf_counter() - started
         return StepRollouts(step=step, records=request.records, groups=groups, version=self.generator.version,
                             generate_s=elapsed, wait_s=elapsed)
+
+    def start(self, step: int) -> None:
+        pass  # generated when asked for
 
     def close(self) -> None:
         pass

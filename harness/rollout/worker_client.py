@@ -178,6 +178,11 @@ class WorkerRollouts:
         return StepRollouts(step=step, records=request.records, groups=groups, version=self.labels[reply["serial"]],
                             generate_s=reply["generate_s"], wait_s=waited)
 
+    def start(self, step: int) -> None:
+        """The loop begins at `step` (0, or a resumed step after the restored snapshot was loaded):
+        request its window now, so the worker generates while the trainer validates."""
+        self._request_ahead(window_of=step, first_open=step)
+
     def close(self) -> None:
         self._finalizer()
 
