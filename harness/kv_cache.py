@@ -68,6 +68,16 @@ class PreallocatedLayer(DynamicLayer):
         self.keys, self.values = self.key_buffer[:, :, :self.length], self.value_buffer[:, :, :self.length]
 
 
+def group_repeats(keys: list) -> tuple[list[int], list[int]]:
+    """(first, source) for rows keyed by `keys` (e.g. prompt token tuples): `first` lists the first row of
+    each distinct key in order of appearance, `source[row]` is the index of the row's key in `first`."""
+    first_row: dict = {}
+    for row, key in enumerate(keys):
+        first_row.setdefault(key, row)
+    number = {key: i for i, key in enumerate(first_row)}
+    return list(first_row.values()), [number[key] for key in keys]
+
+
 def num_layers(model) -> int:
     return model.config.get_text_config(decoder=True).num_hidden_layers
 

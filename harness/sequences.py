@@ -14,7 +14,7 @@ import torch
 from transformers import PreTrainedModel
 
 from harness.algorithms import response_mask_from_lengths, token_logprobs_and_entropy
-from harness.kv_cache import CACHE_KWARG, LAYERED, cache_from_states, cache_of, cache_states
+from harness.kv_cache import CACHE_KWARG, LAYERED, cache_from_states, cache_of, cache_states, group_repeats
 from harness.rollout import Rollout
 
 
@@ -52,15 +52,16 @@ def policy_logprobs(model, batch: SequenceBatch, temperature: float, with_entrop
 
     Only response positions are computed, and entries outside `batch.response_mask` are 0. With
     `bucketed` (one process), rows that share a prompt (a prompt's n samples, a DPO pair) run it
-    once (`_shared_prompt_logprobs`), and rows run in length buckets (`length_buckets`), each cut to
+    once (`_shared_prompt_logits`), and rows run in length buckets (`length_buckets`), each cut to
     its own longest row, so padding costs little. Every forward shares one autograd graph, so one
     backward() covers them all. Under FSDP (`bucketed=False`) the whole batch is one forward, so
     every rank makes the same calls. One log-sum-exp over the vocabulary, on the response positions
     alone, gives both the log-probs and the entropies. The entropy carries gradients only with
     `entropy_grad` (an entropy bonus); otherwise it is computed from detached values for logging.
     """
-    if bucketed and _shares_prompts(model, batch):
-        rows, cols, logits = _shared_prompt_logits(model, batch)
+    prompts = _row_prompts(model, batch) if bucketed else None
+    if prompts is not None and len(set(prompts)) < len(prompts):  # some rows repeat a prompt
+        rows, cols, logits = _shared_prompt_logits(model, batch, prompts)
     else:
         lengths = batch.attention_mask.sum(-1)
         found = []
@@ -88,16 +89,15 @@ def _prompt_ends(batch: SequenceBatch) -> torch.Tensor:
     return batch.response_mask.int().argmax(-1) + 1
 
 
-def _shares_prompts(model, batch: SequenceBatch) -> bool:
-    """True when some rows repeat a prompt and the model can continue from a given KV cache."""
+def _row_prompts(model, batch: SequenceBatch) -> list[tuple[int, ...]] | None:
+    """Each row's prompt tokens, or None when the model cannot continue from a given KV cache (or a
+    row has no response token)."""
     if not (LAYERED and isinstance(model, PreTrainedModel)) or not bool(batch.response_mask.any(-1).all()):
-        return False
-    ends = _prompt_ends(batch).tolist()
-    prompts = {tuple(batch.input_ids[row, :end].tolist()) for row, end in enumerate(ends)}
-    return len(prompts) < len(ends)
+        return None
+    return [tuple(batch.input_ids[row, :end].tolist()) for row, end in enumerate(_prompt_ends(batch).tolist())]
 
 
-def _shared_prompt_logits(model, batch: SequenceBatch):
+def _shared_prompt_logits(model, batch: SequenceBatch, prompts: list[tuple[int, ...]]):
     """(rows, cols, logits [N, V]) at the batch's N response positions, each distinct prompt run once.
 
     1. The distinct prompts, left-padded, in one forward: their KV cache and the logits of their last
@@ -110,17 +110,14 @@ def _shared_prompt_logits(model, batch: SequenceBatch):
     """
     device = batch.input_ids.device
     ends = _prompt_ends(batch)
-    first_row: dict[tuple[int, ...], int] = {}
-    for row, end in enumerate(ends.tolist()):
-        first_row.setdefault(tuple(batch.input_ids[row, :end].tolist()), row)
-    number = {prompt: i for i, prompt in enumerate(first_row)}
-    source = torch.tensor([number[tuple(batch.input_ids[row, :end].tolist())] for row, end in enumerate(ends.tolist())],
-                          device=device)
-    prompt_lengths = torch.tensor([len(prompt) for prompt in first_row], device=device)
+    first, source = group_repeats(prompts)
+    distinct = [prompts[row] for row in first]
+    source = torch.tensor(source, device=device)
+    prompt_lengths = torch.tensor([len(prompt) for prompt in distinct], device=device)
     width = int(prompt_lengths.max())
-    prompt_ids = torch.zeros((len(first_row), width), dtype=torch.long, device=device)
+    prompt_ids = torch.zeros((len(distinct), width), dtype=torch.long, device=device)
     prompt_mask = torch.zeros_like(prompt_ids)
-    for i, prompt in enumerate(first_row):  # left padding: every prompt ends at column width - 1
+    for i, prompt in enumerate(distinct):  # left padding: every prompt ends at column width - 1
         prompt_ids[i, width - len(prompt):] = torch.tensor(prompt, device=device)
         prompt_mask[i, width - len(prompt):] = 1
     out = model(input_ids=prompt_ids, attention_mask=prompt_mask,

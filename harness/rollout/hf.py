@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from harness.kv_cache import CACHE_KWARG, cache_of, preallocated_cache
+from harness.kv_cache import CACHE_KWARG, cache_of, group_repeats, preallocated_cache
 from harness.models import load_policy
 from harness.rollout.base import Rollout, SamplingParams, stream_seed
 
@@ -112,12 +112,8 @@ class HFGenerator:
             cache, logits = cache_of(out), out.logits[:, -1]
         else:
             # Each distinct prompt is prefilled once; its n samples start from copies of its cache.
-            first_row: dict[tuple[int, ...], int] = {}
-            for row, ids in enumerate(prompt_ids):
-                first_row.setdefault(tuple(ids), row)
-            number = {key: i for i, key in enumerate(first_row)}
-            source = torch.tensor([number[tuple(ids)] for ids in prompt_ids], device=self.device)
-            first = torch.tensor(list(first_row.values()), device=self.device)
+            first, source = group_repeats([tuple(ids) for ids in prompt_ids])
+            first, source = torch.tensor(first, device=self.device), torch.tensor(source, device=self.device)
             out = self.model(input_ids=input_ids[first], attention_mask=attention[first],
                              position_ids=positions[first], use_cache=True, logits_to_keep=1, **{CACHE_KWARG: cache})
             logits = out.logits[:, -1][source]
