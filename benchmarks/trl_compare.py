@@ -95,6 +95,18 @@ def child(side: str, steps: int, result: str) -> None:
     Path(result).write_text(json.dumps(SIDES[side](steps)))
 
 
+def cpu_name() -> str:
+    """The CPU's model name: the ratios depend on it (TRL's and the harness's steps slow down unequally)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or "unknown CPU"
+
+
 def median_steps(values: list[float], skip: int) -> float:
     kept = values[skip:]
     return statistics.median(kept) if kept else float("nan")
@@ -159,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         if any(side.startswith("trl") for side in args.sides):
             parser.error('TRL is not installed: pip install -e ".[bench]"')
     print(f"trl_compare: {args.reps} reps x {args.steps} steps, median of steps {args.skip + 1}-{args.steps}; "
-          f"{versions}; 1 CPU thread per side")
+          f"{versions}; 1 CPU thread per side; {cpu_name()}")
     for side in args.sides:
         print(f"  {side}: {DESCRIPTIONS[side]}")
     results: dict[str, list[dict]] = {side: [] for side in args.sides}

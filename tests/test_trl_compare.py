@@ -34,3 +34,16 @@ def test_trl_pairing_trains_every_prompt_first_wins_ties(bench):
     _, sides = bench
     pairs = sides._trl_pairing(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]]), None)
     assert [(p.prompt_index, p.chosen, p.rejected) for p in pairs] == [(0, 0, 1), (1, 1, 0), (2, 0, 1), (3, 0, 1)]
+
+
+def test_header_names_the_cpu_the_ratios_were_measured_on(bench):
+    """The ratios differ by CPU (online DPO: 0.72x on one Xeon, 1.02x on one EPYC), so the output names it."""
+    trl_compare, _ = bench
+    name = trl_compare.cpu_name()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                  if line.startswith("model name")]
+        if models:
+            assert name == models[0]
+    assert name
