@@ -51,6 +51,16 @@ GOLDEN: dict[str, dict[str, dict[str, list[float]]]] = {  # asset fingerprint ->
             "train/reward_mean": [0.4375, 0.4375, 0.25],
         },
     },
+    "0e1be06c208d4211": {  # the assets an Intel Xeon (AVX-512, AMX) built, 2026-12-02
+        "dpo_s2": {
+            "train/loss": [0.6931471824645996, 0.6852782368659973, 0.6931471824645996],
+            "train/reward_mean": [0.375, 0.5, 0.375],
+        },
+        "grpo": {
+            "train/loss": [-1.78125, -1.2655922174453735, -1.2965461015701294],
+            "train/reward_mean": [0.375, 0.5, 0.375],
+        },
+    },
 }
 
 
