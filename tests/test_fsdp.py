@@ -6,8 +6,11 @@ logging to a throw-away MLflow store; the single-process run is the same config 
 
 One process runs each prompt once for all its samples, in length buckets; every FSDP rank runs one
 full-sequence forward per micro-batch (the ranks must make the same calls). The two agree to float
-rounding (~1e-6 in a log-prob), which Adam turns into weight differences of a fraction of the
-learning rate: hence lr 1e-4 and the tolerances below.
+rounding (~1e-6 in a log-prob). Adam divides each gradient by its own running scale, so where a
+weight's gradient is near zero that rounding can move it by a fraction of the learning rate (2e-5 at
+lr 1e-4 was seen on an Intel Xeon, in 1 of ~70k weights). Hence `assert_same_training`: every weight
+within one learning-rate step, and each tensor's update the same to 1% of its norm (seen: <0.1%).
+A real fault (a rank's data lost, gradients not reduced, a stale reference) moves every update.
 """
 
 import os
@@ -53,6 +56,21 @@ def final_weights(output_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(ckpt.list_checkpoints(output_dir)[-1][1] / "model.safetensors"))
 
 
+def seed_weights(tiny_assets) -> dict[str, torch.Tensor]:
+    return load_file(str(Path(tiny_assets.policy_dir) / "model.safetensors"))
+
+
+def assert_same_training(a: dict, b: dict, seed: dict, lr: float = 1e-4) -> None:
+    """Two runs trained the same weights: elementwise within one lr step, each update equal to 1% of its norm."""
+    assert set(a) == set(b)
+    for key in a:
+        diff = (a[key] - b[key]).float()
+        assert diff.abs().max() <= lr, (key, float(diff.abs().max()))
+        if key in seed:
+            update = (a[key] - seed[key]).float()
+            assert diff.norm() <= 1e-2 * update.norm() + 1e-9, (key, float(diff.norm()), float(update.norm()))
+
+
 @pytest.mark.parametrize("method", ["dpo", "grpo"])
 def test_two_rank_fsdp_run_equals_the_single_process_run(tiny_assets, tmp_path, method):
     overrides = [*SMALL, *METHODS[method], "train.steps=6"]
@@ -79,12 +97,9 @@ def test_two_rank_fsdp_run_equals_the_single_process_run(tiny_assets, tmp_path, 
                                                                                   rel=1e-5)
 
     a, b = final_weights(tmp_path / "single"), final_weights(tmp_path / "fsdp")
-    seed = load_file(str(Path(tiny_assets.policy_dir) / "model.safetensors"))
-    assert set(a) == set(b)
-    moved = 0
-    for key in a:
-        assert torch.allclose(a[key], b[key], atol=1e-5, rtol=0), (key, (a[key] - b[key]).abs().max())
-        moved += key in seed and not torch.equal(a[key], seed[key])
+    seed = seed_weights(tiny_assets)
+    assert_same_training(a, b, seed)
+    moved = sum(key in seed and not torch.equal(a[key], seed[key]) for key in a)
     assert moved > len(a) // 2  # the comparison is between runs that really trained
     # the consolidated export is a plain from_pretrained folder; resume state is sharded beside it
     last = ckpt.list_checkpoints(tmp_path / "fsdp")[-1][1]
@@ -99,9 +114,7 @@ def test_fsdp_resume_continues_exactly(tiny_assets, tmp_path):
     torchrun(tmp_path, [*common, "train.steps=5", f"output_dir={tmp_path / 'fsdp'}"], "--resume")
     assert [step for step, _ in mlflow_series(tmp_path, "train/loss")] == [1, 2, 3, 4, 5]
     assert [v for _, v in mlflow_series(tmp_path, "train/generator_staleness")] == [0, 1, 0, 1, 0]
-    a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "fsdp")
-    for key in a:
-        assert torch.allclose(a[key], b[key], atol=1e-5, rtol=0), key
+    assert_same_training(final_weights(tmp_path / "straight"), final_weights(tmp_path / "fsdp"), seed_weights(tiny_assets))
     meta, tensors = ckpt.load_trainer_state(ckpt.list_checkpoints(tmp_path / "fsdp")[-1][1])
     assert meta["world_size"] == 2 and "rng.rank1.torch" in tensors  # every rank's RNG state
     # a sharded checkpoint resumes only with the same number of ranks, and says so
