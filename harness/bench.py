@@ -26,7 +26,6 @@ from pathlib import Path
 from harness.config import INF, format_interval, load_run_config, parse_interval
 from harness.errors import ConfigError
 from harness.tracking import MemoryTracker
-from harness.trainer import train
 
 PHASES = ("generate", "score", "train", "sync")
 TINY = Path(__file__).resolve().parent.parent / "sweeps" / "runs" / "tiny.yaml"
@@ -56,6 +55,7 @@ def _bench_config(config: str | None, overrides: list[str], steps: int, output_d
 
 def measure(config: str | None, overrides: list[str], steps: int, progress: bool = True) -> dict:
     """One short run; per-step means of every phase, the loop's wall time per step, the run's wall time."""
+    from harness.trainer import train  # torch and transformers: bad arguments fail before this import
     with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
         cfg = _bench_config(config, overrides, steps, tmp)
         tracker = TimedTracker()

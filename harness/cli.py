@@ -35,11 +35,22 @@ log = logging.getLogger("harness")
 def _setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    import transformers
-    transformers.utils.logging.disable_progress_bar()  # per-shard bars drown the training log
-    transformers.utils.logging.set_verbosity_error()
+    _quiet_transformers()
     for noisy in ("alembic", "mlflow", "urllib3", "httpx", "filelock", "datasets", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _quiet_transformers() -> None:
+    """transformers' per-shard progress bars and warnings drown the training log. Set through its
+    environment variables (read when it is imported, and inherited by trial and rank processes) so
+    that a command that never loads a model, or fails on bad input, does not import it (~2 s)."""
+    if "transformers" in sys.modules:  # imported already (an in-process caller): set it directly
+        import transformers
+        transformers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
+        return
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def _tags(pairs: list[str]) -> dict[str, str]:
@@ -76,10 +87,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from harness.config import load_run_config
-    from harness.distributed import check_launch, launch_env
-    from harness.plan import check_fits
+    cfg = load_run_config(args.config, args.overrides)  # a bad config fails before torch is imported
+    from harness.distributed import launch_env
     from harness.runner import run_training
-    cfg = load_run_config(args.config, args.overrides)
     source = args.config + (f" (with overrides {' '.join(args.overrides)})" if args.overrides else "")
     result = run_training(cfg, resume=args.resume, parent_run_id=args.parent_run_id, tags=_tags(args.tag),
                           use_mlflow=not args.no_mlflow, progress=not args.no_progress, source=source)

@@ -50,6 +50,17 @@ def test_train_logs_a_complete_mlflow_run_with_staleness_cycling(tiny_assets, tm
     assert [c["step"] for c in listed] == [3, 6] and "val/len_norm_reward" in listed[0]
 
 
+@pytest.mark.parametrize("argv", [["train", "sweeps/runs/tiny.yaml", "train.stepz=3"],
+                                  ["bench", "sweeps/runs/tiny.yaml", "--sync-every", "1,ten"]], ids=["train", "bench"])
+def test_bad_arguments_fail_before_torch_or_transformers_is_imported(argv, tmp_path):
+    """A typo is answered in about a second, not after the ~10 s of importing torch and transformers."""
+    probe = ("import sys; from harness.cli import main; code = main(sys.argv[1:]); "
+             "print(code, [m for m in ('torch', 'transformers', 'mlflow') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", probe, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["2", "[]"], out.stdout + out.stderr[-2000:]
+    assert "error: " in out.stderr and ("train.stepz" in out.stderr or "'ten'" in out.stderr)
+
+
 def test_bad_config_fails_before_work_with_one_paragraph(tmp_path):
     out = harness("train", str(ROOT / "sweeps/runs/tiny.yaml"), "train.lr=-1", tmp_path=tmp_path, check=False)
     assert out.returncode == 2

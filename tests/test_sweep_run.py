@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -20,7 +19,7 @@ import yaml
 from optuna.trial import TrialState
 
 from harness.sweep.study import (claim_next, default_storage_url, enqueue_missing, fail_orphans, finish, group_units,
-                                 open_study, process_start_time, units_to_reap, unit_state)
+                                 open_study, units_to_reap, unit_state)
 
 pytestmark = pytest.mark.slow  # real sweeps of `harness train` trials
 
@@ -218,52 +217,6 @@ def test_status_prints_state_objective_and_run_id_per_cell(small_sweep, capsys, 
     assert "2/3 done, 0 running, 1 failed" in out
 
 
-def test_sigkill_of_the_sweep_then_rerun_completes_every_cell_exactly_once(tiny_assets, tmp_path):
-    path = write_grid(tmp_path, "killed", {"method": ["dpo"], "sync_every": [1, "inf"]}, set={"train.steps": 6})
-    sweep = subprocess.Popen(sweep_argv(path, "--jobs", "2"), cwd=tmp_path, env=sweep_env(tmp_path),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    trials = tmp_path / "outputs" / "killed" / "trials"
-    deadline = time.monotonic() + 180
-    while not list(trials.glob("*/0/checkpoints/step_*")) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    os.killpg(sweep.pid, signal.SIGKILL)  # the coordinator's whole process group, mid-run
-    sweep.wait()
-    started = [json.loads(p.read_text()) for p in trials.glob("*/0/trial.pid")]
-    assert started, "no trial had started before the kill"
-
-    rerun = run_sweep_cli(path, "--jobs", "2")
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    handle = study_of(path)
-    assert complete_trials_per_cell(handle) == {"dpo-s1": 1, "dpo-sinf": 1}
-    orphaned = [t for t in handle.trials() if t.state == TrialState.FAIL and "harness.outcome" not in t.user_attrs]
-    assert orphaned, "the killed trials should be recorded as orphaned attempts"
-    children = [r for r in mlflow_runs(tmp_path, "killed") if "cell_key" in r.data.tags]
-    assert sorted(r.data.tags["cell_key"] for r in children) == ["dpo-s1", "dpo-sinf"]  # reused, not duplicated
-    assert all(r.info.status == "FINISHED" for r in children)
-    resumed = [t for t in orphaned if "resumed from" in (trials / t.user_attrs["cell_key"] / "0" / "trial.log").read_text()]
-    assert resumed, "a retried trial should continue from its last checkpoint"
-    # Nothing is left running from the killed sweep.
-    assert all(process_start_time(info["pid"]) != info["start"] for info in started)
-
-
-def test_two_concurrent_sweeps_on_one_storage_never_run_a_cell_twice(tiny_assets, tmp_path):
-    """One local-launcher and one submitit (local executor) coordinator share the study."""
-    path = write_grid(tmp_path, "shared", {"method": ["dpo"], "task_mix": ["verifiable", "non_verifiable"],
-                                           "seed": [0, 1]})
-    procs = [subprocess.Popen(sweep_argv(path, "--jobs", "1", "--launcher", launcher), cwd=tmp_path,
-                              env=sweep_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for launcher in ("local", "submitit")]
-    outputs = [p.communicate(timeout=300) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outputs]
-    handle = study_of(path)
-    assert set(complete_trials_per_cell(handle).values()) == {1} and len(complete_trials_per_cell(handle)) == 4
-    completed = handle.trials((TrialState.COMPLETE,))
-    assert {t.user_attrs["launcher"] for t in completed} == {"local", "submitit"}  # both really worked
-    children = [r for r in mlflow_runs(tmp_path, "shared") if "cell_key" in r.data.tags]
-    assert len(children) == 4 and len({r.data.tags["cell_key"] for r in children}) == 4
-    assert len({r.data.tags["mlflow.parentRunId"] for r in children}) == 1
-
-
 def test_search_samples_params_per_trial_and_records_their_curves(tiny_assets, tmp_path):
     path = write_grid(tmp_path, "search", {"method": ["dpo"]},
                       search={"trials_per_cell": 2, "sampler": "random", "seed": 3,
@@ -280,59 +233,3 @@ def test_search_samples_params_per_trial_and_records_their_curves(tiny_assets, t
         run = runs[trial.user_attrs["mlflow_run_id"]]
         assert float(run.data.params["train.lr"]) == pytest.approx(trial.params["train.lr"])
         assert sorted(trial.intermediate_values) == [2, 4]  # the validation curve, for the pruner
-
-
-
-@pytest.fixture(scope="module")
-def evaluated_sweep(tiny_assets, tmp_path_factory):
-    """Offline and online DPO over two seeds, evaluated on tiny_math; run twice (the rerun is a no-op)."""
-    folder = tmp_path_factory.mktemp("evaluated")
-    path = write_grid(folder, "evaluated", {"method": ["dpo"], "sync_every": [1, "inf"], "seed": [0, 1]},
-                      set={"train.steps": 2, "eval.suites": ["tiny_math"], "eval.samples": 1})
-    runs = [run_sweep_cli(path, "--jobs", "2") for _ in range(2)]
-    for done in runs:
-        assert done.returncode == 0, done.stderr[-3000:]
-    return folder, path
-
-
-def test_the_seed_model_is_evaluated_once_per_sweep_as_the_tables_first_row(evaluated_sweep):
-    folder, path = evaluated_sweep
-    runs = mlflow_runs(folder, "evaluated")
-    seed_runs = [r for r in runs if r.data.tags.get("method") == "seed"]
-    assert len(seed_runs) == 1  # the rerun found it and did not evaluate again
-    seed, parent = seed_runs[0], next(r for r in runs if r.data.tags.get("harness.kind") == "sweep")
-    assert seed.info.status == "FINISHED" and seed.data.tags["mlflow.parentRunId"] == parent.info.run_id
-    assert (seed.data.tags["task_mix"], seed.data.tags["sync_every"]) == ("-", "-")
-    # Evaluated by its own `harness eval` process (started by the sweep's launcher), not in the coordinator.
-    assert "harness.cli eval tiny --config" in (folder / "outputs" / "evaluated" / "seed_baseline" / "eval.log").read_text()
-    generations = folder / "outputs" / "evaluated" / "seed_baseline" / "tiny_math" / "generations.jsonl"
-    rows = [json.loads(line) for line in generations.read_text().splitlines()]
-    assert len(rows) == 400  # every test problem, one sample each
-    correct = sum(r["correct"] for r in rows)
-    assert seed.data.metrics["eval/tiny_math/pass_at_1"] == pytest.approx(100 * correct / len(rows))
-    from mlflow.tracking import MlflowClient
-    logged = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").list_artifacts(seed.info.run_id, "eval/tiny_math")
-    assert [a.path for a in logged] == ["eval/tiny_math/generations.jsonl"]  # the leaderboard's Samples view
-
-
-def test_report_of_a_real_sweep_matches_its_runs_metrics(evaluated_sweep):
-    from test_report import pm, row, section, table
-
-    folder, path = evaluated_sweep
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    out = folder / "report"
-    done = subprocess.run([sys.executable, "-c", "from harness.cli import main; main()", "report", str(path),
-                           "--out", str(out), "--tracking-uri", uri], cwd=folder, text=True, capture_output=True,
-                          timeout=180)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert f"report: {out / 'report.md'}" in done.stdout and f"harness leaderboard --tracking-uri {uri}" in done.stdout
-    runs = mlflow_runs(folder, "evaluated")
-    metric = "eval/tiny_math/pass_at_1"
-    rows = table(section((out / "report.md").read_text(), "### verifiable", within="## Results"))
-    assert [r["method"] for r in rows] == ["seed", "offline DPO", "online DPO"]
-    seed = next(r for r in runs if r.data.tags.get("method") == "seed").data.metrics
-    assert rows[0]["tiny_math pass_at_1"] == f"{seed[metric]:.1f} ± {seed[metric + '_se']:.1f}"
-    for label, sync_every in (("offline DPO", "inf"), ("online DPO", "1")):
-        values = [r.data.metrics[metric] for r in runs if r.data.tags.get("sync_every") == sync_every]
-        assert len(values) == 2 and row(rows, label)["tiny_math pass_at_1"] == pm(values)
-        assert row(rows, label)["n seeds"] == "2"
