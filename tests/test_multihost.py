@@ -3,7 +3,7 @@ tracking server (its backend another PostgreSQL database, artifacts served), and
 that are separate process trees in their own UTS/PID/mount namespaces (tests/servers.py: Host),
 sharing only the servers' URLs and the sweep's output root.
 
-One sweep (4 cells x 6 steps of the tiny model) is run through everything at once, to keep the
+One sweep (4 cells x 4 steps of the tiny model) is run through everything at once, to keep the
 time down: enqueue once from a head node; hosts A and B work; PostgreSQL is restarted while
 trials run; host A dies (SIGKILL of its whole process tree) mid-trial after a checkpoint; host C
 joins late. The tests below then check what each part must have left behind."""
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
 HEARTBEAT_S, GRACE_S = 1, 6
-TINY_SET = {"train.steps": 6, "train.prompts_per_step": 4, "train.samples_per_prompt": 4,
+TINY_SET = {"train.steps": 4, "train.prompts_per_step": 4, "train.samples_per_prompt": 4,
             "train.max_new_tokens": 16, "validation.every": 2, "validation.prompts": 8, "checkpoint.every": 2,
             "rewards.math_verify_workers": 1, "eval.suites": []}
 CELLS = ["dpo-s1-seed0", "dpo-s1-seed1", "dpo-sinf-seed0", "dpo-sinf-seed1"]

@@ -50,6 +50,28 @@ def test_study_calls_survive_a_restart_and_heartbeats_are_not_judged_right_after
     assert orphan.state == TrialState.FAIL and "harness.outcome" not in orphan.user_attrs
 
 
+def test_a_connection_dropped_inside_a_transaction_is_retried_on_a_fresh_session(postgres, monkeypatch):
+    """The server terminates the storage's connection mid-transaction (what a restart does to a
+    worker that is querying): the session is left with an invalid transaction, and Optuna's next
+    query on it raises PendingRollbackError. Seen on a worker during the multi-host test's
+    restart; it must be retried like any lost connection, not crash the worker."""
+    from sqlalchemy import text
+    monkeypatch.setattr(resilient, "OUTAGE", resilient.Outage())
+    url = postgres.create_database("dropped")
+    handle = open_study(url, "dropped")
+    storage = resilient.retrying_rdb_storage(url)
+    session = storage.scoped_session()
+    session.execute(text("SELECT 1"))  # a transaction is open on this thread's session
+    database = url.rsplit("/", 1)[1]
+    postgres.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}' "
+                     "AND pid <> pg_backend_pid()")
+    with pytest.raises(Exception):
+        session.execute(text("SELECT 1"))  # the drop is noticed; the transaction is now invalid
+    studies = storage.get_all_studies()  # first try: PendingRollbackError; the retry, on a new session, works
+    assert [s.study_name for s in studies] == ["dropped"] and handle is not None
+    assert resilient.OUTAGE.ended is not None  # it went through the retry path
+
+
 def test_a_non_connection_error_is_not_retried():
     calls = []
 

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_sigkill_of_the_sweep_then_rerun_completes_every_cell_exactly_once(tiny_assets, tmp_path):
-    path = write_grid(tmp_path, "killed", {"method": ["dpo"], "sync_every": [1, "inf"]}, set={"train.steps": 6})
+    path = write_grid(tmp_path, "killed", {"method": ["dpo"], "sync_every": [1, "inf"]}, set={"train.steps": 4})
     sweep = subprocess.Popen(sweep_argv(path, "--jobs", "2"), cwd=tmp_path, env=sweep_env(tmp_path),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     trials = tmp_path / "outputs" / "killed" / "trials"

@@ -57,11 +57,15 @@ def retry_budget_s() -> float:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """A lost or refused connection (the server restarting), not a wrong query or a rule."""
+    """A lost or refused connection (the server restarting), not a wrong query or a rule.
+
+    PendingRollbackError counts: when the server drops a connection mid-query, some Optuna calls
+    (`_get_trials` "falling back to a slower alternative") query again on the same, now invalid,
+    transaction, and that is the error that reaches us; the retry runs on a fresh session."""
     from sqlalchemy import exc as sa
 
     cause = exc.__cause__ if isinstance(exc, StorageInternalError) else exc
-    if isinstance(cause, (sa.OperationalError, sa.InterfaceError)):
+    if isinstance(cause, (sa.OperationalError, sa.InterfaceError, sa.PendingRollbackError)):
         return True
     return isinstance(cause, sa.DBAPIError) and bool(cause.connection_invalidated)
 
@@ -97,7 +101,9 @@ class Outage:
 OUTAGE = Outage()
 
 
-def call_with_retry(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def call_with_retry(what: str, fn: Callable[..., Any], *args: Any, reset: Callable[[], None] | None = None,
+                    **kwargs: Any) -> Any:
+    """`reset` runs before each retry (the storage drops its session, whose connection is dead)."""
     deadline = time.monotonic() + retry_budget_s()
     wait = FIRST_WAIT_S
     while True:
@@ -108,6 +114,8 @@ def call_with_retry(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any
                 raise
             OUTAGE.failed(what, exc, wait)
             time.sleep(wait)
+            if reset is not None:
+                reset()
             wait = min(wait * 2, MAX_WAIT_S)
             continue
         OUTAGE.recovered()
@@ -117,7 +125,7 @@ def call_with_retry(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any
 def _retrying(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     def wrapper(self, *args: Any, **kwargs: Any) -> Any:
-        return call_with_retry(name, method, self, *args, **kwargs)
+        return call_with_retry(name, method, self, *args, reset=self.scoped_session.remove, **kwargs)
     return wrapper
 
 
