@@ -127,3 +127,12 @@ def file_lock(path: str | Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def resolve_cache_root(cache_root: str | os.PathLike | None = None) -> Path:
+    """The machine's cache for built assets: argument, else ``$HARNESS_CACHE``, else ``~/.cache/harness``."""
+    if cache_root is not None:
+        return Path(cache_root).expanduser()
+    if os.environ.get("HARNESS_CACHE"):
+        return Path(os.environ["HARNESS_CACHE"]).expanduser()
+    return Path.home() / ".cache" / "harness"

@@ -24,7 +24,7 @@ from harness.errors import HarnessError
 
 log = logging.getLogger("harness")
 
-from harness.files import atomic_write_text, file_lock  # noqa: F401 - atomic_write_text re-exported: the project's one atomic writer
+from harness.files import atomic_write_text, file_lock, resolve_cache_root  # noqa: F401 - atomic_write_text re-exported: the project's one atomic writer
 
 # The per-step schema, shared by every method (see README "Metrics").
 TRAIN_METRICS = ("train/loss", "train/reward_mean", "train/pairs", "train/entropy", "train/response_len",
@@ -130,7 +130,41 @@ def tracking_client(uri: str | None = None):
     uri = uri or default_tracking_uri()
     wait_for_tracking_server(uri)
     with store_creation_lock(uri):
-        return MlflowClient(uri)  # the constructor creates (migrates) the store
+        if uri.startswith("sqlite:///"):
+            seed_sqlite_store(Path(uri.removeprefix("sqlite:///")))
+        return MlflowClient(uri)  # the constructor creates (migrates) the store, or checks the seeded one
+
+
+def seed_sqlite_store(path: Path) -> None:
+    """A new SQLite store starts as a copy of an empty one MLflow migrated once per machine and
+    MLflow version (`<cache>/mlflow/empty-<version>.db`): running its schema migrations took
+    ~3 s on 2 cores, in every new store (each sweep folder, each test). The template holds no
+    experiment, so MLflow creates its Default experiment in the copy, at this process's paths,
+    as it would in a new file. Called under store_creation_lock; an existing store is left alone."""
+    if path.exists() and path.stat().st_size > 0:
+        return
+    import shutil
+    import sqlite3
+    import tempfile
+    import mlflow
+    from mlflow.tracking import MlflowClient
+    template = resolve_cache_root() / "mlflow" / f"empty-{mlflow.__version__}.db"
+    try:
+        if not template.is_file():
+            template.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=template.parent) as tmp:
+                built = Path(tmp) / "store.db"
+                MlflowClient(f"sqlite:///{built}").search_experiments()  # MLflow's own migrations
+                with contextlib.closing(sqlite3.connect(built)) as db:
+                    db.execute("DELETE FROM experiments")
+                    db.commit()
+                os.replace(built, template)  # atomic: a concurrent builder's copy is as good
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".seeding")
+        shutil.copyfile(template, partial)
+        os.replace(partial, path)
+    except OSError as exc:  # a read-only cache: MLflow creates the store itself, only slower
+        log.debug("no SQLite store template (%s); MLflow migrates %s itself", exc, path)
 
 
 class NullTracker:

@@ -72,6 +72,26 @@ def test_a_connection_dropped_inside_a_transaction_is_retried_on_a_fresh_session
     assert resilient.OUTAGE.ended is not None  # it went through the retry path
 
 
+def test_a_new_sqlite_store_is_seeded_from_a_migrated_template_and_behaves_like_a_new_one(tmp_path, monkeypatch):
+    import mlflow
+    from harness.tracking import tracking_client
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    first = tracking_client(f"sqlite:///{tmp_path / 'a' / 'mlflow.db'}")  # builds the template
+    assert (tmp_path / "cache" / "mlflow" / f"empty-{mlflow.__version__}.db").is_file()
+    began = time.monotonic()
+    second = tracking_client(f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}")  # a copy of it
+    print(f"seeded store opened in {time.monotonic() - began:.2f} s")
+    for client in (first, second):  # MLflow made its Default experiment at this process's paths
+        [default] = client.search_experiments()
+        assert default.name == "Default" and default.artifact_location == str(tmp_path / "mlruns" / "0")
+    run = second.create_run(second.create_experiment("seeded"))
+    second.log_metric(run.info.run_id, "m", 1.5, step=3)
+    assert [(m.step, m.value) for m in second.get_metric_history(run.info.run_id, "m")] == [(3, 1.5)]
+    again = tracking_client(f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}")  # an existing store is left alone
+    assert {e.name for e in again.search_experiments()} == {"Default", "seeded"}
+
+
 def test_a_non_connection_error_is_not_retried():
     calls = []
 

@@ -42,6 +42,7 @@ from harness.tiny.seed_eval import evaluate_seed, sample_math_accuracy, sample_r
 from harness.tiny.sft import train_policy
 from harness.tiny.tokenizer import build_tiny_tokenizer
 from harness.tiny.train_utils import special_ids, use_bf16
+from harness.files import resolve_cache_root
 
 __all__ = ["RECIPE_VERSION", "TinyAssets", "build_tiny_assets", "ensure_tiny_assets", "prepare_main", "recipe_hash",
            "resolve_cache_root", "sample_math_accuracy", "sample_responses", "score_responses", "tiny_recipe"]
@@ -121,15 +122,6 @@ def recipe_hash(recipe: dict) -> str:
     """Short sha256 of the canonical JSON of the recipe."""
     canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
-
-
-def resolve_cache_root(cache_root: str | os.PathLike | None = None) -> Path:
-    """Argument, else ``$HARNESS_CACHE``, else ``~/.cache/harness``."""
-    if cache_root is not None:
-        return Path(cache_root).expanduser()
-    if os.environ.get("HARNESS_CACHE"):
-        return Path(os.environ["HARNESS_CACHE"]).expanduser()
-    return Path.home() / ".cache" / "harness"
 
 
 def _load_assets(folder: Path) -> TinyAssets | None:
