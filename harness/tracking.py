@@ -113,25 +113,26 @@ def check_artifact_location(tracking_uri: str, artifact_uri: str) -> None:
 
 
 @contextlib.contextmanager
-def store_creation_lock(uri: str) -> Iterator[None]:
-    """Serialise the first use of a SQLite store: two processes creating a fresh mlflow.db at
-    once both run its schema migrations and one fails. Other stores: no lock."""
+def prepared_store(uri: str) -> Iterator[None]:
+    """The first use of a SQLite store, serialised (two processes creating a fresh mlflow.db at
+    once both run its schema migrations and one fails) and seeded (seed_sqlite_store). Other
+    stores: nothing to do."""
     if not uri.startswith("sqlite:///"):
         yield
         return
-    with file_lock(uri.removeprefix("sqlite:///")):
+    path = Path(uri.removeprefix("sqlite:///"))
+    with file_lock(path):
+        seed_sqlite_store(path)
         yield
 
 
 def tracking_client(uri: str | None = None):
     """An MlflowClient whose store exists: a tracking server is waited for, a SQLite store is
-    created under the lock above."""
+    created (seeded) under the lock above."""
     from mlflow.tracking import MlflowClient
     uri = uri or default_tracking_uri()
     wait_for_tracking_server(uri)
-    with store_creation_lock(uri):
-        if uri.startswith("sqlite:///"):
-            seed_sqlite_store(Path(uri.removeprefix("sqlite:///")))
+    with prepared_store(uri):
         return MlflowClient(uri)  # the constructor creates (migrates) the store, or checks the seeded one
 
 
@@ -140,7 +141,7 @@ def seed_sqlite_store(path: Path) -> None:
     MLflow version (`<cache>/mlflow/empty-<version>.db`): running its schema migrations took
     ~3 s on 2 cores, in every new store (each sweep folder, each test). The template holds no
     experiment, so MLflow creates its Default experiment in the copy, at this process's paths,
-    as it would in a new file. Called under store_creation_lock; an existing store is left alone."""
+    as it would in a new file. Called under prepared_store's lock; an existing store is left alone."""
     if path.exists() and path.stat().st_size > 0:
         return
     import shutil

@@ -9,15 +9,17 @@ below go first, longest first; seconds per file measured on 2 cores, 2026-12."""
 import pytest
 
 LONGEST_FILES_FIRST = [
-    "test_rollout_worker.py",  # ~320 s
-    "test_fsdp.py",            # ~270 s (torchrun with 2 gloo ranks)
-    "test_multihost.py",       # ~230 s (PostgreSQL, an MLflow server, namespaced hosts)
-    "test_trainer.py",         # ~220 s
-    "test_sweep_recovery.py",  # ~220 s
-    "test_sweep_eval.py",      # ~170 s
-    "test_sweep_run.py",       # ~170 s
-    "test_vllm_backend.py",    # ~170 s
-    "test_bad_input.py",       # ~90 s
+    "test_rollout_worker.py",  # ~270 s
+    "test_fsdp.py",            # ~255 s (torchrun with 2 gloo ranks)
+    "test_multihost.py",       # ~245 s (PostgreSQL, an MLflow server, namespaced hosts; marker heavy)
+    "test_sweep_run.py",       # ~205 s
+    "test_sweep_recovery.py",  # ~205 s (marker heavy)
+    "test_sweep_eval.py",      # ~180 s
+    "test_trainer.py",         # ~135 s
+    "test_vllm_backend.py",    # ~135 s
+    "test_eval_math.py",       # ~75 s
+    "test_rewards.py",         # ~75 s
+    "test_bad_input.py",       # ~65 s
 ]
 
 
