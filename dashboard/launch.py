@@ -20,21 +20,26 @@ from pathlib import Path
 APP_PATH = Path(__file__).resolve().parent / "app.py"
 
 
+# A leaderboard shows model samples and run metadata: loopback unless the user names an address
+# (Streamlit alone listens on every interface).
+DEFAULT_ADDRESS = "127.0.0.1"
+
+
 def build_streamlit_command(tracking_uri: str | None, port: int = 8501, *, headless: bool = True,
-                            mlflow_ui_url: str | None = None, address: str | None = None,
+                            mlflow_ui_url: str | None = None, address: str = DEFAULT_ADDRESS,
                             extra_options: dict[str, str] | None = None) -> list[str]:
     """`python -m streamlit run dashboard/app.py --server.port P ... -- --tracking-uri URI`.
 
     tracking_uri None leaves the choice to the app (MLFLOW_TRACKING_URI, else ./mlflow.db). headless
     keeps Streamlit from opening a browser (right on a remote machine); usage stats stay off.
+    address is the interface to listen on (loopback by default; "0.0.0.0" for every interface).
     extra_options are more Streamlit config flags, e.g. {"client.toolbarMode": "viewer"}.
     """
     command = [sys.executable, "-m", "streamlit", "run", str(APP_PATH),
                "--server.port", str(int(port)),
                "--server.headless", "true" if headless else "false",
-               "--browser.gatherUsageStats", "false"]
-    if address:
-        command += ["--server.address", address]
+               "--browser.gatherUsageStats", "false",
+               "--server.address", address]
     for name, value in (extra_options or {}).items():
         command += [f"--{name}", str(value)]
     app_args = []
@@ -50,8 +55,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tracking-uri", default=None)
     parser.add_argument("--port", type=int, default=8501)
     parser.add_argument("--mlflow-ui-url", default=None)
+    parser.add_argument("--address", default=DEFAULT_ADDRESS)
     args = parser.parse_args(argv)
-    command = build_streamlit_command(args.tracking_uri, args.port, mlflow_ui_url=args.mlflow_ui_url)
+    command = build_streamlit_command(args.tracking_uri, args.port, mlflow_ui_url=args.mlflow_ui_url,
+                                      address=args.address)
     os.execv(command[0], command)
 
 

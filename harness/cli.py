@@ -27,7 +27,7 @@ import textwrap
 import yaml
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, redact, redact_logs
 
 log = logging.getLogger("harness")
 
@@ -35,6 +35,7 @@ log = logging.getLogger("harness")
 def _setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    redact_logs()
     _quiet_transformers()
     for noisy in ("alembic", "mlflow", "urllib3", "httpx", "filelock", "datasets", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -205,8 +206,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     # The dashboard is a program of its own (it reads MLflow through the results layer); the
     # harness starts it as a process and never imports it.
     command = [sys.executable, "-m", "dashboard.launch", "--tracking-uri", args.tracking_uri or default_tracking_uri(),
-               "--port", str(args.port)] + (["--mlflow-ui-url", args.mlflow_ui_url] if args.mlflow_ui_url else [])
-    log.info("leaderboard on http://localhost:%d (Ctrl-C to stop)", args.port)
+               "--port", str(args.port), "--address", args.address] + (
+                   ["--mlflow-ui-url", args.mlflow_ui_url] if args.mlflow_ui_url else [])
+    host = "localhost" if args.address == "127.0.0.1" else args.address
+    log.info("leaderboard on http://%s:%d (listening on %s; Ctrl-C to stop)", host, args.port, args.address)
     return subprocess.run(command).returncode
 
 
@@ -311,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("leaderboard", help="the Streamlit leaderboard over MLflow")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlflow.db)")
     p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--address", default="127.0.0.1",
+                   help="interface to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for every interface)")
     p.add_argument("--mlflow-ui-url", default=None, help="base URL of an MLflow UI for run links")
     p.set_defaults(func=cmd_leaderboard)
     return parser
@@ -327,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -9,6 +9,7 @@ has the same methods and does nothing, so library code never branches on "loggin
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -16,11 +17,12 @@ import math
 import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, redact
 
 log = logging.getLogger("harness")
 
@@ -66,6 +68,18 @@ def tracking_wait_s() -> float:
     return float(os.environ.get("HARNESS_TRACKING_WAIT_S", "120"))
 
 
+def health_request(uri: str) -> urllib.request.Request:
+    """GET <server>/health; credentials in the URL (http://user:password@host) go as basic auth,
+    which urllib does not do by itself (it would look the whole `user:password@host` up as a host)."""
+    parsed = urllib.parse.urlsplit(uri.rstrip("/"))
+    netloc = parsed.hostname + (f":{parsed.port}" if parsed.port else "") if parsed.hostname else parsed.netloc
+    request = urllib.request.Request(urllib.parse.urlunsplit(parsed._replace(netloc=netloc)) + "/health")
+    if parsed.username is not None:
+        token = f"{urllib.parse.unquote(parsed.username)}:{urllib.parse.unquote(parsed.password or '')}"
+        request.add_header("Authorization", "Basic " + base64.b64encode(token.encode()).decode())
+    return request
+
+
 def wait_for_tracking_server(uri: str, wait_s: float | None = None) -> None:
     """For an http(s) tracking URI, poll the server's /health with backoff (1 s, 2 s, ... 10 s)
     until it answers; raise TrackingServerUnreachable after `wait_s`. Other URIs return at once."""
@@ -76,7 +90,7 @@ def wait_for_tracking_server(uri: str, wait_s: float | None = None) -> None:
     while True:
         tries += 1
         try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10) as answer:
+            with urllib.request.urlopen(health_request(uri), timeout=10) as answer:
                 if answer.status == 200:
                     if tries > 1:
                         log.info("MLflow tracking server %s is up after %.0f s", uri, time.monotonic() - started)
@@ -87,7 +101,7 @@ def wait_for_tracking_server(uri: str, wait_s: float | None = None) -> None:
         waited = time.monotonic() - started
         if waited + pause > wait_s:
             raise TrackingServerUnreachable(
-                f"MLFLOW_TRACKING_URI={uri}: the MLflow tracking server did not answer at /health for "
+                f"MLFLOW_TRACKING_URI={redact(uri)}: the MLflow tracking server did not answer at /health for "
                 f"{waited:.0f} s ({tries} tries; last: {last}); expected a running `mlflow server` at that "
                 f"address. Start it (see the README's \"Scale out\" section) or fix the URI; nothing was logged "
                 f"and no local store was created instead (HARNESS_TRACKING_WAIT_S sets the wait).")

@@ -29,6 +29,7 @@ import time
 import traceback
 from dataclasses import dataclass
 
+from harness.errors import redact_logs
 from harness.rollout.base import Rollout, SamplingParams
 
 log = logging.getLogger("harness.rollout.worker")
@@ -78,6 +79,7 @@ def serve(spec: dict, snapshot_path: str, requests, replies) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the trainer decides when the worker stops
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+    redact_logs()
     try:
         _serve(WorkerSpec(**spec), snapshot_path, requests, replies)
     except Exception:  # report, then exit non-zero: the trainer raises with this text

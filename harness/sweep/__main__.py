@@ -7,7 +7,7 @@ import argparse
 import logging
 import sys
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, redact, redact_logs
 from harness.sweep.commands import add_status_arguments, add_sweep_arguments, status_from_args, sweep_from_args
 
 
@@ -19,12 +19,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+    redact_logs()
     for noisy in ("alembic", "mlflow", "urllib3", "httpx", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return sweep_from_args(args) if args.command == "sweep" else status_from_args(args)
     except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return 2
 
 

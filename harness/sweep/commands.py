@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 
+from harness.errors import redact
 from harness.sweep.runner import run_sweep, trial_command, trial_dir_of
 from harness.sweep.spec import load_sweep
 from harness.tracking import sweep_tracking_uri
@@ -80,7 +81,7 @@ def status_command(path: str, storage: str | None = None, out_dir: str | None = 
     handle = open_study(url, sweep.study_name, create=False)
     if handle is None:
         print(format_table(unit_rows(sweep, [])))
-        print(f"\nno study {sweep.study_name!r} at {url} yet: run `harness sweep {path}` first.")
+        print(f"\nno study {sweep.study_name!r} at {redact(url)} yet: run `harness sweep {path}` first.")
         return 0
     from harness.sweep.records import PARENT_ATTR, client_for
     attrs = handle.study.user_attrs

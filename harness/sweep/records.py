@@ -12,10 +12,10 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
+from harness.errors import redact
 from harness.tracking import default_tracking_uri, ensure_experiment, tracking_client
 
 log = logging.getLogger("harness.sweep")
@@ -26,10 +26,6 @@ def client_for(uri: str | None = None):
     """A client whose store exists (harness.tracking.tracking_client: a server is waited for, a
     fresh SQLite store is created once under a file lock, before any trial starts)."""
     return tracking_client(uri or default_tracking_uri())
-
-
-def redact(url: str) -> str:
-    return re.sub(r"://([^:/@]+):[^@/]+@", r"://\1:***@", url)
 
 
 def ensure_parent_run(client, study, sweep, storage_url: str) -> str:

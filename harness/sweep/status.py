@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from harness.config import flatten, format_interval
+from harness.errors import redact
 from harness.sweep.spec import Sweep, _show
 from harness.sweep.study import group_units, outcome_of, representative, unit_state
 
@@ -74,7 +75,7 @@ def dry_run_text(sweep: Sweep, storage_url: str, example_command: list[str]) -> 
             f"{'s' if len(seeds) != 1 else ''}){trials}",
             f"  base config: {sweep.base_path}",
             f"  output dir:  {sweep.output_dir}",
-            f"  study:       {sweep.study_name} at {storage_url}",
+            f"  study:       {sweep.study_name} at {redact(storage_url)}",
             f"  experiment:  {sweep.experiment}   objective: {sweep.spec.objective.direction} "
             f"{sweep.spec.objective.metric} at the checkpoint picked by rule {sweep.spec.objective.rule}"]
     if sweep.spec.search:

@@ -6,6 +6,8 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
+from harness.errors import redact
+
 from results.formatting import DASH, fmt, fmt_pm
 from results.labels import seed_sort_key
 from results.metrics import is_score_column, metric_name, suite_of
@@ -144,7 +146,7 @@ def render(report: ReportData, command: str, figures: dict[str, str]) -> str:
     runs = report.runs
     seeds = sorted(runs.loc[runs["method"] != "seed", "seed"].astype(str).unique(), key=seed_sort_key)
     out = [f"# Report: {report.sweep or report.experiment}", "", "```", command, "```", "",
-           f"- tracking URI: `{report.tracking_uri}`", f"- experiment: `{report.experiment}` (id {report.experiment_id})",
+           f"- tracking URI: `{redact(report.tracking_uri)}`", f"- experiment: `{report.experiment}` (id {report.experiment_id})",
            f"- generated: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC')}",
            f"- runs: {len(runs)} used of {report.n_runs_total} training runs in the experiment; "
            f"seeds: {', '.join(seeds) or 'none'} ({len(seeds)})",
