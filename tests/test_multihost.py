@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 from harness.sweep.study import open_study
 from servers import Host, MlflowServer, free_port, namespaces_available, postgres  # noqa: F401 (fixture)
 
-pytestmark = [pytest.mark.slow, pytest.mark.heavy]  # heavy: left out of CI's command (README)
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]  # heavy: `-m "not heavy"` skips them locally; CI runs them
 REPO = Path(__file__).resolve().parents[1]
 
 HEARTBEAT_S, GRACE_S = 1, 6

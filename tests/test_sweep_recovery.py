@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from harness.sweep.study import process_start_time
 from test_sweep_run import complete_trials_per_cell, mlflow_runs, run_sweep_cli, study_of, sweep_argv, sweep_env, write_grid
 
-pytestmark = [pytest.mark.slow, pytest.mark.heavy]  # heavy: left out of CI's command (README)
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]  # heavy: `-m "not heavy"` skips them locally; CI runs them
 
 
 def test_sigkill_of_the_sweep_then_rerun_completes_every_cell_exactly_once(tiny_assets, tmp_path):
