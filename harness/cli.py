@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args) or 0
     except HarnessError as exc:
         print(f"error: {redact(exc)}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -12,6 +12,7 @@ import re
 
 class HarnessError(Exception):
     """An error caused by input the user controls; shown without a traceback."""
+    exit_code = 2  # what the CLI exits with (harness.preemption.Preempted: 75, requeue me)
 
 
 class ConfigError(HarnessError):

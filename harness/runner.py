@@ -15,6 +15,7 @@ import traceback
 from pathlib import Path
 
 from harness.config import RunConfig, format_interval
+from harness.preemption import Preempted
 from harness.preflight import check_run_inputs
 from harness.tracking import MlflowTracker, NullTracker, atomic_write_text, default_tracking_uri
 from harness.models import resolve_device
@@ -66,10 +67,10 @@ def run_training(cfg: RunConfig, resume: bool = False, parent_run_id: str | None
             evaluate_after_training(cfg, tracker.run_id)
     except BaseException as exc:
         tail = "".join(traceback.format_exception_only(type(exc), exc)).strip()[-4000:]
-        try:
-            tracker.set_tags({"harness.error": tail})
+        try:  # a preempted run is KILLED and resumes into the same run; anything else is FAILED with its error
+            tracker.set_tags({"harness.preempted" if isinstance(exc, Preempted) else "harness.error": tail})
         finally:
-            tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            tracker.finish("KILLED" if isinstance(exc, (KeyboardInterrupt, Preempted)) else "FAILED")
         raise
     tracker.finish("FINISHED")
     return result

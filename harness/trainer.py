@@ -32,6 +32,7 @@ from harness.config import INF, RunConfig, flatten, format_interval
 from harness.errors import HarnessError
 from harness.rewards import make_reward_router
 from harness.precision import autocast
+from harness.preemption import Preempted, PreemptionWatch
 from harness.rollout import Generator, Rollout, SamplingParams, generator_options, make_generator
 from harness.rollout.placement import open_rollouts
 from harness.rollout.schedule import StepPlan, check_generator_version
@@ -136,6 +137,7 @@ def _train(cfg: RunConfig, tracker, resume: bool, progress: bool, dist: distribu
         log_validation(0, val)
     bar = _progress_bar(cfg.train.steps, state.step, progress)
     val: dict[str, float] = {}
+    watch = PreemptionWatch()  # SIGTERM / SIGUSR1: finish the step, checkpoint, exit for a requeue
     try:
         while state.step < cfg.train.steps:
             metrics = {}
@@ -202,12 +204,19 @@ def _train(cfg: RunConfig, tracker, resume: bool, progress: bool, dist: distribu
                 val = validate(cfg, validator, policy, val_pools, rewards)
                 tracker.log_metrics(val, step=state.step)
                 log_validation(state.step, val)
-            if state.step % cfg.checkpoint.every == 0 or state.step == cfg.train.steps:
+            preempted = watch.requested(dist)
+            if state.step % cfg.checkpoint.every == 0 or state.step == cfg.train.steps or preempted:
                 save(output_dir, cfg, state, models, val, tracker, dist)
             bar.update(1)
             bar.set_postfix(reward=f"{metrics['train/reward_mean']:.3f}", loss=f"{metrics['train/loss']:.3f}",
                             stale=metrics["train/generator_staleness"], refresh=False)
+            if preempted and state.step < cfg.train.steps:
+                raise Preempted(
+                    f"{cfg.run_name}: {watch.signal_name()} received; stopped after step {state.step} of "
+                    f"{cfg.train.steps} with a checkpoint in {output_dir}. Resume with `harness train ... --resume` "
+                    f"(exit code {Preempted.exit_code} asks a launcher to requeue it).")
     finally:
+        watch.close()
         bar.close()
         if generator is not None:
             generator.close()

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         return sweep_from_args(args) if args.command == "sweep" else status_from_args(args)
     except HarnessError as exc:
         print(f"error: {redact(exc)}", file=sys.stderr)
-        return 2
+        return exc.exit_code
 
 
 if __name__ == "__main__":

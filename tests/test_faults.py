@@ -1,0 +1,94 @@
+"""Faults that long runs meet, on real processes, signals and filesystems.
+
+- Preemption: SIGTERM (Slurm's time limit) or SIGUSR1 (`sbatch --signal`) to a running
+  `harness train`: the step finishes, a checkpoint is written, the process exits 75 (requeue),
+  the MLflow run is KILLED (not FAILED), and `--resume` continues into the same run to the same
+  final weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from safetensors.torch import load_file
+
+from harness import checkpoint as ckpt
+
+pytestmark = pytest.mark.slow  # `harness train` subprocesses
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = str(ROOT / "sweeps" / "runs" / "tiny.yaml")
+SMALL = ["train.steps=6", "train.prompts_per_step=4", "train.samples_per_prompt=4", "train.max_new_tokens=40",
+         "validation.every=100", "validation.prompts=8", "checkpoint.every=100", "sync_every=2", "train.lr=1e-3"]
+
+
+def env_for(tmp_path: Path) -> dict:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_RUN_ID", None)
+    return env
+
+
+def train_process(tmp_path: Path, out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "harness.cli", "train", TINY, *SMALL, f"output_dir={out}",
+                             "--no-progress", *extra], cwd=tmp_path, env=env_for(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def final_weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(ckpt.list_checkpoints(out)[-1][1] / "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_assets, tmp_path_factory) -> dict[str, torch.Tensor]:
+    tmp_path = tmp_path_factory.mktemp("straight")
+    straight = subprocess.run([sys.executable, "-m", "harness.cli", "train", TINY, *SMALL,
+                               f"output_dir={tmp_path / 'run'}", "--no-progress", "--no-mlflow"],
+                              cwd=tmp_path, env=env_for(tmp_path), capture_output=True, text=True, timeout=600)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    return final_weights(tmp_path / "run")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
+def test_a_signalled_run_checkpoints_exits_for_requeue_and_resumes_to_the_same_weights(uninterrupted, tmp_path,
+                                                                                       signum):
+
+    out = tmp_path / "preempted"
+    process = train_process(tmp_path, out)
+    lines = []
+    for line in process.stdout:  # the signal lands once training steps are running
+        lines.append(line)
+        if "validation at step 0" in line:
+            time.sleep(1.0)
+            process.send_signal(signum)
+            break
+    lines += process.stdout.readlines()
+    code = process.wait(timeout=600)
+    log = "".join(lines)
+    assert code == 75, log[-3000:]
+    stopped_at = ckpt.list_checkpoints(out)[-1][0]
+    assert 1 <= stopped_at < 6, log[-3000:]
+    assert f"{signal.Signals(signum).name} received; stopped after step {stopped_at} of 6" in log
+    assert not list((out / "checkpoints").glob(".tmp_*"))
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs(client.get_experiment_by_name("tiny").experiment_id)
+    assert run.info.status == "KILLED" and "harness.preempted" in run.data.tags and "harness.error" not in run.data.tags
+
+    resumed = subprocess.run([sys.executable, "-m", "harness.cli", "train", TINY, *SMALL, f"output_dir={out}",
+                              "--no-progress", "--resume"], cwd=tmp_path, env=env_for(tmp_path),
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    (run,) = client.search_runs(client.get_experiment_by_name("tiny").experiment_id)  # the same run, continued
+    assert run.info.status == "FINISHED"
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss"))
+    assert steps == [1, 2, 3, 4, 5, 6]
+    got = final_weights(out)
+    for key in uninterrupted:
+        assert torch.allclose(uninterrupted[key], got[key], atol=1e-6), key
