@@ -10,6 +10,7 @@ has the same methods and does nothing, so library code never branches on "loggin
 from __future__ import annotations
 
 import base64
+import collections
 import contextlib
 import json
 import logging
@@ -213,11 +214,30 @@ class MemoryTracker(NullTracker):
         return [(step, metrics[key]) for step, metrics in self.history if key in metrics]
 
 
+# While a tracking server is down, a buffered write is retried at most this often (each try is a
+# connection attempt; MLflow's own retries are cut to a few seconds for a run's writes).
+RETRY_EVERY_S = 10.0
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """A write that failed because the tracking server did not answer (down, restarting, 5xx)."""
+    text = str(exc)
+    return any(s in text for s in ("Max retries exceeded", "Connection refused", "Connection aborted",
+                                   "Read timed out", "RemoteDisconnected", "too many 50", "response code 50",
+                                   "Failed to establish a new connection"))
+
+
 class MlflowTracker:
     """One MLflow run, created (or resumed by id) through the client API.
 
     The client API is used instead of `mlflow.start_run` so that no active-run global and no
     `MLFLOW_RUN_ID` environment variable can leak into subprocesses (sweep trials).
+
+    Every write goes through `_send`: when the tracking server stops answering mid-run, writes
+    queue up in memory, in order, training goes on, and they are sent once it answers again (tried
+    every RETRY_EVERY_S). `finish` waits up to HARNESS_TRACKING_WAIT_S for the server, then fails
+    with one paragraph saying what could not be sent; what was logged before the outage stays on
+    the server, and the run is never created twice.
     """
 
     def __init__(self, experiment: str, run_name: str, tracking_uri: str | None = None,
@@ -225,6 +245,14 @@ class MlflowTracker:
                  tags: dict[str, str] | None = None):
         self.tracking_uri = tracking_uri or default_tracking_uri()
         self.client = tracking_client(self.tracking_uri)
+        self._queue: collections.deque = collections.deque()
+        self._down_since: float | None = None
+        self._retry_at = 0.0
+        if self.tracking_uri.startswith(("http://", "https://")):
+            # MLflow retries a failed request 7 times with exponential backoff (minutes) before it
+            # raises; the buffer below retries instead, so a write gives up within seconds.
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         if run_id:
             run = self.client.get_run(run_id)
             self.experiment_id = run.info.experiment_id
@@ -241,10 +269,15 @@ class MlflowTracker:
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        existing = self.client.get_run(self.run_id).data.params
+        try:
+            existing = self.client.get_run(self.run_id).data.params if not self._queue else {}
+        except Exception as exc:
+            if not is_unreachable(exc):
+                raise
+            existing = {}  # re-sending a param with its same value is harmless
         fresh = [Param(key, _param_value(value)) for key, value in params.items() if key not in existing]
         for start in range(0, len(fresh), 90):
-            self.client.log_batch(self.run_id, params=fresh[start:start + 90])
+            self._send(self.client.log_batch, self.run_id, params=fresh[start:start + 90])
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
@@ -253,23 +286,64 @@ class MlflowTracker:
         batch = [Metric(key, float(value), stamp, step or 0) for key, value in metrics.items()
                  if value is not None and not math.isnan(float(value))]
         for start in range(0, len(batch), 500):
-            self.client.log_batch(self.run_id, metrics=batch[start:start + 500])
+            self._send(self.client.log_batch, self.run_id, metrics=batch[start:start + 500])
 
     def set_tags(self, tags: dict[str, str]) -> None:
         for key, value in tags.items():
-            self.client.set_tag(self.run_id, key, str(value))
+            self._send(self.client.set_tag, self.run_id, key, str(value))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        self._send(self.client.log_artifact, self.run_id, str(path), artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        self._send(self.client.log_text, self.run_id, text, artifact_file)
 
     def log_json(self, data: Any, artifact_file: str) -> None:
         self.log_text(json.dumps(data, indent=2), artifact_file)
 
     def finish(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.run_id, status=status)
+        """The run's final status, after every buffered write (waits for a down server, bounded)."""
+        self._queue.append((self.client.set_terminated, (self.run_id,), {"status": status}))
+        wait_s = tracking_wait_s()
+        deadline = time.monotonic() + wait_s
+        while not self._drain():
+            if time.monotonic() >= deadline:
+                raise TrackingServerUnreachable(
+                    f"MLFLOW_TRACKING_URI={redact(self.tracking_uri)}: the tracking server has not answered for "
+                    f"{time.monotonic() - self._down_since:.0f} s, and {len(self._queue)} writes to run {self.run_id} "
+                    f"(metrics, tags, artifacts, its final status {status}) could not be sent within "
+                    f"HARNESS_TRACKING_WAIT_S={wait_s:.0f} s. What was logged before the outage is on the server; "
+                    f"the checkpoints are on disk. Start the server and rerun with --resume to continue the same run.")
+            time.sleep(min(RETRY_EVERY_S, max(0.5, deadline - time.monotonic())))
+            self._retry_at = 0.0
+
+    def _send(self, call, *args, **kwargs) -> None:
+        self._queue.append((call, args, kwargs))
+        if self._down_since is None or time.monotonic() >= self._retry_at:
+            self._drain()
+
+    def _drain(self) -> bool:
+        """Send the queued writes in order; False (and keep them) while the server does not answer."""
+        while self._queue:
+            call, args, kwargs = self._queue[0]
+            try:
+                call(*args, **kwargs)
+            except Exception as exc:
+                if not is_unreachable(exc):
+                    raise
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+                    log.warning("MLflow tracking server %s is not answering; training goes on and its metrics "
+                                "wait in memory until it is back (%s)", redact(self.tracking_uri),
+                                str(exc).splitlines()[0][:200])
+                self._retry_at = time.monotonic() + RETRY_EVERY_S
+                return False
+            self._queue.popleft()
+        if self._down_since is not None:
+            log.info("MLflow tracking server %s is back after %.0f s; every buffered write was sent",
+                     redact(self.tracking_uri), time.monotonic() - self._down_since)
+            self._down_since = None
+        return True
 
 
 def ensure_experiment(client, name: str) -> str:

@@ -4,6 +4,10 @@
   `harness train`: the step finishes, a checkpoint is written, the process exits 75 (requeue),
   the MLflow run is KILLED (not FAILED), and `--resume` continues into the same run to the same
   final weights as an uninterrupted run.
+- The tracking server lost mid-run: a real `mlflow server` is stopped while `harness train` logs
+  to it and started again; the run keeps training, its buffered metrics arrive, and there is one
+  MLflow run with every step. A server that never comes back fails the run after
+  HARNESS_TRACKING_WAIT_S with one paragraph.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
 from harness import checkpoint as ckpt
+from servers import MlflowServer
 
 pytestmark = pytest.mark.slow  # `harness train` subprocesses
 
@@ -92,3 +97,52 @@ def test_a_signalled_run_checkpoints_exits_for_requeue_and_resumes_to_the_same_w
     got = final_weights(out)
     for key in uninterrupted:
         assert torch.allclose(uninterrupted[key], got[key], atol=1e-6), key
+
+
+def run_until_validated(env: dict, tmp_path: Path, out: str, steps: int, at_step_0) -> tuple[int, str]:
+    """`harness train` logging to `env`'s tracking server; `at_step_0()` runs once step 0 is validated."""
+    process = subprocess.Popen([sys.executable, "-m", "harness.cli", "train", TINY, *SMALL, f"train.steps={steps}",
+                                f"output_dir={tmp_path / out}", "--no-progress"], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "validation at step 0" in line:
+            at_step_0()
+            break
+    lines += process.stdout.readlines()
+    return process.wait(timeout=600), "".join(lines)
+
+
+def test_a_tracking_server_lost_mid_run_gets_every_metric_and_one_that_stays_down_fails_the_run(tiny_assets,
+                                                                                                tmp_path):
+    backend = f"sqlite:///{tmp_path / 'server.db'}"
+    servers = [MlflowServer.start(tmp_path / "server", backend)]
+    port = int(servers[0].url.rsplit(":", 1)[1])
+    env = {**env_for(tmp_path), "MLFLOW_TRACKING_URI": servers[0].url, "HARNESS_TRACKING_WAIT_S": "300"}
+
+    def outage():  # mid-run: steps 1.. are logged while nothing answers, then a new server process
+        servers[-1].stop()
+        time.sleep(5)
+        servers.append(MlflowServer.launch(tmp_path / "server", backend, port=port))
+
+    try:
+        steps = 10
+        code, log = run_until_validated(env, tmp_path, "back", steps, outage)
+        assert code == 0, log[-3000:]
+        assert "is not answering; training goes on" in log and "is back after" in log, log[-3000:]
+        servers[-1].wait_healthy()
+        client = MlflowClient(servers[-1].url)
+        (run,) = client.search_runs(client.get_experiment_by_name("tiny").experiment_id)  # no second run
+        assert run.info.status == "FINISHED"
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss")) == \
+            list(range(1, steps + 1))
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val/reward")] == [0, steps]
+
+        env["HARNESS_TRACKING_WAIT_S"] = "5"  # a server that never comes back
+        code, log = run_until_validated(env, tmp_path, "gone", 3, servers[-1].stop)
+        assert code == 2, log[-3000:]
+        assert "could not be sent within HARNESS_TRACKING_WAIT_S=5 s" in log and "Traceback" not in log, log[-3000:]
+        assert ckpt.list_checkpoints(tmp_path / "gone")[-1][0] == 3  # the work itself is on disk
+    finally:
+        servers[-1].stop()
