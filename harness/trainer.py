@@ -221,7 +221,8 @@ def build_rewards(cfg: RunConfig, reward_model_path: str | None, device: str):
     options = {"math_verify": {"workers": cfg.rewards.math_verify_workers,
                                "timeout_s": cfg.rewards.math_verify_timeout_s},
                "reward_model": {"model_dir": reward_model_path, "device": device,
-                                "batch_size": cfg.rewards.reward_model_batch_size}}
+                                "batch_size": cfg.rewards.reward_model_batch_size,
+                                "dtype": cfg.rewards.reward_model_dtype}}
     return make_reward_router(cfg.rewards.verifiable if cfg.task_mix != "non_verifiable" else None,
                               cfg.rewards.non_verifiable if cfg.task_mix != "verifiable" else None, options)
 
