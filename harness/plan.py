@@ -257,6 +257,11 @@ def generator_on_trainer_gpu(cfg, placement: str, generator_gpus: int, weights: 
         return [("resident", f"generator copy ({dtype}, colocated on rank 0)", weights),
                 ("generate", f"generator KV cache ({rollout_rows} sequences x {seq} tokens)", kv_cache),
                 ("generate", "sampling logits (fp32 softmax, per sequence)", rollout_rows * vocab * 12)]
+    if generator_gpus and cfg.rollout.backend == "vllm":  # validation samples through an engine of its own
+        share = cfg.rollout.vllm.gpu_memory_utilization
+        return [("resident", "generator (worker: on its own GPUs)", 0.0),
+                ("resident", f"rank 0's own vLLM engine for validation ({share:g} x {capacity_gib:g} GiB)",
+                 share * capacity_gib * GIB)]
     if generator_gpus:
         return [("resident", "generator (worker: on its own GPUs)", 0.0)]
     # A worker with no GPUs of its own runs on model.device, beside rank 0, and generates while it trains.
@@ -293,8 +298,9 @@ def validation_rows(cfg, policy: Shape, sample_bytes: int, seq: int, gathered: f
     kv = rows_sampled * seq * policy.num_hidden_layers * 2 * policy.kv_dim * sample_bytes
     c = BYTES[cfg.model.compute_dtype]
     micro = min(cfg.train.micro_batch_size, cfg.validation.prompts)
-    rows = [("validate", f"validation KV cache ({rows_sampled} sequences x {seq} tokens)", kv),
-            ("validate", f"validation entropy pass ({micro} x {seq} tokens, no grad)",
+    rows = [] if cfg.rollout.backend == "vllm" else [  # vLLM samples inside its own reservation
+        ("validate", f"validation KV cache ({rows_sampled} sequences x {seq} tokens)", kv)]
+    rows += [("validate", f"validation entropy pass ({micro} x {seq} tokens, no grad)",
              micro * seq * policy.vocab_size * logits_bytes(c))]
     if gathered:
         rows.append(("validate", "FSDP all-gathered units (root + 2 layers)", gathered))
