@@ -1,159 +1,277 @@
-"""GPU conformance and speed check for the trainer's CUDA path (run on a machine with a GPU).
+"""The CUDA path's check, as one command: every part in its own process with its own time limit.
 
-    python benchmarks/gpu_check.py [--policy DIR]
-    python benchmarks/gpu_check.py --cpu-smoke      # only part 3, shrunk, on CPU (checks the script itself)
+    python benchmarks/gpu_check.py [--out DIR] [--parts logprob,resume,...]   # one H200: under 8 minutes
+    python benchmarks/gpu_check.py --cpu-smoke                                # every part at toy size on CPU
 
-1. The generator's sampling log-probs equal the trainer's log-probs of the same samples on CUDA
-   (float32 and bfloat16), the conformance the paper's semantics depend on.
-2. A short semi-online DPO run (sync_every=2) and an online GRPO run on CUDA: staleness cycles,
-   losses stay finite, and the per-phase seconds are printed next to the CPU numbers.
-3. FSDP at world size 1 on a ~1B-parameter random Llama built from a config (no download):
-   bf16 compute over fp32 master weights; per-step phase times; peak CUDA memory against the
-   prediction of `harness plan` for the same config.
+Parts (each writes `<out>/<part>.log` and `<out>/<part>.json`; a crash or a timeout loses only its row):
+  logprob  sampler vs trainer log-probs of the same samples, tiny policy, fp32 and bf16
+  resume   tests/test_scale_config.py::test_cuda_resume_continues_exactly (skipped without CUDA)
+  fsdp1    FSDP world size 1, ~2.8B random Llama with the Llama-3 vocabulary: peak reserved memory
+           against `harness plan`, phase times, tokens/s, train-phase MFU
+  lora     the same model, LoRA r16 in one process: the same numbers
+  ckpt     one process with gradient checkpointing and shared prompts (DPO pairs of one prompt)
+  decode   an 8B-shaped decode step, batch 64, KV 512 and 2048, with and without a host sync per token
+Random models are built on the device (`with torch.device(...)`) and saved in bf16. `--out`
+defaults to $OUT, else ./gpu_check_out. The table at the end has one row per part with a status.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness.config import load_run_config  # noqa: E402
-from harness.plan import GIB, model_shape, plan_memory  # noqa: E402
-from harness.rollout import HFGenerator, SamplingParams  # noqa: E402
-from harness.sequences import pack, policy_logprobs  # noqa: E402
-from harness.tracking import MemoryTracker  # noqa: E402
-from harness.trainer import chat_prompt, train  # noqa: E402
+# (part, seconds allowed on the GPU, seconds allowed in --cpu-smoke); the GPU limits sum to 450 s.
+PARTS = [("logprob", 45, 40), ("resume", 60, 60), ("fsdp1", 120, 60), ("lora", 100, 60), ("ckpt", 60, 60),
+         ("decode", 65, 40)]
+VOCAB = 128256  # the Llama-3 vocabulary: the logits are the largest memory term at 8B
+PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}  # dense bf16, from the data sheets
+GIB = 2 ** 30
 
 
-def logprob_match(policy: str, dtype: torch.dtype, device: str) -> float:
-    generator = HFGenerator(policy, device=device)
-    generator.model.to(dtype)
-    tok = generator.tokenizer
-    prompts = [chat_prompt(tok, f"Compute ({a} + 7) * 2 - 3.") for a in range(16)]
-    groups = generator.generate(prompts, SamplingParams(n=8, temperature=1.0, max_new_tokens=48, seed=0,
-                                                        return_logprobs=True))
-    flat = [r for g in groups for r in g]
-    batch = pack(flat, tok.pad_token_id, torch.device(device))
-    with torch.no_grad():
-        logp, _ = policy_logprobs(generator.model, batch, 1.0)
-    trainer = (logp.float() * batch.response_mask).sum(-1).cpu()
-    sampler = torch.tensor([sum(r.logprobs) for r in flat])
-    per_token = ((trainer - sampler).abs() / batch.response_lengths.cpu().clamp(min=1)).max().item()
-    return per_token
+def shapes(smoke: bool) -> dict[str, dict]:
+    """Model shapes per part: the GPU's (as measured in tests/test_plan.py) or toy ones for --cpu-smoke."""
+    if smoke:
+        toy = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, vocab_size=None)
+        return {"train": toy, "ckpt": toy, "decode": toy}
+    return {"train": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=36, num_attention_heads=16,
+                          num_key_value_heads=8, vocab_size=VOCAB),  # 2.79B
+            "ckpt": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=8, num_attention_heads=8,
+                         num_key_value_heads=4, vocab_size=VOCAB),
+            "decode": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                           num_key_value_heads=8, vocab_size=VOCAB)}  # Llama-3.1-8B
 
 
-def short_run(overrides: list[str], out: Path) -> MemoryTracker:
-    cfg = load_run_config(ROOT / "sweeps/runs/tiny.yaml", [*overrides, f"output_dir={out}", "model.device=cuda"])
-    tracker = MemoryTracker()
-    started = time.perf_counter()
-    train(cfg, tracker=tracker, progress=False)
-    wall = time.perf_counter() - started
-    phases = {p: sum(v for s, v in tracker.series(f"time/{p}_s") if s > 0) for p in ("generate", "score", "train", "sync")}
-    print(f"  {' '.join(overrides)}: wall {wall:.1f}s, " + ", ".join(f"{k} {v:.2f}s" for k, v in phases.items()))
-    return tracker
-
-
-def random_llama(folder: Path, hidden: int, layers: int, intermediate: int) -> Path:
-    """A randomly initialised Llama (the tiny tokenizer's vocabulary) saved as a from_pretrained folder."""
+def random_llama(folder: Path, shape: dict, device: str) -> Path:
+    """A random Llama built on `device` and saved in bf16 with the tiny tokenizer (kept if present)."""
+    if (folder / "config.json").is_file():
+        return folder
+    import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
     from harness.tiny import ensure_tiny_assets
-    tokenizer = AutoTokenizer.from_pretrained(ensure_tiny_assets().policy_dir)
-    config = LlamaConfig(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
-                         num_attention_heads=max(hidden // 128, 2), num_key_value_heads=max(hidden // 256, 1),
-                         vocab_size=len(tokenizer), tie_word_embeddings=False, bos_token_id=tokenizer.bos_token_id,
+    tokenizer = AutoTokenizer.from_pretrained(ensure_tiny_assets(progress=False).policy_dir)
+    config = LlamaConfig(**{**shape, "vocab_size": shape["vocab_size"] or len(tokenizer)}, head_dim=None,
+                         tie_word_embeddings=False, bos_token_id=tokenizer.bos_token_id,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config.head_dim = shape["hidden_size"] // shape["num_attention_heads"]
     torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
+    with torch.device(device):
+        model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
 
-def fsdp_check(out: Path, device: str, hidden: int = 2048, layers: int = 16, intermediate: int = 8192,
-               steps: int = 4) -> bool:
-    """FSDP world size 1, bf16 compute, fp32 masters: phase times and peak memory against the plan."""
-    policy = random_llama(out / "random_llama", hidden, layers, intermediate)
-    overrides = [f"model.policy={policy}", f"model.device={device}", "train.parallel=fsdp",
-                 "model.param_dtype=float32", "model.compute_dtype=bfloat16", "model.gradient_checkpointing=true",
-                 f"train.steps={steps}", "train.prompts_per_step=16", "train.samples_per_prompt=4",
-                 "train.max_new_tokens=64", "train.micro_batch_size=16", "train.lr=1e-6", "validation.prompts=8",
-                 "validation.every=1000", "checkpoint.every=1000", "rollout.batch_size=64", f"output_dir={out / 'fsdp1'}"]
-    cfg = load_run_config(ROOT / "sweeps/runs/tiny.yaml", overrides)
+# -- the parts (each runs in its own process: `--part NAME`) ----------------------------------
+
+
+def part_logprob(out: Path, device: str, smoke: bool) -> dict:
+    import torch
+    from harness.chat import chat_prompt
+    from harness.rollout import HFGenerator, SamplingParams
+    from harness.sequences import pack, policy_logprobs
+    from harness.tiny import ensure_tiny_assets
+    errors, ok = {}, True
+    for dtype, limit in ((torch.float32, 1e-4), (torch.bfloat16, 5e-2)):
+        generator = HFGenerator(str(ensure_tiny_assets(progress=False).policy_dir), device=device)
+        generator.model.to(dtype)
+        tok = generator.tokenizer
+        prompts = [chat_prompt(tok, f"Compute ({a} + 7) * 2 - 3.") for a in range(4 if smoke else 16)]
+        groups = generator.generate(prompts, SamplingParams(n=4, temperature=1.0, max_new_tokens=16 if smoke else 48,
+                                                            seed=0, return_logprobs=True))
+        flat = [r for g in groups for r in g]
+        batch = pack(flat, tok.pad_token_id, torch.device(device))
+        with torch.no_grad():
+            logp, _ = policy_logprobs(generator.model, batch, 1.0)
+        trainer = (logp.float() * batch.response_mask).sum(-1).cpu()
+        sampler = torch.tensor([sum(r.logprobs) for r in flat])
+        err = ((trainer - sampler).abs() / batch.response_lengths.cpu().clamp(min=1)).max().item()
+        errors[str(dtype).removeprefix("torch.")] = err
+        ok &= err < limit
+    return {"ok": ok, "result": ", ".join(f"{k} {v:.1e}/token" for k, v in errors.items())}
+
+
+def part_resume(out: Path, device: str, smoke: bool) -> dict:
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+                           "tests/test_scale_config.py::test_cuda_resume_continues_exactly"],
+                          cwd=ROOT, capture_output=True, text=True)
+    print(done.stdout[-3000:], done.stderr[-3000:])
+    last = (done.stdout.strip().splitlines() or [""])[-1]
+    if "skipped" in last and "passed" not in last:
+        return {"ok": True, "status": "skipped", "result": last.strip("= ")}
+    return {"ok": done.returncode == 0, "result": last.strip("= ")}
+
+
+def train_part(out: Path, device: str, smoke: bool, name: str, overrides: list[str], shape_key: str) -> dict:
+    """A short training run on a random Llama: peak reserved memory vs the plan, phase times, tokens/s, MFU."""
+    import torch
+    from harness.config import load_run_config
+    from harness.plan import model_shape, plan_memory
+    from harness.tracking import MemoryTracker
+    from harness.trainer import train
+    policy = random_llama(out / f"random_llama_{shape_key}{'_toy' if smoke else ''}", shapes(smoke)[shape_key], device)
+    steps = 2
+    size = (["train.prompts_per_step=4", "train.samples_per_prompt=2", "train.max_new_tokens=8", "train.micro_batch_size=4",
+             "rollout.batch_size=8"] if smoke else
+            ["train.prompts_per_step=16", "train.samples_per_prompt=8", "train.max_new_tokens=256",
+             "train.micro_batch_size=4", "rollout.batch_size=128"])
+    every = [f"train.steps={steps}", "validation.every=1000", "validation.prompts=4", "checkpoint.every=1000",
+             "model.param_dtype=float32", "model.compute_dtype=bfloat16", "train.lr=1e-6", "ref_sync_every=inf"]
+    args = [f"model.policy={policy}", f"model.device={device}", *size, *every, *overrides, f"output_dir={out / name}"]
+    print("overrides:", " ".join(args))
+    cfg = load_run_config(ROOT / "sweeps/runs/tiny.yaml", args)
     capacity = torch.cuda.get_device_properties(0).total_memory / GIB if device == "cuda" else 64.0
-    plan = plan_memory(cfg, 1, capacity, prompt_tokens=64)
-    print(f"  random Llama: {model_shape(str(policy)).params / 1e9:.2f}B parameters; plan predicts "
-          f"{plan.total / GIB:.1f} GiB per GPU")
+    plan = plan_memory(cfg, 1, capacity, prompt_tokens=31)  # the tiny math prompts: at most 31 tokens
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     tracker = MemoryTracker()
     started = time.perf_counter()
     train(cfg, tracker=tracker, progress=False)
     wall = time.perf_counter() - started
-    for step in range(1, steps + 1):
-        phases = {p: dict(tracker.series(f"time/{p}_s")).get(step, float("nan")) for p in ("sync", "generate", "score", "train")}
-        print(f"  step {step}: " + ", ".join(f"{k} {v:.2f}s" for k, v in phases.items()))
+    per_step = {p: [v for s, v in tracker.series(f"time/{p}_s") if s > 0] for p in ("generate", "train")}
+    tokens = [v for s, v in tracker.series("train/generated_tokens") if s > 0]
     losses = [v for s, v in tracker.series("train/loss") if s > 0]
-    ok = all(math.isfinite(x) for x in losses)
-    print(f"  wall {wall:.1f}s; losses {['%.4f' % x for x in losses]}")
+    ok = len(losses) == steps and all(math.isfinite(x) for x in losses)
+    gen_s, train_s = per_step["generate"][-1], per_step["train"][-1]
+    shape = model_shape(str(policy))
+    result = {"wall_s": round(wall, 1), "generate_s": round(gen_s, 2), "train_s": round(train_s, 2),
+              "tokens_per_s": round(tokens[-1] / gen_s, 1), "params_b": round(shape.params / 1e9, 3),
+              "plan_gib": round(plan.total / GIB, 1), "plan_peak_phase": plan.peak_phase}
     if device == "cuda":
-        peak = torch.cuda.max_memory_allocated() / GIB
-        print(f"  peak CUDA memory {peak:.1f} GiB vs plan {plan.total / GIB:.1f} GiB (ratio {peak / (plan.total / GIB):.2f})")
-        ok &= peak <= plan.total / GIB * 1.10  # the plan must not under-predict by more than 10%
-    return ok
+        reserved, allocated = torch.cuda.max_memory_reserved() / GIB, torch.cuda.max_memory_allocated() / GIB
+        # train FLOPs: policy forward + backward (6N per token; LoRA skips weight gradients: 4N) + reference forward (2N)
+        trained_tokens = tokens[-1] + cfg.train.prompts_per_step * cfg.train.samples_per_prompt * 31
+        per_token = (4 if cfg.model.lora else 6) * shape.params + 2 * shape.params
+        peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in torch.cuda.get_device_name(0)), None)
+        result.update(reserved_gib=round(reserved, 1), allocated_gib=round(allocated, 1),
+                      plan_over_reserved=round(plan.total / GIB / reserved, 2),
+                      mfu=round(per_token * trained_tokens / train_s / peak, 3) if peak else None)
+        ok &= plan.total / GIB >= 0.85 * reserved  # the plan may not under-predict by more than 15%
+    text = ", ".join(f"{k} {v}" for k, v in result.items())
+    return {"ok": ok, "result": text, **result}
+
+
+def part_fsdp1(out: Path, device: str, smoke: bool) -> dict:
+    return train_part(out, device, smoke, "fsdp1", ["train.parallel=fsdp", "model.gradient_checkpointing=true"], "train")
+
+
+def part_lora(out: Path, device: str, smoke: bool) -> dict:
+    return train_part(out, device, smoke, "lora", ["model.lora={rank: 16}"], "train")
+
+
+def part_ckpt(out: Path, device: str, smoke: bool) -> dict:
+    return train_part(out, device, smoke, "ckpt", ["model.gradient_checkpointing=true"], "ckpt")
+
+
+def part_decode(out: Path, device: str, smoke: bool) -> dict:
+    """Per-token decode step of an 8B-shaped model, batch 64, after a prefill of 512 or 2048 tokens."""
+    import torch
+    from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+    shape = {**shapes(smoke)["decode"], "vocab_size": shapes(smoke)["decode"]["vocab_size"] or 512}
+    config = LlamaConfig(**shape, tie_word_embeddings=False)
+    with torch.device(device):
+        model = LlamaForCausalLM(config).to(torch.bfloat16).eval()
+    batch, steps = (4, 3) if smoke else (64, 16)
+    found = {}
+    for context in ((16, 32) if smoke else (512, 2048)):
+        for sync in (True, False):
+            ids = torch.randint(0, shape["vocab_size"], (batch, context), device=device)
+            cache = DynamicCache()
+            with torch.no_grad():
+                out_ = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+                token = out_.logits[:, -1].argmax(-1, keepdim=True)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                started = time.perf_counter()
+                for _ in range(steps):
+                    out_ = model(input_ids=token, past_key_values=cache, use_cache=True)
+                    token = out_.logits[:, -1].argmax(-1, keepdim=True)
+                    if sync:
+                        token.sum().item()  # what a sampler that checks for EOS on the host pays
+                if device == "cuda":
+                    torch.cuda.synchronize()
+            found[f"kv{context}{'_sync' if sync else ''}_ms"] = round((time.perf_counter() - started) / steps * 1e3, 1)
+            del cache
+    return {"ok": True, "result": ", ".join(f"{k} {v}" for k, v in found.items()), **found}
+
+
+PART_FUNCTIONS = {"logprob": part_logprob, "resume": part_resume, "fsdp1": part_fsdp1, "lora": part_lora,
+                  "ckpt": part_ckpt, "decode": part_decode}
+
+
+def run_part(name: str, out: Path, smoke: bool) -> int:
+    device = "cpu" if smoke else "cuda"
+    try:
+        found = PART_FUNCTIONS[name](out, device, smoke)
+        found.setdefault("status", "ok" if found["ok"] else "FAILED")
+    except Exception as exc:  # noqa: BLE001 - the row says what broke; the traceback is in the log
+        import traceback
+        traceback.print_exc()
+        found = {"ok": False, "status": "CRASHED", "result": f"{type(exc).__name__}: {str(exc)[:160]}"}
+    (out / f"{name}.json").write_text(json.dumps(found, indent=2))
+    return 0 if found["ok"] else 1
+
+
+def run_all(parts: list[str], out: Path, smoke: bool) -> int:
+    rows = []
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if smoke:
+        env.setdefault("OMP_NUM_THREADS", "1")
+    for name, gpu_limit, cpu_limit in PARTS:
+        if name not in parts:
+            continue
+        limit = cpu_limit if smoke else gpu_limit
+        (out / f"{name}.json").unlink(missing_ok=True)
+        started = time.perf_counter()
+        command = [sys.executable, str(Path(__file__).resolve()), "--part", name, "--out", str(out)]
+        with open(out / f"{name}.log", "w") as log:
+            try:
+                subprocess.run(command + (["--cpu-smoke"] if smoke else []), stdout=log, stderr=subprocess.STDOUT,
+                               timeout=limit, env=env, cwd=ROOT)
+                found = json.loads((out / f"{name}.json").read_text()) if (out / f"{name}.json").is_file() else \
+                    {"status": "CRASHED", "result": f"no result; see {name}.log"}
+            except subprocess.TimeoutExpired:
+                found = {"status": "TIMEOUT", "result": f"over its {limit} s limit; see {name}.log"}
+        rows.append((name, found["status"], time.perf_counter() - started, found["result"]))
+        print(f"{name}: {found['status']} ({rows[-1][2]:.0f} s)", flush=True)
+    print(f"\n{'part':<9}{'status':<9}{'s':>5}  result")
+    for name, status, seconds, result in rows:
+        print(f"{name:<9}{status:<9}{seconds:>5.0f}  {result}")
+    failed = [row for row in rows if row[1] not in ("ok", "skipped")]
+    print("GPU CHECK" if not smoke else "CPU SMOKE", "PASSED" if not failed else f"FAILED ({len(failed)} part(s))")
+    return 1 if failed else 0
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--policy", default=None)
-    parser.add_argument("--out", default="/tmp/gpu_check")
-    parser.add_argument("--data-dir", default=None, help="folder with numinamath/{train,validation}.jsonl")
-    parser.add_argument("--cpu-smoke", action="store_true", help="run only the FSDP check, shrunk, on CPU")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=os.environ.get("OUT") or "gpu_check_out", help="results folder")
+    parser.add_argument("--cpu-smoke", action="store_true", help="every part at toy size on the CPU")
+    parser.add_argument("--parts", default=",".join(name for name, _, _ in PARTS))
+    parser.add_argument("--part", default=None, help=argparse.SUPPRESS)  # one part, in this process
     args = parser.parse_args()
-    if args.cpu_smoke:
-        ok = fsdp_check(Path(args.out), "cpu", hidden=128, layers=2, intermediate=256, steps=2)
-        print("CPU SMOKE", "PASSED" if ok else "FAILED")
-        return 0 if ok else 1
-    assert torch.cuda.is_available(), "no CUDA device"
-    print("device:", torch.cuda.get_device_name(0), "torch", torch.__version__)
-    policy = args.policy
-    extra = []
-    if policy is None:
-        from harness.tiny import ensure_tiny_assets
-        policy = str(ensure_tiny_assets().policy_dir)
-    else:
-        extra = [f"model.policy={policy}"]
-    if args.data_dir:
-        extra += ["data.verifiable=numinamath", f"data.data_dir={args.data_dir}", "data.math_prompt_template='{problem}'"]
-    ok = True
-    for dtype in (torch.float32, torch.bfloat16):
-        err = logprob_match(policy, dtype, "cuda")
-        limit = 1e-4 if dtype == torch.float32 else 5e-2
-        print(f"logprob match on cuda {dtype}: max per-token |trainer - sampler| = {err:.2e} (limit {limit})")
-        ok &= err < limit
-    out = Path(args.out)
-    steps = ["train.steps=6", "validation.every=3", "checkpoint.every=3"]
-    tracker = short_run([*extra, *steps, "method=dpo", "sync_every=2"], out / "dpo")
-    stale = [v for s, v in tracker.series("train/generator_staleness") if s > 0]
-    print("  dpo s=2 staleness:", stale)
-    ok &= stale == [0, 1, 0, 1, 0, 1]
-    tracker = short_run([*extra, *steps, "method=grpo", "sync_every=1"], out / "grpo")
-    losses = [v for s, v in tracker.series("train/loss") if s > 0]
-    ok &= all(map(lambda x: x == x and abs(x) < 1e6, losses))
-    print("  grpo losses finite:", all(x == x for x in losses))
-    for mode in ("dpo", "grpo"):
-        tracker = short_run([*extra, "train.steps=20", "validation.every=100", "checkpoint.every=100",
-                             f"method={mode}", "train.prompts_per_step=64"], out / f"bench_{mode}")
-    print("FSDP world size 1, bf16 compute over fp32 masters, ~1B random Llama:")
-    ok &= fsdp_check(out, "cuda")
-    print("GPU CHECK", "PASSED" if ok else "FAILED")
-    return 0 if ok else 1
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if args.part:
+        return run_part(args.part, out, args.cpu_smoke)
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = sorted(set(parts) - set(PART_FUNCTIONS))
+    if unknown:
+        parser.error(f"unknown part(s) {unknown}; the parts are {', '.join(PART_FUNCTIONS)}")
+    if not args.cpu_smoke:
+        import torch
+        if not torch.cuda.is_available():
+            parser.error("no CUDA device here; run with --cpu-smoke to check the script on the CPU")
+        print("device:", torch.cuda.get_device_name(0), "torch", torch.__version__, flush=True)
+    return run_all(parts, out, args.cpu_smoke)
 
 
 if __name__ == "__main__":

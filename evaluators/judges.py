@@ -15,7 +15,7 @@ Judges (`make_judge(config)`; an unknown name is a ConfigError):
   Arena-Hard the probability p that assistant A is better becomes a verdict label:
   p > strong_threshold (0.9) -> A>>B, p > weak_threshold (0.6) -> A>B, p < 1 - 0.9 -> B>>A,
   p < 1 - 0.6 -> B>A, otherwise A=B. A reward model is order-blind, so game 2 mirrors game 1.
-  Keys: model_dir, device ("cpu"), batch_size (16), max_length (2048), strong_threshold,
+  Keys: model_dir, device ("cpu"), dtype ("auto": bf16 on CUDA), batch_size (16), max_length (2048), strong_threshold,
   weak_threshold.
 
 - `openai_compatible`: any chat-completions endpoint (OpenAI, vLLM, SGLang, ...), POST
@@ -127,7 +127,8 @@ class RewardModelJudge:
     name = "reward_model"
 
     def __init__(self, model_dir: str | Path | None = None, device: str = "cpu", batch_size: int = 16,
-                 max_length: int = 2048, strong_threshold: float = 0.9, weak_threshold: float = 0.6):
+                 max_length: int = 2048, strong_threshold: float = 0.9, weak_threshold: float = 0.6,
+                 dtype: str = "auto"):
         if not 0.5 <= weak_threshold <= strong_threshold < 1.0:
             raise ConfigError(
                 f"eval.judge: weak_threshold={weak_threshold!r}, strong_threshold={strong_threshold!r}; "
@@ -138,7 +139,8 @@ class RewardModelJudge:
             model_dir = ensure_tiny_assets().reward_model_dir
         from harness.rewards import RewardModelScorer
 
-        self.scorer = RewardModelScorer(model_dir, device=device, batch_size=batch_size, max_length=max_length)
+        self.scorer = RewardModelScorer(model_dir, device=device, batch_size=batch_size, max_length=max_length,
+                                        dtype=dtype)
         self.strong, self.weak = strong_threshold, weak_threshold
 
     def _score_pairs(self, items: list[Comparison]) -> list[tuple[float, float]]:

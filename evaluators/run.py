@@ -95,7 +95,7 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, suites: list[str], samples: 
                         temperature: float = 0.6, top_p: float = 0.9, out_dir: str | Path | None = None,
                         device: str = "cpu", show_progress: bool = True, backend: str = "hf",
                         backend_options: dict | None = None,
-                        prompt_template: str | None = None) -> dict[str, dict[str, float]]:
+                        prompt_template: str | None = None, dtype: str = "auto") -> dict[str, dict[str, float]]:
     """Evaluate one checkpoint on each suite (see module docstring), sampling through `backend`."""
     from harness.rollout import make_generator, require_backend
 
@@ -113,8 +113,10 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, suites: list[str], samples: 
     resolved = [get_suite(name) for name in suites]
     require_backend(backend)
     loaded = [(suite, load_records(suite, data_paths.get(suite.name))) for suite in resolved]
+    from harness.precision import resolve_dtype
     sampler = make_generator(backend, checkpoint_dir, **{**(backend_options or {}), "device": device,
-                                                          "batch_size": batch_size})
+                                                          "batch_size": batch_size,
+                                                          "dtype": resolve_dtype(dtype, device)})
     generator = EvalGenerator(backend=sampler, tokenizer=sampler.tokenizer, options=options)
     results: dict[str, dict[str, float]] = {}
     for suite, records in loaded:

@@ -6,8 +6,8 @@
 `run_config` is the run's config as plain data (its `config.yaml`: the MLflow artifact of a run
 id, or `<output_dir>/config.yaml` two folders above a checkpoint folder), or None. From it come
 `eval.samples`, `eval.temperature`, `eval.top_p`, `eval.max_new_tokens` (else
-`train.max_new_tokens`), `seed`, `model.device`, `rollout.batch_size` and
-`data.math_prompt_template`. A flag the user gave (not None) always wins. The settings used are
+`train.max_new_tokens`), `seed`, `model.device`, `rollout.batch_size`,
+`data.math_prompt_template` and `eval.dtype` (the evaluated model's dtype; auto: bf16 on CUDA). A flag the user gave (not None) always wins. The settings used are
 printed and logged on the run (tag `harness.eval_settings`), so a cut-short answer is never silent.
 """
 
@@ -23,7 +23,7 @@ import yaml
 from harness.errors import ConfigError
 
 DEFAULTS: dict[str, Any] = {"samples": 4, "temperature": 0.6, "top_p": 0.9, "max_new_tokens": 64, "seed": 0,
-                            "device": "cpu", "batch_size": 256, "prompt_template": None}
+                            "device": "cpu", "batch_size": 256, "prompt_template": None, "dtype": "auto"}
 
 
 def _get(data: dict | None, dotted: str) -> Any:
@@ -44,7 +44,7 @@ def settings_from_run_config(config: dict | None) -> dict[str, Any]:
              "max_new_tokens": _get(config, "eval.max_new_tokens") or _get(config, "train.max_new_tokens"),
              "seed": _get(config, "seed"), "device": _get(config, "model.device"),
              "batch_size": _get(config, "rollout.batch_size"),
-             "prompt_template": _get(config, "data.math_prompt_template")}
+             "prompt_template": _get(config, "data.math_prompt_template"), "dtype": _get(config, "eval.dtype")}
     return {key: value for key, value in found.items() if value is not None}
 
 
@@ -85,6 +85,8 @@ def check_eval_settings(settings: dict[str, Any]) -> None:
         import torch
         if not torch.cuda.is_available():
             raise bad("device", "a device this machine has: torch sees no CUDA GPU here, use --device cpu")
+    if settings["dtype"] not in ("auto", "float32", "bfloat16", "float16"):
+        raise bad("dtype", "auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16")
     template = settings["prompt_template"]
     if template is not None:
         from harness.config import check_prompt_template

@@ -1,9 +1,11 @@
 """Atomic checkpoints: a `from_pretrained`-loadable model folder plus the trainer state.
 
 Layout under `<output_dir>/checkpoints/step_<N>/`:
-- the model and tokenizer, written by `save_pretrained` (safetensors),
+- the model and tokenizer, written by `save_pretrained` (safetensors) in the export dtype (the
+  inference dtype, e.g. bfloat16 over fp32 masters: what evaluation and the generator load),
 - `trainer_state.safetensors`: optimizer moments, every rank's RNG states (CPU, and CUDA when
-  present), and the generator/reference weights when they are stale snapshots that cannot be
+  present), the fp32 master weights of a one-process run whose export is narrower (`policy.*`,
+  so resume is exact), and the generator/reference weights when they are stale snapshots that cannot be
   rebuilt from the policy,
 - `trainer_state.json`: step, versions, last sync steps, optimizer hyperparameters,
 - under FSDP, `sharded/`: the fp32 master weights and Adam moments as each rank holds them,
@@ -110,17 +112,16 @@ def read_sharded(checkpoint: Path, model, optimizer: torch.optim.Optimizer) -> N
 
 def commit_checkpoint(tmp: Path, output_dir: Path, step: int, model, tokenizer, optimizer: torch.optim.Optimizer | None,
                       meta: dict[str, Any], extra_weights: dict[str, dict[str, torch.Tensor]],
-                      rng_states: list[dict[str, torch.Tensor]], model_weights: dict[str, torch.Tensor] | None = None
-                      ) -> Path:
+                      rng_states: list[dict[str, torch.Tensor]], model_weights: dict[str, torch.Tensor] | None = None,
+                      export_dtype: torch.dtype | None = None) -> Path:
     """Rank 0: the model export, tokenizer and trainer state into `tmp`, then rename into place.
 
     `optimizer` None means its state is in `sharded/`; `model_weights` is the consolidated state
-    dict of a sharded model; `rng_states` holds one entry per rank.
+    dict of a sharded model; `rng_states` holds one entry per rank; `export_dtype` (None: as held)
+    is the dtype of the exported model's floating-point weights.
     """
     final = step_dir(output_dir, step)
-    if model_weights is not None:
-        model_weights = {k: v for k, v in model_weights.items() if k not in tied_keys(model)}
-    model.save_pretrained(tmp, safe_serialization=True, **({"state_dict": model_weights} if model_weights else {}))
+    export_model(tmp, model, model_weights, export_dtype)
     tokenizer.save_pretrained(tmp)
     tensors, optim_meta = optimizer_tensors(optimizer) if optimizer is not None else ({}, {"sharded": True})
     for rank, states in enumerate(rng_states):
@@ -137,6 +138,25 @@ def commit_checkpoint(tmp: Path, output_dir: Path, step: int, model, tokenizer, 
     return final
 
 
+def export_model(folder: Path, model, weights: dict[str, torch.Tensor] | None, dtype: torch.dtype | None) -> None:
+    """`save_pretrained` of the model (or of `weights`, its consolidated state dict), floating-point
+    weights cast to `dtype`; config.json names the dtype written."""
+    if weights is None and dtype is None:
+        model.save_pretrained(folder, safe_serialization=True)
+        return
+    weights = weights if weights is not None else model.state_dict()
+    weights = {k: (v.detach().to(dtype) if dtype is not None and v.is_floating_point() else v.detach())
+               for k, v in weights.items() if k not in tied_keys(model)}
+    model.save_pretrained(folder, safe_serialization=True, state_dict=weights)
+    if dtype is not None:
+        config = folder / "config.json"
+        data = json.loads(config.read_text())
+        for key in ("dtype", "torch_dtype"):
+            if key in data:
+                data[key] = str(dtype).removeprefix("torch.")
+        config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
 def tied_keys(model) -> set[str]:
     """Weights that alias another one (a tied LM head): `save_pretrained` of a plain model omits them."""
     if not getattr(model.config, "tie_word_embeddings", False):
@@ -146,10 +166,12 @@ def tied_keys(model) -> set[str]:
 
 
 def save_checkpoint(output_dir: Path, step: int, model, tokenizer, optimizer: torch.optim.Optimizer,
-                    meta: dict[str, Any], extra_weights: dict[str, dict[str, torch.Tensor]]) -> Path:
+                    meta: dict[str, Any], extra_weights: dict[str, dict[str, torch.Tensor]],
+                    export_dtype: torch.dtype | None = None) -> Path:
     """Write step N of a single-process run atomically; `extra_weights` maps a prefix ('generator') to a state dict."""
     tmp = staging_dir(output_dir, step)
-    return commit_checkpoint(tmp, output_dir, step, model, tokenizer, optimizer, meta, extra_weights, [rng_state()])
+    return commit_checkpoint(tmp, output_dir, step, model, tokenizer, optimizer, meta, extra_weights, [rng_state()],
+                             export_dtype=export_dtype)
 
 
 def prune_checkpoints(checkpoints: list[dict], keep_last: int | None, keep: set[int] = frozenset()) -> list[dict]:

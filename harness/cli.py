@@ -243,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generator-gpus", type=int, default=0,
                    help="GPUs of a separate generator (worker placement, e.g. vLLM); 0 = as the config says")
     p.add_argument("--gpu-memory-gib", type=float, default=None, help="memory per GPU (default: this machine's)")
-    p.add_argument("--prompt-tokens", type=int, default=512, help="planning allowance for prompt length")
+    p.add_argument("--prompt-tokens", type=int, default=None,
+                   help="planning allowance for prompt length (default: data.max_prompt_tokens, else 512)")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("bench", help="time per phase (generate, score, train, sync) of a short run")

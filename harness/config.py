@@ -20,6 +20,7 @@ from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, ValidationError,
 
 from harness.errors import ConfigError
 from harness.files import read_text_file
+from harness.prompt_template import check_prompt_template, prompt_template_problem  # noqa: F401 - re-exported
 
 INF = math.inf
 # Every integer key is at most this (counts and steps far beyond any real run; keeps later
@@ -31,6 +32,7 @@ MAX_SEED = 2**32 - 1
 _INF_SPELLINGS = {"inf", "+inf", ".inf", "infinity", "offline"}
 
 
+ModelDtype = Literal["auto", "float32", "bfloat16", "float16"]
 IntervalFloat = Annotated[float, AllowInfNan(True)]  # only ever inf: parse_interval returns ints otherwise
 
 
@@ -102,36 +104,6 @@ def _numbers_in(value: Any) -> list:
     return []
 
 
-def prompt_template_problem(template: str) -> str | None:
-    """What is wrong with a math prompt template (None when nothing): it must contain the
-    `{problem}` placeholder and no other field; literal braces are written `{{` and `}}`."""
-    import string
-    try:
-        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
-    except ValueError as exc:
-        return (f"the template has a stray brace ({exc}); write a literal brace as {{{{ or }}}}, "
-                f"and the problem as {{problem}}")
-    if "problem" not in fields:
-        return ("the template has no {problem} placeholder, so every prompt would be the same text; "
-                "put {problem} where the problem goes")
-    others = sorted({name for name in fields if name != "problem"})
-    if others:
-        return (f"the template has placeholder(s) {', '.join('{' + n + '}' for n in others)} besides {{problem}}; "
-                f"only {{problem}} is filled (write a literal brace as {{{{ or }}}})")
-    try:
-        template.format(problem="x")
-    except (ValueError, IndexError, KeyError, AttributeError) as exc:
-        return f"the template cannot be filled ({type(exc).__name__}: {exc})"
-    return None
-
-
-def check_prompt_template(template: str, where: str) -> None:
-    """ConfigError naming `where` when `template` is not a usable math prompt template."""
-    problem = prompt_template_problem(template)
-    if problem:
-        raise ConfigError(f"{where} = {template!r:.200} is invalid: {problem}.")
-
-
 class LoRASettings(Section):
     rank: int = Field(16, ge=1, description="adapter rank r")
     alpha: float = Field(32.0, gt=0, description="scale = alpha / rank")
@@ -172,6 +144,8 @@ class DataConfig(Section):
     data_dir: str | None = Field(None, description="folder with the real data sets' JSONL files")
     joint_verifiable_fraction: float = Field(0.5, ge=0.0, le=1.0)
     math_prompt_template: str | None = Field(None, description="None: the source's own template")
+    max_prompt_tokens: int | None = Field(None, ge=1, description="longer prompts (chat-templated) are dropped or cut")
+    long_prompts: Literal["drop", "cut"] = Field("drop", description="what happens to a prompt over max_prompt_tokens")
 
     @field_validator("math_prompt_template")
     @classmethod
@@ -257,6 +231,7 @@ class RewardsConfig(Section):
     math_verify_workers: int = Field(2, ge=1)
     math_verify_timeout_s: float = Field(5.0, gt=0)
     reward_model_batch_size: int = Field(64, ge=1)
+    reward_model_dtype: ModelDtype = Field("auto", description="auto: bfloat16 on CUDA, float32 on CPU")
 
 
 class ValidationConfig(Section):
@@ -280,6 +255,7 @@ class EvalConfig(Section):
     rule: str = "len_norm"
     data: dict[str, str] = Field(default_factory=dict, description="suite name -> local data file")
     judge: dict[str, Any] = Field(default_factory=lambda: {"name": "reward_model"})
+    dtype: ModelDtype = Field("auto", description="evaluated policy and reward-model judge; auto: bf16 on CUDA")
 
 
 class TrackingConfig(Section):

@@ -5,8 +5,12 @@
 Shapes come from the model folder's config.json, else from a built-in table of known models
 (Llama-3.1-8B, Athene-RM-8B), so the paper's setting can be planned on a machine without its
 weights. Rank 0 is the fullest GPU (it also holds the colocated generator and the reward model),
-so the plan reports rank 0. `harness train` runs the same check on CUDA and refuses a config
-that cannot fit, before loading, naming the keys that shrink it.
+so the plan reports rank 0. A step has three phases that never run at once: generation (the
+rollouts), training (forward/backward/Adam) and validation (sampling + an entropy pass). What
+lives through all of them (weights, Adam moments, a colocated generator) is counted once; each
+phase adds its own temporaries, and the GPU needs the largest phase. `harness train` runs the
+same check on CUDA and refuses a config that cannot fit, before loading, naming the keys that
+shrink it. Measured on an H200 (tests/test_plan.py holds the measurements it is checked against).
 """
 
 from __future__ import annotations
@@ -104,108 +108,270 @@ def model_shape(path: str, classifier: bool = False) -> Shape:
         f"({', '.join(KNOWN_SHAPES)}); put the model's config.json there to plan its memory.")
 
 
+# Training logits, measured on an H200 (2026-12-04, /work/shared/GPU.md): the forward of 4 x (512 + 2048)
+# tokens at vocabulary 128,256 in bf16 peaked 20.7 GiB, 16.9 bytes per token per vocabulary entry. Those
+# are the model's logits and the response rows gathered from them (2 x 2 B in bf16), the fp32 upcast that
+# backward keeps (4 B), the entropy's fp32 log-softmax and its exp (2 x 4 B, transient) and about 0.9 B of
+# allocator rounding. In another compute dtype only the first two change size.
+MEASURED_LOGITS_BYTES = 20.7 * GIB / (4 * (512 + 2048) * 128256)
+FP32_LOGITS_BYTES = MEASURED_LOGITS_BYTES - 2 * 2
+# FSDP2 leaves the root unit (embeddings, final norm, LM head) all-gathered after a forward (it expects the
+# backward next); after the reference's no-grad forward that copy stays on the GPU, measured +0.49 GiB at
+# 2.8B. Counted until the reference reshards its root after every forward.
+REFERENCE_ROOT_STAYS_GATHERED = True
+WORKER_CONTEXT_GIB = 0.5  # a second process's own CUDA context on a shared GPU
+PHASES = ("generate", "train", "validate")  # a step's phases; "resident" rows live through all of them
+# PyTorch's caching allocator keeps the blocks the generator freed (one K or V tensor per layer) and
+# training's tensors, of other sizes, mostly cannot reuse them: at 2.8B (tests/test_plan.py) memory
+# reserved exceeded memory allocated by 14.1 GiB, more than the whole KV cache. So the training phase
+# still holds the generation phase's blocks (an upper bound), and the plan is checked against reserved
+# memory, which is what must fit.
+KV_CARRY = "generation's blocks, still held by PyTorch's caching allocator"
+
+
 @dataclass
 class Plan:
-    rows: list[tuple[str, float]]  # (component, bytes on the fullest trainer GPU)
-    generator_rows: list[tuple[str, float]]  # per generator GPU, in worker placement
-    total: float
-    generator_total: float
+    rows: list[tuple[str, str, float]]  # (phase, component, bytes on the fullest trainer GPU)
+    generator_rows: list[tuple[str, float]]  # per generator GPU, in worker placement on --generator-gpus
+    host_rows: list[tuple[str, float]]  # host memory of one machine while the models load
     capacity: float
     gpus: int
     generator_gpus: int
     header: str
+
+    def phase_total(self, phase: str) -> float:
+        """Bytes on the fullest trainer GPU while `phase` runs: what lives throughout, plus the phase's own."""
+        return sum(value for where, _, value in self.rows if where in ("resident", phase))
+
+    @property
+    def peak_phase(self) -> str:
+        return max(PHASES, key=self.phase_total)
+
+    @property
+    def total(self) -> float:
+        return self.phase_total(self.peak_phase)
+
+    @property
+    def allocated(self) -> float:
+        """The peak of what tensors occupy (torch.cuda.max_memory_allocated's counterpart): no CUDA
+        context, no allocator slack and no cached blocks of an earlier phase."""
+        return max(sum(v for where, name, v in self.rows if where in ("resident", phase)
+                       and name != KV_CARRY and not name.startswith("CUDA context")) for phase in PHASES)
+
+    @property
+    def generator_total(self) -> float:
+        return sum(v for _, v in self.generator_rows)
+
+    @property
+    def host_total(self) -> float:
+        return sum(v for _, v in self.host_rows)
 
     @property
     def fits(self) -> bool:
         return self.total <= self.capacity and self.generator_total <= self.capacity
 
 
+def logits_bytes(compute_bytes: int) -> float:
+    """Bytes per token per vocabulary entry of a log-prob pass (see MEASURED_LOGITS_BYTES)."""
+    return 2 * compute_bytes + FP32_LOGITS_BYTES
+
+
+def planned_prompt_tokens(cfg, prompt_tokens: int | None) -> int:
+    """The prompt allowance: the one given, else `data.max_prompt_tokens`, else PROMPT_TOKENS."""
+    return prompt_tokens or getattr(cfg.data, "max_prompt_tokens", None) or PROMPT_TOKENS
+
+
+def reward_model_dtype(cfg) -> str:
+    from harness.precision import resolve_dtype
+    return resolve_dtype(getattr(cfg.rewards, "reward_model_dtype", "auto"), "cuda")
+
+
 def plan_memory(cfg, gpus: int, capacity_gib: float, generator_gpus: int = 0, policy: Shape | None = None,
-                reward_model: Shape | None = None, prompt_tokens: int = PROMPT_TOKENS) -> Plan:
-    """Bytes per trainer GPU (rank 0) for the config, with `gpus` FSDP ranks."""
+                reward_model: Shape | None = None, prompt_tokens: int | None = None) -> Plan:
+    """Bytes per trainer GPU (rank 0) for the config, with `gpus` FSDP ranks, phase by phase."""
     from harness.train_setup import generator_placement, reference_dtype
     policy = policy or model_shape(cfg.model.policy)
     uses_rm = cfg.task_mix != "verifiable" and cfg.rewards.non_verifiable == "reward_model"
     if uses_rm and reward_model is None:
         reward_model = model_shape(cfg.model.reward_model, classifier=True)
     placement = "worker" if generator_gpus else generator_placement(cfg)
+    vllm = cfg.rollout.backend == "vllm"
     sharded = cfg.train.parallel == "fsdp"
     shards = gpus if sharded else 1
     p, c, r = BYTES[cfg.model.param_dtype], BYTES[cfg.model.compute_dtype], BYTES[reference_dtype(cfg)]
-    n, h = policy.params, policy.hidden_size
-    seq = prompt_tokens + cfg.train.max_new_tokens
+    n, h, vocab = policy.params, policy.hidden_size, policy.vocab_size
+    seq = planned_prompt_tokens(cfg, prompt_tokens) + cfg.train.max_new_tokens
     tokens = cfg.train.micro_batch_size * seq
+    share = f"1/{shards}" if shards > 1 else "whole"
+    lora = cfg.model.lora
+    trained = policy.lora_params(lora.rank, lora.target_modules) if lora else n
+    what = f"LoRA rank {lora.rank}, " if lora else ""
+    kv_token = policy.num_hidden_layers * 2 * policy.kv_dim  # K and V entries per token
+    rollout_rows = min(cfg.rollout.batch_size, cfg.train.prompts_per_step * cfg.train.samples_per_prompt)
+    kv_cache = rollout_rows * seq * kv_token * r
+    rows: list[tuple[str, str, float]] = [
+        ("resident", f"policy master weights ({cfg.model.param_dtype}, {share})", (n + (trained if lora else 0)) * p / shards),
+        ("resident", f"AdamW moments ({what}2 x {cfg.model.param_dtype}, {share})", 2 * trained * p / shards),
+    ]
+    if lora:
+        rows.append(("resident", "reference (the base, adapter switched off)", 0.0))
+    else:
+        rows.append(("resident", f"reference ({reference_dtype(cfg)}, {'on CPU' if cfg.model.reference_offload else share})",
+                     0.0 if cfg.model.reference_offload else n * r / shards))
+        if sharded and REFERENCE_ROOT_STAYS_GATHERED:
+            rows.append(("resident", f"reference root left gathered by FSDP ({cfg.model.compute_dtype}: embeddings + head)",
+                         policy.root_params * c))
+    rows += generator_on_trainer_gpu(cfg, placement, generator_gpus, n * r, kv_cache, rollout_rows, seq, vocab,
+                                     capacity_gib)
+    if uses_rm:
+        dtype = reward_model_dtype(cfg)
+        rows.append(("resident", f"reward model ({dtype}, rank 0)", reward_model.params * BYTES[dtype]))
+    gathered = (policy.root_params + 2 * policy.layer_params) * c if sharded and (shards > 1 or c != p) else 0.0
+    rows += training_rows(cfg, policy, trained, p, c, shards, what, share, tokens, seq, gathered)
+    if placement == "colocated" and not vllm:  # see KV_CARRY
+        rows.append(("train", KV_CARRY, sum(v for phase, _, v in rows if phase == "generate")))
+    rows += validation_rows(cfg, policy, c if sharded else p, seq, gathered)
+    peak = max(sum(v for where, _, v in rows if where in ("resident", phase)) for phase in PHASES)
+    rows.append(("resident", f"CUDA context and allocator slack ({CONTEXT_GIB:g} GiB + {FRAGMENTATION:.0%})",
+                 CONTEXT_GIB * GIB + FRAGMENTATION * peak))
+    generator_rows = generator_gpu_rows(cfg, placement, generator_gpus, n * r, kv_cache, rollout_rows, seq,
+                                        capacity_gib)
+    header = (f"policy {policy.params / 1e9:.2f}B parameters ({policy.source}); {gpus} trainer GPU(s)"
+              f"{' with FSDP' if sharded else ''}; generator {placement} ({cfg.rollout.backend})"
+              f"{f' on {generator_gpus} GPU(s)' if generator_rows else ''}; sequences of {seq} tokens")
+    return Plan(rows, generator_rows, host_rows(cfg, policy, reward_model if uses_rm else None, gpus, placement),
+                capacity_gib * GIB, gpus, generator_gpus, header)
+
+
+def generator_on_trainer_gpu(cfg, placement: str, generator_gpus: int, weights: float, kv_cache: float,
+                             rollout_rows: int, seq: int, vocab: int, capacity_gib: float) -> list[tuple[str, str, float]]:
+    """Rank 0's generator rows: a colocated copy, or a worker process sharing the GPU, or nothing."""
+    from harness.train_setup import reference_dtype
+    dtype = reference_dtype(cfg)
+    if cfg.rollout.backend == "vllm" and (placement == "colocated" or not generator_gpus):
+        share = cfg.rollout.vllm.gpu_memory_utilization
+        where = "colocated" if placement == "colocated" else "worker process on this GPU"
+        return [("resident", f"vLLM engine ({where}: gpu_memory_utilization {share:g} x {capacity_gib:g} GiB)",
+                 share * capacity_gib * GIB)]
+    if placement == "colocated":
+        return [("resident", f"generator copy ({dtype}, colocated on rank 0)", weights),
+                ("generate", f"generator KV cache ({rollout_rows} sequences x {seq} tokens)", kv_cache),
+                ("generate", "sampling logits (fp32 softmax, per sequence)", rollout_rows * vocab * 12)]
+    if generator_gpus and cfg.rollout.backend == "vllm":  # validation samples through an engine of its own
+        share = cfg.rollout.vllm.gpu_memory_utilization
+        return [("resident", "generator (worker: on its own GPUs)", 0.0),
+                ("resident", f"rank 0's own vLLM engine for validation ({share:g} x {capacity_gib:g} GiB)",
+                 share * capacity_gib * GIB)]
+    if generator_gpus:
+        return [("resident", "generator (worker: on its own GPUs)", 0.0)]
+    # A worker with no GPUs of its own runs on model.device, beside rank 0, and generates while it trains.
+    return [("resident", f"rollout worker on this GPU (weights {dtype} + KV cache + its CUDA context)",
+             weights + kv_cache + WORKER_CONTEXT_GIB * GIB)]
+
+
+def training_rows(cfg, policy: Shape, trained: int, p: int, c: int, shards: int, what: str, share: str,
+                  tokens: int, seq: int, gathered: float) -> list[tuple[str, str, float]]:
+    h = policy.hidden_size
     per_token_layer = c * (6 * h + 2 * policy.kv_dim + 4 * policy.intermediate_size) + 8 * h  # + fp32 norms
     if cfg.model.gradient_checkpointing:  # each layer's input kept, one layer recomputed at a time
         activations = tokens * (policy.num_hidden_layers * h * c + per_token_layer)
     else:
         activations = tokens * policy.num_hidden_layers * per_token_layer
-    share = f"1/{shards}" if shards > 1 else "whole"
-    lora = cfg.model.lora
-    trained = policy.lora_params(lora.rank, lora.target_modules) if lora else n
-    what = f"LoRA rank {lora.rank}, " if lora else ""
-    rows = [
-        (f"policy master weights ({cfg.model.param_dtype}, {share})", (n + (trained if lora else 0)) * p / shards),
-        (f"gradients ({what}{cfg.model.param_dtype}, {share})", trained * p / shards),
-        (f"AdamW moments ({what}2 x {cfg.model.param_dtype}, {share})", 2 * trained * p / shards),
-    ]
-    if sharded and (shards > 1 or c != p):
-        rows.append((f"FSDP all-gathered units ({cfg.model.compute_dtype}: root + 2 layers)",
-                     (policy.root_params + 2 * policy.layer_params) * c))
-    if lora:
-        rows.append(("reference (the base, adapter switched off)", 0.0))
-    else:
-        rows.append((f"reference ({reference_dtype(cfg)}, "
-                     f"{'on CPU' if cfg.model.reference_offload else share})",
-                     0.0 if cfg.model.reference_offload else n * r / shards))
-    kv_cache = cfg.rollout.batch_size * seq * policy.num_hidden_layers * 2 * policy.kv_dim * r
+    rows = [("train", f"gradients ({what}{cfg.model.param_dtype}, {share})", trained * p / shards)]
+    if gathered:
+        rows.append(("train", f"FSDP all-gathered units ({cfg.model.compute_dtype}: root + 2 layers)", gathered))
+    elif c != p and not cfg.model.lora:  # autocast caches a compute-dtype copy of every trained weight
+        rows.append(("train", f"autocast's {cfg.model.compute_dtype} weight copies", policy.params * c))
+    rows.append(("train", f"activations ({cfg.train.micro_batch_size} x {seq} tokens"
+                          f"{', checkpointed' if cfg.model.gradient_checkpointing else ''})", activations))
+    rows.append(("train", f"logits and log-prob temporaries ({policy.vocab_size} vocab, "
+                          f"{logits_bytes(c):.1f} B per token and entry, measured)",
+                 tokens * policy.vocab_size * logits_bytes(c)))
+    return rows
+
+
+def validation_rows(cfg, policy: Shape, sample_bytes: int, seq: int, gathered: float) -> list[tuple[str, str, float]]:
+    """Validation samples one response per held-out prompt from the live policy (in its own dtype
+    on one process, the gathered compute dtype under FSDP), then an entropy pass per micro-batch."""
+    tasks = 2 if cfg.task_mix == "joint" else 1
+    rows_sampled = min(cfg.validation.prompts * tasks, cfg.rollout.batch_size)
+    kv = rows_sampled * seq * policy.num_hidden_layers * 2 * policy.kv_dim * sample_bytes
+    c = BYTES[cfg.model.compute_dtype]
+    micro = min(cfg.train.micro_batch_size, cfg.validation.prompts)
+    rows = [] if cfg.rollout.backend == "vllm" else [  # vLLM samples inside its own reservation
+        ("validate", f"validation KV cache ({rows_sampled} sequences x {seq} tokens)", kv)]
+    rows += [("validate", f"validation entropy pass ({micro} x {seq} tokens, no grad)",
+             micro * seq * policy.vocab_size * logits_bytes(c))]
+    if gathered:
+        rows.append(("validate", "FSDP all-gathered units (root + 2 layers)", gathered))
+    return rows
+
+
+def generator_gpu_rows(cfg, placement: str, generator_gpus: int, weights: float, kv_cache: float, rollout_rows: int,
+                       seq: int, capacity_gib: float) -> list[tuple[str, float]]:
+    """Per generator GPU in worker placement on GPUs of its own: vLLM reserves its share of each GPU
+    up front (weights and KV cache inside it); the hf backend holds one whole copy on one GPU."""
+    if placement == "colocated" or not generator_gpus:
+        return []
+    from harness.train_setup import reference_dtype
+    if cfg.rollout.backend == "vllm":
+        share = cfg.rollout.vllm.gpu_memory_utilization
+        return [(f"vLLM reservation (gpu_memory_utilization {share:g} x {capacity_gib:g} GiB; weights "
+                 f"{weights / generator_gpus / GIB:.1f} GiB of it, KV cache the rest)", share * capacity_gib * GIB),
+                (f"CUDA context ({WORKER_CONTEXT_GIB:g} GiB)", WORKER_CONTEXT_GIB * GIB)]
+    return [(f"generator weights ({reference_dtype(cfg)}, hf: one whole copy)", weights),
+            (f"KV cache ({rollout_rows} sequences x {seq} tokens)", kv_cache),
+            (f"CUDA context ({CONTEXT_GIB:g} GiB)", CONTEXT_GIB * GIB)]
+
+
+def host_rows(cfg, policy: Shape, reward_model: Shape | None, gpus: int, placement: str) -> list[tuple[str, float]]:
+    """Host memory of one machine while the models load: every rank reads the whole policy (master
+    dtype) and reference (inference dtype) on the CPU before FSDP shards them onto its GPU."""
+    from harness.train_setup import reference_dtype
+    n, p, r = policy.params, BYTES[cfg.model.param_dtype], BYTES[reference_dtype(cfg)]
+    ranks = gpus if cfg.train.parallel == "fsdp" else 1
+    rows = [(f"policy + reference loaded on the CPU by each of {ranks} rank(s) "
+             f"({cfg.model.param_dtype} + {reference_dtype(cfg)})", ranks * n * (p + r))]
     if placement == "colocated":
-        rows.append((f"generator copy ({reference_dtype(cfg)}, colocated on rank 0)", n * r))
-        rows.append((f"generator KV cache ({cfg.rollout.batch_size} sequences x {seq} tokens)", kv_cache))
+        rows.append((f"rank 0's generator copy, made on the CPU ({cfg.model.param_dtype}) before moving", n * p))
     else:
-        rows.append((f"generator ({placement}: on its own GPUs)", 0.0))
-    rows.append((f"activations ({cfg.train.micro_batch_size} x {seq} tokens"
-                 f"{', checkpointed' if cfg.model.gradient_checkpointing else ''})", activations))
-    rows.append((f"logits and log-prob temporaries ({policy.vocab_size} vocab)", tokens * policy.vocab_size * (2 * c + 8)))
-    if uses_rm:
-        rows.append(("reward model (float32 as loaded, rank 0)", reward_model.params * 4))
-    subtotal = sum(value for _, value in rows)
-    rows.append((f"CUDA context and allocator slack ({CONTEXT_GIB:g} GiB + {FRAGMENTATION:.0%})",
-                 CONTEXT_GIB * GIB + FRAGMENTATION * subtotal))
-    generator_rows: list[tuple[str, float]] = []
-    if placement != "colocated" and generator_gpus:
-        generator_rows = [(f"generator weights ({reference_dtype(cfg)}, tensor-parallel 1/{generator_gpus})",
-                           n * r / generator_gpus),
-                          (f"KV cache ({cfg.rollout.batch_size} sequences x {seq} tokens, 1/{generator_gpus})",
-                           kv_cache / generator_gpus),
-                          (f"CUDA context ({CONTEXT_GIB:g} GiB)", CONTEXT_GIB * GIB)]
-    header = (f"policy {policy.params / 1e9:.2f}B parameters ({policy.source}); {gpus} trainer GPU(s)"
-              f"{' with FSDP' if sharded else ''}; generator {placement}"
-              f"{f' on {generator_gpus} GPU(s)' if generator_rows else ''}")
-    return Plan(rows, generator_rows, sum(v for _, v in rows), sum(v for _, v in generator_rows),
-                capacity_gib * GIB, gpus, generator_gpus, header)
+        rows.append((f"weight snapshots for the worker (/dev/shm: the newest 2, {reference_dtype(cfg)})", 2 * n * r))
+    if reward_model is not None:
+        rows.append((f"reward model ({reward_model_dtype(cfg)}), loaded by rank 0", reward_model.params *
+                     BYTES[reward_model_dtype(cfg)]))
+    return rows
 
 
 def format_plan(plan: Plan) -> str:
-    width = max(len(name) for name, _ in plan.rows + plan.generator_rows) + 2
-    lines = [plan.header, "", f"{'per trainer GPU (rank 0)':<{width}}{'GiB':>8}"]
-    lines += [f"{name:<{width}}{value / GIB:>8.1f}" for name, value in plan.rows]
-    lines.append(f"{'total':<{width}}{plan.total / GIB:>8.1f}  of {plan.capacity / GIB:.1f}")
+    """The table: one row per component with the phase it lives in, each phase's total, the peak."""
+    names = [name for _, name, _ in plan.rows] + [name for name, _ in plan.generator_rows + plan.host_rows]
+    width = max(len(name) for name in names) + 2
+    lines = [plan.header, "", f"{'per trainer GPU (rank 0)':<{width}}{'phase':<10}{'GiB':>7}"]
+    for phase in ("resident", *PHASES):
+        lines += [f"{name:<{width}}{phase:<10}{value / GIB:>7.1f}" for where, name, value in plan.rows if where == phase]
+    for phase in PHASES:
+        mark = "  <- peak" if phase == plan.peak_phase else ""
+        lines.append(f"{'total while ' + phase + ' runs (resident + ' + phase + ')':<{width}}{'':<10}"
+                     f"{plan.phase_total(phase) / GIB:>7.1f}{mark}")
     if plan.generator_rows:
-        lines += ["", f"{'per generator GPU':<{width}}{'GiB':>8}"]
-        lines += [f"{name:<{width}}{value / GIB:>8.1f}" for name, value in plan.generator_rows]
-        lines.append(f"{'total':<{width}}{plan.generator_total / GIB:>8.1f}  of {plan.capacity / GIB:.1f}")
+        lines += ["", f"{'per generator GPU':<{width}}{'':<10}{'GiB':>7}"]
+        lines += [f"{name:<{width}}{'':<10}{value / GIB:>7.1f}" for name, value in plan.generator_rows]
+        lines.append(f"{'total':<{width}}{'':<10}{plan.generator_total / GIB:>7.1f}  of {plan.capacity / GIB:.1f}")
+    lines += ["", f"{'host memory of one machine, while loading':<{width}}{'':<10}{'GiB':>7}"]
+    lines += [f"{name:<{width}}{'':<10}{value / GIB:>7.1f}" for name, value in plan.host_rows]
+    lines.append(f"{'total':<{width}}{'':<10}{plan.host_total / GIB:>7.1f}")
     verdict = "FITS" if plan.fits else "DOES NOT FIT"
-    lines += ["", f"{verdict}: {plan.total / GIB:.1f} GiB needed on the fullest trainer GPU, "
-                  f"{plan.capacity / GIB:.1f} GiB available"]
+    lines += ["", f"{verdict}: {plan.total / GIB:.1f} GiB needed on the fullest trainer GPU (peak phase: "
+                  f"{plan.peak_phase}), {plan.capacity / GIB:.1f} GiB available"]
     return "\n".join(lines)
 
 
 def not_fitting_message(plan: Plan, source: str) -> str:
-    biggest = sorted(plan.rows, key=lambda row: -row[1])[:3]
-    return (f"{source}: the run needs {plan.total / GIB:.1f} GiB on its fullest GPU but each has "
-            f"{plan.capacity / GIB:.1f} GiB (largest parts: "
-            + ", ".join(f"{name} {value / GIB:.1f} GiB" for name, value in biggest)
+    phase = plan.peak_phase
+    biggest = sorted([row for row in plan.rows if row[0] in ("resident", phase)], key=lambda row: -row[2])[:3]
+    return (f"{source}: the run needs {plan.total / GIB:.1f} GiB on its fullest GPU (while {phase} runs) but "
+            f"each has {plan.capacity / GIB:.1f} GiB (largest parts: "
+            + ", ".join(f"{name} {value / GIB:.1f} GiB" for _, name, value in biggest)
             + "). Shrink it with `train.micro_batch_size`, `model.gradient_checkpointing=true`, "
               "`rollout.batch_size`, `train.max_new_tokens`, `model.reference_offload=true`, "
               "`model.compute_dtype=bfloat16`, or more GPUs (`train.parallel=fsdp` under torchrun "

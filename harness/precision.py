@@ -62,3 +62,11 @@ def autocast(compute_dtype: str, device: torch.device, sharded: bool):
     if sharded or dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def resolve_dtype(setting: str, device) -> str:
+    """A model dtype setting (`rewards.reward_model_dtype`, `eval.dtype`): auto is bfloat16 on CUDA and
+    float32 elsewhere (a CPU's bf16 matmuls are slow and gain nothing); any other value is kept."""
+    if setting != "auto":
+        return setting
+    return "bfloat16" if str(device).startswith("cuda") else "float32"

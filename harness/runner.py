@@ -104,7 +104,7 @@ def eval_options(cfg: RunConfig) -> dict:
                 top_p=cfg.eval.top_p, max_new_tokens=cfg.eval.max_new_tokens or cfg.train.max_new_tokens,
                 seed=cfg.seed, device=str(resolve_device(cfg.model.device)), batch_size=cfg.rollout.batch_size,
                 backend=cfg.rollout.backend, backend_options=generator_options(cfg),
-                prompt_template=cfg.data.math_prompt_template)
+                prompt_template=cfg.data.math_prompt_template, dtype=cfg.eval.dtype)
 
 
 def evaluate_after_training(cfg: RunConfig, run_id: str) -> None:

@@ -21,9 +21,11 @@ from harness.config import INF, RunConfig
 from harness.distributed import Dist, copy_weights, full_state_dict, load_full_state_dict
 from harness.errors import HarnessError
 from harness.lora import ADAPTER_PREFIX, adapter_state_dict, is_lora, load_adapter_state
+from harness.precision import inference_dtype, torch_dtype
 from harness.tracking import atomic_write_text
 
 log = logging.getLogger("harness.train")
+MASTER_PREFIX = "policy"  # trainer_state.safetensors: a one-process run's master weights, when exported narrower
 
 
 @dataclass
@@ -57,6 +59,9 @@ def save(output_dir: Path, cfg: RunConfig, state: LoopState, models, val: dict[s
     weights = full_state_dict(models.policy, dist) if dist.enabled or lora else None
     if lora:
         extra[ADAPTER_PREFIX] = adapter_state_dict(models.policy)
+    export_dtype = torch_dtype(inference_dtype(cfg))  # what evaluation and the generator load
+    if not (dist.enabled or lora) and export_dtype != torch_dtype(cfg.model.param_dtype):
+        extra[MASTER_PREFIX] = models.policy.state_dict()  # the export is narrower: resume reads these
     rng_states = dist.gather(ckpt.rng_state())
     tmp = dist.broadcast(ckpt.staging_dir(output_dir, state.step) if dist.is_main else None)
     if dist.enabled:
@@ -67,7 +72,8 @@ def save(output_dir: Path, cfg: RunConfig, state: LoopState, models, val: dict[s
                 "generator_version": generator.version, "run_id": tracker.run_id, "world_size": dist.world}
         exported = models.policy.get_base_model() if lora else models.policy  # merged weights, plain names
         path = ckpt.commit_checkpoint(tmp, output_dir, state.step, exported, models.tokenizer,
-                                      None if dist.enabled else models.optimizer, meta, extra, rng_states, weights)
+                                      None if dist.enabled else models.optimizer, meta, extra, rng_states, weights,
+                                      export_dtype=export_dtype)
         state.checkpoints = [c for c in state.checkpoints if c["step"] != state.step]
         # Only a step that was validated carries metrics: `val` is the last validation, which belongs
         # to an earlier step when this one was not validated (selection must never pick it by them).
@@ -115,8 +121,9 @@ def restore(output_dir: Path, cfg: RunConfig, models, dist: Dist) -> LoopState:
         adapter = ckpt.weights_with_prefix(tensors, ADAPTER_PREFIX)
         if is_lora(models.policy):  # the base is frozen: only the adapters come back
             load_adapter_state(models.policy, adapter or {})
-        else:
-            models.policy.load_state_dict(load_file(str(path / "model.safetensors")), strict=False)
+        else:  # the fp32 masters when the export is narrower, else the export itself
+            masters = ckpt.weights_with_prefix(tensors, MASTER_PREFIX)
+            models.policy.load_state_dict(masters or load_file(str(path / "model.safetensors")), strict=False)
         ckpt.restore_optimizer(models.optimizer, tensors, meta)
     ckpt.restore_rng(tensors, dist.rank)
     # The generator: its stale snapshot, else the policy (it syncs at this step anyway), else,

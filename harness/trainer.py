@@ -37,7 +37,7 @@ from harness.rollout import Generator, Rollout, SamplingParams, generator_option
 from harness.rollout.placement import open_rollouts
 from harness.rollout.schedule import StepPlan, check_generator_version
 from harness.sequences import chunks, pack, policy_logprobs
-from harness.tasks import build_mixture, task_pools
+from harness.tasks import TaskMixture, task_pools
 from harness.tracking import NullTracker, atomic_write_text
 from harness.train_setup import build_models
 from harness.train_state import LoopState, due, restore, save, validation_due
@@ -91,7 +91,8 @@ def _train(cfg: RunConfig, tracker, resume: bool, progress: bool, dist: distribu
         atomic_write_text(output_dir / "config.yaml", cfg.to_yaml())
     policy_path, reward_model_path = resolve_paths(cfg)
 
-    mixture = build_mixture(cfg.task_mix, cfg.data, cfg.seed)
+    pools, val_pools, long_prompts = prompt_pools(cfg, policy_path)
+    mixture = TaskMixture(pools, cfg.data.joint_verifiable_fraction, cfg.seed)
     sampling = SamplingParams(n=cfg.train.samples_per_prompt, temperature=cfg.train.temperature,
                               top_p=cfg.train.top_p, max_new_tokens=cfg.train.max_new_tokens,
                               return_logprobs=cfg.method == "grpo" and cfg.grpo.importance_sampling)
@@ -114,8 +115,6 @@ def _train(cfg: RunConfig, tracker, resume: bool, progress: bool, dist: distribu
     validator = make_generator(cfg.rollout.backend, policy, tokenizer, live=True,
                                engine=getattr(generator, "generator", None), **rollout_options)
     rewards = build_rewards(cfg, reward_model_path, device) if dist.is_main else None  # rank 0 scores
-    val_pools = {task: records[:cfg.validation.prompts]
-                 for task, records in task_pools(cfg.task_mix, cfg.data, "validation").items()}
     pair_rng = torch.Generator()
 
     state = LoopState()
@@ -125,6 +124,9 @@ def _train(cfg: RunConfig, tracker, resume: bool, progress: bool, dist: distribu
         tracker.log_params({**{k: v for k, v in flatten(cfg.to_dict()).items()},
                             "ref_sync_every": format_interval(cfg.ref_sync_every)})
         tracker.log_text(cfg.to_yaml(), "config.yaml")
+        if cfg.data.max_prompt_tokens:
+            tracker.log_metrics({f"data/long_prompts_{'dropped' if cfg.data.long_prompts == 'drop' else 'cut'}":
+                                 long_prompts}, step=0)
 
     log.info("training %s: %s, sync_every=%s, ref_sync_every=%s, %d steps of %d prompts x %d samples",
              cfg.run_name, cfg.method, format_interval(cfg.sync_every), format_interval(cfg.ref_sync_every),
@@ -225,12 +227,27 @@ def _train(cfg: RunConfig, tracker, resume: bool, progress: bool, dist: distribu
     return TrainResult(tracker.run_id, output_dir, state.checkpoints, val)
 
 
+def prompt_pools(cfg: RunConfig, policy_path: str) -> tuple[dict, dict, int]:
+    """Training and validation prompt pools, over-long prompts dropped or cut (`data.max_prompt_tokens`)."""
+    pools = task_pools(cfg.task_mix, cfg.data, "train")
+    val_pools = task_pools(cfg.task_mix, cfg.data, "validation")
+    changed = 0
+    if cfg.data.max_prompt_tokens:
+        from harness.models import load_tokenizer
+        from harness.prompt_limit import limit_pools
+        tokenizer = load_tokenizer(policy_path, cfg.model.trust_remote_code)
+        pools, changed = limit_pools(pools, tokenizer, cfg.data, "train")
+        val_pools, _ = limit_pools(val_pools, tokenizer, cfg.data, "validation")
+    return pools, {task: records[:cfg.validation.prompts] for task, records in val_pools.items()}, changed
+
+
 def build_rewards(cfg: RunConfig, reward_model_path: str | None, device: str):
     """One reward function per task type the mix uses, chosen by name in config."""
     options = {"math_verify": {"workers": cfg.rewards.math_verify_workers,
                                "timeout_s": cfg.rewards.math_verify_timeout_s},
                "reward_model": {"model_dir": reward_model_path, "device": device,
-                                "batch_size": cfg.rewards.reward_model_batch_size}}
+                                "batch_size": cfg.rewards.reward_model_batch_size,
+                                "dtype": cfg.rewards.reward_model_dtype}}
     return make_reward_router(cfg.rewards.verifiable if cfg.task_mix != "non_verifiable" else None,
                               cfg.rewards.non_verifiable if cfg.task_mix != "verifiable" else None, options)
 

@@ -18,7 +18,7 @@ def math_verify_fn(workers: int = 2, timeout_s: float = 5.0) -> RewardFn:
 
 
 def reward_model_fn(
-    model_dir: str, device: str = "cpu", batch_size: int = 64, max_length: int = 1024, dtype: str = "float32"
+    model_dir: str, device: str = "cpu", batch_size: int = 64, max_length: int = 1024, dtype: str = "auto"
 ) -> RewardFn:
     from harness.rewards.reward_model import RewardModelScorer  # torch only when asked for
 

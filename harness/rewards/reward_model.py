@@ -16,6 +16,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from harness.chat import chat_conversation
 from harness.errors import AssetMissingError, ConfigError
+from harness.precision import resolve_dtype
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -42,7 +43,7 @@ class RewardModelScorer:
         batch_size: int = 64,
         max_length: int = 1024,
         trust_remote_code: bool = False,
-        dtype: str = "float32",
+        dtype: str = "auto",
     ):
         if model_dir is None or str(model_dir) == "":
             raise AssetMissingError(
@@ -73,11 +74,13 @@ class RewardModelScorer:
                     f"eos token; expected at least one (batched scoring needs a pad token)."
                 )
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        if dtype not in DTYPES:
-            raise ConfigError(f"RewardModelScorer: dtype={dtype!r}; expected one of {sorted(DTYPES)}.")
+        if dtype != "auto" and dtype not in DTYPES:
+            raise ConfigError(f"RewardModelScorer: dtype={dtype!r}; expected auto or one of {sorted(DTYPES)}.")
         # An explicit dtype: transformers 4.x loads fp32 by default and 5.x the checkpoint's own.
+        # auto: bfloat16 on CUDA (an 8B reward model in 16 GB, not 32), float32 on the CPU.
+        self.dtype = resolve_dtype(dtype, self.device)
         self.model = AutoModelForSequenceClassification.from_pretrained(
-            self.model_dir, trust_remote_code=trust_remote_code, dtype=DTYPES[dtype]
+            self.model_dir, trust_remote_code=trust_remote_code, dtype=DTYPES[self.dtype]
         )
         # The classifier picks the last token != pad_token_id: it must match the tokenizer.
         self.model.config.pad_token_id = self.tokenizer.pad_token_id

@@ -9,6 +9,8 @@ It is written into a temporary folder and renamed into place, so a reader (or a 
 restarts after a crash) only ever sees whole snapshots. `snapshot.json` records the snapshot's
 serial number, the one thing the worker reports back with every batch of rollouts. Every key
 of the state dict is written, `lm_head.weight` included when it is tied to the embeddings.
+Floating-point weights are written in the store's `dtype` (the generator's inference dtype, e.g.
+bfloat16 when the masters are fp32: half the bytes in /dev/shm); the trainer's own state keeps fp32.
 Nothing here is ever unpickled. The two newest snapshots are kept, older ones deleted.
 """
 
@@ -54,11 +56,15 @@ def remove_orphans(base: Path) -> None:
             shutil.rmtree(child, ignore_errors=True)
 
 
-def cpu_tensors(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Detached CPU copies; tensors that share storage (tied embeddings) are cloned apart."""
+def cpu_tensors(state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """Detached CPU copies (floating-point ones cast to `dtype` when given); tensors that share
+    storage (tied embeddings) are cloned apart."""
     out, seen = {}, set()
     for name, tensor in state_dict.items():
-        value = tensor.detach().to("cpu").contiguous()
+        value = tensor.detach()
+        if dtype is not None and value.is_floating_point():
+            value = value.to(dtype)
+        value = value.to("cpu").contiguous()
         pointer = value.untyped_storage().data_ptr()
         out[name] = value.clone() if pointer in seen else value
         seen.add(pointer)
@@ -68,13 +74,14 @@ def cpu_tensors(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
 class SnapshotStore:
     """The trainer's side: writes numbered snapshots of one model, atomically."""
 
-    def __init__(self, base_dir: str | Path | None, model_config, tokenizer):
+    def __init__(self, base_dir: str | Path | None, model_config, tokenizer, dtype: torch.dtype | None = None):
         base = Path(base_dir) if base_dir else default_base_dir()
         base.mkdir(parents=True, exist_ok=True)
         remove_orphans(base)
         self.root = Path(tempfile.mkdtemp(prefix=f"{ROOT_PREFIX}{os.getpid()}-", dir=base))
         self.model_config = model_config
         self.tokenizer = tokenizer
+        self.dtype = dtype  # None: as given
         self.latest: int | None = None
 
     def path(self, serial: int) -> Path:
@@ -87,7 +94,7 @@ class SnapshotStore:
         tmp.mkdir()
         self.model_config.save_pretrained(tmp)
         self.tokenizer.save_pretrained(tmp)
-        save_file(cpu_tensors(state_dict), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        save_file(cpu_tensors(state_dict, self.dtype), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "snapshot.json").write_text(json.dumps({"serial": serial}))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)

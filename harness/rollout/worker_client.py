@@ -35,7 +35,7 @@ from typing import Mapping
 import torch
 
 from harness.models import resolve_device
-from harness.precision import inference_dtype
+from harness.precision import inference_dtype, torch_dtype
 from harness.rollout.factory import generator_options
 from harness.rollout.schedule import StepPlan, StepRequest, StepRollouts, window_end
 from harness.rollout.snapshots import SnapshotStore
@@ -133,7 +133,8 @@ class WorkerRollouts:
                                trust_remote_code=cfg.model.trust_remote_code,
                                options={k: v for k, v in generator_options(cfg).items()
                                         if k not in ("batch_size", "device", "dtype", "trust_remote_code")})
-        self.store = SnapshotStore(rollout.snapshot_dir, policy.config, tokenizer)
+        self.store = SnapshotStore(rollout.snapshot_dir, policy.config, tokenizer,
+                                   dtype=torch_dtype(inference_dtype(cfg)))
         self.serial = 0  # the newest snapshot sent to the worker
         self.labels: dict[int, int] = {0: 0}  # snapshot serial -> generator version it carries
         self.store.write(0, policy.state_dict())
