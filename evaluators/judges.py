@@ -196,6 +196,13 @@ class OpenAICompatibleJudge:
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_root() / "judge_cache"
         self.requests_sent = 0  # HTTP requests made (cache hits make none)
 
+    @property
+    def alpaca_annotator(self) -> str | None:
+        """alpaca_eval's name for this judge's AlpacaEval annotator, when it is one of theirs."""
+        if self.logprobs and self.model == "gpt-4-1106-preview":
+            return "weighted_alpaca_eval_gpt4_turbo"
+        return None
+
     # -- AlpacaEval ------------------------------------------------------------------------
     def preferences(self, items: list[Comparison]) -> list[Preference]:
         swaps = [self.randomize_order and _is_swapped(item.prompt) for item in items]

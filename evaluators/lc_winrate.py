@@ -19,10 +19,19 @@ logspace(-4, 4) by 5-fold cross-validation over instructions on the continuous l
 refit on all instructions. alpaca_eval additionally adds the annotations of two "gamed" (verbose /
 concise) baselines with weight 0.2 to pull the length and difficulty weights towards the
 baseline's; that file and the instruction difficulties are hub-only (`tatsu-lab/alpaca_eval`,
-`df_gamed.csv` / `instruction_difficulty.csv`). When the real `alpaca_eval` package is importable
-and can fetch them, its own function is used. Otherwise the documented fallback applies: the
-difficulty term is dropped unless difficulties are passed in, the gamed-baseline rows are
-dropped, and `notes` says so.
+`df_gamed.csv` / `instruction_difficulty.csv`).
+
+Every LC carries its method (`lc_method` in the result):
+- `official`: the real `alpaca_eval` package (extra `alpaca`) ran and fetched its hub files: the
+  leaderboard's `length_controlled_v1`, exactly.
+- `regularised`: offline, for an annotator/baseline pair whose gamed baselines alpaca_eval
+  publishes (evaluators/lc_reference.py: weighted_alpaca_eval_gpt4_turbo vs gpt4_1106_preview),
+  the length slope is fixed at theirs.
+- `unregularised`: otherwise, the GLM above without the gamed rows (alpaca_eval's
+  `length_controlled_minimal`, plus the difficulty term when difficulties are passed in).
+When the official path was wanted and did not run, a warning names the reason (package
+missing, HF_HUB_OFFLINE set, hub unreachable, alpaca_eval raised). With HF_HUB_OFFLINE set
+no attempt is made; otherwise one 3-second connection probe replaces the hub's retries.
 
 Standard errors: the plain win rate's SE is the standard error of the mean preference, as
 alpaca_eval reports it. The LC SE follows alpaca_eval (std of the per-instruction predicted
@@ -39,6 +48,10 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
+
+from evaluators.lc_official import official_lc
+from evaluators.lc_reference import (
+    METHOD_OFFICIAL, METHOD_REGULARISED, METHOD_UNREGULARISED, fit_fixed_slope, gamed_length_slope)
 
 log = logging.getLogger(__name__)
 
@@ -89,27 +102,43 @@ def length_controlled_winrate(
     instruction_difficulty: Sequence[float] | None = None,
     instruction_index: Sequence[int] | None = None,
     use_alpaca_eval: bool = True,
+    annotator: str | None = None,
+    baseline: str | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """LC and plain win rates for one model against one baseline.
 
-    Returns {lc_winrate, lc_winrate_se, winrate, winrate_se, n_*, avg_len, glm_weights,
-    glm_C, backend, notes}. `instruction_index` is each row's position in the official 805-
-    instruction set (needed only by the real alpaca_eval, which looks difficulties up by it).
+    Returns {lc_winrate, lc_winrate_se, lc_method, winrate, winrate_se, n_*, avg_len,
+    glm_weights, glm_C, backend, notes}. `instruction_index` is each row's position in the
+    official 805-instruction set (the real alpaca_eval looks difficulties up by it, so it is
+    tried whether or not `instruction_difficulty` is given). `annotator` (alpaca_eval's name
+    for the judge) and `baseline` (the baseline's generator name) pick the regularised GLM.
     """
     p = _as_preferences(preferences)
     if not (len(p) == len(model_outputs) == len(baseline_outputs)):
         raise ValueError("preferences, model_outputs and baseline_outputs must have the same length")
     result: dict[str, Any] = winrate_stats(p)
     result["avg_len"] = float(np.mean([len(o) for o in model_outputs]))
-    if use_alpaca_eval and instruction_difficulty is None:
-        official = _try_alpaca_eval(p, model_outputs, baseline_outputs, instruction_index)
+    if use_alpaca_eval:
+        official = official_lc(p, model_outputs, baseline_outputs, instruction_index)
         if official is not None:
-            result.update(official)
+            result.update(official, lc_method=METHOD_OFFICIAL)
             return result
     lengths_m = [len(o) for o in model_outputs]
     lengths_b = [len(o) for o in baseline_outputs]
+    slope = gamed_length_slope(annotator, baseline)
+    if slope is not None:
+        fitted = fit_fixed_slope(p, length_features(lengths_m, lengths_b), slope, instruction_difficulty)
+        note = (f"LC regularised: length slope fixed at alpaca_eval's gamed baselines' ({slope:.4f}) for "
+                f"{annotator} vs {baseline}")
+        result.update(fitted, backend="harness", notes=note, lc_method=METHOD_REGULARISED)
+        return result
     result.update(fit_length_controlled(p, lengths_m, lengths_b, instruction_difficulty, seed=seed))
+    unregularised = (f"LC unregularised (alpaca_eval's length_controlled_minimal GLM"
+                     f"{' + difficulty' if instruction_difficulty is not None else ''}): no published gamed "
+                     f"baselines for annotator {annotator!r} vs baseline {baseline!r}")
+    result["notes"] = "; ".join(filter(None, [unregularised, result["notes"]]))
+    result["lc_method"] = METHOD_UNREGULARISED
     return result
 
 
@@ -274,41 +303,3 @@ def _as_preferences(preferences: Sequence[float]) -> np.ndarray:
     if not np.all(np.isfinite(p)) or p.min() < 0 or p.max() > 1:
         raise ValueError("preferences must be probabilities in [0, 1]")
     return p
-
-
-def _try_alpaca_eval(p, model_outputs, baseline_outputs, instruction_index) -> dict[str, Any] | None:
-    """LC from the real alpaca_eval package, or None when it is missing or cannot fetch its data."""
-    try:
-        from alpaca_eval.metrics.glm_winrate import get_length_controlled_winrate
-        import pandas as pd
-    except ImportError:
-        return None
-    index = list(instruction_index) if instruction_index is not None else list(range(len(p)))
-    frame = pd.DataFrame({
-        "preference": 1.0 + p,  # alpaca_eval: 1 = output_1 (baseline) wins, 2 = output_2 (model)
-        "output_1": list(baseline_outputs),
-        "output_2": list(model_outputs),
-        "index": index,
-        "generator_1": "baseline",
-        "generator_2": "model",
-        "annotator": "harness",
-    })
-    try:
-        metrics = get_length_controlled_winrate(
-            frame, save_weights_dir=None, is_add_glm_preference_inplace=True)
-    except Exception as err:  # offline hub, index outside the official set, API drift
-        log.warning("alpaca_eval's GLM failed (%s: %s); using the harness implementation", type(err).__name__, err)
-        return None
-    predicted = frame["glm_preference"].to_numpy(dtype=float)
-    se = metrics.get("lc_standard_error")
-    if se is None:
-        se = float(predicted.std(ddof=1) / math.sqrt(len(predicted))) * 100
-    return {
-        "lc_winrate": float(metrics["length_controlled_winrate"]),
-        "lc_winrate_se": float(se),
-        "glm_weights": {},
-        "glm_C": float("nan"),
-        "backend": "alpaca_eval",
-        "notes": "",
-        "predicted_preferences": predicted.tolist(),
-    }

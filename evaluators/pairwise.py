@@ -93,12 +93,14 @@ def score_preferences(suite: Suite, records: list[dict], prompts: list[str], out
                       baselines: list[list[str]], options: EvalOptions, *,
                       token_counts: list[list[int]] | None = None,
                       difficulty: list[float] | None = None,
-                      official_glm: bool = False) -> tuple[dict[str, float], list[dict]]:
+                      official_glm: bool = False,
+                      baseline_name: str | None = None) -> tuple[dict[str, float], list[dict]]:
     """Judge every sample against its baseline answer and compute the (LC) win rates.
 
     `baselines[i][s]` is the baseline answer sample s of prompt i is compared with.
     `official_glm`: try the real alpaca_eval GLM (only meaningful for the 805 AlpacaEval
     instructions in their published order, whose difficulties it looks up by position).
+    `baseline_name`: the baseline's generator name (picks the regularised LC, see lc_reference).
     """
     judge = make_judge(judge_config(options))
     ids = _ids(suite, records)
@@ -116,6 +118,8 @@ def score_preferences(suite: Suite, records: list[dict], prompts: list[str], out
         instruction_difficulty=None if difficulty is None else [difficulty[flat[k][0]] for k in kept],
         instruction_index=[flat[k][0] for k in kept],
         use_alpaca_eval=official_glm,
+        annotator=getattr(judge, "alpaca_annotator", None),
+        baseline=baseline_name,
         seed=options.seed,
     )
     if lc["notes"]:
@@ -137,6 +141,7 @@ def score_preferences(suite: Suite, records: list[dict], prompts: list[str], out
         "n_problems": float(len(records)), "n_samples": float(len(flat)),
         "n_unparsable": float(len(items) - len(kept)),
         "lc_difficulty_term": 0.0 if NO_DIFFICULTY_NOTE in lc["notes"] else 1.0,
+        "lc_method": lc["lc_method"],  # a string: logged as an MLflow tag (evaluators/run.py log_results)
     }
     return metrics, rows
 
@@ -178,8 +183,10 @@ def score_alpaca_outputs(suite: Suite, records: list[dict], outputs: list[list[s
     difficulty = None
     if config.get("instruction_difficulty"):
         difficulty = load_instruction_difficulty(config["instruction_difficulty"], len(records))
+    generators = {record.get("generator") for record in records}
     return score_preferences(suite, records, prompts, outputs, baselines, options,
-                             token_counts=token_counts, difficulty=difficulty, official_glm=True)
+                             token_counts=token_counts, difficulty=difficulty, official_glm=True,
+                             baseline_name=generators.pop() if len(generators) == 1 else None)
 
 
 def evaluate_alpaca(suite: Suite, model_dir: Any, records: list[dict], generator: EvalGenerator,

@@ -327,11 +327,15 @@ def _resolve_checkpoint(path: str, run) -> Path:
 
 
 def log_results(client, run_id: str, prefix: str, results: dict[str, dict[str, float]], out_dir: Path) -> None:
-    """Each suite's metrics as `<prefix>/<suite>/<metric>`, and its generations file as an artifact."""
+    """Each suite's metrics as `<prefix>/<suite>/<metric>`, and its generations file as an artifact.
+
+    A string value (alpaca_eval's `lc_method`) is logged as the tag `<prefix>/<suite>/<name>`."""
     # Non-finite values (an SE over a single problem) are left out rather than logged as NaN.
     for suite, metrics in results.items():
         for name, value in metrics.items():
-            if isinstance(value, (int, float)) and math.isfinite(value):
+            if isinstance(value, str):
+                client.set_tag(run_id, f"{prefix}/{suite}/{name}", value)
+            elif isinstance(value, (int, float)) and math.isfinite(value):
                 client.log_metric(run_id, f"{prefix}/{suite}/{name}", float(value))
         generations = out_dir / suite / GENERATIONS_FILE
         if generations.is_file():
@@ -346,5 +350,7 @@ def summary_lines(results: dict[str, dict[str, float]], label: str = "") -> list
         se = metrics.get(f"{main}_se", float("nan"))
         count = metrics.get("n_problems")
         extra = f"  ({int(count)} problems)" if count is not None else ""
+        if "lc_method" in metrics:
+            extra += f"  [LC {metrics['lc_method']}]"
         lines.append(f"{prefix}{suite:<12} {main} = {metrics[main]:.2f} ± {se:.2f}{extra}")
     return lines
