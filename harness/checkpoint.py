@@ -12,7 +12,8 @@ Layout under `<output_dir>/checkpoints/step_<N>/`:
   written by `torch.distributed.checkpoint` (resume reads these); `model.safetensors` is then
   the consolidated export that evaluation and the generator read.
 Everything is written into a temporary folder and renamed into place, so a kill at any moment
-leaves either the whole checkpoint or none. Nothing is ever unpickled.
+leaves either the whole checkpoint or none; the free space is checked first, and a write that
+fails anyway (a full disk) removes its temporary folder (harness/disk.py). Nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -165,13 +166,22 @@ def tied_keys(model) -> set[str]:
     return set(tied if isinstance(tied, (dict, list, set, tuple)) else [])
 
 
-def save_checkpoint(output_dir: Path, step: int, model, tokenizer, optimizer: torch.optim.Optimizer,
-                    meta: dict[str, Any], extra_weights: dict[str, dict[str, torch.Tensor]],
-                    export_dtype: torch.dtype | None = None) -> Path:
-    """Write step N of a single-process run atomically; `extra_weights` maps a prefix ('generator') to a state dict."""
-    tmp = staging_dir(output_dir, step)
-    return commit_checkpoint(tmp, output_dir, step, model, tokenizer, optimizer, meta, extra_weights, [rng_state()],
-                             export_dtype=export_dtype)
+def payload_bytes(model, optimizer: torch.optim.Optimizer | None, extra_weights: dict[str, dict[str, torch.Tensor]],
+                  export_dtype: torch.dtype | None, sharded: bool) -> int:
+    """The bytes of tensors a checkpoint writes: the export, Adam moments, the extra state dicts and,
+    under FSDP, the sharded masters (a DTensor's numel is the whole tensor's, so this is the job's total)."""
+    def size(p: torch.Tensor, dtype: torch.dtype | None) -> int:
+        item = torch.empty((), dtype=dtype).element_size() if dtype is not None and p.is_floating_point() \
+            else p.element_size()
+        return p.numel() * item
+    params = list(model.parameters())
+    total = sum(size(p, export_dtype) for p in params)
+    if optimizer is not None:
+        total += sum(t.numel() * t.element_size() for slots in optimizer.state.values() for t in slots.values()
+                     if torch.is_tensor(t))
+    if sharded:
+        total += sum(size(p, None) for p in params)
+    return total + sum(size(t, None) for weights in extra_weights.values() for t in weights.values())
 
 
 def prune_checkpoints(checkpoints: list[dict], keep_last: int | None, keep: set[int] = frozenset()) -> list[dict]:

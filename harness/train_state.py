@@ -19,6 +19,7 @@ from pathlib import Path
 from harness import checkpoint as ckpt
 from harness.config import INF, RunConfig
 from harness.distributed import Dist, copy_weights, full_state_dict, load_full_state_dict
+from harness.disk import DiskSpaceError, require_free_space, staged_write
 from harness.errors import HarnessError
 from harness.lora import ADAPTER_PREFIX, adapter_state_dict, is_lora, load_adapter_state
 from harness.precision import inference_dtype, torch_dtype
@@ -63,17 +64,29 @@ def save(output_dir: Path, cfg: RunConfig, state: LoopState, models, val: dict[s
     if not (dist.enabled or lora) and export_dtype != torch_dtype(cfg.model.param_dtype):
         extra[MASTER_PREFIX] = models.policy.state_dict()  # the export is narrower: resume reads these
     rng_states = dist.gather(ckpt.rng_state())
+    what, folder = f"checkpoint step {state.step}", output_dir / "checkpoints"
+    payload = ckpt.payload_bytes(models.policy, models.optimizer, extra, export_dtype, sharded=dist.enabled)
+    refusal = None
+    if dist.is_main:  # before anything is written; every rank stops on rank 0's answer
+        try:
+            require_free_space(folder, payload, what, key="output_dir")
+        except DiskSpaceError as exc:
+            refusal = str(exc)
+    refusal = dist.broadcast(refusal)
+    if refusal:
+        raise DiskSpaceError(refusal)
     tmp = dist.broadcast(ckpt.staging_dir(output_dir, state.step) if dist.is_main else None)
-    if dist.enabled:
-        ckpt.write_sharded(tmp, models.policy, models.optimizer)
+    with staged_write(tmp, folder, what, key="output_dir", payload_bytes=payload):  # a full disk: tmp removed
+        if dist.enabled:
+            ckpt.write_sharded(tmp, models.policy, models.optimizer)
+        if dist.is_main:
+            meta = {"last_sync": state.last_sync, "last_ref_sync": state.last_ref_sync,
+                    "generator_version": models.generator.version, "run_id": tracker.run_id, "world_size": dist.world}
+            exported = models.policy.get_base_model() if lora else models.policy  # merged weights, plain names
+            path = ckpt.commit_checkpoint(tmp, output_dir, state.step, exported, models.tokenizer,
+                                          None if dist.enabled else models.optimizer, meta, extra, rng_states,
+                                          weights, export_dtype=export_dtype)
     if dist.is_main:
-        generator = models.generator
-        meta = {"last_sync": state.last_sync, "last_ref_sync": state.last_ref_sync,
-                "generator_version": generator.version, "run_id": tracker.run_id, "world_size": dist.world}
-        exported = models.policy.get_base_model() if lora else models.policy  # merged weights, plain names
-        path = ckpt.commit_checkpoint(tmp, output_dir, state.step, exported, models.tokenizer,
-                                      None if dist.enabled else models.optimizer, meta, extra, rng_states, weights,
-                                      export_dtype=export_dtype)
         state.checkpoints = [c for c in state.checkpoints if c["step"] != state.step]
         # Only a step that was validated carries metrics: `val` is the last validation, which belongs
         # to an earlier step when this one was not validated (selection must never pick it by them).

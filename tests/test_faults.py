@@ -4,6 +4,9 @@
   `harness train`: the step finishes, a checkpoint is written, the process exits 75 (requeue),
   the MLflow run is KILLED (not FAILED), and `--resume` continues into the same run to the same
   final weights as an uninterrupted run.
+- A full disk: a checkpoint that cannot fit is refused before anything is written, naming the
+  folder and the bytes (a real tmpfs the test mounts); a write that fails halfway (the disk fills
+  anyway) leaves no half-written folder; `--resume` continues from the last complete checkpoint.
 - The tracking server lost mid-run: a real `mlflow server` is stopped while `harness train` logs
   to it and started again; the run keeps training, its buffered metrics arrive, and there is one
   MLflow run with every step. A server that never comes back fails the run after
@@ -12,7 +15,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -146,3 +152,78 @@ def test_a_tracking_server_lost_mid_run_gets_every_metric_and_one_that_stays_dow
         assert ckpt.list_checkpoints(tmp_path / "gone")[-1][0] == 3  # the work itself is on disk
     finally:
         servers[-1].stop()
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size_bytes: int):
+    """A real tmpfs of `size_bytes` mounted at `path` (root only: skipped elsewhere)."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(path)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}); the disk tests need root")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def test_a_checkpoint_that_cannot_fit_is_refused_and_resume_starts_from_the_last_good_one(tiny_assets, tmp_path):
+    args = [*SMALL, "train.steps=4", "checkpoint.every=2"]
+    probe = subprocess.run([sys.executable, "-m", "harness.cli", "train", TINY, *args, f"output_dir={tmp_path / 'probe'}",
+                            "train.steps=2", "--no-progress", "--no-mlflow"], cwd=tmp_path, env=env_for(tmp_path),
+                           capture_output=True, text=True, timeout=600)
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    one = dir_bytes(tmp_path / "probe" / "checkpoints")  # one checkpoint on disk
+    # room for the first checkpoint and its check's margin, not for a second one beside it
+    with small_filesystem(tmp_path / "disk", int(1.05 * one) + 16 * 2**20 + one // 2) as disk:
+        out = disk / "run"
+        run = subprocess.run([sys.executable, "-m", "harness.cli", "train", TINY, *args, f"output_dir={out}",
+                              "--no-progress", "--no-mlflow"], cwd=tmp_path, env=env_for(tmp_path),
+                             capture_output=True, text=True, timeout=600)
+        assert run.returncode == 2, run.stderr[-3000:]
+        error = run.stderr.split("error: ", 1)[1]
+        assert error.startswith(f"checkpoint step 4: {out / 'checkpoints'} (`output_dir`) needs "), error
+        needed, free = map(int, re.findall(r"\((\d+) bytes\)", error))
+        assert free < needed and abs(free - shutil.disk_usage(disk).free) < 2**20, error
+        assert "Traceback" not in run.stderr
+        assert [step for step, _ in ckpt.list_checkpoints(out)] == [2]
+        assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_000002"]  # no half-written folder
+        # the researcher makes room (here: grows the filesystem), then resumes
+        subprocess.run(["mount", "-o", f"remount,size={4 * one + 32 * 2**20}", str(disk)], check=True)
+        resumed = subprocess.run([sys.executable, "-m", "harness.cli", "train", TINY, *args, f"output_dir={out}",
+                                  "--no-progress", "--no-mlflow", "--resume"],
+                                 cwd=tmp_path, env=env_for(tmp_path), capture_output=True, text=True, timeout=600)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert "resumed from" in resumed.stderr and "(step 2)" in resumed.stderr
+        assert [step for step, _ in ckpt.list_checkpoints(out)] == [2, 4]
+
+
+def test_a_disk_that_fills_while_a_checkpoint_is_written_leaves_the_last_good_one(tiny_assets, tmp_path):
+    """The free-space check passed, then another process filled the disk: the real ENOSPC of a
+    real tmpfs mid-write. The staging folder goes, the earlier checkpoint stays whole."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from harness.disk import DiskSpaceError, staged_write
+    model = AutoModelForCausalLM.from_pretrained(tiny_assets.policy_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_assets.policy_dir)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.tensor([[1, 2, 3]])).logits.sum().backward()
+    optimizer.step()
+    payload = ckpt.payload_bytes(model, optimizer, {}, None, sharded=False)
+    with small_filesystem(tmp_path / "disk", int(payload * 1.5)) as disk:
+        def write(step):
+            tmp = ckpt.staging_dir(disk, step)
+            with staged_write(tmp, disk / "checkpoints", f"checkpoint step {step}", key="output_dir",
+                              payload_bytes=payload):
+                ckpt.commit_checkpoint(tmp, disk, step, model, tokenizer, optimizer, {"last_sync": 0}, {},
+                                       [ckpt.rng_state()])
+        write(1)
+        with pytest.raises(DiskSpaceError, match=r"checkpoint step 2: .* the disk filled while writing .*removed"):
+            write(2)
+        assert sorted(p.name for p in (disk / "checkpoints").iterdir()) == ["step_000001"]
+        meta, tensors = ckpt.load_trainer_state(disk / "checkpoints" / "step_000001")
+        assert meta["step"] == 1 and any(k.startswith("optim.") for k in tensors)

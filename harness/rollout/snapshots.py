@@ -27,6 +27,8 @@ from typing import Mapping
 import torch
 from safetensors.torch import load_file, save_file
 
+from harness.disk import require_free_space, staged_write, tensor_bytes
+
 ROOT_PREFIX = "harness-snapshots-"
 _ROOT_RE = re.compile(rf"^{ROOT_PREFIX}(\d+)-")
 KEEP = 2
@@ -91,11 +93,15 @@ class SnapshotStore:
         final = self.path(serial)
         tmp = self.root / f".tmp_{final.name}"
         shutil.rmtree(tmp, ignore_errors=True)
+        tensors = cpu_tensors(state_dict, self.dtype)
+        what = f"generator snapshot {serial}"
+        require_free_space(self.root, tensor_bytes(tensors.values()), what, key="rollout.snapshot_dir")
         tmp.mkdir()
-        self.model_config.save_pretrained(tmp)
-        self.tokenizer.save_pretrained(tmp)
-        save_file(cpu_tensors(state_dict, self.dtype), str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        (tmp / "snapshot.json").write_text(json.dumps({"serial": serial}))
+        with staged_write(tmp, self.root, what, key="rollout.snapshot_dir", payload_bytes=tensor_bytes(tensors.values())):
+            self.model_config.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+            save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            (tmp / "snapshot.json").write_text(json.dumps({"serial": serial}))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         self.latest = serial
