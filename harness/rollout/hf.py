@@ -131,18 +131,21 @@ class HFGenerator:
             new_tokens[rows, position] = token
             token_logprobs[rows, position] = logprob
             finished |= token == eos_id
-            done = int(finished.sum())
-            if done == len(rows):
+            if position % CHECK_FINISHED_EVERY == CHECK_FINISHED_EVERY - 1:  # a host sync: not every token
+                done = int(finished.sum())
+                if done == len(rows):
+                    break
+                if compactable and done >= max(COMPACT_MIN_ROWS, COMPACT_FRACTION * len(rows)):
+                    # Finished rows leave the batch (their cache rows too), so the remaining positions
+                    # compute only the rows still decoding, as a continuous-batching engine does.
+                    keep = (~finished).nonzero().squeeze(1)
+                    for layer in cache.layers:
+                        layer.select_rows(keep)
+                    rows, token, next_position = rows[keep], token[keep], next_position[keep]
+                    mask, finished = mask[keep], finished[keep]
+                    uniforms = None if uniforms is None else uniforms[keep]
+            if position + 1 == params.max_new_tokens:  # no forward for a token that will not be drawn
                 break
-            if compactable and done >= max(COMPACT_MIN_ROWS, COMPACT_FRACTION * len(rows)):
-                # Finished rows leave the batch (their cache rows too), so the remaining positions
-                # compute only the rows still decoding, as a continuous-batching engine does.
-                keep = (~finished).nonzero().squeeze(1)
-                for layer in cache.layers:
-                    layer.select_rows(keep)
-                rows, token, next_position = rows[keep], token[keep], next_position[keep]
-                mask, finished = mask[keep], finished[keep]
-                uniforms = None if uniforms is None else uniforms[keep]
             mask[:, width + position] = ~finished
             out = self.model(input_ids=token.unsqueeze(1), attention_mask=mask[:, :width + position + 1],
                              position_ids=next_position.unsqueeze(1), use_cache=True, **{CACHE_KWARG: cache})
@@ -210,6 +213,10 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float, rng: tor
     return token, logp.gather(-1, token.unsqueeze(-1)).squeeze(-1)
 
 
+# The loop reads the finished rows' count on the host (a GPU sync: it waits for the queued kernels)
+# once per this many tokens: per token it stretched an 8B-shape decode step of 64 rows on an H200
+# from 43 to 107 ms. Between reads, finished rows decode padding that nothing keeps.
+CHECK_FINISHED_EVERY = 8
 # Finished rows are dropped from the decoding batch once at least this many (and this share) of its
 # rows have finished: each drop copies the filled KV cache once, each dropped row saves its compute.
 COMPACT_MIN_ROWS = 4
