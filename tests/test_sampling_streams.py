@@ -126,7 +126,8 @@ def test_the_decoding_loop_reads_the_device_only_every_few_tokens(generator):
     """Reading a GPU value on the host (`int(t)`, `.item()`, `nonzero`) waits for every queued kernel; one
     per decoded token stretched an 8B-shape decode step of 64 rows on an H200 from 43 to 107 ms. The
     reads are counted where they happen, in aten (`_local_scalar_dense`, `nonzero`), outside the model's
-    own forwards: at most two (the count, a compaction) per `CHECK_FINISHED_EVERY` decoded tokens."""
+    own forwards: at most two (the count, a compaction) per `CHECK_FINISHED_EVERY` decoded tokens. (On a
+    CPU the generator reads every token, as it costs nothing there; this sets the GPU's interval.)"""
     import math
 
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -158,12 +159,19 @@ def test_the_decoding_loop_reads_the_device_only_every_few_tokens(generator):
                for a, b in [(3, 4), (12, 9)]]
     hooks = [generator.model.register_forward_pre_hook(enter, with_kwargs=True),
              generator.model.register_forward_hook(leave, with_kwargs=True)]
+    params = SamplingParams(n=4, temperature=1.0, max_new_tokens=40, seed=5, return_logprobs=True)
+    every_token = generator.generate(prompts, params)
+    generator.check_finished_every = hf.CHECK_FINISHED_EVERY
     try:
         with reads:
-            generator.generate(prompts, SamplingParams(n=4, temperature=1.0, max_new_tokens=40, seed=5))
+            every_few = generator.generate(prompts, params)
     finally:
+        generator.check_finished_every = 1
         for hook in hooks:
             hook.remove()
     steps = sum(1 for width in forwards if width == 1)  # decode forwards (one token per row)
     assert steps >= 16
     assert reads.count <= 2 * math.ceil(steps / hf.CHECK_FINISHED_EVERY), (reads.count, steps)
+    # the same samples, bit for bit
+    assert [[(r.token_ids, r.logprobs) for r in g] for g in every_few] == \
+        [[(r.token_ids, r.logprobs) for r in g] for g in every_token]
