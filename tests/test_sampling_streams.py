@@ -175,3 +175,23 @@ def test_the_decoding_loop_reads_the_device_only_every_few_tokens(generator):
     # the same samples, bit for bit
     assert [[(r.token_ids, r.logprobs) for r in g] for g in every_few] == \
         [[(r.token_ids, r.logprobs) for r in g] for g in every_token]
+
+
+def test_a_shared_policy_left_training_with_checkpointing_samples_what_it_samples_in_eval_mode(tiny_assets):
+    """Validation samples the training policy itself (hf backend, no copy). Left in training mode with
+    gradient checkpointing, transformers drops the KV cache in every layer, so each decoded token saw
+    only itself: different samples, no error. The generator samples in eval mode and restores the mode."""
+    from harness.models import load_policy
+
+    model, tokenizer = load_policy(tiny_assets.policy_dir)
+    generator = HFGenerator(model, tokenizer, copy_model=False)
+    prompts = [generator.tokenizer.apply_chat_template([{"role": "user", "content": f"Compute {a} + {b}."}],
+                                                       add_generation_prompt=True, tokenize=False)
+               for a, b in [(3, 4), (12, 9)]]
+    params = SamplingParams(n=3, temperature=1.0, max_new_tokens=24, seed=2)
+    reference = _texts(generator.generate(prompts, params))
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False  # as harness.train_setup sets it
+    model.train()
+    assert _texts(generator.generate(prompts, params)) == reference
+    assert model.training

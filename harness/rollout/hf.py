@@ -71,13 +71,20 @@ class HFGenerator:
         # Longest prompts first keeps padding low inside each batch.
         jobs.sort(key=lambda job: -len(encoded[job[0]]))
         groups: list[list[Rollout | None]] = [[None] * params.n for _ in prompts]
-        for start in range(0, len(jobs), self.batch_size):
-            batch = jobs[start:start + self.batch_size]
-            seeds = None if params.seed is None else [stream_seed(params.seed, keys[p], s) for p, s in batch]
-            rollouts = self._generate_batch([encoded[p] for p, _ in batch], params, seeds)
-            for (p, s), rollout in zip(batch, rollouts):
-                rollout.prompt_index, rollout.sample_index = p, s
-                groups[p][s] = rollout
+        # Sampling runs in eval mode: a shared policy left in training mode with gradient checkpointing
+        # would drop the KV cache in every layer (transformers forces it off) and sample garbage, silently.
+        training = self.model.training
+        self.model.eval()
+        try:
+            for start in range(0, len(jobs), self.batch_size):
+                batch = jobs[start:start + self.batch_size]
+                seeds = None if params.seed is None else [stream_seed(params.seed, keys[p], s) for p, s in batch]
+                rollouts = self._generate_batch([encoded[p] for p, _ in batch], params, seeds)
+                for (p, s), rollout in zip(batch, rollouts):
+                    rollout.prompt_index, rollout.sample_index = p, s
+                    groups[p][s] = rollout
+        finally:
+            self.model.train(training)
         return groups  # type: ignore[return-value]
 
     @torch.no_grad()
