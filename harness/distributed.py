@@ -107,9 +107,9 @@ class Dist:
         if not self.enabled:
             return stats
         keys = sorted(stats)
-        values = torch.tensor([float(stats[k]) for k in keys], dtype=torch.float64)
+        values = torch.tensor([float(stats[k]) for k in keys], dtype=torch.float64, device=self.device)
         torch.distributed.all_reduce(values)
-        return dict(zip(keys, values.tolist()))
+        return dict(zip(keys, values.cpu().tolist()))
 
     def chunks(self, items: list, size: int) -> list[tuple[list, bool]]:
         """This rank's micro-batches of `items` as (chunk, real); every rank gets the same count.
@@ -147,13 +147,22 @@ def setup(cfg) -> Dist:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", WORLD_SIZE="1")
     if cuda:
         torch.cuda.set_device(local_rank)
+    backend = process_group_backend(cuda)
     if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(minutes=30))
+        torch.distributed.init_process_group(backend, timeout=timedelta(minutes=30))
     if rank != 0:
         logging.getLogger("harness").setLevel(logging.WARNING)  # one log, rank 0's
     device = torch.device(f"cuda:{local_rank}") if cuda else torch.device("cpu")
-    log.info("FSDP: %d processes (%s), this is rank %d on %s", world, "nccl" if cuda else "gloo", rank, device)
+    log.info("FSDP: %d processes (%s), this is rank %d on %s", world, backend, rank, device)
     return Dist(rank=rank, world=world, local_rank=local_rank, enabled=True, device=device)
+
+
+def process_group_backend(cuda: bool) -> str:
+    """The process group's backend for each device type. On CUDA, NCCL serves CUDA tensors and gloo
+    serves CPU ones: a bare "nccl" group has no backend for a CPU tensor ("No backend type associated
+    with device type cpu", which ended every FSDP GPU run at step 1), and with a CPU backend in the
+    group, object collectives (broadcast, gather) pickle through gloo without a copy to the GPU."""
+    return "cpu:gloo,cuda:nccl" if cuda else "gloo"
 
 
 def _free_port() -> int:
@@ -181,13 +190,24 @@ def shard(model, dist: Dist, compute_dtype: str, offload: bool = False, trainabl
     for module in model.modules():
         if type(module).__name__ in layer_types:
             fully_shard(module, **options)
-    fully_shard(model, **options)
+    # The root (embeddings, final norm, head) stays gathered after a forward by default, because a
+    # backward follows; after a model that never trains it would stay gathered (+2 GiB at 8B), so the
+    # reference regathers it per forward like its layers.
+    fully_shard(model, **options, **({} if trainable else {"reshard_after_forward": True}))
     if trainable:  # sum over ranks (losses carry their global weights); plain SUM also suits gloo
         for module in model.modules():
             if hasattr(module, "set_gradient_divide_factor"):
                 module.set_force_sum_reduction_for_comms(True)
                 module.set_gradient_divide_factor(1.0)
     return model
+
+
+def reshard(model) -> None:
+    """Free a sharded model's gathered root after no-grad forwards (validation): without a backward,
+    FSDP keeps it gathered until the next training step. No-op for an unsharded model."""
+    from torch.distributed.fsdp import FSDPModule
+    if isinstance(model, FSDPModule):
+        model.reshard()
 
 
 def full_state_dict(model, dist: Dist) -> dict[str, torch.Tensor]:

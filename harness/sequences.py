@@ -91,8 +91,12 @@ def _prompt_ends(batch: SequenceBatch) -> torch.Tensor:
 
 def _row_prompts(model, batch: SequenceBatch) -> list[tuple[int, ...]] | None:
     """Each row's prompt tokens, or None when the model cannot continue from a given KV cache (or a
-    row has no response token)."""
+    row has no response token). A model training with gradient checkpointing cannot: transformers'
+    checkpointed layers drop the KV cache (use_cache and past_key_values forced off, since the
+    backward replay would write it twice), so its rows take the full-sequence path."""
     if not (LAYERED and isinstance(model, PreTrainedModel)) or not bool(batch.response_mask.any(-1).all()):
+        return None
+    if model.training and getattr(model, "is_gradient_checkpointing", False):
         return None
     return [tuple(batch.input_ids[row, :end].tolist()) for row, end in enumerate(_prompt_ends(batch).tolist())]
 

@@ -162,3 +162,27 @@ def test_shared_prompts_run_once_and_give_the_full_sequence_logprobs_and_gradien
         hook.remove()
     assert calls == [tuple(batch.input_ids.shape)]
     assert torch.allclose(single, ref_logp.detach(), atol=2e-6, rtol=0)
+
+
+def test_gradient_checkpointing_with_shared_prompts_gives_the_full_sequence_logprobs_and_gradients(llama):
+    """Checkpointed layers drop the KV cache in training mode (transformers forces use_cache off), so the
+    shared-prompt forward had no cache to continue from (AttributeError on None.layers, seen on an H200).
+    Rows sharing a prompt must still train, with the values and gradients of the plain full-sequence
+    computation on the same model without checkpointing."""
+    import copy
+
+    plain = copy.deepcopy(llama).train()
+    checkpointed = copy.deepcopy(llama).train()
+    checkpointed.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    checkpointed.config.use_cache = False  # as harness.train_setup sets it
+    batch = _shared_prompt_batch()
+    mask = batch.response_mask
+    logp, entropy = policy_logprobs(checkpointed, batch, 0.7, with_entropy=True, entropy_grad=True)
+    ((logp * mask).sum() + (entropy * mask).sum()).backward()
+    ours = _grads(checkpointed)
+    ref_logp, ref_entropy = _full_logits_reference(plain, batch, 0.7)
+    ((ref_logp * mask).sum() + (ref_entropy * mask).sum()).backward()
+    theirs = _grads(plain)
+    assert torch.allclose(logp, ref_logp, atol=2e-6, rtol=0)
+    assert torch.allclose(entropy, ref_entropy, atol=5e-6, rtol=0)
+    assert torch.allclose(ours, theirs, atol=1e-5, rtol=1e-5), (ours - theirs).abs().max()
