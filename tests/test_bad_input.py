@@ -219,6 +219,8 @@ CASES = [
      {"s.yaml": sweep_file(extra="set:\n  rewards.verifiable: nope\n")}, ["rewards.verifiable"], {}),
     ("sweep-tracking-dead", ["sweep", "{d}/s.yaml"], {"s.yaml": sweep_file()}, ["no tracking server"],
      {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{DEAD}"}),
+    ("sweep-gpus-over-node", ["sweep", "{d}/s.yaml", "--gpus", "0,1", "--gpus-per-trial", "2", "--jobs", "2"],
+     {"s.yaml": sweep_file()}, ["--jobs 2 x 2 GPUs per trial", "needs 4 GPUs", "--gpus gives 2"], {}),
     ("status-not-utf8", ["status", "{d}/s.yaml"], {"s.yaml": b"\xff"}, ["not UTF-8"], {}),
     ("status-empty", ["status", "{d}/s.yaml"], {"s.yaml": ""}, ["is empty"], {}),
     # -- score ---------------------------------------------------------------------------

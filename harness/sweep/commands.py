@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 
 from harness.errors import redact
-from harness.sweep.runner import run_sweep, trial_command, trial_dir_of
+from harness.sweep.gpus import torchrun_command, trial_gpu_split
+from harness.sweep.runner import local_gpus, run_sweep, trial_command, trial_dir_of
 from harness.sweep.spec import load_sweep
 from harness.tracking import sweep_tracking_uri
 from harness.sweep.status import counts, dry_run_text, format_table, unit_rows
@@ -32,6 +33,13 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", default=None, help=STORAGE_HELP)
     parser.add_argument("--launcher", choices=("local", "submitit"), default="local",
                         help="local subprocesses, or submitit jobs (Slurm when available, else its local executor)")
+    parser.add_argument("--gpus-per-trial", type=int, default=None, metavar="N",
+                        help="local launcher: give each running trial N of this node's GPUs of its own (training "
+                             "= N - the sweep file's local.generator_gpus; more than one training GPU runs "
+                             "under torchrun); refused when --jobs x N is more than the node has")
+    parser.add_argument("--gpus", default=None, metavar="0,1,...",
+                        help="local launcher: the GPUs to share between trials (default: CUDA_VISIBLE_DEVICES, "
+                             "else every GPU `nvidia-smi -L` lists); alone, one GPU per trial")
     parser.add_argument("--dry-run", action="store_true", help="print the cell table and exit; creates nothing")
     parser.add_argument("--out-dir", default=None, help="override the sweep file's output_dir")
     parser.add_argument("--enqueue-only", action="store_true",
@@ -53,20 +61,24 @@ def add_status_arguments(parser: argparse.ArgumentParser) -> None:
 
 def sweep_command(path: str, jobs: int = 1, storage: str | None = None, launcher: str = "local",
                   dry_run: bool = False, out_dir: str | None = None, enqueue_only: bool = False,
-                  progress: bool = True, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S) -> int:
+                  progress: bool = True, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S,
+                  gpus_per_trial: int | None = None, gpus: str | None = None) -> int:
     sweep = load_sweep(path, out_dir)
     url = storage or default_storage_url(sweep.output_dir)
     storage_kind(url)
     if not dry_run:  # every check that can run before a storage, folder or MLflow run exists
+        local_gpus(sweep, launcher, jobs, gpus_per_trial, gpus, enqueue_only)  # GPUs first: no torch, no assets
         from harness.preflight import check_sweep_inputs
         check_sweep_inputs(sweep, this_machine=launcher == "local")
     if dry_run:
         first = sweep.cells[0]
         example = trial_command(sweep, first, 0, 0, [], trial_dir_of(sweep, first.key, 0), "<sweep-run-id>")
-        print(dry_run_text(sweep, url, ["harness", *example[3:]]))
+        split = trial_gpu_split(sweep, gpus_per_trial, gpus) if launcher == "local" else None
+        placed = torchrun_command(example, split.train) if split else example
+        print(dry_run_text(sweep, url, ["torchrun", *placed[3:]] if placed != example else ["harness", *example[3:]]))
         return 0
     result = run_sweep(sweep, jobs=jobs, storage=url, launcher=launcher, progress=progress, enqueue_only=enqueue_only,
-                       heartbeat_s=heartbeat_s, grace_s=grace_s)
+                       heartbeat_s=heartbeat_s, grace_s=grace_s, gpus_per_trial=gpus_per_trial, gpus=gpus)
     print(format_table(result.rows))
     failed = [r["cell"] for r in result.rows if str(r["state"]).startswith("FAIL")]
     if failed and not result.interrupted:
@@ -98,7 +110,8 @@ def status_command(path: str, storage: str | None = None, out_dir: str | None = 
 def sweep_from_args(args: argparse.Namespace) -> int:
     return sweep_command(args.sweep, jobs=args.jobs, storage=args.storage, launcher=args.launcher,
                          dry_run=args.dry_run, out_dir=args.out_dir, enqueue_only=args.enqueue_only,
-                         progress=not args.no_progress, heartbeat_s=args.heartbeat_s, grace_s=args.grace_s)
+                         progress=not args.no_progress, heartbeat_s=args.heartbeat_s, grace_s=args.grace_s,
+                         gpus_per_trial=args.gpus_per_trial, gpus=args.gpus)
 
 
 def status_from_args(args: argparse.Namespace) -> int:

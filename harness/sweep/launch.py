@@ -8,16 +8,25 @@
 submitit's AutoExecutor: Slurm where `srun` exists, otherwise submitit's local executor (what
 the tests use). Either way the trial runs under `harness.sweep.child`, which makes it a process
 group leader that dies with its parent and records its pid, and its output goes to its log file.
-A submitit trial given more than one training GPU (`submitit.train_gpus`, default
-`gpus_per_node`) runs as `torchrun --standalone --nproc-per-node N -m harness.cli train ...
-train.parallel=fsdp`; `submitit.generator_gpus` more GPUs of the node are left to the generator
-(their indexes are exported as HARNESS_GENERATOR_DEVICES for the `worker` placement).
+
+GPUs: both launchers start a trial through `gpus.place_trial` (one rule; harness/sweep/gpus.py
+says it in full). A trial with T training + G generator GPUs gets CUDA_VISIBLE_DEVICES = its T
+training GPUs then its G generator GPUs, HARNESS_GENERATOR_DEVICES = the G generator GPUs as
+physical ids (what CUDA_VISIBLE_DEVICES takes on that node, never indexes into the trial's own
+list), and runs as `torchrun --standalone --nproc-per-node T -m harness.cli train ...
+train.parallel=fsdp` when T > 1 (local ranks 0..T-1 are the training GPUs). `submitit` takes
+T and G from its block (`train_gpus`, default `gpus_per_node` - `generator_gpus`) and places the
+trial inside the job, where Slurm's CUDA_VISIBLE_DEVICES names the job's GPUs (without one, ids
+0..T+G-1). `local` takes them from `--gpus-per-trial` / the sweep file's `local:` block and
+hands each running trial a disjoint set of the node's GPUs (`--gpus`, else CUDA_VISIBLE_DEVICES,
+else `nvidia-smi -L`), returned to the pool when the trial's process ends, however it ends.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -29,6 +38,8 @@ from typing import Any
 
 from harness.errors import ConfigError
 from harness.registry import Registry
+from harness.sweep.gpus import (GENERATOR_DEVICES_ENV, DevicePool, GpuSplit, place_trial,  # noqa: F401
+                                torchrun_command)  # torchrun_command: re-exported
 from harness.sweep.study import process_start_time
 
 STOP_GRACE_S = 15.0   # SIGINT lets the trainer close its MLflow run; SIGKILL after this
@@ -69,17 +80,6 @@ def reap_pid_file(pid_file: Path, grace_s: float = STOP_GRACE_S) -> bool:
     return True
 
 
-def torchrun_command(command: list[str], train_gpus: int) -> list[str]:
-    """`python -m harness.cli train CONFIG ...` -> the same trial as torchrun over `train_gpus` FSDP ranks."""
-    if train_gpus <= 1 or "train" not in command:
-        return command
-    at = command.index("train")
-    head, config, rest = command[:at], command[at + 1], command[at + 2:]
-    module = head.index("-m")
-    return [*head[:module], "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(train_gpus),
-            *head[module:], "train", config, "train.parallel=fsdp", *rest]
-
-
 def split_gpus(parameters: dict[str, Any], source: str) -> tuple[int, int]:
     """Pop the harness's own keys from a `submitit:` block: (training GPUs, generator GPUs) per trial."""
     per_node = int(parameters.get("gpus_per_node", 0) or 0)
@@ -95,11 +95,27 @@ def split_gpus(parameters: dict[str, Any], source: str) -> tuple[int, int]:
     return train_gpus, generator_gpus
 
 
-def run_trial_command(command: list[str], env: dict[str, str], cwd: str, log_path: str) -> int:
-    """The submitit job: run the trial command, logging to `log_path`; return its exit code."""
+def placement_note(command: list[str], env: dict[str, str]) -> str:
+    """The trial log's record of where and how a trial was started on its GPUs."""
+    gpus = " ".join(f"{key}={env[key]}" for key in ("CUDA_VISIBLE_DEVICES", GENERATOR_DEVICES_ENV) if key in env)
+    return f"[harness sweep] on {socket.gethostname()}: {gpus or 'the GPUs it inherits'}; {shlex.join(command)}\n"
+
+
+def job_devices(split: GpuSplit) -> list[str] | None:
+    """Inside a submitit job: the job's GPUs (Slurm's CUDA_VISIBLE_DEVICES), if it names enough."""
+    ids = [part.strip() for part in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if part.strip()]
+    return ids if len(ids) >= split.per_trial else None
+
+
+def run_trial_command(command: list[str], env: dict[str, str], cwd: str, log_path: str, pid_file: str,
+                      split: GpuSplit) -> int:
+    """The submitit job: place the trial on the job's GPUs, run it logging to `log_path`, return its exit code."""
+    command, env = place_trial(command, env, split, job_devices(split))
     with open(log_path, "a") as log:
-        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        log.write(placement_note(command, env))
+        log.flush()
+        process = subprocess.Popen(wrap(command, Path(pid_file)), env=env, cwd=cwd, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
         try:
             return process.wait()
         except BaseException:
@@ -108,14 +124,18 @@ def run_trial_command(command: list[str], env: dict[str, str], cwd: str, log_pat
 
 
 class LocalHandle:
-    def __init__(self, process: subprocess.Popen, log) -> None:
-        self.process, self.log = process, log
+    def __init__(self, process: subprocess.Popen, log, on_exit=None) -> None:
+        self.process, self.log, self.on_exit = process, log, on_exit
         self.ident = str(process.pid)
 
     def poll(self) -> int | None:
         code = self.process.poll()
-        if code is not None and not self.log.closed:
-            self.log.close()
+        if code is not None:
+            if not self.log.closed:
+                self.log.close()
+            if self.on_exit is not None:  # the trial's GPUs go back to the pool, once
+                self.on_exit, release = None, self.on_exit
+                release()
         return code
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
@@ -125,17 +145,34 @@ class LocalHandle:
 
 
 class LocalLauncher:
+    """Trials as subprocesses of the sweep. With a GPU pool (`gpus`: the split per trial and the
+    node's GPUs, harness/sweep/gpus.py) each trial runs on its own GPUs, through `place_trial`."""
     name = "local"
 
     @classmethod
-    def from_sweep(cls, folder: Path, parameters: dict[str, Any], job_name: str, source: str = "submitit"):
-        return cls()  # a subprocess needs none of the sweep's submitit settings
+    def from_sweep(cls, folder: Path, parameters: dict[str, Any], job_name: str, source: str = "submitit",
+                   gpus: tuple[GpuSplit, DevicePool] | None = None):
+        return cls(*(gpus or (None, None)))  # a subprocess needs none of the sweep's submitit settings
+
+    def __init__(self, split: GpuSplit | None = None, pool: DevicePool | None = None) -> None:
+        self.split, self.pool = split, pool
 
     def start(self, command: list[str], env: dict[str, str], cwd: str, log_path: Path, pid_file: Path) -> LocalHandle:
-        log = open(log_path, "a")
-        process = subprocess.Popen(wrap(command, pid_file), env=env, cwd=cwd, stdout=log,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        return LocalHandle(process, log)
+        devices = self.pool.take(self.split.per_trial) if self.pool is not None else None
+        release = (lambda: self.pool.give_back(devices)) if devices is not None else None
+        try:
+            log = open(log_path, "a")
+            if devices is not None:
+                command, env = place_trial(command, env, self.split, devices)
+                log.write(placement_note(command, env))
+                log.flush()
+            process = subprocess.Popen(wrap(command, pid_file), env=env, cwd=cwd, stdout=log,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        except BaseException:
+            if release is not None:
+                release()
+            raise
+        return LocalHandle(process, log, release)
 
     def reap(self, pid_file: Path, attrs: dict[str, Any]) -> bool:
         return reap_pid_file(pid_file)
@@ -173,7 +210,7 @@ class SubmititLauncher:
     def __init__(self, folder: Path, parameters: dict[str, Any], job_name: str, source: str = "submitit") -> None:
         self.folder, self.source = folder, source
         self.parameters = {"timeout_min": 3 * 24 * 60, "name": job_name, **parameters}
-        self.train_gpus, self.generator_gpus = split_gpus(self.parameters, source)
+        self.split = GpuSplit(*split_gpus(self.parameters, source), origin=source)
         self.cluster_name = self.parameters.pop("cluster", None)
         with tempfile.TemporaryDirectory() as scratch:  # check the parameters, create nothing
             self.cluster = self._executor(Path(scratch)).cluster
@@ -190,11 +227,7 @@ class SubmititLauncher:
 
     def start(self, command: list[str], env: dict[str, str], cwd: str, log_path: Path, pid_file: Path) -> SubmititHandle:
         self.executor = self.executor or self._executor(self.folder)
-        if self.generator_gpus:
-            gpus = range(self.train_gpus, self.train_gpus + self.generator_gpus)
-            env = {**env, "HARNESS_GENERATOR_DEVICES": ",".join(map(str, gpus))}
-        command = torchrun_command(command, self.train_gpus)
-        job = self.executor.submit(run_trial_command, wrap(command, pid_file), env, cwd, str(log_path))
+        job = self.executor.submit(run_trial_command, command, env, cwd, str(log_path), str(pid_file), self.split)
         return SubmititHandle(job, log_path)
 
     def reap(self, pid_file: Path, attrs: dict[str, Any]) -> bool:
@@ -214,8 +247,12 @@ LAUNCHERS = Registry("launcher", {
 })
 
 
-def make_launcher(name: str, folder: Path, parameters: dict[str, Any], job_name: str, source: str = "submitit"):
-    return LAUNCHERS.get(name, where="--launcher")(folder, parameters, job_name, source)
+def make_launcher(name: str, folder: Path, parameters: dict[str, Any], job_name: str, source: str = "submitit",
+                  gpus: tuple[GpuSplit, DevicePool] | None = None):
+    """`gpus` (the local launcher's GPU split and pool) is ignored by submitit, whose block says its own."""
+    factory = LAUNCHERS.get(name, where="--launcher")
+    return factory(folder, parameters, job_name, source, gpus=gpus) if name == "local" else \
+        factory(folder, parameters, job_name, source)
 
 
 def child_env(tracking_uri: str, base: dict[str, str] | None = None) -> dict[str, str]:

@@ -28,6 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 from harness.errors import HarnessError
 from harness.sweep import records
 from harness.sweep.baseline import run_seed_baseline
+from harness.sweep.gpus import assign_local_gpus, trial_gpu_split
 from harness.sweep.launch import child_env, make_launcher
 from harness.sweep.objective import (distributions, prune_metric, read_run_file, sample_params, selected_objective,
                                      should_prune)
@@ -392,10 +393,26 @@ def prepare_trial_dir(trial_dir: Path, cell: Cell, tracking_uri: str) -> None:
         run_file.rename(trial_dir / "run.json.other-store")
 
 
+def local_gpus(sweep: Sweep, launcher: str, jobs: int, gpus_per_trial: int | None, gpus: str | None,
+               enqueue_only: bool = False):
+    """(GPU split per trial, the node's GPU pool) for the local launcher, or None (no assignment);
+    refuses --jobs x GPUs per trial beyond the node's GPUs before anything is created."""
+    if launcher != "local":
+        if gpus_per_trial is not None or gpus is not None:
+            raise HarnessError(f"--gpus-per-trial / --gpus are for --launcher local; with --launcher {launcher} "
+                               f"a trial's GPUs come from the sweep file's `{launcher}` block (train_gpus, "
+                               f"generator_gpus, gpus_per_node).")
+        return None
+    split = trial_gpu_split(sweep, gpus_per_trial, gpus)
+    pool = None if enqueue_only else assign_local_gpus(split, jobs, gpus)
+    return (split, pool) if pool is not None else None
+
+
 def run_sweep(sweep: Sweep, jobs: int = 1, storage: str | None = None, launcher: str = "local",
               progress: bool = True, enqueue_only: bool = False, heartbeat_s: int = HEARTBEAT_S,
-              grace_s: int = GRACE_S) -> SweepResult:
-    """Run (or resume) a sweep until no trial is waiting or running; see the module docstring."""
+              grace_s: int = GRACE_S, gpus_per_trial: int | None = None, gpus: str | None = None) -> SweepResult:
+    """Run (or resume) a sweep until no trial is waiting or running; see the module docstring.
+    `gpus_per_trial` / `gpus`: the local launcher's GPU assignment (harness/sweep/gpus.py)."""
     url = storage or default_storage_url(sweep.output_dir)
     storage_kind(url)  # a bad URL fails before anything is created
     if jobs < 1:
@@ -404,7 +421,8 @@ def run_sweep(sweep: Sweep, jobs: int = 1, storage: str | None = None, launcher:
         raise HarnessError(f"--heartbeat-s {heartbeat_s} / --grace-s {grace_s}: expected 1 <= heartbeat < grace "
                            f"(a trial silent for the grace period is taken over; defaults {HEARTBEAT_S} / {GRACE_S}).")
     runner = make_launcher(launcher, sweep.output_dir / "submitit", sweep.spec.submitit, f"harness-{sweep.name}",
-                           source=f"{sweep.path}: the `submitit` block")
+                           source=f"{sweep.path}: the `submitit` block",
+                           gpus=local_gpus(sweep, launcher, jobs, gpus_per_trial, gpus, enqueue_only))
     sweep.output_dir.mkdir(parents=True, exist_ok=True)
     handle = open_study(url, sweep.study_name, sweep.spec.objective.direction, heartbeat_s=heartbeat_s,
                         grace_s=grace_s)

@@ -109,6 +109,11 @@ class TrackingSpec(_Strict):
     experiment: str | None = None
 
 
+class LocalSpec(_Strict):  # --launcher local: GPUs per trial (harness/sweep/gpus.py)
+    train_gpus: int | None = Field(None, ge=1, le=1024, description="FSDP ranks; default --gpus-per-trial - generator")
+    generator_gpus: int = Field(0, ge=0, le=1024, description="GPUs after them for the generator worker")
+
+
 class SweepSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
@@ -125,6 +130,7 @@ class SweepSpec(_Strict):
     seed_baseline: bool = Field(True, description="evaluate the starting policy once, as the tables' seed row")
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     submitit: dict[str, Any] = Field(default_factory=dict, description="executor.update_parameters(...)")
+    local: LocalSpec | None = None
 
 
 @dataclass(frozen=True)
