@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from harness.models import load_policy
 from harness.rollout import SamplingParams, make_generator
 from harness.rollout.snapshots import SnapshotStore
-from harness.rollout.vllm_engine import LM_HEAD, VLLMGenerator, weight_transport, with_lm_head
+from harness.rollout.vllm_engine import LM_HEAD, VLLMGenerator, with_lm_head
 from harness.sequences import pack, policy_logprobs
 from harness.trainer import chat_prompt
 
@@ -335,7 +335,7 @@ def test_fsdp_with_a_vllm_worker_has_one_engine_and_the_one_process_rollouts(tin
     common = ["rollout.backend=vllm", "rollout.placement=worker", "method=dpo", "sync_every=2", "train.steps=3",
               "train.prompts_per_step=2", "train.samples_per_prompt=4", "train.max_new_tokens=16",
               "validation.prompts=2", "validation.every=2", "checkpoint.every=100", "model.device=cpu",
-              "rollout.vllm.cpu_kv_cache_gib=0.125", "rollout.vllm.max_model_len=256", "--no-progress"]
+              "rollout.vllm.cpu_kv_cache_gib=0.125", "rollout.vllm.max_model_len=256"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "VLLM_LOGGING_LEVEL": "INFO"}
     env.pop("MLFLOW_RUN_ID", None)
     runs = {}
@@ -344,7 +344,7 @@ def test_fsdp_with_a_vllm_worker_has_one_engine_and_the_one_process_rollouts(tin
                                    "--nproc-per-node", "2", "-m", "harness"])):
         extra = ["train.parallel=fsdp"] if name == "fsdp" else []
         done = subprocess.run([*launch, "train", str(ROOT / "sweeps/runs/tiny.yaml"), *common, *extra,
-                               f"output_dir={tmp_path / name}"], cwd=tmp_path, capture_output=True, text=True,
+                               f"output_dir={tmp_path / name}", "--no-progress"], cwd=tmp_path, capture_output=True, text=True,
                               timeout=900, env={**env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / name}.db"})
         assert done.returncode == 0, done.stderr[-4000:]
         assert (done.stdout + done.stderr).count("Initializing a V1 LLM engine") == 1, name
