@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from harness.models import load_policy
 from harness.rollout import SamplingParams, make_generator
 from harness.rollout.snapshots import SnapshotStore
-from harness.rollout.vllm_engine import LM_HEAD, VLLMGenerator, with_lm_head
+from harness.rollout.vllm_engine import LM_HEAD, VLLMGenerator, weight_transport, with_lm_head
 from harness.sequences import pack, policy_logprobs
 from harness.trainer import chat_prompt
 
