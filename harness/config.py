@@ -219,7 +219,7 @@ class VLLMEngineConfig(Section):
     """The vLLM engine's settings (used only with rollout.backend: vllm)."""
     gpu_memory_utilization: float = Field(0.3, gt=0, le=1.0, description="GPU: share of GPU memory the engine takes")
     cpu_kv_cache_gib: float = Field(1.0, gt=0, le=1024, description="CPU: GiB of KV-cache space")
-    tensor_parallel_size: int | None = Field(None, ge=1, le=64, description="None: the count of rollout.devices, else 1")
+    tensor_parallel_size: int | None = Field(None, ge=1, le=64, description="None: rollout.devices' count, else 1")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="auto: the narrower of model.param_dtype and model.compute_dtype")
     max_model_len: int | None = Field(None, ge=2, description="prompt + response tokens; None: the model's own")
     enforce_eager: bool = Field(True, description="no CUDA graphs / compilation (fast start)")

@@ -344,8 +344,9 @@ def test_fsdp_with_a_vllm_worker_has_one_engine_and_the_one_process_rollouts(tin
                                    "--nproc-per-node", "2", "-m", "harness"])):
         extra = ["train.parallel=fsdp"] if name == "fsdp" else []
         done = subprocess.run([*launch, "train", str(ROOT / "sweeps/runs/tiny.yaml"), *common, *extra,
-                               f"output_dir={tmp_path / name}", "--no-progress"], cwd=tmp_path, capture_output=True, text=True,
-                              timeout=900, env={**env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / name}.db"})
+                               f"output_dir={tmp_path / name}", "--no-progress"], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=900,
+                              env={**env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / name}.db"})
         assert done.returncode == 0, done.stderr[-4000:]
         assert (done.stdout + done.stderr).count("Initializing a V1 LLM engine") == 1, name
         client = MlflowClient(f"sqlite:///{tmp_path / name}.db")

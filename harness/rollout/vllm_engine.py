@@ -8,7 +8,8 @@ seconds and, with one device, receives weights as (name, tensor) pairs. An engin
 runs in other processes (multiprocess, or tensor parallel over several GPUs) receives them as a
 versioned safetensors folder in its own dtype (config.json + model.safetensors, in /dev/shm or
 `weights_dir`) that every worker reads through `reload_weights(weights_path=...)`: a tensor
-iterator cannot be pickled, and gigabytes through vLLM's RPC queue would be slow. Two traps corrupt log-probs silently, and both are closed here:
+iterator cannot be pickled, and gigabytes through vLLM's RPC queue would be slow. Two traps
+corrupt log-probs silently, and both are closed here:
 every weight push includes `lm_head.weight` (a tied checkpoint omits it, and vLLM keeps a packed
 copy of the output layer), and the prefix cache is reset after every push (its blocks hold KV
 computed with the old weights).
@@ -191,8 +192,9 @@ class VLLMGenerator:
         folder.mkdir()
         (folder / "config.json").write_text(json.dumps(self.config))
         # Tied tensors share storage; safetensors wants each tensor on its own (copy=True).
-        save_file({name: tensor.detach().to("cpu", self.dtype, copy=True).contiguous() for name, tensor in weights.items()},
-                  str(folder / "model.safetensors"))
+        tensors = {name: tensor.detach().to("cpu", self.dtype, copy=True).contiguous()
+                   for name, tensor in weights.items()}
+        save_file(tensors, str(folder / "model.safetensors"))
         return folder
 
     def _reload_from(self, folder: Path) -> None:

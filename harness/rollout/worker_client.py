@@ -87,7 +87,8 @@ class _Inbox:
                 if incarnation != self.incarnation:
                     return
                 if message["op"] in ("rollouts", "sampled"):
-                    self.results[message["step"] if message["op"] == "rollouts" else sample_key(message["id"])] = message
+                    key = message["step"] if message["op"] == "rollouts" else sample_key(message["id"])
+                    self.results[key] = message
                     self.deliveries += 1
                 elif message["op"] == "started":
                     self.visible_devices = message["cuda_visible_devices"]
