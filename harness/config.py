@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from harness import generator_devices
 from harness.errors import ConfigError
 from harness.files import read_text_file
 from harness.prompt_template import check_prompt_template, prompt_template_problem  # noqa: F401 - re-exported
@@ -192,7 +193,7 @@ class VLLMEngineConfig(Section):
     """The vLLM engine's settings (used only with rollout.backend: vllm)."""
     gpu_memory_utilization: float = Field(0.3, gt=0, le=1.0, description="GPU: share of GPU memory the engine takes")
     cpu_kv_cache_gib: float = Field(1.0, gt=0, le=1024, description="CPU: GiB of KV-cache space")
-    tensor_parallel_size: int = Field(1, ge=1, le=64)
+    tensor_parallel_size: int | None = Field(None, ge=1, le=64, description="None: rollout.devices' count, else 1")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="auto: the narrower of model.param_dtype and model.compute_dtype")
     max_model_len: int | None = Field(None, ge=2, description="prompt + response tokens; None: the model's own")
     enforce_eager: bool = Field(True, description="no CUDA graphs / compilation (fast start)")
@@ -207,7 +208,8 @@ class RolloutConfig(Section):
                                  "process, generating the sync window's steps ahead while the trainer trains")
     queue_depth: int = Field(8, ge=1, description="worker: steps of rollouts requested ahead and not yet trained "
                                                   "on, at most (never past the next sync)")
-    worker_device: str | None = Field(None, description="worker: its device (cpu, cuda, cuda:N); None = model.device")
+    devices: list[int] | None = Field(None, description="worker: its CUDA devices ([6, 7] or '6,7'); None = "
+                                      "$HARNESS_GENERATOR_DEVICES when a launcher sets it, else model.device")
     worker_cpu_threads: int | None = Field(None, ge=1, description="worker: torch CPU threads; None = model.cpu_threads")
     worker_restarts: int = Field(3, ge=0, description="worker: restarts in a row without a delivered step before "
                                                       "the run fails")
@@ -217,12 +219,15 @@ class RolloutConfig(Section):
     snapshot_dir: str | None = Field(None, description="worker: where weight snapshots are written; None = /dev/shm "
                                                        "(else the temp dir)")
 
-    @field_validator("worker_device")
+    @model_validator(mode="before")
     @classmethod
-    def _device(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
-            raise ValueError("expected auto, cpu, cuda or cuda:N")
-        return value
+    def _devices(cls, data: Any) -> Any:
+        return generator_devices.parse_rollout_section(data)  # rollout.devices as a list; worker_device refused
+
+    @model_validator(mode="after")
+    def _devices_fit(self) -> RolloutConfig:
+        generator_devices.check(self.devices, self.placement, self.backend, self.vllm.tensor_parallel_size)
+        return self
 
 
 class RewardsConfig(Section):

@@ -247,12 +247,5 @@ def clip_grad_norm(model, max_norm: float) -> float:
     return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
 
-def push_to_generator(generator, policy, dist: Dist) -> None:
-    """Generator sync: gather the full policy (collective), rank 0 hands it to the generator."""
-    weights = full_state_dict(policy, dist)
-    if dist.is_main:
-        generator.load_weights(weights)
-
-
 def is_main_process() -> bool:
     return launch_env()[0] == 0

@@ -31,10 +31,10 @@ from harness.chat import chat_prompt
 from harness.config import INF, RunConfig, flatten, format_interval
 from harness.errors import HarnessError
 from harness.rewards import make_reward_router
-from harness.precision import autocast
+from harness.precision import autocast, inference_dtype, torch_dtype
 from harness.preemption import Preempted, PreemptionWatch
 from harness.rollout import Generator, Rollout, SamplingParams, generator_options, make_generator
-from harness.rollout.placement import open_rollouts
+from harness.rollout.placement import open_rollouts, open_validator, push_policy
 from harness.rollout.schedule import StepPlan, check_generator_version
 from harness.sequences import chunks, pack, policy_logprobs
 from harness.tasks import TaskMixture, task_pools
@@ -96,7 +96,9 @@ def _train(cfg: RunConfig, tracker, resume: bool, progress: bool, dist: distribu
     sampling = SamplingParams(n=cfg.train.samples_per_prompt, temperature=cfg.train.temperature,
                               top_p=cfg.train.top_p, max_new_tokens=cfg.train.max_new_tokens,
                               return_logprobs=cfg.method == "grpo" and cfg.grpo.importance_sampling)
-    rollout_options = generator_options(cfg)
+    rollout_options = generator_options(cfg)  # checks the launcher's generator devices, if any
+    # The generator's dtype: syncs and validation gather the policy in it, on rank 0.
+    generator_dtype = torch_dtype(rollout_options.get("dtype") or inference_dtype(cfg))
 
     def open_generator(policy, tokenizer):
         """Rank 0, before sharding. rollout.placement: colocated (a copy here, generated when due) or
@@ -109,11 +111,10 @@ def _train(cfg: RunConfig, tracker, resume: bool, progress: bool, dist: distribu
     models = build_models(cfg, policy_path, dist, open_generator)
     policy, reference, generator, tokenizer = models.policy, models.reference, models.generator, models.tokenizer
     optimizer, device = models.optimizer, str(models.device)
-    # Validation samples the current policy through the same backend (hf: the module itself;
-    # vllm: the colocated rollout engine, or an engine of its own beside a worker, given the
-    # policy's weights for the call and its snapshot back).
-    validator = make_generator(cfg.rollout.backend, policy, tokenizer, live=True,
-                               engine=getattr(generator, "generator", None), **rollout_options)
+    # Validation samples the current policy through the same backend: hf in one process, the
+    # module itself; otherwise the run's one generator (rank 0's), given the gathered weights for
+    # the call and its snapshot back (open_validator).
+    validator = open_validator(cfg, policy, tokenizer, generator, dist, rollout_options, generator_dtype)
     rewards = build_rewards(cfg, reward_model_path, device) if dist.is_main else None  # rank 0 scores
     pair_rng = torch.Generator()
 
@@ -146,7 +147,7 @@ def _train(cfg: RunConfig, tracker, resume: bool, progress: bool, dist: distribu
             # 1. sync (before this step's rollouts, so steps k*s .. k*s+s-1 share one snapshot)
             started = time.perf_counter()
             if due(state.step, cfg.sync_every) and state.step > 0:
-                distributed.push_to_generator(generator, policy, dist)
+                push_policy(generator, policy, dist, generator_dtype)
                 state.last_sync = state.step
             if due(state.step, cfg.ref_sync_every) and state.step > 0:
                 distributed.copy_weights(reference, policy, dist)
@@ -362,10 +363,14 @@ def validate(cfg: RunConfig, validator: Generator, policy, pools: dict[str, list
     totals = {"reward": 0.0, "len": 0.0, "entropy": 0.0, "count": 0}
     params = SamplingParams(n=1, temperature=cfg.validation.temperature, top_p=cfg.validation.top_p,
                             max_new_tokens=cfg.train.max_new_tokens, seed=cfg.seed)
-    policy.eval()  # (under FSDP every rank samples the same, seeded, prompts: the forwards are collective)
+    policy.eval()  # (under FSDP every rank scores the same broadcast samples: the forwards are collective)
+    # One generate call for every pool (one weight gather and push); each pool keeps its own keys
+    # 0..n-1, so its samples are those of a call of its own.
+    prompts = [chat_prompt(validator.tokenizer, r["prompt"]) for records in pools.values() for r in records]
+    keys = [i for records in pools.values() for i in range(len(records))]
+    samples = [group[0] for group in validator.generate(prompts, params, keys)]
     for task, records in pools.items():
-        groups = validator.generate([chat_prompt(validator.tokenizer, r["prompt"]) for r in records], params)
-        rollouts = [group[0] for group in groups]
+        rollouts, samples = samples[:len(records)], samples[len(records):]
         scores = rewards.score(records, [r.text for r in rollouts]).rewards if rewards else [0.0] * len(rollouts)
         ent = validation_entropy(cfg, policy, rollouts, validator.tokenizer.pad_token_id)
         reward = sum(scores) / len(scores)

@@ -91,7 +91,7 @@ def test_two_rank_fsdp_run_equals_the_single_process_run(tiny_assets, tmp_path, 
     assert fsdp_norm == pytest.approx(single_norm, rel=1e-4)
     stale = [v for _, v in mlflow_series(tmp_path, "train/generator_staleness")]
     assert stale == [0, 1, 0]  # the sync after step 2 happened under FSDP
-    # the seed's validation: every rank samples through the sharded policy (collective forwards)
+    # the seed's validation: rank 0's generator samples the gathered policy, every rank scores (collective forwards)
     assert mlflow_series(tmp_path, "val/reward", first=0)[0] == (0, tracker.series("val/reward")[0][1])
     assert mlflow_series(tmp_path, "val/entropy", first=0)[0][1] == pytest.approx(tracker.series("val/entropy")[0][1],
                                                                                   rel=1e-5)

@@ -99,13 +99,63 @@ def test_schedule_assigns_one_snapshot_per_window_and_the_check_raises_on_any_ot
 def test_placement_keys_are_validated_before_any_work():
     with pytest.raises(ConfigError, match=r"rollout.placement.*nowhere"):
         load_run_config(TINY, ["rollout.placement=nowhere"])
-    with pytest.raises(ConfigError, match=r"rollout.worker_device.*gpu0.*cuda:N"):
-        load_run_config(TINY, ["rollout.worker_device=gpu0"])
+    with pytest.raises(ConfigError, match=r"rollout.worker_device.*cuda:1.*replaced by `rollout.devices`"):
+        load_run_config(TINY, ["rollout.placement=worker", "rollout.worker_device=cuda:1"])
+    for bad, expected in (("rollout.devices=gpu0", "CUDA device indexes"), ("rollout.devices=[1,1]", "once"),
+                          ("rollout.devices=-1", "CUDA device indexes"), ("rollout.devices=[]", "non-empty")):
+        with pytest.raises(ConfigError, match=rf"rollout.devices.*{expected}"):
+            load_run_config(TINY, ["rollout.placement=worker", "rollout.backend=vllm", bad])
+    with pytest.raises(ConfigError, match=r"rollout.devices.*need `rollout.placement=worker`"):
+        load_run_config(TINY, ["rollout.devices=1"])
+    with pytest.raises(ConfigError, match=r"hf backend runs on one device"):
+        load_run_config(TINY, ["rollout.placement=worker", "rollout.devices=6,7"])
+    with pytest.raises(ConfigError, match=r"tensor_parallel_size` = 4 is more than the 2 GPU"):
+        load_run_config(TINY, ["rollout.placement=worker", "rollout.backend=vllm", "rollout.devices=6,7",
+                               "rollout.vllm.tensor_parallel_size=4"])
     with pytest.raises(ConfigError, match=r"rollout.queue_depth"):
         load_run_config(TINY, ["rollout.queue_depth=0"])
-    cfg = load_run_config(TINY, ["rollout.placement=worker", "rollout.worker_device=cuda:1", "rollout.queue_depth=2"])
-    assert (cfg.rollout.placement, cfg.rollout.worker_device, cfg.rollout.queue_depth) == ("worker", "cuda:1", 2)
+    cfg = load_run_config(TINY, ["rollout.placement=worker", "rollout.devices=1", "rollout.queue_depth=2"])
+    assert (cfg.rollout.placement, cfg.rollout.devices, cfg.rollout.queue_depth) == ("worker", [1], 2)
     assert load_run_config(TINY).rollout.placement == "colocated"
+
+
+def test_generator_devices_come_from_the_key_else_the_launcher_and_set_the_tensor_parallel_size(monkeypatch):
+    from harness.rollout import generator_options
+    vllm_worker = ["rollout.placement=worker", "rollout.backend=vllm"]
+    monkeypatch.delenv("HARNESS_GENERATOR_DEVICES", raising=False)
+    assert generator_options(load_run_config(TINY, vllm_worker))["tensor_parallel_size"] == 1
+    assert generator_options(load_run_config(TINY, [*vllm_worker, "rollout.devices=6,7"]))["tensor_parallel_size"] == 2
+    monkeypatch.setenv("HARNESS_GENERATOR_DEVICES", "4,5,6")  # as the submitit launcher exports them
+    assert generator_options(load_run_config(TINY, vllm_worker))["tensor_parallel_size"] == 3
+    assert generator_options(load_run_config(TINY, [*vllm_worker, "rollout.vllm.tensor_parallel_size=1"])
+                             )["tensor_parallel_size"] == 1  # an explicit size wins
+    assert generator_options(load_run_config(TINY, ["rollout.backend=vllm"]))["tensor_parallel_size"] == 1  # colocated
+    monkeypatch.setenv("HARNESS_GENERATOR_DEVICES", "4,x")
+    with pytest.raises(ConfigError, match=r"HARNESS_GENERATOR_DEVICES = '4,x'.*CUDA device indexes"):
+        generator_options(load_run_config(TINY, vllm_worker))
+
+
+def test_a_worker_started_with_devices_sees_exactly_those_devices(tiny_assets, monkeypatch):
+    """The real spawned worker's environment (/proc/<pid>/environ), checked without CUDA: the worker
+    then fails to build on cuda:0, which is expected here and stopped by close()."""
+    from harness.models import load_policy
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")  # the trainer's own view: the worker must not inherit it
+    monkeypatch.setenv("HARNESS_GENERATOR_DEVICES", "2")  # the key wins over the launcher's export
+    cfg = load_run_config(TINY, ["rollout.placement=worker", "rollout.backend=hf", "rollout.devices=3",
+                                 "model.device=cpu"])
+    model, tokenizer = load_policy(tiny_assets.policy_dir)
+    client = worker_client.WorkerRollouts(cfg, model, tokenizer, plan=None)
+    try:
+        pid = client.handles["process"].pid
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")  # read at once: it is still importing
+        assert [e for e in environ if e.startswith(b"CUDA_VISIBLE_DEVICES=")] == [b"CUDA_VISIBLE_DEVICES=3"]
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1,2,3"  # the trainer's environment is left as it was
+        assert client.spec.device == "cuda:0"  # the first (only) device of its own set
+        with client.inbox.cond:  # and the worker itself reports what it sees
+            client.inbox.cond.wait_for(lambda: client.inbox.visible_devices or client.inbox.eof, timeout=120)
+        assert client.inbox.visible_devices == "3"
+    finally:
+        client.close()
 
 
 # -- weight transport --------------------------------------------------------------------

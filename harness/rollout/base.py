@@ -51,6 +51,16 @@ def stream_seed(seed: int, key: str | int, sample_index: int = 0) -> int:
     return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
+def check_whole_tensors(state_dict: Mapping[str, torch.Tensor]) -> None:
+    """A sharded policy's own state dict holds DTensor shards; a generator needs whole tensors
+    (gather them first: harness.distributed.full_state_dict)."""
+    from torch.distributed.tensor import DTensor
+    for name, tensor in state_dict.items():
+        if isinstance(tensor, DTensor):
+            raise TypeError(f"weights for the generator hold a DTensor shard ({name}); gather the full state dict "
+                            f"on rank 0 first")
+
+
 class Generator(Protocol):
     """What every rollout backend provides."""
 

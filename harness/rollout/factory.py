@@ -13,6 +13,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from harness import generator_devices
 from harness.errors import ConfigError
 from harness.precision import inference_dtype
 from harness.rollout.base import Generator, Rollout, SamplingParams
@@ -80,11 +81,12 @@ def generator_options(cfg) -> dict[str, Any]:
     options: dict[str, Any] = {"batch_size": cfg.rollout.batch_size, "device": cfg.model.device}
     if cfg.rollout.backend == "vllm":
         engine = cfg.rollout.vllm
+        devices = generator_devices.of_run(cfg.rollout)  # the worker's GPUs: shard over all of them by default
         options.update(dtype=inference_dtype(cfg) if engine.dtype == "auto" else engine.dtype,
-                       gpu_memory_utilization=engine.gpu_memory_utilization,
-                       cpu_kv_cache_gib=engine.cpu_kv_cache_gib, tensor_parallel_size=engine.tensor_parallel_size,
+                       gpu_memory_utilization=engine.gpu_memory_utilization, cpu_kv_cache_gib=engine.cpu_kv_cache_gib,
+                       tensor_parallel_size=engine.tensor_parallel_size or len(devices or [0]),
                        max_model_len=engine.max_model_len, enforce_eager=engine.enforce_eager, seed=cfg.seed,
-                       trust_remote_code=cfg.model.trust_remote_code)
+                       trust_remote_code=cfg.model.trust_remote_code, weights_dir=cfg.rollout.snapshot_dir)
     return options
 
 

