@@ -258,12 +258,7 @@ def generator_on_trainer_gpu(cfg, placement: str, generator_gpus: int, weights: 
         return [("resident", f"generator copy ({dtype}, colocated on rank 0)", weights),
                 ("generate", f"generator KV cache ({rollout_rows} sequences x {seq} tokens)", kv_cache),
                 ("generate", "sampling logits (fp32 softmax, per sequence)", rollout_rows * vocab * 12)]
-    if generator_gpus and cfg.rollout.backend == "vllm":  # validation samples through an engine of its own
-        share = cfg.rollout.vllm.gpu_memory_utilization
-        return [("resident", "generator (worker: on its own GPUs)", 0.0),
-                ("resident", f"rank 0's own vLLM engine for validation ({share:g} x {capacity_gib:g} GiB)",
-                 share * capacity_gib * GIB)]
-    if generator_gpus:
+    if generator_gpus:  # validation samples through the same worker (weights gathered to rank 0's host memory)
         return [("resident", "generator (worker: on its own GPUs)", 0.0)]
     # A worker with no GPUs of its own runs on model.device, beside rank 0, and generates while it trains.
     return [("resident", f"rollout worker on this GPU (weights {dtype} + KV cache + its CUDA context)",

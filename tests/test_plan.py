@@ -26,6 +26,8 @@ SHAPE_2_8B = Shape(hidden_size=2048, intermediate_size=8192, num_hidden_layers=3
 # Same machine: the training logits' forward of 4 x (512 + 2048) tokens at vocabulary 128,256 peaked at
 # 20.7 GiB (the old plan's row said 14.7).
 MEASURED_LOGITS = {"micro_batch": 4, "tokens": 512 + 2048, "vocab": 128256, "forward_peak_gib": 20.7}
+# The hand computations below are of the colocated hf generator (the shipped config runs vLLM on GPUs of its own).
+COLOCATED_HF = ["rollout.backend=hf", "rollout.placement=colocated"]
 
 
 def lora_2_8b(micro_batch: int):
@@ -48,7 +50,7 @@ def test_plan_is_within_15_percent_of_the_measured_2_8b_lora_run(micro_batch):
 
 
 def test_logits_row_is_the_measured_forward_peak():
-    cfg = load_run_config(LLAMA)
+    cfg = load_run_config(LLAMA, COLOCATED_HF)
     plan = plan_memory(cfg, gpus=8, capacity_gib=140)
     assert cfg.train.micro_batch_size == MEASURED_LOGITS["micro_batch"]
     assert row(plan, "logits") / GIB == pytest.approx(MEASURED_LOGITS["forward_peak_gib"], rel=0.02)
@@ -60,7 +62,7 @@ def row(plan, prefix: str, phase: str | None = None) -> float:
 
 
 def test_phases_are_not_added_up():
-    plan = plan_memory(load_run_config(LLAMA), gpus=8, capacity_gib=140)
+    plan = plan_memory(load_run_config(LLAMA, COLOCATED_HF), gpus=8, capacity_gib=140)
     resident = sum(v for where, _, v in plan.rows if where == "resident")
     every_row = sum(v for _, _, v in plan.rows)
     validation = sum(v for where, _, v in plan.rows if where == "validate")
@@ -70,7 +72,7 @@ def test_phases_are_not_added_up():
 
 
 def test_8b_plan_matches_a_hand_computation():
-    cfg = load_run_config(LLAMA)
+    cfg = load_run_config(LLAMA, COLOCATED_HF)
     plan = plan_memory(cfg, gpus=8, capacity_gib=140)
     # Hand: Llama-3.1-8B has 8.03e9 parameters (4096 hidden, 14336 MLP, 32 layers, 8 KV heads, 128256 vocab).
     n = 128256 * 4096 * 2 + 32 * (2 * 4096 * 4096 + 2 * 4096 * 1024 + 3 * 4096 * 14336 + 2 * 4096) + 4096
@@ -96,7 +98,7 @@ def test_8b_plan_matches_a_hand_computation():
 
 
 def test_worker_placement_moves_the_generator_off_the_trainer_gpus():
-    cfg = load_run_config(LLAMA)
+    cfg = load_run_config(LLAMA, COLOCATED_HF)
     colocated = plan_memory(cfg, gpus=8, capacity_gib=140)
     worker = plan_memory(cfg, gpus=6, capacity_gib=140, generator_gpus=2)
     assert row(worker, "generator (worker") == 0
@@ -104,7 +106,7 @@ def test_worker_placement_moves_the_generator_off_the_trainer_gpus():
     assert worker.generator_total == pytest.approx(8.03e9 * 2 + 64 * 2560 * 32 * 2 * 1024 * 2 + 2 * GIB, rel=0.05)
     assert worker.total < colocated.total and worker.fits
     # vLLM reserves its share of each generator GPU up front
-    vllm = load_run_config(LLAMA, ["rollout.backend=vllm", "rollout.vllm.gpu_memory_utilization=0.85"])
+    vllm = load_run_config(LLAMA)  # the shipped default: vLLM at 0.85
     worker = plan_memory(vllm, gpus=6, capacity_gib=140, generator_gpus=2)
     assert worker.generator_total == pytest.approx(0.85 * 140 * GIB + 0.5 * GIB)
     colocated = plan_memory(vllm, gpus=8, capacity_gib=140)
@@ -112,7 +114,7 @@ def test_worker_placement_moves_the_generator_off_the_trainer_gpus():
 
 
 def test_host_memory_row_counts_every_rank_loading_the_whole_model():
-    plan = plan_memory(load_run_config(LLAMA), gpus=8, capacity_gib=140)
+    plan = plan_memory(load_run_config(LLAMA, COLOCATED_HF), gpus=8, capacity_gib=140)
     n = 8.03e9
     # each of 8 ranks: fp32 policy + bf16 reference; rank 0 also copies the fp32 policy for the generator
     assert plan.host_total == pytest.approx(8 * n * (4 + 2) + n * 4, rel=0.01)
@@ -120,25 +122,25 @@ def test_host_memory_row_counts_every_rank_loading_the_whole_model():
 
 
 def test_max_prompt_tokens_replaces_the_default_allowance():
-    cfg = load_run_config(LLAMA, ["data.max_prompt_tokens=256"])
+    cfg = load_run_config(LLAMA, [*COLOCATED_HF, "data.max_prompt_tokens=256"])
     plan = plan_memory(cfg, gpus=8, capacity_gib=140)
     assert row(plan, "generator KV cache") == pytest.approx(64 * (256 + 2048) * 32 * 2 * 1024 * 2, rel=0.01)
 
 
 def test_plan_command_prints_the_table_and_says_it_fits():
-    done = subprocess.run([sys.executable, "-m", "harness", "plan", str(LLAMA), "--gpus", "8", "--gpu-memory-gib", "140"],
+    done = subprocess.run([sys.executable, "-m", "harness", "plan", str(LLAMA), *COLOCATED_HF, "--gpus", "8", "--gpu-memory-gib", "140"],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "FITS" in done.stdout and "AdamW moments (2 x float32, 1/8)" in done.stdout
     assert "<- peak" in done.stdout and "host memory" in done.stdout
-    done = subprocess.run([sys.executable, "-m", "harness", "plan", str(LLAMA), "train.parallel=none",
+    done = subprocess.run([sys.executable, "-m", "harness", "plan", str(LLAMA), *COLOCATED_HF, "train.parallel=none",
                            "model.gradient_checkpointing=false", "--gpus", "1", "--gpu-memory-gib", "140"],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 1 and "DOES NOT FIT" in done.stdout
 
 
 def test_a_config_that_cannot_fit_is_refused_naming_the_keys():
-    cfg = load_run_config(LLAMA, ["train.parallel=none"])
+    cfg = load_run_config(LLAMA, [*COLOCATED_HF, "train.parallel=none"])
     plan = plan_memory(cfg, gpus=1, capacity_gib=80)
     assert not plan.fits
     message = not_fitting_message(plan, str(LLAMA))
@@ -153,3 +155,13 @@ def test_shapes_come_from_config_json_first(tiny_assets):
     assert shape.params == sum(t.numel() for t in weights.values())
     with pytest.raises(ConfigError, match="no config.json"):
         model_shape("/nonexistent/SomeModel-13B")
+
+
+def test_the_shipped_8b_config_plans_the_6_plus_2_split_it_launches():
+    """sweeps/runs/llama31_8b.yaml (and so the full grid): 6 FSDP ranks, vLLM on 2 GPUs of its own."""
+    done = subprocess.run([sys.executable, "-m", "harness", "plan", str(LLAMA), "--gpus", "6", "--generator-gpus", "2",
+                           "--gpu-memory-gib", "140"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "generator worker (vllm) on 2 GPU(s)" in done.stdout and "1/6)" in done.stdout
+    assert "vLLM reservation (gpu_memory_utilization 0.85 x 140 GiB" in done.stdout
+    assert "generator (worker: on its own GPUs)" in done.stdout and "FITS" in done.stdout
