@@ -10,6 +10,11 @@ import logging
 import re
 
 
+# A run that stopped on a preemption signal after writing a checkpoint exits with this (EX_TEMPFAIL);
+# the sweep's launchers start it again with --resume, into the same MLflow run (harness/preemption.py).
+REQUEUE_EXIT_CODE = 75
+
+
 class HarnessError(Exception):
     """An error caused by input the user controls; shown without a traceback."""
     exit_code = 2  # what the CLI exits with (harness.preemption.Preempted: 75, requeue me)

@@ -20,11 +20,9 @@ import threading
 
 import torch
 
-from harness.errors import HarnessError
+from harness.errors import REQUEUE_EXIT_CODE, HarnessError
 
 log = logging.getLogger("harness.train")
-
-REQUEUE_EXIT_CODE = 75  # EX_TEMPFAIL: try again later
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 

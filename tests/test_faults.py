@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -227,3 +228,29 @@ def test_a_disk_that_fills_while_a_checkpoint_is_written_leaves_the_last_good_on
         assert sorted(p.name for p in (disk / "checkpoints").iterdir()) == ["step_000001"]
         meta, tensors = ckpt.load_trainer_state(disk / "checkpoints" / "step_000001")
         assert meta["step"] == 1 and any(k.startswith("optim.") for k in tensors)
+
+
+def test_a_preempted_sweep_trial_is_requeued_and_resumes_into_the_same_run(tiny_assets, tmp_path):
+    from test_sweep_run import mlflow_runs, study_of, sweep_argv, sweep_env, write_grid
+    path = write_grid(tmp_path, "preempt", {"method": ["dpo"]}, set={"train.steps": 30, "checkpoint.every": 100,
+                                                                    "validation.every": 100})
+    sweep = subprocess.Popen(sweep_argv(path, "--jobs", "1"), cwd=tmp_path, env=sweep_env(tmp_path),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    trial_dir = tmp_path / "outputs" / "preempt" / "trials" / "dpo" / "0"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        log = (trial_dir / "trial.log").read_text() if (trial_dir / "trial.log").exists() else ""
+        if "validation at step 0" in log:
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)
+    pid = json.loads((trial_dir / "trial.pid").read_text())["pid"]
+    os.kill(pid, signal.SIGTERM)  # what Slurm sends at a preemption, to the trainer
+    out, _ = sweep.communicate(timeout=600)
+    assert sweep.returncode == 0, out[-3000:]
+    (trial,) = study_of(path).trials()
+    assert trial.user_attrs["harness.requeues"] == 1 and trial.user_attrs["harness.outcome"] == "completed"
+    log = (trial_dir / "trial.log").read_text()
+    assert "SIGTERM received; stopped after step" in log and "resumed from" in log
+    runs = [r for r in mlflow_runs(tmp_path, "preempt") if "cell_key" in r.data.tags]
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # one run, continued

@@ -25,7 +25,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from harness.errors import HarnessError
+from harness.errors import REQUEUE_EXIT_CODE, HarnessError
 from harness.sweep import records
 from harness.sweep.baseline import run_seed_baseline
 from harness.sweep.gpus import assign_local_gpus, trial_gpu_split
@@ -121,7 +121,9 @@ def describe_exit(code: int) -> str:
             name = f"signal {-code}"
         hint = " (often the out-of-memory killer)" if -code == signal.SIGKILL else ""
         return f"killed by {name}{hint}"
-    return {2: "exit code 2 (a config or data error)", 130: "exit code 130 (interrupted)"}.get(code, f"exit code {code}")
+    return {2: "exit code 2 (a config or data error)", 130: "exit code 130 (interrupted)",
+            REQUEUE_EXIT_CODE: f"exit code {REQUEUE_EXIT_CODE} (preempted after a checkpoint; the rerun resumes it)"
+            }.get(code, f"exit code {code}")
 
 
 class Coordinator:
@@ -272,7 +274,18 @@ class Coordinator:
                 records.tag_run(self.client, item.run_id, {"harness.trial": item.trial.number,
                                                             "harness.objective": value, "harness.selected_step": step})
             return None
+        if code == REQUEUE_EXIT_CODE and self.stop_signal is None:
+            return self.requeue(item)
         return self.fail(item, attrs, describe_exit(code))
+
+    def requeue(self, item: Running) -> None:
+        """The trial was preempted (SIGTERM/SIGUSR1: a checkpoint, then exit 75): start it again at
+        once; its run.json makes the new attempt `--resume` into the same MLflow run."""
+        requeues = int(item.trial.user_attrs.get("harness.requeues", 0)) + 1
+        set_attrs(self.handle, item.number, {"harness.requeues": requeues})
+        self.progress.note(f"trial #{item.trial.number} ({item.cell.key}) was preempted after a checkpoint; "
+                           f"requeued (requeue {requeues}), it resumes into MLflow run {item.run_id}")
+        self.start(self.handle.trial(item.number))
 
     def fail(self, item: Running, attrs: dict[str, Any], reason: str) -> None:
         tail = log_tail(item.log_path, item.log_offset)
