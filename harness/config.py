@@ -173,6 +173,9 @@ class TrainConfig(Section):
     top_p: float = Field(1.0, gt=0, le=1.0)
     micro_batch_size: int = Field(64, ge=1, description="sequences per forward/backward pass (per process)")
     parallel: Literal["none", "fsdp"] = Field("none", description="fsdp: FSDP2 sharding over the torchrun processes")
+    collective_timeout_s: float = Field(900.0, gt=0, description="fsdp: seconds a rank waits in a collective for the "
+                                        "others (a hung or dead rank ends the job after this); rank 0's checkpoint "
+                                        "writes and validation must fit in it")
 
 
 class DPOConfig(Section):
@@ -213,7 +216,7 @@ class RolloutConfig(Section):
     worker_cpu_threads: int | None = Field(None, ge=1, description="worker: torch CPU threads; None = model.cpu_threads")
     worker_restarts: int = Field(3, ge=0, description="worker: restarts in a row without a delivered step before "
                                                       "the run fails")
-    worker_timeout_s: float | None = Field(1800.0, gt=0, description="worker: seconds a live worker may take to "
+    worker_timeout_s: float | None = Field(600.0, gt=0, description="worker: seconds a live worker may take to "
                                            "deliver the step the trainer waits for before it is declared hung, killed "
                                            "and restarted; None = wait forever")
     snapshot_dir: str | None = Field(None, description="worker: where weight snapshots are written; None = /dev/shm "
@@ -317,6 +320,13 @@ class RunConfig(Section):
                 f"model.lora makes the reference the base model with the adapter switched off, so it cannot "
                 f"follow the policy; ref_sync_every resolved to {format_interval(self.ref_sync_every)}: set "
                 f"ref_sync_every=inf")
+        worker_wait = self.rollout.worker_timeout_s
+        if self.train.parallel == "fsdp" and self.rollout.placement == "worker" and \
+                (worker_wait is None or worker_wait >= self.train.collective_timeout_s):
+            raise ValueError(
+                f"rollout.worker_timeout_s = {worker_wait} must be below train.collective_timeout_s = "
+                f"{self.train.collective_timeout_s:g} under train.parallel=fsdp: the other ranks wait for rank 0 in a "
+                f"collective while it waits for the worker, so a hung worker must be replaced before they time out")
         if self.model.reference_offload and self.train.parallel != "fsdp":
             raise ValueError(
                 "model.reference_offload=true needs train.parallel=fsdp (FSDP's CPU offload; it also "

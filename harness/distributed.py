@@ -149,7 +149,8 @@ def setup(cfg) -> Dist:
         torch.cuda.set_device(local_rank)
     backend = process_group_backend(cuda)
     if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend, timeout=timedelta(minutes=30))
+        # A dead or hung rank ends every other rank's wait after this (NCCL's watchdog and gloo alike).
+        torch.distributed.init_process_group(backend, timeout=timedelta(seconds=cfg.train.collective_timeout_s))
     if rank != 0:
         logging.getLogger("harness").setLevel(logging.WARNING)  # one log, rank 0's
     device = torch.device(f"cuda:{local_rank}") if cuda else torch.device("cpu")

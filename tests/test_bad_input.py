@@ -53,6 +53,9 @@ OK_PRED = {"pred.jsonl": '{"id": "a", "output": "\\\\boxed{2}"}\n'}
 CASES = [
     # -- numbers at the edges, run config ------------------------------------------------
     ("lr-inf", train("train.lr=.inf"), {}, ["train.lr", "finite"], {}),
+    ("worker-outwaits-collectives", train("train.parallel=fsdp", "rollout.placement=worker",
+                                          "rollout.worker_timeout_s=1200", "train.collective_timeout_s=900"), {},
+     ["rollout.worker_timeout_s = 1200", "below train.collective_timeout_s = 900", "hung worker"], {}),
     ("lr-minus-inf", train("train.lr=-.inf"), {}, ["train.lr"], {}),
     ("lr-nan", train("train.lr=.nan"), {}, ["train.lr", "finite"], {}),
     ("lr-inf-word", train("train.lr=inf"), {}, ["train.lr"], {}),

@@ -254,3 +254,61 @@ def test_a_preempted_sweep_trial_is_requeued_and_resumes_into_the_same_run(tiny_
     assert "SIGTERM received; stopped after step" in log and "resumed from" in log
     runs = [r for r in mlflow_runs(tmp_path, "preempt") if "cell_key" in r.data.tags]
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # one run, continued
+
+
+def rank_pids(launcher_pid: int) -> dict[int, int]:
+    """{LOCAL_RANK: pid} of the processes torchrun started (read from /proc)."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) != launcher_pid:
+                continue
+            env = dict(item.split("=", 1) for item in (proc / "environ").read_text().split("\0") if "=" in item)
+        except (OSError, ValueError):
+            continue
+        if "LOCAL_RANK" in env:
+            found[int(env["LOCAL_RANK"])] = int(proc.name)
+    return found
+
+
+def test_a_killed_fsdp_rank_ends_the_job_in_bounded_time_and_resume_matches(tiny_assets, tmp_path):
+    from test_fsdp import SMALL as FSDP_SMALL, assert_same_training, seed_weights
+    common = [*FSDP_SMALL, "method=dpo", "sync_every=2", "checkpoint.every=2", "train.steps=6",
+              "train.collective_timeout_s=30"]
+    env = {**env_for(tmp_path), "OMP_NUM_THREADS": "1"}
+
+    def torchrun(out: str, *flags: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                                 "-m", "harness", "train", TINY, *common, f"output_dir={tmp_path / out}",
+                                 "train.parallel=fsdp", "--no-progress", "--no-mlflow", *flags],
+                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    straight = torchrun("straight")
+    assert straight.wait(timeout=600) == 0, straight.stdout.read()[-3000:]
+
+    job = torchrun("killed")
+    deadline = time.monotonic() + 300
+    while not ckpt.list_checkpoints(tmp_path / "killed") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pids = rank_pids(job.pid)
+    assert set(pids) == {0, 1}, pids
+    os.kill(pids[1], signal.SIGKILL)  # a rank dies mid-run (after the step-2 checkpoint)
+    killed_at = time.monotonic()
+    out, _ = job.communicate(timeout=300)
+    ended_after = time.monotonic() - killed_at
+    print(f"rank 1 SIGKILLed after checkpoint step {ckpt.list_checkpoints(tmp_path / 'killed')[-1][0]}: "
+          f"the job ended {ended_after:.1f} s later")
+    assert job.returncode != 0 and ended_after < 60, (ended_after, out[-3000:])
+    assert "rank    : 1" in out or "rank: 1" in out or "local_rank: 1" in out, out[-3000:]
+    assert all(not Path(f"/proc/{pid}").exists() for pid in pids.values())
+    last_good = ckpt.list_checkpoints(tmp_path / "killed")[-1][0]
+    assert 2 <= last_good < 6
+
+    resumed = torchrun("killed", "--resume")
+    out = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, out[-3000:]
+    assert f"(step {last_good})" in out
+    assert_same_training(final_weights(tmp_path / "straight"), final_weights(tmp_path / "killed"),
+                         seed_weights(tiny_assets))
