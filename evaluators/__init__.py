@@ -2,7 +2,7 @@
 
 - `evaluators.registry`: `Suite`, `register_suite`, `get_suite`, `list_suites`, `EvalOptions`.
 - `evaluators.math_suites`: math500, amc23, numinamath, tiny_math (pass@1 with Math-Verify).
-- `evaluators.pairwise`: AlpacaEval LC and Arena-Hard (judged pairwise suites).
+- `evaluators.pairwise`, `evaluators.arena_hard`: AlpacaEval LC and Arena-Hard (judged pairwise suites).
 - `evaluators.selection`: `select_checkpoint(history, checkpoints, rule)`.
 - `evaluators.run`: `evaluate_checkpoint`, `evaluate_run`, `score_predictions` (the CLI engines).
 - `evaluators/lm_eval_tasks/`: the math suites as lm-evaluation-harness tasks

@@ -27,7 +27,7 @@ VERDICT_PATTERN = re.compile(r"\[\[([AB<>=]+)\]\]")
 
 # Each label (as the judge wrote it) -> (score of assistant A, number of battles).
 # arena-hard v2.0 also accepts the mirrored spellings (A<B, B<<A, ...).
-_LABELS = {
+LABEL_SCORES = {
     "A>>B": (1.0, STRONG_WEIGHT), "A>B": (1.0, 1), "A=B": (0.5, 1), "B>A": (0.0, 1), "B>>A": (0.0, STRONG_WEIGHT),
     "A<<B": (0.0, STRONG_WEIGHT), "A<B": (0.0, 1), "B=A": (0.5, 1), "B<A": (1.0, 1), "B<<A": (1.0, STRONG_WEIGHT),
 }
@@ -40,7 +40,7 @@ def parse_verdict(judgment: str | None) -> str | None:
     """
     if not judgment:
         return None
-    labels = [m for m in VERDICT_PATTERN.findall(judgment.upper()) if m in _LABELS]
+    labels = [m for m in VERDICT_PATTERN.findall(judgment.upper()) if m in LABEL_SCORES]
     return labels[-1] if labels else None
 
 
@@ -52,10 +52,10 @@ def game_battles(label_game1: str | None, label_game2: str | None) -> tuple[list
     scores: list[float] = []
     dropped = 0
     for label, model_is_a in ((label_game1, False), (label_game2, True)):
-        if label is None or label not in _LABELS:
+        if label is None or label not in LABEL_SCORES:
             dropped += 1
             continue
-        score_a, weight = _LABELS[label]
+        score_a, weight = LABEL_SCORES[label]
         scores.extend([score_a if model_is_a else 1.0 - score_a] * weight)
     return scores, dropped
 

@@ -3,9 +3,10 @@
 A judge compares a model's output with a baseline's output for the same prompt, two ways:
 
     judge.preferences(items) -> list[Preference]        AlpacaEval: P(model output is better)
-    judge.verdicts(items)    -> list[tuple[Game, Game]]  Arena-Hard: one verdict per answer order
-                                                         (game 1: A = baseline, B = model;
-                                                          game 2: A = model, B = baseline)
+    judge.verdicts(items, version) -> list[tuple[Game, Game]]  Arena-Hard ("v0.1" or "v2.0"): one
+                                                         verdict per answer order (game 1: A =
+                                                         baseline, B = model; game 2: A = model,
+                                                         B = baseline)
 
 Judges (`make_judge(config)`; an unknown name is a ConfigError):
 
@@ -18,17 +19,21 @@ Judges (`make_judge(config)`; an unknown name is a ConfigError):
   Keys: model_dir, device ("cpu"), dtype ("auto": bf16 on CUDA), batch_size (16), max_length (2048), strong_threshold,
   weak_threshold.
 
-- `openai_compatible`: any chat-completions endpoint (OpenAI, vLLM, SGLang, ...), POST
-  {base_url}/chat/completions with urllib, the benchmarks' official prompts (judge_prompts.py).
-  Keys: base_url (required, e.g. https://api.openai.com/v1), model (required, e.g.
-  gpt-4-1106-preview), api_key_env ("OPENAI_API_KEY"; null for servers without auth),
-  temperature (0.0), max_tokens (4096, Arena-Hard judgments), timeout_s (120), max_attempts (6),
-  backoff_s (1.0, doubled per retry), max_backoff_s (60), concurrency (4 parallel requests),
-  cache_dir ($HARNESS_CACHE/judge_cache), logprobs (true), top_logprobs (5),
-  randomize_order (true).
-  Retries: HTTP 429 / 5xx, connection errors and timeouts, with exponential backoff (honouring
-  Retry-After up to max_backoff_s); other HTTP errors and malformed responses fail at once.
-  Cache: every response is stored under cache_dir, keyed by sha256 of (model, messages,
+- `openai_compatible`: any OpenAI-compatible chat-completions server (OpenAI, vLLM, SGLang, ...)
+  through the `openai` SDK, with the benchmarks' official prompts (judge_prompts.py).
+  Keys: base_url (required, e.g. https://api.openai.com/v1), model, api_key_env
+  ("OPENAI_API_KEY"; null for a server without auth: the SDK then sends the key "EMPTY"),
+  temperature, max_tokens, timeout_s (120, per request), max_attempts (6: the SDK's
+  max_retries + 1), concurrency (4 parallel requests), cache_dir ($HARNESS_CACHE/judge_cache),
+  logprobs (true), top_logprobs (5), randomize_order (true).
+  `model`, `temperature` and `max_tokens` left unset take each benchmark's own setting
+  (`SUITE_DEFAULTS`, from alpaca_eval's `weighted_alpaca_eval_gpt4_turbo/configs.yaml` and
+  arena-hard-auto's `config/arena-hard-v0.1.yaml` / `arena-hard-v2.0.yaml`); a value set
+  applies to every suite.
+  Retries (the SDK's): HTTP 408 / 409 / 429 / 5xx, connection errors and timeouts, backoff
+  0.5 s doubling to 8 s with jitter, a server's Retry-After(-ms) honoured up to 2 minutes; other
+  HTTP errors and malformed replies fail at once with a ConfigError.
+  Cache: every reply is stored under cache_dir, keyed by sha256 of (model, messages,
   temperature, max_tokens, logprobs settings), written atomically, so a re-run costs nothing.
   AlpacaEval: alpaca_eval's `weighted_alpaca_eval_gpt4_turbo` asks for one token with
   log-probabilities and reads P(M) = p(M) / (p(m) + p(M)); when the endpoint returns no
@@ -45,9 +50,6 @@ import logging
 import math
 import os
 import random
-import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +102,7 @@ class Judge(Protocol):
 
     def preferences(self, items: list[Comparison]) -> list[Preference]: ...
 
-    def verdicts(self, items: list[Comparison]) -> list[tuple[Game, Game]]: ...
+    def verdicts(self, items: list[Comparison], version: str = "v0.1") -> list[tuple[Game, Game]]: ...
 
 
 # Keys the pairwise suites read from the same `eval.judge` mapping (not judge settings).
@@ -152,8 +154,8 @@ class RewardModelJudge:
         return [Preference(_sigmoid(sm - sb), f"reward model={sm:.4f} baseline={sb:.4f}")
                 for sm, sb in self._score_pairs(items)]
 
-    def verdicts(self, items: list[Comparison]) -> list[tuple[Game, Game]]:
-        games = []
+    def verdicts(self, items: list[Comparison], version: str = "v0.1") -> list[tuple[Game, Game]]:
+        games = []  # `version` (arena-hard's) changes nothing for a reward model
         for sm, sb in self._score_pairs(items):
             p_model = _sigmoid(sm - sb)
             text = f"reward model={sm:.4f} baseline={sb:.4f} P(model better)={p_model:.4f}"
@@ -163,57 +165,84 @@ class RewardModelJudge:
         return games
 
 
+# The benchmarks' own judge settings, used for each key the judge config leaves unset.
+SUITE_DEFAULTS = {
+    # alpaca_eval evaluators_configs/weighted_alpaca_eval_gpt4_turbo/configs.yaml (temperature 1
+    # "has no effect": one token is read through its log-probabilities)
+    "alpaca_eval": {"model": "gpt-4-1106-preview", "temperature": 1.0, "max_tokens": 1},
+    # arena-hard-auto config/arena-hard-v0.1.yaml and config/arena-hard-v2.0.yaml
+    "arena_hard_v0.1": {"model": "gpt-4-1106-preview", "temperature": 0.0, "max_tokens": 4096},
+    "arena_hard_v2.0": {"model": "gpt-4.1", "temperature": 0.0, "max_tokens": 16000},
+}
+NO_AUTH_KEY = "EMPTY"  # the SDK insists on a key; servers without auth ignore it (vLLM's convention)
+
+
 class OpenAICompatibleJudge:
-    """Judge through a chat-completions HTTP endpoint (see module docstring)."""
+    """Judge through an OpenAI-compatible chat-completions server with the openai SDK (module docstring)."""
 
     name = "openai_compatible"
 
     def __init__(self, base_url: str | None = None, model: str | None = None, api_key_env: str | None = "OPENAI_API_KEY",
-                 temperature: float = 0.0, max_tokens: int = 4096, timeout_s: float = 120.0, max_attempts: int = 6,
-                 backoff_s: float = 1.0, max_backoff_s: float = 60.0, concurrency: int = 4,
-                 cache_dir: str | Path | None = None, logprobs: bool = True, top_logprobs: int = 5,
-                 randomize_order: bool = True):
-        for key, value in (("base_url", base_url), ("model", model)):
-            if not isinstance(value, str) or not value:
-                raise ConfigError(
-                    f"eval.judge.{key} is {value!r}; the openai_compatible judge needs base_url (e.g. "
-                    f"https://api.openai.com/v1) and model (e.g. gpt-4-1106-preview).")
+                 temperature: float | None = None, max_tokens: int | None = None, timeout_s: float = 120.0,
+                 max_attempts: int = 6, concurrency: int = 4, cache_dir: str | Path | None = None,
+                 logprobs: bool = True, top_logprobs: int = 5, randomize_order: bool = True):
+        if not isinstance(base_url, str) or not base_url:
+            raise ConfigError(
+                f"eval.judge.base_url is {base_url!r}; the openai_compatible judge needs the server's API root "
+                f"(e.g. https://api.openai.com/v1, or http://host:8000/v1 for a vLLM server).")
+        if model is not None and (not isinstance(model, str) or not model):
+            raise ConfigError(f"eval.judge.model is {model!r}; expected a model name (e.g. gpt-4-1106-preview) "
+                              f"or no key for each benchmark's own judge model.")
         if max_attempts < 1 or concurrency < 1:
             raise ConfigError(f"eval.judge: max_attempts={max_attempts!r}, concurrency={concurrency!r}; expected both >= 1.")
-        self.api_key = None
+        api_key = None
         if api_key_env:
-            self.api_key = os.environ.get(api_key_env)
-            if not self.api_key:
+            api_key = os.environ.get(api_key_env)
+            if not api_key:
                 raise ConfigError(
                     f"eval.judge.api_key_env names environment variable {api_key_env!r}, which is not set; "
                     f"export it with the endpoint's API key, or set api_key_env: null for a server without auth.")
-        self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model, self.temperature, self.max_tokens = model, float(temperature), int(max_tokens)
-        self.timeout_s, self.max_attempts = float(timeout_s), int(max_attempts)
-        self.backoff_s, self.max_backoff_s = float(backoff_s), float(max_backoff_s)
-        self.concurrency, self.logprobs, self.top_logprobs = int(concurrency), bool(logprobs), int(top_logprobs)
+        import openai  # imported here: `import evaluators.judges` stays light
+
+        self.url = base_url.rstrip("/")
+        self.client = openai.OpenAI(base_url=self.url, api_key=api_key or NO_AUTH_KEY,
+                                    timeout=float(timeout_s), max_retries=int(max_attempts) - 1)
+        self.model = model
+        self.temperature = None if temperature is None else float(temperature)
+        self.max_tokens = None if max_tokens is None else int(max_tokens)
+        self.max_attempts, self.concurrency = int(max_attempts), int(concurrency)
+        self.logprobs, self.top_logprobs = bool(logprobs), int(top_logprobs)
         self.randomize_order = bool(randomize_order)
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_root() / "judge_cache"
-        self.requests_sent = 0  # HTTP requests made (cache hits make none)
+
+    def settings(self, suite: str) -> dict[str, Any]:
+        """model, temperature and max_tokens for `suite` (a SUITE_DEFAULTS key): the config's, else the suite's."""
+        chosen = dict(SUITE_DEFAULTS[suite])
+        for key in ("model", "temperature", "max_tokens"):
+            if getattr(self, key) is not None:
+                chosen[key] = getattr(self, key)
+        return chosen
 
     @property
     def alpaca_annotator(self) -> str | None:
         """alpaca_eval's name for this judge's AlpacaEval annotator, when it is one of theirs."""
-        if self.logprobs and self.model == "gpt-4-1106-preview":
+        if self.logprobs and self.settings("alpaca_eval")["model"] == "gpt-4-1106-preview":
             return "weighted_alpaca_eval_gpt4_turbo"
         return None
 
     # -- AlpacaEval ------------------------------------------------------------------------
     def preferences(self, items: list[Comparison]) -> list[Preference]:
+        settings = self.settings("alpaca_eval")
+        if self.max_tokens is None and not self.logprobs:
+            settings["max_tokens"] = 16  # the text verdict needs a little room
         swaps = [self.randomize_order and _is_swapped(item.prompt) for item in items]
         requests = []
         for item, swap in zip(items, swaps):
             out_1, out_2 = (item.model_output, item.baseline_output) if swap else (item.baseline_output, item.model_output)
             user = fill(ALPACA_EVAL_USER_TEMPLATE, instruction=item.prompt, output_1=out_1, output_2=out_2)
             messages = [{"role": "system", "content": ALPACA_EVAL_SYSTEM_PROMPT}, {"role": "user", "content": user}]
-            # the weighted annotator reads one token's logprobs; the text variant needs a little room
-            requests.append((messages, 1 if self.logprobs else 16, self.logprobs))
-        responses = self._map(lambda r: self.chat(*r), requests)
+            requests.append(dict(settings, messages=messages, logprobs=self.logprobs))
+        responses = self._map(lambda r: self.chat(**r), requests)
         results = []
         for response, swap in zip(responses, swaps):
             p_output_2, text = alpaca_preference(response)
@@ -222,30 +251,32 @@ class OpenAICompatibleJudge:
         return results
 
     # -- Arena-Hard ------------------------------------------------------------------------
-    def verdicts(self, items: list[Comparison]) -> list[tuple[Game, Game]]:
+    def verdicts(self, items: list[Comparison], version: str = "v0.1") -> list[tuple[Game, Game]]:
+        settings = self.settings(f"arena_hard_{version}")
         requests = []
         for item in items:
             system = arena_hard_system_prompt(item.category)
             for answer_a, answer_b in ((item.baseline_output, item.model_output), (item.model_output, item.baseline_output)):
                 user = fill(ARENA_HARD_USER_TEMPLATE, QUESTION=item.prompt, ANSWER_A=answer_a, ANSWER_B=answer_b)
-                requests.append(([{"role": "system", "content": system}, {"role": "user", "content": user}],
-                                 self.max_tokens, False))
-        texts = [message_text(r, self.url) for r in self._map(lambda r: self.chat(*r), requests)]
+                messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+                requests.append(dict(settings, messages=messages, logprobs=False))
+        texts = [message_text(r, self.url) for r in self._map(lambda r: self.chat(**r), requests)]
         games = [Game(parse_verdict(text), text) for text in texts]
         return [(games[2 * i], games[2 * i + 1]) for i in range(len(items))]
 
-    # -- HTTP --------------------------------------------------------------------------------
-    def chat(self, messages: list[dict], max_tokens: int, logprobs: bool = False) -> dict:
-        """The endpoint's JSON reply for one chat request, from the cache when present."""
-        payload: dict[str, Any] = {"model": self.model, "messages": messages,
-                                   "temperature": self.temperature, "max_tokens": max_tokens}
+    # -- requests ----------------------------------------------------------------------------
+    def chat(self, messages: list[dict], model: str, temperature: float, max_tokens: int,
+             logprobs: bool = False) -> dict:
+        """The server's JSON reply for one chat request, from the cache when present."""
+        payload: dict[str, Any] = {"model": model, "messages": messages, "temperature": temperature,
+                                   "max_tokens": max_tokens}
         if logprobs:
             payload.update(logprobs=True, top_logprobs=self.top_logprobs)
         path = self._cache_path(payload)
         cached = _read_json(path)
         if cached is not None:
             return cached
-        response = self._post(payload)
+        response = self._create(payload)
         message_text(response, self.url)  # validate before caching: a bad reply is never stored
         atomic_write_json(path, response)
         return response
@@ -254,44 +285,37 @@ class OpenAICompatibleJudge:
         key = hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
         return self.cache_dir / key[:2] / f"{key}.json"
 
-    def _post(self, payload: dict) -> dict:
-        body = json.dumps(payload).encode("utf-8")
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        last_error = ""
-        for attempt in range(1, self.max_attempts + 1):
-            wait = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
-            try:
-                self.requests_sent += 1
-                request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as reply:
-                    text = reply.read().decode("utf-8", errors="replace")
-                return _parse_json_reply(text, self.url)
-            except urllib.error.HTTPError as err:
-                detail = err.read().decode("utf-8", errors="replace")[:300]
-                if err.code != 429 and err.code < 500:
-                    raise ConfigError(
-                        f"Judge endpoint {self.url} answered HTTP {err.code} ({detail!r}); check eval.judge.base_url, "
-                        f"eval.judge.model ({self.model!r}) and the API key in the variable eval.judge.api_key_env names "
-                        f"(an endpoint that rejects log-probabilities needs eval.judge.logprobs: false)."
-                    ) from None
-                last_error = f"HTTP {err.code} {detail!r}"
-                wait = _retry_after(err.headers.get("Retry-After"), wait, self.max_backoff_s)
-            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
-                last_error = f"{type(err).__name__}: {err}"
-            if attempt < self.max_attempts:
-                log.warning("judge request failed (%s); retry %d/%d in %.1fs", last_error, attempt, self.max_attempts - 1, wait)
-                time.sleep(wait)
-        raise ConfigError(
-            f"Judge endpoint {self.url} failed {self.max_attempts} times (last: {last_error}); check that "
-            f"eval.judge.base_url is reachable, or raise eval.judge.max_attempts / timeout_s.")
+    def _create(self, payload: dict) -> dict:
+        """One chat completion through the SDK (which retries); its errors become ConfigErrors."""
+        import openai
+
+        try:
+            raw = self.client.chat.completions.with_raw_response.create(**payload)
+        except openai.APIStatusError as err:
+            detail = err.response.text[:300]
+            if err.status_code in RETRIED_STATUSES or err.status_code >= 500:
+                raise ConfigError(
+                    f"Judge endpoint {self.url} failed {self.max_attempts} times (last: HTTP {err.status_code} "
+                    f"{detail!r}); raise eval.judge.max_attempts, or wait for the server's rate limit.") from None
+            raise ConfigError(
+                f"Judge endpoint {self.url} answered HTTP {err.status_code} ({detail!r}); check eval.judge.base_url, "
+                f"eval.judge.model ({payload['model']!r}) and the API key in the variable eval.judge.api_key_env names "
+                f"(an endpoint that rejects log-probabilities needs eval.judge.logprobs: false).") from None
+        except openai.APIConnectionError as err:  # APITimeoutError included
+            cause = err.__cause__ or err
+            raise ConfigError(
+                f"Judge endpoint {self.url} failed {self.max_attempts} times (last: {type(cause).__name__}: {cause}); "
+                f"check that eval.judge.base_url is reachable, or raise eval.judge.max_attempts / timeout_s.") from None
+        return _parse_json_reply(raw.text, self.url)
 
     def _map(self, function: Callable, requests: list) -> list:
         if self.concurrency == 1 or len(requests) < 2:
             return [function(r) for r in requests]
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             return list(pool.map(function, requests))
+
+
+RETRIED_STATUSES = (408, 409, 429)  # and 5xx: the statuses the SDK retries
 
 
 def message_text(response: Any, url: str = "the judge endpoint") -> str:
@@ -376,13 +400,6 @@ def _is_swapped(instruction: str) -> bool:
     return random.Random(hashlib.sha256(instruction.encode()).hexdigest()).random() < 0.5
 
 
-def _retry_after(header: str | None, default: float, cap: float) -> float:
-    try:
-        return min(cap, max(0.0, float(header))) if header else default
-    except ValueError:
-        return default
-
-
 def _parse_json_reply(text: str, url: str) -> dict:
     try:
         return json.loads(text)
@@ -397,8 +414,6 @@ def _read_json(path: Path) -> dict | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None  # absent or torn: fetch again
-
-
 
 
 def _sigmoid(x: float) -> float:

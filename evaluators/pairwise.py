@@ -1,4 +1,4 @@
-"""Judged pairwise suites: AlpacaEval 2.0 (LC win rate), Arena-Hard (score with 95% CI); the shared scoring.
+"""Judged pairwise suites: AlpacaEval 2.0 (LC win rate) and the scoring it shares; Arena-Hard is in arena_hard.py.
 
 Each suite generates one answer per prompt (AlpacaEval and Arena-Hard protocol; `eval.judge.samples`
 raises it), has a judge (evaluators/judges.py, `eval.judge.name`) compare it with a baseline's
@@ -10,15 +10,8 @@ answer, and scores:
   `lc_winrate`, `lc_winrate_se`, `winrate`, `winrate_se`, `avg_len` (characters, as AlpacaEval
   measures) via evaluators/lc_winrate.py. `eval.judge.instruction_difficulty` may point at
   alpaca_eval's `instruction_difficulty.csv` (index, difficulty by position in the 805-set).
-- `arena_hard`: data = arena-hard-auto's `question.jsonl`, v2.0 rows {"uid", "category",
-  "prompt"} or v0.1 rows {"question_id", "cluster", "turns": [{"content"}]}; the baseline's
-  answers come from `eval.judge.baseline_answers`, an arena-hard-auto `model_answer/<model>.jsonl`
-  (v2.0: {"uid", "messages": [..., {"role": "assistant", "content": {"answer"}}]}; v0.1:
-  {"question_id", "choices": [{"turns": [{"content"}]}]}), or a list of such files merged by
-  question id (v2.0 judges creative_writing against another baseline than the other categories;
-  one score is computed over all the questions given). Each answer is judged in both orders;
-  metrics `score`, `ci_low`, `ci_high` (+ `score_se`, `n_dropped_games`) via
-  evaluators/bradley_terry.py.
+- `arena_hard` (evaluators/arena_hard.py): arena-hard-auto's questions judged in both orders
+  against a baseline's answers; v0.1 or v2.0 rules by the question file's format.
 - `tiny_chat` (evaluators/tiny_chat_suite.py): the embedded chat task judged against the seed
   policy's answers; scored like alpaca_eval.
 
@@ -39,20 +32,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from evaluators.bradley_terry import BOOTSTRAP_ROUNDS, BOOTSTRAP_SEED, arena_hard_score, game_battles
-from evaluators.data import read_json_records, record_ids
+from evaluators.data import record_ids
 from evaluators.judges import Comparison, make_judge
 from evaluators.lc_winrate import NO_DIFFICULTY_NOTE, length_controlled_winrate
 from evaluators.registry import EvalGenerator, EvalOptions, Suite, register_suite
 from harness.errors import ConfigError, DataError
-from harness.files import atomic_write_json, read_text_file
+from harness.files import read_text_file
 
 log = logging.getLogger(__name__)
 
 ALPACA_PROTOCOL = ("one answer per instruction at T=0.6, top-p 0.9; judge vs the baseline's outputs; "
                    "length-controlled win rate (alpaca_eval GLM) with SE")
-ARENA_PROTOCOL = ("one answer per question at T=0.6, top-p 0.9; judged in both orders; Bradley-Terry "
-                  "win rate vs the baseline with 100-round bootstrap 95% CI")
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -83,7 +73,7 @@ def _ids(suite: Suite, records: list[dict]) -> list[str]:
     return record_ids(suite, records) or [str(i) for i in range(len(records))]
 
 
-def _warn_stand_in_judge(suite: Suite, config: dict) -> None:
+def warn_stand_in_judge(suite: Suite, config: dict) -> None:
     if config.get("name", "reward_model") == "reward_model" and not config.get("model_dir"):
         log.warning("%s: judged by the embedded tiny reward model, a stand-in for the benchmark's "
                     "GPT-4 judge; set eval.judge (name: openai_compatible, ...) for real numbers.", suite.name)
@@ -177,7 +167,7 @@ def load_instruction_difficulty(path: str | Path, count: int) -> list[float]:
 def score_alpaca_outputs(suite: Suite, records: list[dict], outputs: list[list[str]], options: EvalOptions,
                          *, token_counts: list[list[int]] | None = None) -> tuple[dict[str, float], list[dict]]:
     config = judge_config(options)
-    _warn_stand_in_judge(suite, config)
+    warn_stand_in_judge(suite, config)
     prompts = [suite.render_prompt(record) for record in records]
     baselines = [[record["output"]] * len(outs) for record, outs in zip(records, outputs)]
     difficulty = None
@@ -193,132 +183,6 @@ def evaluate_alpaca(suite: Suite, model_dir: Any, records: list[dict], generator
                     options: EvalOptions) -> tuple[dict[str, float], list[dict]]:
     outputs, counts = generate_answers(suite, [suite.render_prompt(r) for r in records], generator, options)
     return score_alpaca_outputs(suite, records, outputs, options, token_counts=counts)
-
-
-# --------------------------------------------------------------------------------- Arena-Hard
-
-
-def arena_question(record: dict, index: int) -> tuple[str, str, str | None]:
-    """(id, prompt, category) from a v2.0 or v0.1 question record."""
-    where = f"arena_hard question record {index} (id {record.get('uid')!r})"
-    if isinstance(record.get("prompt"), str):
-        prompt = record["prompt"]
-    elif "turns" in record:
-        turns = record["turns"]
-        if not (isinstance(turns, list) and turns and isinstance(turns[0], dict) and isinstance(turns[0].get("content"), str)):
-            raise DataError(f"{where}: key 'turns' is {turns!r:.100}; expected a list of {{\"content\": \"...\"}} (v0.1).")
-        prompt = turns[0]["content"]  # arena-hard judges the first turn
-    else:
-        raise DataError(f"{where}: has neither 'prompt' (v2.0 format) nor 'turns' (v0.1 format).")
-    category = record.get("category") or record.get("cluster")
-    return str(record["uid"]), prompt, category if isinstance(category, str) else None
-
-
-def load_baseline_answers(path: str | Path) -> dict[str, str]:
-    """question id -> the baseline's answer text, from an arena-hard-auto model_answer JSONL."""
-    answers: dict[str, str] = {}
-    for where, row in read_json_records(path):
-        where = f"{path}, {where}"
-        if not isinstance(row, dict):
-            raise DataError(f"{where}: expected a JSON object (arena-hard-auto model answer), got {type(row).__name__}.")
-        qid = row.get("uid", row.get("question_id"))
-        if qid is None:
-            raise DataError(f"{where}: answer has neither 'uid' (v2.0) nor 'question_id' (v0.1).")
-        answers[str(qid)] = _answer_text(row, where)
-    return answers
-
-
-def _answer_text(row: dict, where: str) -> str:
-    if "messages" in row:  # v2.0: the last message is the assistant's, content {"answer": ...} or text
-        try:
-            content = row["messages"][-1]["content"]
-        except (TypeError, IndexError, KeyError):
-            content = None
-        if isinstance(content, dict):
-            content = content.get("answer")
-        if isinstance(content, str):
-            return content
-        raise DataError(f"{where}: key 'messages' has no final assistant content string "
-                        f"(expected messages[-1].content.answer or messages[-1].content).")
-    if "choices" in row:  # v0.1
-        try:
-            content = row["choices"][0]["turns"][0]["content"]
-        except (TypeError, IndexError, KeyError):
-            content = None
-        if isinstance(content, str):
-            return content
-        raise DataError(f"{where}: key 'choices' has no choices[0].turns[0].content string (v0.1 format).")
-    raise DataError(f"{where}: answer has neither 'messages' (v2.0) nor 'choices' (v0.1).")
-
-
-def _baseline_answer_paths(config: dict) -> list[Path]:
-    """`eval.judge.baseline_answers`: one model_answer file, or a list of them (merged by id)."""
-    value = config.get("baseline_answers")
-    paths = value if isinstance(value, list) else [value] if value else []
-    if not paths or not all(isinstance(p, (str, Path)) and str(p) for p in paths):
-        raise DataError(
-            "arena_hard needs the baseline model's answers: set eval.judge.baseline_answers (or --judge "
-            "baseline_answers=PATH) to arena-hard-auto's data/arena-hard-v0.1/model_answer/gpt-4-0314.jsonl "
-            "(v0.1) or data/arena-hard-v2.0/model_answer/o3-mini-2025-01-31.jsonl (v2.0), from "
-            "github.com/lmarena/arena-hard-auto or the hub data set lmarena-ai/arena-hard-auto; v2.0's "
-            "creative_writing questions use gemini-2.0-flash-001's answers, so pass both files as a list.")
-    return [Path(p) for p in paths]
-
-
-def load_all_baseline_answers(paths: list[Path]) -> dict[str, str]:
-    answers: dict[str, str] = {}
-    for path in paths:
-        answers.update(load_baseline_answers(path))
-    return answers
-
-
-def score_arena_outputs(suite: Suite, records: list[dict], outputs: list[list[str]], options: EvalOptions,
-                        *, token_counts: list[list[int]] | None = None) -> tuple[dict[str, float], list[dict]]:
-    config = judge_config(options)
-    questions = [arena_question(record, i) for i, record in enumerate(records)]
-    answer_paths = _baseline_answer_paths(config)
-    answers = load_all_baseline_answers(answer_paths)
-    missing = [qid for qid, _, _ in questions if qid not in answers]
-    if missing:
-        raise DataError(f"{', '.join(map(str, answer_paths))}: no baseline answer for question {missing[0]!r} "
-                        f"({len(missing)} missing); eval.judge.baseline_answers must cover every question.")
-    _warn_stand_in_judge(suite, config)
-    judge = make_judge(config)
-    flat = [(i, s) for i, outs in enumerate(outputs) for s in range(len(outs))]
-    items = [Comparison(questions[i][1], outputs[i][s], answers[questions[i][0]], questions[i][2]) for i, s in flat]
-    games = judge.verdicts(items)
-    rows, all_scores, dropped = [], [], 0
-    for (i, s), item, (game1, game2) in zip(flat, items, games):
-        scores, lost = game_battles(game1.label, game2.label)
-        all_scores.extend(scores)
-        dropped += lost
-        rows.append({
-            "id": questions[i][0], "sample_index": s, "category": item.category, "prompt": item.prompt,
-            "output": item.model_output, "length": len(item.model_output),
-            "num_tokens": token_counts[i][s] if token_counts else None,
-            "baseline_output": item.baseline_output, "verdicts": [game1.label, game2.label],
-            "battle_scores": scores, "judge_output": [game1.judgment, game2.judgment],
-        })
-    if dropped:
-        log.warning("%s: %d of %d judgments had no parsable verdict and were dropped", suite.name, dropped, 2 * len(items))
-    result = arena_hard_score(all_scores, rounds=int(config.get("bootstrap_rounds", BOOTSTRAP_ROUNDS)), seed=BOOTSTRAP_SEED)
-    metrics = {
-        "score": result["score"], "score_se": result["score_se"],
-        "ci_low": result["ci_low"], "ci_high": result["ci_high"],
-        "avg_len": sum(len(item.model_output) for item in items) / len(items),
-        "n_problems": float(len(records)), "n_samples": float(len(items)),
-        "n_battles": float(result["n_battles"]), "n_dropped_games": float(dropped),
-    }
-    return metrics, rows
-
-
-def evaluate_arena(suite: Suite, model_dir: Any, records: list[dict], generator: EvalGenerator,
-                   options: EvalOptions) -> tuple[dict[str, float], list[dict]]:
-    # check the baseline answers before spending time on generation
-    load_all_baseline_answers(_baseline_answer_paths(judge_config(options)))
-    prompts = [arena_question(record, i)[1] for i, record in enumerate(records)]
-    outputs, counts = generate_answers(suite, prompts, generator, options)
-    return score_arena_outputs(suite, records, outputs, options, token_counts=counts)
 
 
 # ------------------------------------------------------------------------------------ suites
@@ -341,23 +205,4 @@ ALPACA_EVAL = register_suite(Suite(
     optional_fields={"generator": (str,), "dataset": (str,)},
     evaluate=evaluate_alpaca,
     score_outputs=score_alpaca_outputs,
-))
-
-ARENA_HARD = register_suite(Suite(
-    name="arena_hard",
-    kind="pairwise",
-    hub_name=None,
-    data_format=("arena-hard-auto's question.jsonl: v2.0 rows {\"uid\", \"category\", \"prompt\"} or v0.1 rows "
-                 "{\"question_id\", \"cluster\", \"turns\": [{\"content\"}]} (github.com/lmarena/arena-hard-auto, "
-                 "data/arena-hard-v0.1/question.jsonl); the baseline's answers go in eval.judge.baseline_answers"),
-    id_key="uid",
-    prompt_template="{prompt}",
-    prompt_key="prompt",
-    description="Arena-Hard-Auto: hard user prompts judged pairwise in both orders against a baseline's answers.",
-    protocol=ARENA_PROTOCOL,
-    required_fields={"uid": (str, int)},
-    optional_fields={"prompt": (str,), "turns": (list,), "category": (str,), "cluster": (str,)},
-    key_aliases={"question_id": "uid"},
-    evaluate=evaluate_arena,
-    score_outputs=score_arena_outputs,
 ))

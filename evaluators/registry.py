@@ -97,7 +97,7 @@ SUITES = Registry("suite", {
     "numinamath": "evaluators.math_suites:NUMINAMATH",
     "tiny_math": "evaluators.math_suites:TINY_MATH",
     "alpaca_eval": "evaluators.pairwise:ALPACA_EVAL",
-    "arena_hard": "evaluators.pairwise:ARENA_HARD",
+    "arena_hard": "evaluators.arena_hard:ARENA_HARD",
     "tiny_chat": "evaluators.tiny_chat_suite:TINY_CHAT",
 })
 

@@ -154,7 +154,8 @@ def test_training_prompt_loaders(train, validation):
 @SETTINGS
 @given(CONTENTS)
 def test_pairwise_side_files(content):
-    from evaluators.pairwise import load_baseline_answers, load_instruction_difficulty
+    from evaluators.arena_hard import load_baseline_answers
+    from evaluators.pairwise import load_instruction_difficulty
     path = _file(content, "side.jsonl")
     _loads_or_user_error(load_baseline_answers, path)
     _loads_or_user_error(load_instruction_difficulty, path, 3)

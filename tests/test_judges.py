@@ -1,12 +1,13 @@
-"""Judges: the registry, the reward-model judge, and the OpenAI-compatible HTTP judge against a real
-HTTP server on 127.0.0.1 (retries, on-disk cache, error messages, AlpacaEval logprobs/text verdicts,
-Arena-Hard verdicts in both orders)."""
+"""Judges: the registry, the reward-model judge, and the OpenAI-compatible judge (the openai SDK)
+against a real HTTP server on 127.0.0.1 (retries, timeouts, on-disk cache, error messages,
+AlpacaEval logprobs/text verdicts, Arena-Hard verdicts in both orders, each benchmark's defaults)."""
 
 from __future__ import annotations
 
 import json
 import math
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -36,8 +37,10 @@ def chat_reply(content: str, top_logprobs: list[tuple[str, float]] | None = None
 class LoopbackJudgeServer:
     """A real chat-completions server on 127.0.0.1: `respond(request_json) -> (status, body)`.
 
-    `statuses` (optional) is a queue of HTTP statuses to answer first (e.g. [500] then normal).
-    Every request is recorded in `requests` (parsed JSON) with its headers in `headers`.
+    `statuses` (optional) is a queue of HTTP statuses to answer first (e.g. [500] then normal),
+    each with a `retry-after-ms: 10` header as OpenAI's API sends (the SDK honours it).
+    `delay_s` delays every answer. Every request is recorded in `requests` (parsed JSON) with its
+    headers in `headers` (names lower-cased).
     """
 
     def __init__(self, respond):
@@ -45,6 +48,7 @@ class LoopbackJudgeServer:
         self.statuses: list[int] = []
         self.requests: list[dict] = []
         self.headers: list[dict] = []
+        self.delay_s = 0.0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -53,7 +57,7 @@ class LoopbackJudgeServer:
                 body = json.loads(self.rfile.read(length))
                 with server.lock:
                     server.requests.append(body)
-                    server.headers.append(dict(self.headers))
+                    server.headers.append({k.lower(): v for k, v in self.headers.items()})
                     forced = server.statuses.pop(0) if server.statuses else None
                 if self.path != "/v1/chat/completions":
                     status, payload = 404, {"error": f"no route {self.path}"}
@@ -62,7 +66,10 @@ class LoopbackJudgeServer:
                 else:
                     status, payload = server.respond(body)
                 data = (payload if isinstance(payload, str) else json.dumps(payload)).encode()
+                time.sleep(server.delay_s)
                 self.send_response(status)
+                if forced is not None:
+                    self.send_header("retry-after-ms", "10")
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -91,8 +98,8 @@ class LoopbackJudgeServer:
 
 def http_judge(server: LoopbackJudgeServer, tmp_path, **overrides) -> OpenAICompatibleJudge:
     config = {"name": "openai_compatible", "base_url": server.base_url, "model": "judge-model",
-              "api_key_env": None, "cache_dir": str(tmp_path / "judge_cache"), "backoff_s": 0.01,
-              "max_backoff_s": 0.05, "max_attempts": 3, "timeout_s": 10, "concurrency": 2}
+              "api_key_env": None, "cache_dir": str(tmp_path / "judge_cache"), "max_attempts": 3,
+              "timeout_s": 10, "concurrency": 2}
     config.update(overrides)
     return make_judge(config)
 
@@ -226,7 +233,7 @@ def test_http_judge_sends_official_alpaca_prompt_key_and_logprob_request(tmp_pat
         judge = http_judge(server, tmp_path, api_key_env="HARNESS_TEST_JUDGE_KEY", randomize_order=False)
         prefs = judge.preferences(ITEMS[:1])
     request = server.requests[0]
-    assert server.headers[0]["Authorization"] == "Bearer sk-test"
+    assert server.headers[0]["authorization"] == "Bearer sk-test"
     assert request["model"] == "judge-model" and request["max_tokens"] == 1
     assert request["logprobs"] is True and request["top_logprobs"] == 5
     assert request["messages"][0] == {"role": "system", "content": ALPACA_EVAL_SYSTEM_PROMPT}
@@ -274,3 +281,38 @@ def test_arena_verdicts_use_official_prompts_in_both_orders(tmp_path):
     assert systems["Q1"] == ARENA_HARD_SYSTEM_PROMPT
     assert systems["Q2"] == ARENA_HARD_CREATIVE_WRITING_SYSTEM_PROMPT
     assert all(r["max_tokens"] == 256 and "logprobs" not in r for r in server.requests)
+
+
+def test_http_judge_request_that_times_out_is_retried_then_named(tmp_path):
+    with LoopbackJudgeServer(lambda body: (200, chat_reply("M"))) as server:
+        server.delay_s = 1.0
+        judge = http_judge(server, tmp_path, timeout_s=0.2, max_attempts=2, logprobs=False)
+        with pytest.raises(ConfigError, match=r"failed 2 times \(last: \w*Timeout.*timeout_s"):
+            judge.preferences(ITEMS[:1])
+        time.sleep(1.2)  # let the server finish the abandoned replies before it shuts down
+    assert len(server.requests) == 2
+
+
+def test_http_judge_defaults_are_each_benchmarks_own_and_go_through_the_sdk(tmp_path):
+    # alpaca_eval weighted_alpaca_eval_gpt4_turbo/configs.yaml: gpt-4-1106-preview, max_tokens 1,
+    # temperature 1, logprobs, top_logprobs 5; arena-hard-auto config/arena-hard-v0.1.yaml:
+    # gpt-4-1106-preview, temperature 0, max_tokens 4096; config/arena-hard-v2.0.yaml: gpt-4.1, 0, 16000
+    def reply(body):
+        if "logprobs" in body:
+            return 200, chat_reply("M", [("M", math.log(0.6)), ("m", math.log(0.4))])
+        return 200, chat_reply("[[A=B]]")
+
+    with LoopbackJudgeServer(reply) as server:
+        config = {"name": "openai_compatible", "base_url": server.base_url, "api_key_env": None,
+                  "cache_dir": str(tmp_path / "cache")}
+        judge = make_judge(config)
+        judge.preferences(ITEMS[:1])
+        judge.verdicts(ITEMS[:1], version="v0.1")
+        judge.verdicts(ITEMS[:1], version="v2.0")
+        make_judge({**config, "model": "my-judge", "temperature": 0.5}).verdicts(ITEMS[:1], version="v2.0")
+    settings = [(r["model"], r["temperature"], r["max_tokens"], r.get("logprobs"), r.get("top_logprobs"))
+                for r in server.requests]
+    assert settings == [("gpt-4-1106-preview", 1.0, 1, True, 5)] + [("gpt-4-1106-preview", 0.0, 4096, None, None)] * 2 \
+        + [("gpt-4.1", 0.0, 16000, None, None)] * 2 + [("my-judge", 0.5, 16000, None, None)] * 2
+    assert judge.alpaca_annotator == "weighted_alpaca_eval_gpt4_turbo"
+    assert all(h["user-agent"].startswith("OpenAI/Python") for h in server.headers)  # the openai SDK sent them

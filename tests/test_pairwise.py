@@ -1,6 +1,7 @@
-"""Pairwise suites: the AlpacaEval LC GLM and Arena-Hard Bradley-Terry on hand-computed tables, then
-alpaca_eval, arena_hard (v0.1 and v2.0 files) and tiny_chat end to end on published-format fixtures
-with the reward-model judge and the HTTP judge on a loopback server."""
+"""Pairwise suites: the AlpacaEval LC GLM, Arena-Hard v0.1 Bradley-Terry and v2.0 rules (verdict parser,
+bootstrap mean with 90% CI, style control) on hand-computed tables, then alpaca_eval, arena_hard (v0.1
+and v2.0 files, v2.0 per-category baselines and dropped questions) and tiny_chat end to end on
+published-format fixtures with the reward-model judge and the HTTP judge on a loopback server."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from evaluators.arena_hard_v2 import bootstrap_mean_score, parse_verdict_v2, question_battles_v2
+from evaluators.arena_style_control import (answer_style, style_control_runs, style_controlled_scores,
+                                             styled_battles_from_rows)
 from evaluators.bradley_terry import arena_hard_score, fit_bradley_terry, game_battles, parse_verdict
 from evaluators.data import load_records
 from evaluators.lc_winrate import NO_DIFFICULTY_NOTE, fit_length_controlled, length_controlled_winrate, winrate_stats
-from evaluators.pairwise import load_baseline_answers
+from evaluators.arena_hard import load_baseline_answers
 from evaluators.tiny_chat_suite import seed_baseline_outputs
 from evaluators.registry import EvalOptions, get_suite
 from evaluators.run import evaluate_checkpoint, score_predictions
@@ -28,6 +32,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "pairwise"
 ALPACA = FIXTURES / "alpaca_eval_gpt4_baseline.json"
 V01_QUESTIONS, V01_ANSWERS = FIXTURES / "arena_hard_v0.1_question.jsonl", FIXTURES / "arena_hard_v0.1_gpt-4-0314.jsonl"
 V20_QUESTIONS, V20_ANSWERS = FIXTURES / "arena_hard_v2.0_question.jsonl", FIXTURES / "arena_hard_v2.0_o3-mini-2025-01-31.jsonl"
+V20_GEMINI = FIXTURES / "arena_hard_v2.0_gemini-2.0-flash-001.jsonl"  # hand-written, longer than o3-mini's
 TINY_CHAT = FIXTURES / "tiny_chat_test.jsonl"
 
 
@@ -159,6 +164,78 @@ def test_verdicts_strong_counts_three_times_and_unparsable_is_dropped():
     assert parse_verdict("no verdict here [[C>D]]") is None
 
 
+# ------------------------------------------------------------------------ Arena-Hard v2.0
+
+
+def test_v2_verdict_parser_falls_back_to_single_brackets_and_takes_the_last():
+    assert parse_verdict_v2("My final verdict: [B>A]") == "B>A"
+    assert parse_verdict("My final verdict: [B>A]") is None  # v0.1 reads [[X]] only
+    assert parse_verdict_v2("[A>B] at first, then [b>>a]") == "B>>A"
+    assert parse_verdict_v2("[[A>B]] is final; ignore [B>>A]") == "A>B"  # a [[X]] match beats any [X]
+    assert parse_verdict_v2("[[A]]") is None and parse_verdict_v2("no label") is None
+
+
+def test_v2_question_is_dropped_when_either_game_has_no_verdict_and_strong_weighs_three():
+    # game 1: A = baseline, B = model; game 2: A = model, B = baseline
+    assert question_battles_v2("B>>A", "A=B") == [0.5, 1.0, 1.0, 1.0]
+    assert question_battles_v2("A>B", "B<<A") == [1.0, 1.0, 1.0, 0.0]
+    assert question_battles_v2(None, "A>>B") is None and question_battles_v2("A>B", None) is None
+
+
+def test_v2_score_is_the_bootstrap_mean_with_a_90_percent_ci():
+    # 8 wins, 8 losses: a bootstrap mean is Binomial(16, 1/2) / 16. Its 5% / 95% quantiles are
+    # 5/16 and 11/16 (31.25, 68.75); a 95% CI would be 25 / 75; its mean is 50.
+    result = bootstrap_mean_score([1.0] * 8 + [0.0] * 8, rounds=20000)
+    assert (result["ci_low"], result["ci_high"]) == (31.25, 68.75)
+    assert result["score"] == pytest.approx(np.mean(result["bootstrap_scores"]), abs=1e-9)
+    assert result["score"] != np.median(result["bootstrap_scores"])
+    assert result["score"] == pytest.approx(50.0, abs=0.3)
+    assert len(bootstrap_mean_score([1.0, 0.0, 0.5])["bootstrap_scores"]) == 100  # v2.0's 100 resamples
+
+
+def length_only_rows(wins_long: int, n_long: int, wins_short: int, n_short: int) -> list[dict]:
+    """arena_hard v2.0 rows whose verdicts follow length alone: 4 in 5 longer answers win (both
+    games), 1 in 5 shorter ones; longer = 200 tokens against the baseline's 100, shorter = 50."""
+    rows = []
+    for count, wins, tokens in ((n_long, wins_long, 200), (n_short, wins_short, 50)):
+        for k in range(count):
+            rows.append({"category": "hard_prompt", "output": "x" * tokens, "baseline_output": "y" * 100,
+                         "num_tokens": tokens, "baseline_num_tokens": 100,
+                         "battle_scores": [1.0, 1.0] if k < wins else [0.0, 0.0]})
+    return rows
+
+
+def test_style_control_returns_a_model_that_wins_only_by_length_to_50(tmp_path):
+    # "long" answers longer on 20 of 25 questions, "short" on 5 of 25; a longer answer wins 80%
+    # of the time whoever wrote it. Raw: 68 / 32. The length feature is +-1/3, standardised over
+    # all 100 battles to +-sqrt(0.99); the exact fit is strength 0 for both (score 50) and the
+    # length coefficient logit(0.8) / sqrt(0.99).
+    paths = {}
+    for name, rows in (("long", length_only_rows(16, 20, 1, 5)), ("short", length_only_rows(4, 5, 4, 20))):
+        paths[name] = tmp_path / f"{name}.jsonl"
+        paths[name].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    raw = style_control_runs(paths, control=())
+    assert raw["models"]["long"]["point"] == pytest.approx(68.0, abs=1e-3)
+    assert raw["models"]["short"]["point"] == pytest.approx(32.0, abs=1e-3)
+    controlled = style_control_runs(paths)
+    assert controlled["features"] == ["length"]  # no markdown anywhere: those features are constant
+    assert controlled["coefficients"]["length"] == pytest.approx(logit(0.8) / math.sqrt(0.99), rel=1e-4)
+    for model in ("long", "short"):
+        assert controlled["models"][model]["point"] == pytest.approx(50.0, abs=1e-3)
+        assert controlled["models"][model]["score"] == pytest.approx(50.0, abs=4)  # bootstrap median
+        assert controlled["models"][model]["ci_low"] < 50 < controlled["models"][model]["ci_high"]
+    # fitted on "long" alone, its average length advantage is the reference point: nothing is removed
+    alone = style_controlled_scores(styled_battles_from_rows("long", length_only_rows(16, 20, 1, 5)))
+    assert alone["models"]["long"]["point"] > 65
+
+
+def test_answer_style_counts_markdown_outside_code_blocks():
+    text = ("# Title\n## Sub\nSome **bold** and __also__ text.\n1. one\n2. two\n- dash\n* star\n"
+            "```\n# not a header\n- not a list\n**not bold**\n```\nend")
+    style = answer_style(text, 40)
+    assert (style.token_len, style.headers, style.list_items, style.bold) == (40, 2, 4, 2)
+
+
 # ------------------------------------------------------------------- assets for end to end
 
 
@@ -280,38 +357,95 @@ def test_score_predictions_on_alpaca_eval_reports_the_lc_win_rate(assets, tmp_pa
 # ------------------------------------------------------------------------------ Arena-Hard
 
 
-def longer_wins_judge(body):
+def answers_in(body) -> tuple[str, str, str]:
     user = body["messages"][1]["content"]
     a = user.split("<|The Start of Assistant A's Answer|>\n")[1].split("\n<|The End of Assistant A's Answer|>")[0]
     b = user.split("<|The Start of Assistant B's Answer|>\n")[1].split("\n<|The End of Assistant B's Answer|>")[0]
-    if "garbled" in a + b:
+    return user.split("\n")[1], a, b
+
+
+def longer_wins_judge(body):
+    # the longer answer wins; the primes question gets single-bracket verdicts (read by v2.0 only);
+    # "garbled" as assistant A gets no verdict at all
+    question, a, b = answers_in(body)
+    if "garbled" in a:
         return 200, chat_reply("I refuse to give a label.")
-    return 200, chat_reply(f"Reasoning... My final verdict is [[{'A>B' if len(a) > len(b) else 'B>A'}]].")
+    left, right = ("[", "]") if "primes" in question else ("[[", "]]")
+    return 200, chat_reply(f"Reasoning... My final verdict is {left}{'A>B' if len(a) > len(b) else 'B>A'}{right}.")
 
 
-@pytest.mark.parametrize(("questions", "answers"), [(V01_QUESTIONS, V01_ANSWERS), (V20_QUESTIONS, V20_ANSWERS)],
-                         ids=["v0.1", "v2.0"])
-def test_arena_hard_http_judge_scores_both_formats(questions, answers, tmp_path):
+def shorter_first_outputs(records, baseline) -> list[list[str]]:
+    """The model's answer is shorter than the baseline's on the first question, longer on the others."""
+    return [[baseline[str(r["uid"])][:5]] if i == 0 else [baseline[str(r["uid"])] + " More detail."]
+            for i, r in enumerate(records)]
+
+
+def test_arena_hard_v01_http_judge_bradley_terry_score(tmp_path):
     suite = get_suite("arena_hard")
-    records = load_records(suite, questions)
-    baseline = load_baseline_answers(answers)
-    # the model's answer is longer than the baseline's on all questions but the first
-    outputs = [[baseline[str(r["uid"])][:5]] if i == 0 else [baseline[str(r["uid"])] + " More detail."]
-               for i, r in enumerate(records)]
+    records = load_records(suite, V01_QUESTIONS)
+    outputs = shorter_first_outputs(records, load_baseline_answers(V01_ANSWERS))
     with LoopbackJudgeServer(longer_wins_judge) as server:
         config = {"name": "openai_compatible", "base_url": server.base_url, "model": "gpt-4-1106-preview",
-                  "api_key_env": None, "cache_dir": str(tmp_path / "cache"), "baseline_answers": str(answers)}
+                  "api_key_env": None, "cache_dir": str(tmp_path / "cache"), "baseline_answers": str(V01_ANSWERS)}
         metrics, rows = suite.score_outputs(suite, records, outputs, options(config))
     n = len(records)
     assert len(server.requests) == 2 * n  # both orders
+    assert all(r["max_tokens"] == 4096 for r in server.requests)  # arena-hard-v0.1.yaml
     assert metrics["score"] == pytest.approx(100 * (n - 1) / n)  # BT on a two-player table = mean score
     assert metrics["ci_low"] <= metrics["score"] <= metrics["ci_high"]
     assert list(metrics)[:4] == ["score", "score_se", "ci_low", "ci_high"]
+    assert metrics["arena_hard_version"] == "v0.1"
     assert rows[0]["verdicts"] == ["A>B", "B>A"] and rows[1]["verdicts"] == ["B>A", "A>B"]
     assert [r["id"] for r in rows] == [str(r["uid"]) for r in records]
 
 
-def test_arena_hard_unparsable_verdicts_are_dropped_and_counted(tmp_path):
+def test_arena_hard_v20_http_judge_scores_each_category_by_v20_rules(tmp_path):
+    # hard_prompt: the coding answer loses both games, the primes answer wins both through
+    # single-bracket verdicts -> battles [0, 0, 1, 1]: the bootstrap mean of Binomial(4, 1/2) / 4
+    # is 50, its 5% / 95% quantiles 0 / 100 (P(0 wins) = 1/16 > 5%). creative_writing: [1, 1] -> 100.
+    suite = get_suite("arena_hard")
+    records = load_records(suite, V20_QUESTIONS)
+    outputs = shorter_first_outputs(records, load_baseline_answers(V20_ANSWERS))
+    with LoopbackJudgeServer(longer_wins_judge) as server:
+        config = {"name": "openai_compatible", "base_url": server.base_url, "api_key_env": None,
+                  "cache_dir": str(tmp_path / "cache"), "baseline_answers": str(V20_ANSWERS), "bootstrap_rounds": 2000}
+        metrics, rows = suite.score_outputs(suite, records, outputs, options(config))
+    assert len(server.requests) == 6
+    assert all(r["model"] == "gpt-4.1" and r["max_tokens"] == 16000 for r in server.requests)  # arena-hard-v2.0.yaml
+    assert [r["verdicts"] for r in rows] == [["A>B", "B>A"], ["B>A", "A>B"], ["B>A", "A>B"]]
+    assert [r["battle_scores"] for r in rows] == [[0.0, 0.0], [1.0, 1.0], [1.0, 1.0]]
+    assert list(metrics)[:4] == ["score", "score_se", "ci_low", "ci_high"]
+    assert (metrics["arena_hard_version"], metrics["headline_category"]) == ("v2.0", "hard_prompt")
+    assert metrics["score"] == metrics["hard_prompt_score"] == pytest.approx(50.0, abs=2)
+    assert (metrics["ci_low"], metrics["ci_high"]) == (0.0, 100.0)
+    assert metrics["hard_prompt_n_battles"] == 4.0 and metrics["creative_writing_n_battles"] == 2.0
+    assert (metrics["creative_writing_score"], metrics["creative_writing_ci_low"]) == (100.0, 100.0)
+
+
+@pytest.mark.parametrize("order", ["o3-mini first", "gemini first"])
+def test_arena_hard_v20_judges_each_category_against_its_own_baseline(order, tmp_path):
+    # the model's answers are o3-mini's plus a sentence: longer than o3-mini's, shorter than
+    # gemini-2.0-flash-001's. The judge prefers the longer answer, so the model wins hard_prompt
+    # (against o3-mini) and loses creative_writing (against gemini), whichever file comes first.
+    suite = get_suite("arena_hard")
+    records = load_records(suite, V20_QUESTIONS)
+    o3 = load_baseline_answers(V20_ANSWERS)
+    outputs = [[o3[str(r["uid"])] + " More detail."] for r in records]
+    files = [str(V20_ANSWERS), str(V20_GEMINI)]
+    with LoopbackJudgeServer(longer_wins_judge) as server:
+        config = {"name": "openai_compatible", "base_url": server.base_url, "api_key_env": None,
+                  "cache_dir": str(tmp_path / "cache"),
+                  "baseline_answers": files if order == "o3-mini first" else files[::-1]}
+        metrics, rows = suite.score_outputs(suite, records, outputs, options(config))
+    assert [r["baseline_model"] for r in rows] == ["o3-mini-2025-01-31"] * 2 + ["gemini-2.0-flash-001"]
+    assert rows[2]["baseline_output"] == load_baseline_answers(V20_GEMINI)[str(records[2]["uid"])]
+    assert metrics["hard_prompt_score"] == 100.0 and metrics["creative_writing_score"] == 0.0
+    assert [r["baseline_num_tokens"] for r in rows] == [13, 19, 54]  # metadata.token_len
+
+
+def test_arena_hard_v20_question_with_an_unparsable_game_is_dropped_whole(tmp_path):
+    # question 0: game 1 (A = baseline, B = "garbled") has a verdict, game 2 (A = "garbled") none:
+    # v2.0 drops the question (v0.1 would keep game 1's loss: 2 of 3 battles won)
     suite = get_suite("arena_hard")
     records = load_records(suite, V20_QUESTIONS)
     baseline = load_baseline_answers(V20_ANSWERS)
@@ -320,9 +454,10 @@ def test_arena_hard_unparsable_verdicts_are_dropped_and_counted(tmp_path):
         config = {"name": "openai_compatible", "base_url": server.base_url, "model": "j", "api_key_env": None,
                   "cache_dir": str(tmp_path / "cache"), "baseline_answers": str(V20_ANSWERS)}
         metrics, rows = suite.score_outputs(suite, records, outputs, options(config))
-    assert metrics["n_dropped_games"] == 2.0 and metrics["n_battles"] == 4.0
-    assert metrics["score"] == pytest.approx(100.0, abs=1e-3)
-    assert rows[0]["verdicts"] == [None, None] and rows[0]["battle_scores"] == []
+    assert (metrics["n_dropped_games"], metrics["n_dropped_questions"]) == (1.0, 1.0)
+    assert metrics["hard_prompt_n_battles"] == 2.0
+    assert metrics["score"] == 100.0 and (metrics["ci_low"], metrics["ci_high"]) == (100.0, 100.0)
+    assert rows[0]["verdicts"] == ["A>B", None] and rows[0]["battle_scores"] is None
 
 
 def test_arena_hard_reward_model_judge_end_to_end(assets):
