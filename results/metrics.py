@@ -13,7 +13,7 @@ from typing import Iterable
 import pandas as pd
 
 EVAL_PREFIXES = ("eval/", "eval_final/")
-SPREAD_SUFFIXES = ("_se", "/ci_low", "/ci_high")
+SPREAD_SUFFIXES = ("_se", "/ci_low", "/ci_high", "_ci_low", "_ci_high")  # _ci_*: Arena-Hard v2.0 per category
 COUNT_METRICS = ("mean_length",)
 # The metric a suite is ranked by, in order of preference (evaluators/ names them so).
 HEADLINE_METRICS = ("pass_at_1", "lc_winrate", "score", "winrate", "accuracy", "rating")

@@ -253,3 +253,11 @@ def test_data_module_imports_no_training_code():
             "print([m for m in ('torch', 'transformers', 'harness.trainer') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_arena_hard_v2_category_intervals_are_spreads_not_scores():
+    from results.metrics import is_score_column
+    assert is_score_column("eval/arena_hard/creative_writing_score")
+    assert not is_score_column("eval/arena_hard/creative_writing_ci_low")
+    assert not is_score_column("eval/arena_hard/creative_writing_ci_high")
+    assert not is_score_column("eval/arena_hard/ci_low") and is_score_column("eval/arena_hard/score")
