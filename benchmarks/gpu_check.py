@@ -5,6 +5,13 @@
 
 Parts (each writes `<out>/<part>.log` and `<out>/<part>.json`; a crash or a timeout loses only its row):
   logprob  sampler vs trainer log-probs of the same samples, tiny policy, fp32 and bf16
+  gqa_val  issue 21's crash (a size 16 vs 15 in the step-0 validation's prefill): FSDP world size 1,
+           DPO, 0.76B random Llama with 16 heads and 8 KV heads and the tiny vocabulary (rows finish
+           early, the sampler compacts), chat prompts, gradient checkpointing, bf16 over fp32 masters,
+           64 validation prompts in batches of 16; then the same prompts sampled through the sharded
+           policy module itself (the path validation took when it crashed), then task_mix=joint if
+           time allows. A sampler crash's first diagnostic line is the row; the whole report (shapes,
+           cache layers, traceback) is in gqa_val.log
   resume   tests/test_scale_config.py::test_cuda_resume_continues_exactly (skipped without CUDA)
   fsdp1    FSDP world size 1, ~2.8B random Llama with the Llama-3 vocabulary: peak reserved memory
            against `harness plan`, phase times, tokens/s, train-phase MFU
@@ -19,19 +26,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# (part, seconds allowed on the GPU, seconds allowed in --cpu-smoke); the GPU limits sum to 450 s.
-PARTS = [("logprob", 45, 40), ("resume", 60, 60), ("fsdp1", 120, 60), ("lora", 100, 60), ("ckpt", 60, 60),
-         ("decode", 65, 40)]
+# (part, seconds allowed on the GPU, seconds allowed in --cpu-smoke); the GPU limits sum to 475 s.
+PARTS = [("logprob", 40, 40), ("gqa_val", 90, 90), ("resume", 50, 60), ("fsdp1", 110, 60), ("lora", 85, 60),
+         ("ckpt", 50, 60), ("decode", 50, 40)]
+STARTED = time.perf_counter()  # this process's start: a part checks its own time limit against it
 VOCAB = 128256  # the Llama-3 vocabulary: the logits are the largest memory term at 8B
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}  # dense bf16, from the data sheets
 GIB = 2 ** 30
@@ -42,11 +53,15 @@ def shapes(smoke: bool) -> dict[str, dict]:
     if smoke:
         toy = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                    num_key_value_heads=2, vocab_size=None)
-        return {"train": toy, "ckpt": toy, "decode": toy}
+        gqa = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=16,
+                   num_key_value_heads=8, vocab_size=None)  # head_dim 8
+        return {"train": toy, "ckpt": toy, "decode": toy, "gqa": gqa}
     return {"train": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=36, num_attention_heads=16,
                           num_key_value_heads=8, vocab_size=VOCAB),  # 2.79B
             "ckpt": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=8, num_attention_heads=8,
                          num_key_value_heads=4, vocab_size=VOCAB),
+            "gqa": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=16, num_attention_heads=16,
+                        num_key_value_heads=8, vocab_size=None),  # head_dim 128, the tiny vocabulary: 0.76B
             "decode": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                            num_key_value_heads=8, vocab_size=VOCAB)}  # Llama-3.1-8B
 
@@ -137,6 +152,7 @@ def train_part(out: Path, device: str, smoke: bool, name: str, overrides: list[s
     started = time.perf_counter()
     train(cfg, tracker=tracker, progress=False)
     wall = time.perf_counter() - started
+    shutil.rmtree(out / name, ignore_errors=True)  # the last step's checkpoint: ~39 GB at 2.8B under FSDP
     per_step = {p: [v for s, v in tracker.series(f"time/{p}_s") if s > 0] for p in ("generate", "train")}
     tokens = [v for s, v in tracker.series("train/generated_tokens") if s > 0]
     losses = [v for s, v in tracker.series("train/loss") if s > 0]
@@ -172,6 +188,88 @@ def part_ckpt(out: Path, device: str, smoke: bool) -> dict:
     return train_part(out, device, smoke, "ckpt", ["model.gradient_checkpointing=true"], "ckpt")
 
 
+def part_gqa_val(out: Path, device: str, smoke: bool) -> dict:
+    """Issue 21's failing configuration (see the module docstring). Each run's result, or the first
+    line of the sampler's crash report (harness.rollout.hf.sampler_crash_report)."""
+    from harness.config import load_run_config
+    from harness.tracking import MemoryTracker
+    from harness.trainer import train
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    crashes = FirstLines()
+    logging.getLogger("harness.rollout.hf").addHandler(crashes)
+    policy = random_llama(out / f"random_llama_gqa{'_toy' if smoke else ''}", shapes(smoke)["gqa"], device)
+    size = (["train.prompts_per_step=4", "train.samples_per_prompt=2", "train.micro_batch_size=4",
+             "train.max_new_tokens=48"] if smoke else
+            ["train.prompts_per_step=8", "train.samples_per_prompt=4", "train.micro_batch_size=8",
+             "train.max_new_tokens=96"])  # validation samples as many; at 102 tokens ~1 draw in 100 is EOS
+    every = [f"model.policy={policy}", f"model.device={device}", "method=dpo", "train.parallel=fsdp",
+             "model.gradient_checkpointing=true", "model.param_dtype=float32", "model.compute_dtype=bfloat16",
+             "train.steps=2", "train.lr=1e-6", "validation.every=1000", "validation.prompts=64",
+             "rollout.batch_size=16", "checkpoint.every=1000"]
+    limit = next(cpu if smoke else gpu for name, gpu, cpu in PARTS if name == "gqa_val")
+    found, ok, longest = [], True, 0.0
+    for run in ("non_verifiable", "sharded module", "joint"):
+        if time.perf_counter() - STARTED + 1.3 * longest > limit:  # it would likely not end in time
+            found.append(f"{run}: not run (time)")
+            continue
+        task_mix = "non_verifiable" if run == "sharded module" else run
+        cfg = load_run_config(ROOT / "sweeps/runs/tiny.yaml",
+                              [*size, *every, f"task_mix={task_mix}", f"output_dir={out / 'gqa_val' / run.split()[0]}"])
+        started, crashes.lines = time.perf_counter(), []
+        try:
+            if run == "sharded module":
+                result = f"{sample_through_sharded_policy(cfg, str(policy))} samples"
+            else:
+                tracker = MemoryTracker()
+                train(cfg, tracker=tracker, progress=False)
+                (_, reward), (_, length) = tracker.series("val/reward")[0], tracker.series("val/response_len")[0]
+                result = f"val reward {reward:.2f}, length {length:.0f}"
+            found.append(f"{run}: ok, {result}, {time.perf_counter() - started:.0f} s")
+        except Exception as exc:  # noqa: BLE001 - the next run may say more; the whole report is in the log
+            traceback.print_exc()
+            ok = False
+            found.append(f"{run}: {(crashes.lines or [f'{type(exc).__name__}: {exc}'])[0][:400]}")
+        shutil.rmtree(cfg.output_dir, ignore_errors=True)  # its checkpoint: ~11 GB at 0.76B
+        longest = max(longest, time.perf_counter() - started)
+    return {"ok": ok, "status": "ok" if ok else "CRASHED", "result": "; ".join(found)}
+
+
+def sample_through_sharded_policy(cfg, policy_path: str) -> int:
+    """The validation samples as issue 21's run drew them: through the FSDP-sharded, gradient-checkpointed
+    policy module itself (bf16 compute over fp32 masters), not rank 0's generator copy. Returns the count."""
+    from harness import distributed
+    from harness.chat import chat_prompt
+    from harness.models import load_policy
+    from harness.rollout import HFGenerator, SamplingParams
+    from harness.trainer import prompt_pools
+    dist = distributed.setup(cfg)
+    try:
+        policy, tokenizer = load_policy(policy_path, cfg.model.param_dtype, "cpu")
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        policy.config.use_cache = False  # as build_models leaves it
+        distributed.shard(policy, dist, cfg.model.compute_dtype)
+        _, pools, _ = prompt_pools(cfg, policy_path)
+        prompts = [chat_prompt(tokenizer, r["prompt"]) for records in pools.values() for r in records]
+        sampler = HFGenerator(policy, tokenizer, batch_size=cfg.rollout.batch_size, copy_model=False)
+        params = SamplingParams(n=1, temperature=cfg.validation.temperature, top_p=cfg.validation.top_p,
+                                max_new_tokens=cfg.train.max_new_tokens, seed=cfg.seed)
+        return sum(len(group) for group in sampler.generate(prompts, params))
+    finally:
+        dist.close()
+
+
+class FirstLines(logging.Handler):
+    """The first line of every error record a logger emits (the sampler's crash report starts there)."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage().splitlines()[0])
+
+
 def part_decode(out: Path, device: str, smoke: bool) -> dict:
     """Per-token decode step of an 8B-shaped model, batch 64, after a prefill of 512 or 2048 tokens."""
     import torch
@@ -204,8 +302,8 @@ def part_decode(out: Path, device: str, smoke: bool) -> dict:
     return {"ok": True, "result": ", ".join(f"{k} {v}" for k, v in found.items()), **found}
 
 
-PART_FUNCTIONS = {"logprob": part_logprob, "resume": part_resume, "fsdp1": part_fsdp1, "lora": part_lora,
-                  "ckpt": part_ckpt, "decode": part_decode}
+PART_FUNCTIONS = {"logprob": part_logprob, "gqa_val": part_gqa_val, "resume": part_resume, "fsdp1": part_fsdp1,
+                  "lora": part_lora, "ckpt": part_ckpt, "decode": part_decode}
 
 
 def run_part(name: str, out: Path, smoke: bool) -> int:
@@ -214,7 +312,6 @@ def run_part(name: str, out: Path, smoke: bool) -> int:
         found = PART_FUNCTIONS[name](out, device, smoke)
         found.setdefault("status", "ok" if found["ok"] else "FAILED")
     except Exception as exc:  # noqa: BLE001 - the row says what broke; the traceback is in the log
-        import traceback
         traceback.print_exc()
         found = {"ok": False, "status": "CRASHED", "result": f"{type(exc).__name__}: {str(exc)[:160]}"}
     (out / f"{name}.json").write_text(json.dumps(found, indent=2))

@@ -7,6 +7,7 @@ generator really is a stale snapshot (that staleness is what `sync_every` contro
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -16,6 +17,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from harness.kv_cache import CACHE_KWARG, cache_of, group_repeats, preallocated_cache
 from harness.models import load_policy
 from harness.rollout.base import Rollout, SamplingParams, stream_seed
+
+log = logging.getLogger(__name__)
+
 
 class HFGenerator:
     """Generator over a causal LM's own forward pass with a KV cache. Prompts are chat-formatted strings.
@@ -87,9 +91,19 @@ class HFGenerator:
             self.model.train(training)
         return groups  # type: ignore[return-value]
 
-    @torch.no_grad()
     def _generate_batch(self, prompt_ids: list[list[int]], params: SamplingParams,
                         seeds: list[int] | None) -> list[Rollout]:
+        """One batch of samples; an exception inside it is logged with the sampler's shapes, then re-raised."""
+        try:
+            return self._sample_batch(prompt_ids, params, seeds)
+        except Exception as exc:
+            report = sampler_crash_report(self.model, prompt_ids, exc, self.check_finished_every)
+            log.error("%s", report, exc_info=exc)
+            raise
+
+    @torch.no_grad()
+    def _sample_batch(self, prompt_ids: list[list[int]], params: SamplingParams,
+                      seeds: list[int] | None) -> list[Rollout]:
         """Prefill the left-padded prompts once, then decode token by token from the KV cache.
 
         A hand-written loop over the model's forward, not `model.generate` (see the class docstring).
@@ -176,6 +190,54 @@ class HFGenerator:
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         return Rollout(prompt_index=-1, sample_index=-1, prompt_ids=list(prompt_ids), token_ids=ids, text=text,
                        finish_reason=finish, logprobs=logprobs)
+
+
+def sampler_crash_report(model, prompt_ids: list[list[int]], exc: BaseException, check_finished_every: int) -> str:
+    """What the sampler's shapes were when `exc` left `_sample_batch`, read from that call's local
+    variables: the phase (prefill or decode step), batch, prompt lengths, width, distinct prompts,
+    masks, positions, each cache layer's buffers and length, the model's attention config. For
+    crashes that only one machine shows (issue 21: "size of tensor a (16) must match ... (15)" in an
+    H200's prefill). The first line alone says where and what."""
+    at = {}
+    trace = exc.__traceback__
+    while trace is not None:  # the innermost _sample_batch call on the way to the raise
+        if trace.tb_frame.f_code is HFGenerator._sample_batch.__wrapped__.__code__:
+            at = dict(trace.tb_frame.f_locals)
+        trace = trace.tb_next
+    lengths = [len(ids) for ids in prompt_ids]
+    first, phase = at.get("first"), f"decode step {at['position']}" if "position" in at else "prefill"
+    lines = [f"sampler crashed in the {phase}: "
+             f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}; batch {len(prompt_ids)}, prompt lengths "
+             f"{min(lengths)}..{max(lengths)}, width {at.get('width')}, "
+             f"distinct prompts {None if first is None else len(first)}",
+             f"prompt lengths: {lengths}"]
+    try:  # reading a tensor after a device-side error can raise again: keep what was written
+        config = model.config.get_text_config(decoder=True)
+        lines += [f"attention {_shape(at.get('attention'))}, decode mask {_shape(at.get('mask'))}, position_ids "
+                  f"{_shape(at.get('positions'))} {_range(at.get('positions'))}, next positions "
+                  f"{_range(at.get('next_position'))}, rows decoding {_shape(at.get('rows'))}",
+                  f"check_finished_every {check_finished_every}, {type(model).__name__}, attn_implementation "
+                  f"{getattr(config, '_attn_implementation', None)}, heads {config.num_attention_heads}, kv heads "
+                  f"{getattr(config, 'num_key_value_heads', None)}, head_dim {getattr(config, 'head_dim', None)}, "
+                  f"hidden {config.hidden_size}, layers {config.num_hidden_layers}"]
+        for index, layer in enumerate(getattr(at.get("cache"), "layers", None) or []):
+            buffers = ", ".join(f"{name} {_shape(getattr(layer, name, None))}"
+                                for name in ("key_buffer", "value_buffer", "keys", "values"))
+            lines.append(f"cache layer {index}: {type(layer).__name__} length {getattr(layer, 'length', None)} "
+                         f"capacity {getattr(layer, 'capacity', None)}, {buffers}")
+    except Exception as failure:  # noqa: BLE001 - the report must not hide the crash it reports
+        lines.append(f"(report cut short: {type(failure).__name__}: {failure})")
+    return "\n".join(lines)
+
+
+def _shape(tensor) -> str:
+    return str(tuple(tensor.shape)) if isinstance(tensor, torch.Tensor) else "none"
+
+
+def _range(tensor) -> str:
+    if not isinstance(tensor, torch.Tensor) or tensor.numel() == 0:
+        return "none"
+    return f"{int(tensor.min())}..{int(tensor.max())}"
 
 
 def row_uniforms(seeds: list[int], length: int) -> torch.Tensor:
