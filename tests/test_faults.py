@@ -230,11 +230,13 @@ def test_a_disk_that_fills_while_a_checkpoint_is_written_leaves_the_last_good_on
         assert meta["step"] == 1 and any(k.startswith("optim.") for k in tensors)
 
 
-def test_a_preempted_sweep_trial_is_requeued_and_resumes_into_the_same_run(tiny_assets, tmp_path):
+@pytest.mark.parametrize("launcher", ["local", "submitit"])  # submitit: its local executor, the Slurm path's code
+def test_a_preempted_sweep_trial_is_requeued_and_resumes_into_the_same_run(tiny_assets, tmp_path, launcher):
     from test_sweep_run import mlflow_runs, study_of, sweep_argv, sweep_env, write_grid
     path = write_grid(tmp_path, "preempt", {"method": ["dpo"]}, set={"train.steps": 30, "checkpoint.every": 100,
                                                                     "validation.every": 100})
-    sweep = subprocess.Popen(sweep_argv(path, "--jobs", "1"), cwd=tmp_path, env=sweep_env(tmp_path),
+    sweep = subprocess.Popen(sweep_argv(path, "--jobs", "1", "--launcher", launcher), cwd=tmp_path,
+                             env=sweep_env(tmp_path),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     trial_dir = tmp_path / "outputs" / "preempt" / "trials" / "dpo" / "0"
     deadline = time.monotonic() + 300
@@ -250,6 +252,7 @@ def test_a_preempted_sweep_trial_is_requeued_and_resumes_into_the_same_run(tiny_
     assert sweep.returncode == 0, out[-3000:]
     (trial,) = study_of(path).trials()
     assert trial.user_attrs["harness.requeues"] == 1 and trial.user_attrs["harness.outcome"] == "completed"
+    assert trial.user_attrs["launcher"] == launcher
     log = (trial_dir / "trial.log").read_text()
     assert "SIGTERM received; stopped after step" in log and "resumed from" in log
     runs = [r for r in mlflow_runs(tmp_path, "preempt") if "cell_key" in r.data.tags]
