@@ -102,7 +102,8 @@ def rank0_load() -> None:
 
     folder = sys.argv[2]
     cfg = load_run_config(ROOT / "sweeps/runs/tiny.yaml", ["train.parallel=fsdp", "model.device=cpu",
-                                                           "model.compute_dtype=bfloat16", "model.reference_offload=true"])
+                                                           "model.compute_dtype=bfloat16",
+                                                           "model.reference_offload=true"])
     dist = distributed.setup(cfg)
     seen = {}
     before = rss_mib()
