@@ -1,5 +1,5 @@
 """Run by tests/test_distributed.py under `torchrun --nproc-per-node 2`; one check per argument, a
-failed assertion exits non-zero. Each check prints one JSON line for the test to read."""
+failed assertion exits non-zero. Each check prints one JSON line, from rank 0, for the test to read."""
 
 from __future__ import annotations
 
@@ -39,7 +39,8 @@ def collectives() -> None:
     assert dist.broadcast({"from": rank}) == {"from": 0}
     assert dist.gather(rank * 10) == [0, 10]
     dist.barrier()
-    print(json.dumps({"spec": spec, "totals": totals}))
+    if rank == 0:  # one printer: two ranks' lines can interleave in torchrun's output
+        print(json.dumps({"spec": spec, "totals": totals}))
     dist.close()
 
 
@@ -80,7 +81,8 @@ def reshard() -> None:
     pools = {task: records[:2] for task, records in task_pools(cfg.task_mix, cfg.data, "validation").items()}
     validate(cfg, validator, policy, pools, None)
     after_validation = gathered(policy)
-    print(json.dumps({"reference": after_reference, "policy": after_validation}))
+    if dist.is_main:  # one printer (every rank asserts below)
+        print(json.dumps({"reference": after_reference, "policy": after_validation}))
     assert not after_reference and not after_validation
     dist.close()
 
@@ -135,7 +137,9 @@ def rank0_load() -> None:
     out["buffers_equal_rank0"] = all(torch.equal(everyone[0][0][k], b) and everyone[0][0][k].dtype == b.dtype
                                      for k, b in buffers.items()) and list(everyone[0][0]) == list(buffers)
     out["logits_equal_rank0"] = all(torch.equal(everyone[0][1][k], v) for k, v in logits.items())
-    print(json.dumps({"ranks": dist.gather(out)}))
+    everyone = dist.gather(out)
+    if dist.is_main:  # one printer: two ranks' lines can interleave in torchrun's output
+        print(json.dumps({"ranks": everyone}))
     dist.close()
 
 
