@@ -203,6 +203,42 @@ def shard(model, dist: Dist, compute_dtype: str, offload: bool = False, trainabl
     return model
 
 
+def shard_from_rank0(model, dist: Dist, compute_dtype: str, offload: bool = False, trainable: bool = True):
+    """`shard`, for a model whose weights only rank 0 loaded: the other ranks built it on the meta
+    device (harness.models.build_on_meta), so no rank but 0 ever holds a whole copy in host memory.
+
+    After sharding, those ranks allocate their (empty) shards where FSDP keeps them, then every
+    tensor of rank 0's state dict is broadcast, one at a time, and each rank keeps its slice.
+    Buffers not in a state dict (rotary `inv_freq`) are copied from rank 0 too. Tied weights stay
+    one parameter. Collective."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+    weights = model.state_dict() if dist.is_main else {}  # keeps rank 0's full copy alive until sent
+    shard(model, dist, compute_dtype, offload=offload, trainable=trainable)
+    if not dist.is_main:
+        model.to_empty(device="cpu" if offload else dist.device)
+    set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    del weights
+    _buffers_from_rank0(model, dist)
+    return model
+
+
+def _buffers_from_rank0(model, dist: Dist) -> None:
+    """Every buffer := rank 0's, on the device rank 0 keeps it on (FSDP moves buffers to the GPU even
+    when it offloads the parameters)."""
+    layout = dist.broadcast([(name, b.shape, b.dtype, b.device.type) for name, b in model.named_buffers()]
+                            if dist.is_main else None)
+    mine = dict(model.named_buffers())
+    if [name for name, *_ in layout] != list(mine):
+        raise RuntimeError(f"rank {dist.rank}: buffers {list(mine)} differ from rank 0's {[n for n, *_ in layout]}")
+    for name, shape, dtype, device_type in layout:
+        device = torch.device("cpu") if device_type == "cpu" else dist.device
+        value = mine[name] if dist.is_main else torch.empty(shape, dtype=dtype, device=device)
+        torch.distributed.broadcast(value, src=0)
+        if not dist.is_main:
+            owner, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(owner), leaf, value)
+
+
 def reshard(model) -> None:
     """Free a sharded model's gathered root after no-grad forwards (validation): without a backward,
     FSDP keeps it gathered until the next training step. No-op for an unsharded model."""

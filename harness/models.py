@@ -26,14 +26,7 @@ def resolve_device(device: str) -> torch.device:
 def load_policy(path: str | Path, dtype: str = "float32", device: str = "cpu",
                 trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer exactly as a real checkpoint is loaded."""
-    local = Path(path)
-    looks_local = local.is_absolute() or str(path).startswith((".", "~")) or local.exists()
-    if looks_local and not (local / "config.json").is_file():
-        raise AssetMissingError(
-            f"model path {path}: no config.json there. Expected a folder written by "
-            f"save_pretrained (config.json, model.safetensors, tokenizer files); for the paper "
-            f"setting download meta-llama/Llama-3.1-8B-Instruct there first (this machine cannot)."
-        )
+    _require_checkpoint_folder(path)
     try:
         tokenizer = load_tokenizer(path, trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
@@ -45,6 +38,36 @@ def load_policy(path: str | Path, dtype: str = "float32", device: str = "cpu",
         ) from None
     model.to(resolve_device(device))
     return model, tokenizer
+
+
+def build_on_meta(path: str | Path, dtype: str = "float32",
+                  trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The checkpoint's architecture with no weights (meta device), in the mode `from_pretrained`
+    leaves a model (eval), and its tokenizer: an FSDP rank other than 0 builds this and receives
+    its shards from rank 0 (harness.distributed.shard_from_rank0)."""
+    from transformers import AutoConfig, GenerationConfig
+    _require_checkpoint_folder(path)
+    try:
+        tokenizer = load_tokenizer(path, trust_remote_code)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        raise AssetMissingError(f"model {path}: could not read its config or tokenizer ({exc}).") from None
+    if (Path(path) / "generation_config.json").is_file():
+        model.generation_config = GenerationConfig.from_pretrained(path)
+    return model.eval(), tokenizer
+
+
+def _require_checkpoint_folder(path: str | Path) -> None:
+    local = Path(path)
+    looks_local = local.is_absolute() or str(path).startswith((".", "~")) or local.exists()
+    if looks_local and not (local / "config.json").is_file():
+        raise AssetMissingError(
+            f"model path {path}: no config.json there. Expected a folder written by "
+            f"save_pretrained (config.json, model.safetensors, tokenizer files); for the paper "
+            f"setting download meta-llama/Llama-3.1-8B-Instruct there first (this machine cannot)."
+        )
 
 
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:

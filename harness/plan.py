@@ -321,13 +321,15 @@ def generator_gpu_rows(cfg, placement: str, generator_gpus: int, weights: float,
 
 
 def host_rows(cfg, policy: Shape, reward_model: Shape | None, gpus: int, placement: str) -> list[tuple[str, float]]:
-    """Host memory of one machine while the models load: every rank reads the whole policy (master
-    dtype) and reference (inference dtype) on the CPU before FSDP shards them onto its GPU."""
+    """Host memory of one machine while the models load: rank 0 alone reads the whole policy (master
+    dtype) and reference (inference dtype) on the CPU; under FSDP the other ranks build them on the
+    meta device and receive only their shards, one tensor at a time (harness.distributed.shard_from_rank0)."""
     from harness.train_setup import reference_dtype
     n, p, r = policy.params, BYTES[cfg.model.param_dtype], BYTES[reference_dtype(cfg)]
-    ranks = gpus if cfg.train.parallel == "fsdp" else 1
-    rows = [(f"policy + reference loaded on the CPU by each of {ranks} rank(s) "
-             f"({cfg.model.param_dtype} + {reference_dtype(cfg)})", ranks * n * (p + r))]
+    rows = [(f"policy + reference loaded on the CPU by rank 0 only ({cfg.model.param_dtype} + {reference_dtype(cfg)})",
+             n * (p + r))]
+    if cfg.train.parallel == "fsdp" and cfg.model.reference_offload:
+        rows.append((f"reference shards kept on the CPU (model.reference_offload, 1/{gpus} per rank)", n * r))
     if placement == "colocated":
         rows.append((f"rank 0's generator copy, made on the CPU ({cfg.model.param_dtype}) before moving", n * p))
     else:

@@ -4,6 +4,8 @@
 
 - policy: master weights in `model.param_dtype`; under FSDP sharded over the ranks with compute
   in `model.compute_dtype` (MixedPrecisionPolicy, fp32 gradient reduction);
+- loading: rank 0 alone reads the checkpoint (on the CPU under FSDP); other ranks build the models
+  on the meta device and receive their shards from rank 0, so one whole copy sits in host memory;
 - reference: loaded in the compute dtype (it never trains) and sharded the same way, or kept on
   CPU with `model.reference_offload`; never a second full copy per GPU;
 - generator: rank 0's rollout source, made before sharding: a full copy only in `colocated`
@@ -22,10 +24,10 @@ from typing import Any
 
 import torch
 
-from harness.distributed import Dist, shard
+from harness.distributed import Dist, shard_from_rank0
 from harness.lora import AdapterDisabled, apply_lora
 from harness.precision import inference_dtype, torch_dtype, warn_if_updates_round_away
-from harness.models import load_policy, resolve_device
+from harness.models import build_on_meta, load_policy, resolve_device
 
 log = logging.getLogger("harness.train")
 
@@ -56,8 +58,12 @@ def build_models(cfg, policy_path: str, dist: Dist, open_generator) -> Models:
     device = dist.device if dist.enabled else resolve_device(cfg.model.device)
     load_on = "cpu" if dist.enabled else str(device)  # fully_shard moves each shard to its device
     trust = cfg.model.trust_remote_code
-    policy, tokenizer = load_policy(policy_path, cfg.model.param_dtype, load_on, trust)
-    reference, _ = load_policy(policy_path, reference_dtype(cfg), load_on, trust)
+    if dist.is_main:
+        policy, tokenizer = load_policy(policy_path, cfg.model.param_dtype, load_on, trust)
+        reference, _ = load_policy(policy_path, reference_dtype(cfg), load_on, trust)
+    else:  # no weights: rank 0's arrive shard by shard (shard_from_rank0)
+        policy, tokenizer = build_on_meta(policy_path, cfg.model.param_dtype, trust)
+        reference, _ = build_on_meta(policy_path, reference_dtype(cfg), trust)
     reference.eval().requires_grad_(False)
     generator = None
     if dist.is_main:
@@ -75,8 +81,9 @@ def build_models(cfg, policy_path: str, dist: Dist, open_generator) -> Models:
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         policy.config.use_cache = False  # training forwards keep no KV cache; the generators ask for one
     if dist.enabled:
-        shard(policy, dist, cfg.model.compute_dtype)
-        shard(reference, dist, cfg.model.compute_dtype, offload=cfg.model.reference_offload, trainable=False)
+        shard_from_rank0(policy, dist, cfg.model.compute_dtype)
+        shard_from_rank0(reference, dist, cfg.model.compute_dtype, offload=cfg.model.reference_offload,
+                         trainable=False)
     trainable = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.train.lr, eps=cfg.train.adam_eps,
                                   betas=(cfg.train.adam_beta1, cfg.train.adam_beta2),

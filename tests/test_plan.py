@@ -113,12 +113,21 @@ def test_worker_placement_moves_the_generator_off_the_trainer_gpus():
     assert row(colocated, "vLLM engine") == pytest.approx(0.85 * 140 * GIB) and not colocated.fits
 
 
-def test_host_memory_row_counts_every_rank_loading_the_whole_model():
+def test_host_memory_rows_count_one_whole_model_on_rank_0_only():
+    """Only rank 0 loads the checkpoint on the CPU; other ranks receive their shards (it was 8 copies, ~390 GiB)."""
     plan = plan_memory(load_run_config(LLAMA, COLOCATED_HF), gpus=8, capacity_gib=140)
     n = 8.03e9
-    # each of 8 ranks: fp32 policy + bf16 reference; rank 0 also copies the fp32 policy for the generator
-    assert plan.host_total == pytest.approx(8 * n * (4 + 2) + n * 4, rel=0.01)
-    assert plan.host_total / 1e9 > 385
+    # rank 0: fp32 policy + bf16 reference, and the fp32 copy it makes for the colocated generator
+    assert plan.host_total == pytest.approx(n * (4 + 2) + n * 4, rel=0.01)
+    assert plan.host_total / GIB == pytest.approx(74.8, abs=0.3)
+    # the shipped split (6 ranks, a vLLM worker on 2 GPUs): rank 0's load and 2 bf16 snapshots in /dev/shm
+    plan = plan_memory(load_run_config(LLAMA, ["task_mix=verifiable"]), gpus=6, capacity_gib=140, generator_gpus=2)
+    assert plan.host_total == pytest.approx(n * (4 + 2) + 2 * n * 2, rel=0.01)
+    # an offloaded reference lives on the host in shards: the whole bf16 reference, over the ranks
+    offloaded = plan_memory(load_run_config(LLAMA, [*COLOCATED_HF, "model.reference_offload=true"]), gpus=8,
+                            capacity_gib=140)
+    assert offloaded.host_total - plan_memory(load_run_config(LLAMA, COLOCATED_HF), gpus=8,
+                                              capacity_gib=140).host_total == pytest.approx(n * 2, rel=0.01)
 
 
 def test_max_prompt_tokens_replaces_the_default_allowance():
