@@ -23,7 +23,11 @@ def changed_fraction(tmp_path: Path, param_dtype: str, seed: dict[str, torch.Ten
     tracker = MemoryTracker()
     train(cfg, tracker=tracker, progress=False)
     assert tracker.series("train/pairs")[-1][1] > 0  # a real gradient step happened
-    after = load_file(str(ckpt.list_checkpoints(tmp_path / param_dtype)[-1][1] / "model.safetensors"))
+    last = ckpt.list_checkpoints(tmp_path / param_dtype)[-1][1]
+    # The export (model.safetensors) is in the compute dtype; a narrower export's fp32 masters travel in
+    # trainer_state.safetensors under `policy.` (what resume reads): compare the masters themselves.
+    _, state = ckpt.load_trainer_state(last)
+    after = ckpt.weights_with_prefix(state, "policy") or load_file(str(last / "model.safetensors"))
     layers = [k for k in after if ".layers." in k and k.endswith("proj.weight")]  # every entry gets a gradient
     changed = sum(int((after[k].float() != seed[k].to(after[k].dtype).float()).sum()) for k in layers)
     return changed / sum(after[k].numel() for k in layers)
