@@ -275,7 +275,7 @@ class MlflowTracker:
             if not is_unreachable(exc):
                 raise
             existing = {}  # re-sending a param with its same value is harmless
-        fresh = [Param(key, _param_value(value)) for key, value in params.items() if key not in existing]
+        fresh = [Param(key, redact(_param_value(value))) for key, value in params.items() if key not in existing]
         for start in range(0, len(fresh), 90):
             self._send(self.client.log_batch, self.run_id, params=fresh[start:start + 90])
 
@@ -290,7 +290,7 @@ class MlflowTracker:
 
     def set_tags(self, tags: dict[str, str]) -> None:
         for key, value in tags.items():
-            self._send(self.client.set_tag, self.run_id, key, str(value))
+            self._send(self.client.set_tag, self.run_id, key, redact(str(value)))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self._send(self.client.log_artifact, self.run_id, str(path), artifact_path)

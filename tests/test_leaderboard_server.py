@@ -148,3 +148,19 @@ def test_a_tracking_server_behind_basic_auth_is_reached_with_the_urls_credential
             wait_for_tracking_server(f"http://researcher:wrong@127.0.0.1:{port}", wait_s=0.5)
     finally:
         server.shutdown()
+
+
+def test_a_password_in_a_config_url_is_not_stored_in_mlflow_params_or_tags(tmp_path):
+    """A run's params are its flattened config: a judge or data URL with a password must not reach
+    the tracking store (read back from the real SQLite store)."""
+    from mlflow.tracking import MlflowClient
+    from harness.tracking import MlflowTracker
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = MlflowTracker("secrets", "run", tracking_uri=uri)
+    tracker.log_params({"eval.judge.base_url": "https://me:sk-live-123@judge.lab/v1", "train.lr": 1e-6})
+    tracker.set_tags({"harness.error": "could not reach postgresql://optuna:hunter2@db/sweeps"})
+    tracker.finish()
+    run = MlflowClient(uri).get_run(tracker.run_id)
+    assert run.data.params["eval.judge.base_url"] == "https://me:***@judge.lab/v1"
+    assert run.data.params["train.lr"] == "1e-06"
+    assert run.data.tags["harness.error"] == "could not reach postgresql://optuna:***@db/sweeps"
