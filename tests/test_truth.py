@@ -74,3 +74,52 @@ def test_a_joint_run_logs_val_quality_over_the_chat_prompts_only(tiny_assets, tm
         [chat_prompt(tokenizer, row["prompt"]) for row in rows], params, keys=list(range(len(rows))))
     expected = sum(quality(row, group[0].text) for row, group in zip(rows, samples)) / len(rows)
     assert logged[0] == pytest.approx(expected, abs=1e-9)
+
+
+def test_an_alternative_rule_is_evaluated_under_its_own_prefix_and_leaves_eval_untouched(tiny_assets, tmp_path):
+    """len_norm picks step 5 (short answers), max_val_reward step 10 (higher reward, much longer):
+    `--rule max_val_reward --as-alternative` logs eval_max_val_reward/* and selected_step_max_val_reward,
+    and every eval/* metric, selected_step and the selection_rule tag keep their one logged value."""
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    from harness.cli import main
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("alt-rule", artifact_location=str(tmp_path / "artifacts"))
+    run_id = client.create_run(experiment).info.run_id
+    output_dir = tmp_path / "out"
+    for step in (5, 10):
+        shutil.copytree(tiny_assets.policy_dir, output_dir / "checkpoints" / f"step_{step}")
+    client.log_param(run_id, "output_dir", str(output_dir))
+    for step, reward, length in ((5, 0.4, 10.0), (10, 0.6, 60.0)):
+        client.log_metric(run_id, "val/reward", reward, step=step)
+        client.log_metric(run_id, "val/response_len", length, step=step)
+        client.log_metric(run_id, "val/len_norm_reward", reward / length, step=step)
+    (tmp_path / "checkpoints.json").write_text(json.dumps([{"step": s, "path": f"checkpoints/step_{s}"}
+                                                           for s in (5, 10)]))
+    client.log_artifact(run_id, str(tmp_path / "checkpoints.json"))
+    rows = [json.loads(line) for line in (tiny_assets.data_dir / "math" / "test.jsonl").read_text().splitlines()][:2]
+    data = tmp_path / "two.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    common = ["--suites", "tiny_math", "--tracking-uri", uri, "--data", f"tiny_math={data}", "--samples", "1",
+              "--max-new-tokens", "8"]
+
+    assert main(["eval", run_id, *common]) == 0
+    before = client.get_run(run_id).data
+    assert before.metrics["selected_step"] == 5
+    assert main(["eval", run_id, "--rule", "max_val_reward", "--as-alternative", *common,
+                 "--out", str(tmp_path / "gen")]) == 0
+    after = client.get_run(run_id).data
+    assert after.metrics["selected_step_max_val_reward"] == 10
+    assert "eval_max_val_reward/tiny_math/pass_at_1" in after.metrics
+    assert "eval_max_val_reward/tiny_math/pass_at_1_se" in after.metrics
+    assert after.tags["selection_rule"] == "len_norm" and "eval_max_val_reward/settings" in after.tags
+    for key in [k for k in before.metrics if k.startswith(("eval/", "eval_final/"))] + ["selected_step"]:
+        assert len(client.get_metric_history(run_id, key)) == 1, key
+        assert after.metrics[key] == before.metrics[key]
+    assert (tmp_path / "gen" / "step_10" / "tiny_math" / "generations.jsonl").is_file()
+    logged = [a.path for a in client.list_artifacts(run_id, "eval_max_val_reward/tiny_math")]
+    assert logged == ["eval_max_val_reward/tiny_math/generations.jsonl"]
