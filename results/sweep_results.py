@@ -18,7 +18,7 @@ import pandas as pd
 from harness.errors import HarnessError
 from results.artifacts import checkpoint_steps, histories, quiet_downloads
 from results.errors import TrackingUnavailable
-from results.labels import method_label, row_order_key
+from results.labels import cell_label, row_order_key
 from results.runs import CELL_KEYS, runs_frame, task_mixes
 from results.store import connect, search_all_runs
 
@@ -38,13 +38,14 @@ DEFAULT_OBJECTIVE = ("val/len_norm_reward", "maximize")
 
 @dataclass
 class Cell:
-    """One (method, s, reference sync, task mix) cell and the runs (one per seed) standing for it."""
+    """One (method, s, reference sync, task mix, variant) cell and the runs (one per seed) standing for it."""
     task_mix: str
     method: str
     sync_every: str
     ref_sync_every: str
     label: str
     runs: pd.DataFrame
+    variant: str = ""
 
 
 @dataclass
@@ -66,9 +67,10 @@ class ReportData:
     def cells(self, task_mix: str) -> list[Cell]:
         """The trained cells of one task mix, in the paper's row order."""
         mine = self.runs[(self.runs["task_mix"] == task_mix) & (self.runs["method"] != "seed")]
-        cells = [Cell(task_mix, m, s, r, method_label(m, s, r, task_mix), group)
-                 for (m, s, r), group in mine.groupby(["method", "sync_every", "ref_sync_every"], sort=False)]
-        return sorted(cells, key=lambda c: (row_order_key(c.method, c.sync_every), c.ref_sync_every))
+        cells = [Cell(task_mix, m, s, r, cell_label(m, s, r, task_mix, v), group, v)
+                 for (m, s, r, v), group in mine.groupby(["method", "sync_every", "ref_sync_every", "variant"],
+                                                          sort=False, dropna=False)]
+        return sorted(cells, key=lambda c: (row_order_key(c.method, c.sync_every), c.ref_sync_every, str(c.variant)))
 
     def values(self, run_id: str, key: str) -> pd.Series:
         return self.series.get((run_id, key), pd.Series(dtype=float))
@@ -144,7 +146,7 @@ def one_run_per_seed(report: ReportData, objective: tuple[str, str]) -> pd.DataF
         best = scores.idxmax()
         keep.append(best)
         row = group.loc[best]
-        report.notes.append(f"{method_label(row['method'], row['sync_every'], row['ref_sync_every'], row['task_mix'])} "
+        report.notes.append(f"{cell_label(row['method'], row['sync_every'], row['ref_sync_every'], row['task_mix'], row['variant'])} "
                             f"({row['task_mix']}) seed {row['seed']} has {len(group)} runs; the one with the best "
                             f"{objective[0]} at its selected step ({row['run_name']}) is shown.")
     return frame.loc[sorted(keep)].reset_index(drop=True)
