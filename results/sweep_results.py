@@ -28,6 +28,7 @@ CURVES = {  # step-wise validation metric -> axis label; one figure each
     "val/entropy": "validation entropy (nats/token)",
     "val/response_len": "validation response length (tokens)",
 }
+TRUTH_CURVE = "val/quality"  # a task's hidden ground truth on the validation prompts, where it has one
 PHASES = ("generate", "score", "train", "sync")
 TIME_KEYS = tuple(f"time/{phase}_s" for phase in PHASES)
 # How long the trainer waited for rollouts: all of `time/generate_s` when it generates itself (colocated),
@@ -98,7 +99,7 @@ def load_report_data(tracking_uri: str, experiment: str, sweep: str | None = Non
         raise HarnessError(f"harness report: experiment {experiment!r} in tracking URI {tracking_uri!r} has no "
                            "finished training run yet; wait for the sweep (`harness status SWEEP.yaml`) or rerun it.")
     trained = frame[frame["method"] != "seed"]["run_id"].tolist()
-    keys = [*CURVES, *TIME_KEYS, WAIT_KEY, *([objective[0]] if objective[0].startswith("val/") else [])]
+    keys = [*CURVES, *TIME_KEYS, WAIT_KEY, TRUTH_CURVE, *([objective[0]] if objective[0].startswith("val/") else [])]
     series = histories(client, trained, keys)
     for _, run in frame[frame["method"] != "seed"].iterrows():
         missing = [k for k in (*CURVES, *TIME_KEYS) if (run["run_id"], k) not in series]
