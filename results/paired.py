@@ -46,7 +46,7 @@ def by_seed(runs: pd.DataFrame, score: str) -> pd.Series:
 def describe_paired(result: dict[str, float], digits: int = 1) -> str:
     """`+3.0 ± 0.5 (3 of 3 seeds agree; beyond 2 SE)`; the verdict from the paired SE alone."""
     if not result["n"]:
-        return f"{DASH} (no seed in common)"
+        return f"{DASH} (no seed scored in both)"
     mean = f"{result['mean']:+.{digits}f}"
     if pd.isna(result["se"]):
         return f"{mean} (1 seed: no SE across seeds)"

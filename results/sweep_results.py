@@ -19,6 +19,7 @@ from harness.errors import HarnessError
 from results.artifacts import checkpoint_steps, histories, quiet_downloads
 from results.errors import TrackingUnavailable
 from results.labels import cell_label, row_order_key
+from results.metrics import lc_unidentifiable, metric_name
 from results.runs import CELL_KEYS, runs_frame, task_mixes
 from results.store import connect, search_all_runs
 
@@ -60,6 +61,7 @@ class ReportData:
     series: dict[tuple[str, str], pd.Series]  # (run_id, key) -> values indexed by step
     checkpoint_steps: dict[str, list[int]]  # run_id -> steps with a checkpoint
     notes: list[str] = field(default_factory=list)
+    hidden: dict[tuple[str, str], str] = field(default_factory=dict)  # (run_id, column) -> why it is blanked
 
     @property
     def mixes(self) -> list[str]:
@@ -108,6 +110,7 @@ def load_report_data(tracking_uri: str, experiment: str, sweep: str | None = Non
                          "its curves and compute sums leave those out.")
     report = ReportData(tracking_uri, experiment, found.experiment_id, sweep, frame, n_total, series, {}, notes)
     report.runs = one_run_per_seed(report, objective)
+    hide_unidentifiable_lc(report)
     with quiet_downloads():
         report.checkpoint_steps = {rid: checkpoint_steps(client, rid) for rid in report.runs["run_id"]
                                    if rid in trained}
@@ -151,6 +154,20 @@ def one_run_per_seed(report: ReportData, objective: tuple[str, str]) -> pd.DataF
                             f"({row['task_mix']}) seed {row['seed']} has {len(group)} runs; the one with the best "
                             f"{objective[0]} at its selected step ({row['run_name']}) is shown.")
     return frame.loc[sorted(keep)].reset_index(drop=True)
+
+
+def hide_unidentifiable_lc(report: ReportData) -> None:
+    """Blank each run's LC win rates that are not identifiable (results.metrics.lc_unidentifiable), so no
+    table, comparison or figure reads them; `report.hidden` and the notes say why."""
+    runs = report.runs
+    for column in [c for c in runs.columns if c.startswith("eval") and metric_name(c) == "lc_winrate"]:
+        for index, run in runs.iterrows():
+            reason = None if pd.isna(run[column]) else lc_unidentifiable(run, column)
+            if reason:
+                report.hidden[(run["run_id"], column)] = reason
+                runs.at[index, column] = math.nan
+                report.notes.append(f"Run {run['run_name']} ({run['run_id'][:8]}): {column} not identifiable "
+                                    f"({reason}); left out (its raw win rate is in the other-metrics table).")
 
 
 def value_at(series: pd.Series, step: float) -> float:

@@ -10,8 +10,8 @@ from harness.errors import redact
 
 from results.formatting import DASH, fmt, fmt_pm, md_table
 from results.labels import seed_sort_key
-from results.metrics import (LC_MAX_SE, LC_MIN_LENGTH_OVERLAP, digits_for, is_score_column, lc_unidentifiable,
-                             metric_name, suite_of, truth_column)
+from results.metrics import (LC_MAX_SE, LC_MIN_LENGTH_OVERLAP, digits_for, is_score_column, metric_name, suite_of,
+                             truth_column)
 from results.numbers import compute_frame, mix_scores, per_seed, selection_frame
 from results.report.comparisons import paired_table, truth_at_picks, truth_at_picks_table
 from results.paper import BENCHMARKS_BY_MIX, MODEL, PAPER_ANALOGUE_OF_SUITE, PAPER_BENCHMARK_OF_SUITE, paper_value
@@ -21,7 +21,8 @@ from results.sweep_results import PHASES, ReportData
 
 def results_table(report: ReportData, task_mix: str) -> tuple[str, list[str]]:
     """The paper-layout table of one task mix (each headline score followed by its suite's ground truth,
-    if any; an LC win rate only where identifiable), and notes on cells with missing or hidden scores."""
+    if any; an LC win rate blanked where not identifiable, sweep_results.hide_unidentifiable_lc), and notes
+    on cells with missing scores."""
     cells, scores = mix_scores(report, task_mix)
     columns = [c for s in scores for c in (s, truth_column(cells, s)) if c]
     header = ["method", *(suite_of(c) + " " + (f"{metric_name(c)} (truth)" if c not in scores else metric_name(c))
@@ -32,23 +33,17 @@ def results_table(report: ReportData, task_mix: str) -> tuple[str, list[str]]:
         cell = by_label.get(agg["label"])
         step = per_seed(cell, "selected_step") if cell is not None else DASH
         runs = cell.runs if cell is not None else report.runs[report.runs["method"] == "seed"]
-        values = []
-        for column in columns:
-            why = [f"{run['run_name']}: {reason}" for _, run in runs.iterrows()
-                   if not pd.isna(run.get(column, float("nan"))) and (reason := lc_unidentifiable(run, column))]
-            if why:
-                values.append(f"{DASH} (not identifiable)")
-                notes.append(f"{agg['label']}: {column} not identifiable ({'; '.join(why)}); the raw win rate is in "
-                             f"the other-metrics table.")
-            else:
-                values.append(fmt_pm(agg[column], agg[f"{column}_se"], digits_for(column)))
-        rows.append([agg["label"], *values, step, str(agg["n_seeds"])])
+        hidden = {column for column in columns for rid in runs["run_id"] if (rid, column) in report.hidden}
+        rows.append([agg["label"], *(f"{DASH} (not identifiable)" if pd.isna(agg[c]) and c in hidden else
+                                     fmt_pm(agg[c], agg[f"{c}_se"], digits_for(c)) for c in columns),
+                     step, str(agg["n_seeds"])])
         if cell is not None:
             for score in (*scores, *(s.replace("eval/", "eval_final/", 1) for s in scores)):
                 if score not in cell.runs:
                     notes.append(f"{agg['label']}: no run logged {score} (shown as —).")
                     continue
-                missing = cell.runs[cell.runs[score].isna()]["run_name"].tolist()
+                missing = [r["run_name"] for _, r in cell.runs[cell.runs[score].isna()].iterrows()
+                           if (r["run_id"], score) not in report.hidden]  # hidden: noted with the reason
                 if missing:
                     notes.append(f"{agg['label']}: {score} missing in {', '.join(missing)}"
                                  + (" (shown as —)." if len(missing) == len(cell.runs) else
@@ -165,8 +160,8 @@ def render(report: ReportData, command: str, figures: dict[str, str]) -> str:
            "sign; the wording comes from the sign and whether |difference| > 2 SE. A cell is its method, s, "
            "reference sync, task mix and any other config param that sets its runs apart (shown in brackets). "
            "`quality (truth)` is the task's hidden ground truth (0..1, the tiny chat task's), which the judged "
-           "win rate only imitates: where the two part ways the policy is gaming the judge. An LC win rate is shown "
-           f"only where identifiable: every run's own LC SE at most {LC_MAX_SE:g} points and at least "
+           "win rate only imitates: where the two part ways the policy is gaming the judge. A run's LC win rate is "
+           f"used only where identifiable: its own LC SE at most {LC_MAX_SE:g} points and at least "
            f"{100 * LC_MIN_LENGTH_OVERLAP:.0f}% of its answers no longer, and as many no shorter, than the "
            "baseline's (else equal length, where the LC is read, lies outside the data); the notes say why "
            "where it is not.", ""]
