@@ -19,7 +19,7 @@ ALTERNATIVE_PREFIX = f"eval_{ALTERNATIVE_RULE}/"  # evaluators.run.alternative_p
 
 def compared_scores(report: ReportData, task_mix: str) -> list[str]:
     """Each headline score followed by its suite's ground truth, when the suite has one."""
-    cells, scores = mix_scores(report, task_mix)
+    _, scores = mix_scores(report, task_mix)
     runs = report.runs
     out = []
     for score in scores:
@@ -33,14 +33,6 @@ def compared_scores(report: ReportData, task_mix: str) -> list[str]:
 def base_cell(cells: list[Cell]) -> Cell | None:
     """What the other cells are compared with: online DPO (the paper's reference row), else the first."""
     return next((c for c in cells if c.label == "online DPO"), cells[0] if cells else None)
-
-
-def paired_rows(report: ReportData, task_mix: str) -> list[tuple[str, str, dict]]:
-    """(cell label, score column, paired difference vs the base cell) for every other cell and score."""
-    cells = report.cells(task_mix)
-    base = base_cell(cells)
-    return [(cell.label, score, paired_difference(cell.runs, base.runs, score))
-            for cell in cells if cell is not base for score in compared_scores(report, task_mix)]
 
 
 def paired_table(report: ReportData, task_mix: str) -> str | None:
