@@ -131,9 +131,19 @@ def score_preferences(suite: Suite, records: list[dict], prompts: list[str], out
         "n_problems": float(len(records)), "n_samples": float(len(flat)),
         "n_unparsable": float(len(items) - len(kept)),
         "lc_difficulty_term": 0.0 if NO_DIFFICULTY_NOTE in lc["notes"] else 1.0,
+        "lc_length_overlap": length_overlap([len(items[k].model_output) - len(items[k].baseline_output) for k in kept]),
         "lc_method": lc["lc_method"],  # a string: logged as an MLflow tag (evaluators/run.py log_results)
     }
     return metrics, rows
+
+
+def length_overlap(deltas: list[int]) -> float:
+    """The smaller of the shares of answers no longer, and no shorter, than their baseline's (characters).
+
+    The LC win rate predicts the preference at equal lengths; when (nearly) every answer is longer (or
+    every one shorter) than its baseline, that point lies outside the data and the LC is an
+    extrapolation of the GLM's length term (results/metrics.py `lc_unidentifiable` uses this)."""
+    return min(sum(d <= 0 for d in deltas), sum(d >= 0 for d in deltas)) / len(deltas)
 
 
 # -------------------------------------------------------------------------------- AlpacaEval

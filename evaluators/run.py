@@ -14,6 +14,10 @@
         metric `selected_step`, tag `selection_rule`, metrics `eval/<suite>/<metric>` (selected)
         and `eval_final/<suite>/<metric>` (final), artifacts `eval[_final]/<suite>/generations.jsonl`.
         The trainer calls this at the end of training when its config lists suites.
+        `as_alternative=True` (`harness eval RUN_ID --rule R --as-alternative`): evaluate only the
+        checkpoint `R` picks and log it under `eval_<R>/<suite>/<metric>` (`alternative_prefix`), with
+        metric `selected_step_<R>` and tag `eval_<R>/settings`: the run's `eval/*`, `selected_step`
+        and `selection_rule` stay as they were (how a report sets two selection rules side by side).
 
     evaluate_into_run(model, run_id, suites, samples, tracking_uri=None, *, out_dir, **options)
         Evaluate one model folder and log its scores to an existing run under `eval/` (the
@@ -139,11 +143,16 @@ def check_checkpoint_dir(path: str | Path) -> Path:
     return path
 
 
+def alternative_prefix(rule: str) -> str:
+    """Where an alternative selection rule's scores go: `eval_<rule>` (`eval_final` is rule `final`'s)."""
+    return f"eval_{rule}"
+
+
 def evaluate_run(run_id_or_checkpoint: str, suites: list[str], samples: int | None = None, rule: str = DEFAULT_RULE,
                  tracking_uri: str | None = None, *, data_paths: dict[str, str] | None = None,
                  evaluate_final: bool = True, out_dir: str | Path | None = None, judge: dict | None = None,
                  show_progress: bool = True, report=print, backend: str = "hf", backend_options: dict | None = None,
-                 **flags: Any) -> dict[str, Any]:
+                 as_alternative: bool = False, **flags: Any) -> dict[str, Any]:
     """Evaluate a checkpoint folder, or a run's selected and final checkpoints (module docstring).
 
     Sampling settings (`samples` and `flags`: temperature, top_p, max_new_tokens, seed, device,
@@ -163,6 +172,9 @@ def evaluate_run(run_id_or_checkpoint: str, suites: list[str], samples: int | No
     get_rule(rule)
     given = {"samples": samples, **flags}
     if _is_checkpoint_dir(run_id_or_checkpoint):
+        if as_alternative:
+            raise ConfigError(f"--as-alternative logs rule {rule!r}'s pick into a run, but {run_id_or_checkpoint!r} is "
+                              f"a checkpoint folder; pass the training run's MLflow id.")
         check_checkpoint_dir(run_id_or_checkpoint)
         settings = resolve_eval_settings(given, read_config_next_to(run_id_or_checkpoint))
         report(f"eval settings: {describe(settings)}")
@@ -189,6 +201,10 @@ def evaluate_run(run_id_or_checkpoint: str, suites: list[str], samples: int | No
     for target in {path, final_path}:
         _resolve_checkpoint(target, run)  # a moved checkpoint fails before any generation
     report(f"eval settings: {describe(settings)}")
+    if as_alternative:
+        return _evaluate_alternative(client, run, rule, step, path, suites, settings, out_dir,
+                                     dict(data_paths=data_paths, judge=judge, show_progress=show_progress,
+                                          backend=backend, backend_options=backend_options))
     summary: dict[str, Any] = {"run_id": run_id, "rule": rule, "selected_step": step, "final_step": final_step,
                                "settings": settings}
     client.set_tag(run_id, "selection_rule", rule)
@@ -216,6 +232,23 @@ def evaluate_run(run_id_or_checkpoint: str, suites: list[str], samples: int | No
             log_results(client, run_id, prefix, results, step_out)
             summary[prefix] = results
     return summary
+
+
+def _evaluate_alternative(client, run, rule: str, step: int, path: str, suites: list[str], settings: dict,
+                          out_dir: str | Path | None, options: dict) -> dict[str, Any]:
+    """Evaluate the checkpoint `rule` picks and log it under `alternative_prefix(rule)` only."""
+    from evaluators.settings import describe
+
+    run_id, prefix = run.info.run_id, alternative_prefix(rule)
+    folder = _resolve_checkpoint(path, run)
+    with tempfile.TemporaryDirectory(prefix="harness-eval-") as scratch:
+        step_out = (Path(out_dir) if out_dir else Path(scratch)) / f"step_{step}"
+        results = evaluate_checkpoint(folder, suites, out_dir=step_out, **options, **settings)
+        client.log_metric(run_id, f"selected_step_{rule}", step)
+        client.set_tag(run_id, f"{prefix}/settings", describe(settings))
+        log_results(client, run_id, prefix, results, step_out)
+    return {"run_id": run_id, "rule": rule, "alternative": True, "selected_step": step, "selected_path": str(folder),
+            "settings": settings, prefix: results}
 
 
 def evaluate_into_run(model: str | Path, run_id: str, suites: list[str], samples: int,

@@ -4,7 +4,11 @@ The reward-model judge (the tiny reward model unless `eval.judge.model_dir` says
 compares each answer with the SEED policy's answer to the same prompt, generated with the same
 sampling settings and cached on disk, keyed by a hash of the seed policy's files and the
 sampling settings (`$HARNESS_CACHE/pairwise_baselines`). Metrics as for alpaca_eval
-(evaluators/pairwise.py, whose scoring it shares). `eval.judge` keys: `baseline_policy` (the
+(evaluators/pairwise.py, whose scoring it shares), plus the task's hidden ground truth, which the
+judge only imitates: `quality` = mean over prompts of each prompt's mean `harness.tiny.chat_task.quality`
+over its samples (0..1), `quality_se` = std (ddof=1) of those per-prompt means / sqrt(prompts); each
+row carries its sample's `quality`. Left out when a record lacks the hidden fields (a --data file
+without `family`, `params`, `reference`). `eval.judge` keys: `baseline_policy` (the
 seed policy folder, default the tiny policy), `baseline_cache_dir` (the answers cache).
 """
 
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +24,9 @@ from evaluators.judges import default_cache_root
 from evaluators.pairwise import generate_answers, judge_config, score_preferences
 from evaluators.registry import EvalGenerator, EvalOptions, Suite, register_suite
 from harness.files import atomic_write_json
+from harness.tasks import TRUTHS
+
+HIDDEN_FIELDS = ("family", "params", "reference")  # what the tiny chat task's quality reads
 
 
 def files_digest(folder: str | Path) -> str:
@@ -79,7 +87,23 @@ def score_tiny_chat_outputs(suite: Suite, records: list[dict], outputs: list[lis
     n = max(len(outs) for outs in outputs)
     seed_outputs = seed_baseline_outputs(prompts, options, n, device=device)
     baselines = [seed_outputs[i][: len(outs)] for i, outs in enumerate(outputs)]
-    return score_preferences(suite, records, prompts, outputs, baselines, options, token_counts=token_counts)
+    metrics, rows = score_preferences(suite, records, prompts, outputs, baselines, options, token_counts=token_counts)
+    if all(all(key in record for key in HIDDEN_FIELDS) for record in records):
+        scores = [[TRUTHS.get("tiny_chat")(record, out) for out in outs] for record, outs in zip(records, outputs)]
+        metrics.update(truth_quality(scores))
+        for row, value in zip(rows, (q for qs in scores for q in qs)):  # rows follow (prompt, sample) order
+            row["quality"] = value
+    return metrics, rows
+
+
+def truth_quality(scores: list[list[float]]) -> dict[str, float]:
+    """`quality` and `quality_se` from per-sample hidden quality, grouped by prompt: the mean of the
+    per-prompt means, and their std (ddof=1) / sqrt(prompts) (samples of one prompt are not independent)."""
+    means = [sum(qs) / len(qs) for qs in scores if qs]
+    mean = sum(means) / len(means)
+    se = math.sqrt(sum((m - mean) ** 2 for m in means) / (len(means) - 1) / len(means)) if len(means) > 1 \
+        else math.nan
+    return {"quality": mean, "quality_se": se}
 
 
 def evaluate_tiny_chat(suite: Suite, model_dir: Any, records: list[dict], generator: EvalGenerator,

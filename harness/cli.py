@@ -140,7 +140,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                         show_progress=False, **settings)
         else:
             summary = evaluate_run(target, suites, samples, rule=args.rule, tracking_uri=uri, out_dir=args.out,
-                                   **settings)
+                                   as_alternative=args.as_alternative, **settings)
     else:
         if args.log_run:
             raise HarnessError("harness eval --log-run needs --config RUN.yaml (whose eval settings are used).")
@@ -157,8 +157,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         summary = evaluate_run(args.target, suites, args.samples, rule=args.rule, tracking_uri=uri,
                                data_paths=parse_data_flags(args.data), judge=judge, temperature=args.temperature,
                                top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed,
-                               device=args.device, batch_size=args.batch_size, out_dir=args.out)
-    for key in ("eval", "eval_final"):
+                               device=args.device, batch_size=args.batch_size, out_dir=args.out,
+                               as_alternative=args.as_alternative)
+    for key in dict.fromkeys(("eval", "eval_final", f"eval_{args.rule}")):
         if key in summary:
             label = "selected" if key == "eval" and "selected_step" in summary else key
             for line in summary_lines(summary[key], label):
@@ -275,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=None,
                    help="samples per problem (default: the run's eval.samples, else 4; the paper uses 50)")
     p.add_argument("--rule", default="len_norm", help="checkpoint selection rule: len_norm, max_val_reward, final")
+    p.add_argument("--as-alternative", action="store_true",
+                   help="evaluate only the checkpoint --rule picks and log it under eval_<rule>/ (the run's eval/* "
+                        "and selected_step stay): e.g. --rule max_val_reward beside the length-normalized pick")
     p.add_argument("--data", action="append", default=[], metavar="SUITE=PATH", help="local data file for a suite")
     p.add_argument("--judge", action="append", default=[], metavar="KEY=VALUE",
                    help="pairwise judge option, e.g. name=openai_compatible base_url=http://host:8000/v1 model=M "

@@ -3,6 +3,11 @@
 A source is a list of prompt records (see docs/DESIGN.md): `id`, `task` ("verifiable" or
 "non_verifiable"), `prompt` (user text), `answer` (gold, verifiable only), `source`.
 
+A source may carry a hidden ground truth (only the embedded `tiny_chat` does; real WildChat has
+none): its records then also hold `truth` (a name in `TRUTHS`) and `hidden` (the fields that truth
+reads). `truth_scores(records, responses)` scores responses by it, for logging only: the reward
+the trainer optimises never sees it.
+
 Sources: `tiny_math` and `tiny_chat` come from the embedded tiny assets; `numinamath` and
 `wildchat` are read from `data.data_dir` (`numinamath/{train,validation,test}.jsonl` with
 problem/solution/answer, `wildchat/{train,validation}.jsonl` with id/prompt).
@@ -16,6 +21,7 @@ from typing import Any
 
 from harness.errors import AssetMissingError, DataError
 from harness.files import read_json_objects
+from harness.registry import Registry
 
 # The paper's prompt for math: the model must end with a boxed answer (graded boxed-first).
 PAPER_MATH_PROMPT_TEMPLATE = (
@@ -47,11 +53,26 @@ def math_records(path: Path, source: str, template: str) -> list[dict[str, Any]]
             for i, row in enumerate(rows)]
 
 
-def chat_records(path: Path, source: str) -> list[dict[str, Any]]:
+def chat_records(path: Path, source: str, truth: str | None = None) -> list[dict[str, Any]]:
+    """Chat prompt records; with `truth`, each also keeps its row's other fields as `hidden`."""
     rows = read_jsonl(path, ("prompt",))
     _check_text(path, rows, "prompt")
-    return [{"id": str(row.get("id", f"{source}-{i}")), "task": "non_verifiable", "source": source,
-             "prompt": row["prompt"], "answer": None} for i, row in enumerate(rows)]
+    records = [{"id": str(row.get("id", f"{source}-{i}")), "task": "non_verifiable", "source": source,
+                "prompt": row["prompt"], "answer": None} for i, row in enumerate(rows)]
+    if truth is not None:
+        for record, row in zip(records, rows):
+            record.update(truth=truth, hidden={k: v for k, v in row.items() if k not in ("id", "prompt")})
+    return records
+
+
+# Hidden ground-truth scorers by name: fn(hidden fields, response) -> quality in [0, 1].
+TRUTHS = Registry("ground-truth function", {"tiny_chat": "harness.tiny.chat_task:quality"})
+
+
+def truth_scores(records: list[dict[str, Any]], responses: list[str]) -> list[float | None]:
+    """Each response's hidden ground-truth quality, None for a record whose source has no truth."""
+    return [None if record.get("truth") is None else float(TRUTHS.get(record["truth"])(record["hidden"], response))
+            for record, response in zip(records, responses)]
 
 
 def _real_data_dir(data_dir: str | None, source: str, file_hint: str) -> Path:
@@ -71,7 +92,7 @@ def load_split(source: str, split: str, data_dir: str | None = None,
         root = ensure_tiny_assets().data_dir
         if source == "tiny_math":
             return math_records(root / "math" / f"{split}.jsonl", source, math_template or TINY_MATH_PROMPT_TEMPLATE)
-        return chat_records(root / "chat" / f"{split}.jsonl", source)
+        return chat_records(root / "chat" / f"{split}.jsonl", source, truth="tiny_chat")
     if source == "numinamath":
         folder = _real_data_dir(data_dir, source, "numinamath/{train,validation,test}.jsonl (problem, solution, answer)")
         return math_records(folder / f"{split}.jsonl", source, math_template or PAPER_MATH_PROMPT_TEMPLATE)

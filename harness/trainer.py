@@ -37,7 +37,7 @@ from harness.rollout import Generator, Rollout, SamplingParams, generator_option
 from harness.rollout.placement import open_rollouts, open_validator, push_policy
 from harness.rollout.schedule import StepPlan, check_generator_version
 from harness.sequences import chunks, pack, policy_logprobs
-from harness.tasks import TaskMixture, task_pools
+from harness.tasks import TaskMixture, task_pools, truth_scores
 from harness.tracking import NullTracker, atomic_write_text
 from harness.train_setup import build_models
 from harness.train_state import LoopState, due, restore, save, validation_due
@@ -358,9 +358,12 @@ def _mean_token(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def validate(cfg: RunConfig, validator: Generator, policy, pools: dict[str, list[dict]], rewards) -> dict:
-    """One sample per held-out prompt from the current policy: reward, length, their ratio, entropy."""
+    """One sample per held-out prompt from the current policy: reward, length, their ratio, entropy; and
+    `quality`, the mean hidden ground truth over the prompts whose task carries one (harness.tasks), scored
+    with the rewards (rank 0)."""
     metrics: dict[str, float] = {}
     totals = {"reward": 0.0, "len": 0.0, "entropy": 0.0, "count": 0}
+    truths: list[float] = []
     params = SamplingParams(n=1, temperature=cfg.validation.temperature, top_p=cfg.validation.top_p,
                             max_new_tokens=cfg.train.max_new_tokens, seed=cfg.seed)
     policy.eval()  # (under FSDP every rank scores the same broadcast samples: the forwards are collective)
@@ -378,6 +381,10 @@ def validate(cfg: RunConfig, validator: Generator, policy, pools: dict[str, list
         if len(pools) > 1:
             metrics.update({f"val/{task}/reward": reward, f"val/{task}/response_len": length,
                             f"val/{task}/len_norm_reward": reward / max(length, 1.0), f"val/{task}/entropy": ent})
+        known = [t for t in truth_scores(records, [r.text for r in rollouts]) if t is not None] if rewards else []
+        truths += known
+        if known and len(pools) > 1:
+            metrics[f"val/{task}/quality"] = sum(known) / len(known)
         n = len(rollouts)
         totals["reward"] += reward * n
         totals["len"] += length * n
@@ -387,6 +394,8 @@ def validate(cfg: RunConfig, validator: Generator, policy, pools: dict[str, list
     metrics.update({"val/reward": totals["reward"] / count, "val/response_len": totals["len"] / count,
                     "val/entropy": totals["entropy"] / count})
     metrics["val/len_norm_reward"] = metrics["val/reward"] / max(metrics["val/response_len"], 1.0)
+    if truths:
+        metrics["val/quality"] = sum(truths) / len(truths)
     distributed.reshard(policy)  # no backward follows these forwards to free FSDP's gathered root
     return metrics
 

@@ -1,6 +1,6 @@
 """Seeds to cells, cells to the paper's tables.
 
-    cells = seed_aggregate(runs)      # mean ± SE over seeds per (sweep, method, s, ref s, task mix)
+    cells = seed_aggregate(runs)      # mean ± SE over seeds per (sweep, method, s, ref s, task mix, variant)
     tables = paper_tables(runs)       # {task_mix: paper-style table with the paper's numbers beside}
 """
 
@@ -10,19 +10,21 @@ import math
 
 import pandas as pd
 
-from results.labels import method_label, mix_sort_key, row_order_key, seed_sort_key
+from results.labels import cell_label, mix_sort_key, row_order_key, seed_sort_key
 from results.metrics import eval_score_columns, headline_columns, logged_se, metric_column_order, spread_columns
 from results.paper import paper_columns
 from results.runs import CELL_KEYS, META_COLUMNS, task_mixes, with_seed_rows
 
 def seed_aggregate(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell (sweep, method, sync_every, ref_sync_every, task_mix) over its seeds.
+    """One row per cell (sweep, method, sync_every, ref_sync_every, task_mix, variant) over its seeds.
 
     Each eval score becomes its mean over the seeds that have it, and `<score>_se` the standard
     error of that mean (sample std / sqrt(n)); with a single seed the run's own logged SE is kept
     (from `_se`, or a 95% CI as half-width / 1.96). Other metrics and duration_s are averaged. Adds `n_seeds`,
     `seeds` and `label` (the paper's row name). Rows are in paper order.
     """
+    if "variant" not in frame:  # a frame built without results.runs (no params read)
+        frame = frame.assign(variant="")
     scores = eval_score_columns(frame, final=None)
     spreads = {c for s in scores for c in spread_columns(frame, s)}
     others = [c for c in frame.columns if (c not in META_COLUMNS or c == "duration_s")
@@ -30,7 +32,8 @@ def seed_aggregate(frame: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for keys, group in frame.groupby(list(CELL_KEYS), sort=False, dropna=False):
         row = dict(zip(CELL_KEYS, keys))
-        row["label"] = method_label(row["method"], row["sync_every"], row["ref_sync_every"], row["task_mix"])
+        row["label"] = cell_label(row["method"], row["sync_every"], row["ref_sync_every"], row["task_mix"],
+                                  row["variant"])
         row["n_seeds"] = len(group)
         row["seeds"] = ",".join(sorted(group["seed"].astype(str), key=seed_sort_key))
         for score in scores:
@@ -49,7 +52,7 @@ def seed_aggregate(frame: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(rows)
     out = out[head + metric_column_order(c for c in out.columns if c not in head)]
     order = out.apply(lambda r: (r["sweep"], mix_sort_key(r["task_mix"]), row_order_key(r["method"], r["sync_every"]),
-                                 r["ref_sync_every"]), axis=1)
+                                 r["ref_sync_every"], str(r["variant"])), axis=1)
     return out.iloc[sorted(range(len(out)), key=lambda i: order.iloc[i])].reset_index(drop=True)
 
 

@@ -79,3 +79,9 @@ def run_labels(frame: pd.DataFrame) -> pd.Series:
     names = frame["run_name"].astype(str)
     duplicated = names.duplicated(keep=False)
     return names.where(~duplicated, names + " · " + frame["run_id"].astype(str).str[:8])
+
+
+def cell_label(method: str, sync_every: str, ref_sync_every: str = "", task_mix: str = "", variant: str = "") -> str:
+    """`method_label`, plus the params that set the cell apart from others with the same axes."""
+    label = method_label(method, sync_every, ref_sync_every, task_mix)
+    return f"{label} [{variant}]" if isinstance(variant, str) and variant else label

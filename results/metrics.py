@@ -1,8 +1,10 @@
 """What a metric column is: an eval score, its spread, a count, a step-wise metric; the headline per suite.
 
 Names follow docs/DESIGN.md: `eval/<suite>/<metric>` (selected checkpoint) with `<metric>_se`
-(or Arena-Hard's `ci_low`/`ci_high`), `eval_final/...` (final checkpoint), step-wise `train/*`,
-`val/*`, `time/*`, and `selected_step`. Pure functions of column names and frames.
+(or Arena-Hard's `ci_low`/`ci_high`), `eval_final/...` (final checkpoint), `eval_<rule>/...` (the
+checkpoint an alternative selection rule picks, `harness eval --as-alternative`), step-wise
+`train/*`, `val/*`, `time/*`, and `selected_step`. A suite's `quality` is a task's hidden ground
+truth (tiny_chat), shown beside the headline, never as it. Pure functions of column names and frames.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ SPREAD_SUFFIXES = ("_se", "/ci_low", "/ci_high", "_ci_low", "_ci_high")  # _ci_*
 COUNT_METRICS = ("mean_length",)
 # The metric a suite is ranked by, in order of preference (evaluators/ names them so).
 HEADLINE_METRICS = ("pass_at_1", "lc_winrate", "score", "winrate", "accuracy", "rating")
+TRUTH_METRIC = "quality"  # a task's hidden ground truth in [0, 1] (the tiny chat task's), beside the proxy
+# When an LC win rate is identifiable (lc_unidentifiable): its own SE at most this many points, and at
+# least this share of answers on each side of the baseline's length (`lc_length_overlap`).
+LC_MAX_SE = 5.0
+LC_MIN_LENGTH_OVERLAP = 0.1
 
 
 def metric_name(column: str) -> str:
@@ -62,8 +69,42 @@ def spread_columns(frame: pd.DataFrame, score: str) -> list[str]:
 
 
 def step_metric_keys(frame: pd.DataFrame) -> list[str]:
-    """Names of the step-wise metrics any run logged (train/*, val/*, time/*, ...)."""
-    return sorted(c for c in frame.columns if "/" in c and not c.startswith(EVAL_PREFIXES))
+    """Names of the step-wise metrics any run logged (train/*, val/*, time/*, ...; not eval/, eval_*/)."""
+    return sorted(c for c in frame.columns if "/" in c and not c.split("/")[0].startswith("eval"))
+
+
+def truth_column(frame: pd.DataFrame, score: str) -> str | None:
+    """The ground-truth column of `score`'s suite (`eval/tiny_chat/quality` for `eval/tiny_chat/lc_winrate`)."""
+    column = f"{score.rsplit('/', 1)[0]}/{TRUTH_METRIC}"
+    return column if column in frame.columns and column != score and frame[column].notna().any() else None
+
+
+def digits_for(column: str) -> int:
+    """Decimals a column is written with: scores in percent 1, the 0..1 ground truth 3."""
+    return 3 if metric_name(column).removesuffix("_se") == TRUTH_METRIC else 1
+
+
+def lc_unidentifiable(run: pd.Series, score: str) -> str | None:
+    """Why one run's LC win rate `score` cannot be read as a length-controlled number, None when it can.
+
+    The LC is the GLM's preference at equal lengths. It is identifiable when (1) its own logged SE is
+    at most LC_MAX_SE points (a wider one means the length and model terms were not separated:
+    the bootstrap refits swing) and (2) at least LC_MIN_LENGTH_OVERLAP of the answers are no longer,
+    and as many no shorter, than their baseline's (`lc_length_overlap`): otherwise equal length lies
+    outside the data and the LC extrapolates the length term (an answer grown into a runaway string
+    is longer than every baseline). Runs that did not log the overlap are judged by (1) alone."""
+    if metric_name(score) != "lc_winrate":
+        return None
+    se = run.get(f"{score}_se", math.nan)
+    if se is None or pd.isna(se):
+        return "no SE logged"
+    if se > LC_MAX_SE:
+        return f"SE {se:.1f} > {LC_MAX_SE:g} points"
+    overlap = run.get(f"{score.rsplit('/', 1)[0]}/lc_length_overlap", math.nan)
+    if overlap is not None and not pd.isna(overlap) and overlap < LC_MIN_LENGTH_OVERLAP:
+        return (f"only {100 * overlap:.0f}% of answers on one side of the baseline's length "
+                f"(< {100 * LC_MIN_LENGTH_OVERLAP:.0f}%): equal length is an extrapolation")
+    return None
 
 
 def metric_column_order(columns: Iterable[str]) -> list[str]:
@@ -72,7 +113,7 @@ def metric_column_order(columns: Iterable[str]) -> list[str]:
 
     def key(name: str):
         group = 0 if name == "selected_step" else 1 if name.startswith("eval/") else \
-            2 if name.startswith("eval_final/") else 3
+            2 if name.startswith("eval_final/") else 3 if name.startswith("eval_") else 4
         base = name
         if name.endswith("_se"):
             base = name[:-3]

@@ -26,7 +26,7 @@ def mix_scores(report: ReportData, task_mix: str) -> tuple[pd.DataFrame, list[st
 
 def cell_row(cells: pd.DataFrame, cell: Cell) -> pd.Series:
     match = cells[(cells["method"] == cell.method) & (cells["sync_every"] == cell.sync_every)
-                  & (cells["ref_sync_every"] == cell.ref_sync_every)]
+                  & (cells["ref_sync_every"] == cell.ref_sync_every) & (cells["variant"] == cell.variant)]
     return match.iloc[0]
 
 

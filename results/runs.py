@@ -3,7 +3,8 @@
     runs = runs_frame(client, experiment_ids)     # META_COLUMNS, then metrics in a stable order
 
 The conventions read are docs/DESIGN.md's: tags `harness.kind` (`sweep` on a sweep's parent,
-`train` on trials), axis tags `method`, `sync_every`, `ref_sync_every`, `task_mix`, `seed`.
+`train` on trials), axis tags `method`, `sync_every`, `ref_sync_every`, `task_mix`, `seed`; a cell is
+those axes plus `variant`, the other config params that set its runs apart (`cell_variants`).
 """
 
 from __future__ import annotations
@@ -20,9 +21,13 @@ from results.labels import AXES, NO_TASK_MIX, mix_sort_key, row_order_key, seed_
 from results.metrics import metric_column_order
 from results.store import search_all_runs
 
-CELL_KEYS = ("sweep", "method", "sync_every", "ref_sync_every", "task_mix")
-META_COLUMNS = ("run_id", "run_name", "experiment_id", "parent_run_id", "sweep", "status", *AXES,
+CELL_KEYS = ("sweep", "method", "sync_every", "ref_sync_every", "task_mix", "variant")
+META_COLUMNS = ("run_id", "run_name", "experiment_id", "parent_run_id", "sweep", "status", *AXES, "variant",
                 "cell_key", "start_time", "duration_s", "error")
+# Params that say where and how a run ran, not what it trained: never a reason for a row of its own.
+PLACEMENT_PARAMS = ("output_dir", "tracking.", "model.device", "model.cpu_threads", "rollout.devices",
+                    "rollout.snapshot_dir", "rollout.worker_", "rollout.queue_depth", "rollout.batch_size",
+                    "train.collective_timeout_s")
 ERROR_CHARS = 400  # of the `harness.error` tag (a failed trial's log tail), for the table
 
 
@@ -58,10 +63,31 @@ def run_row(run: Run, sweep_of_parent: dict[str, str], experiment_sweep: dict[st
     return row
 
 
+def cell_variants(frame: pd.DataFrame, params: dict[str, dict[str, str]]) -> pd.Series:
+    """Each run's `variant`: "key=value, ..." of the config params that differ between runs of one
+    (sweep, method, s, ref s, task mix), so an ablation (`grpo.entropy_coef`) is a cell of its own.
+    Not counted: the axes, PLACEMENT_PARAMS, params some of those runs did not log, and params that
+    differ between runs of one sweep cell (`cell_key` tag: a search's trials, whose best per seed
+    stands for the cell)."""
+    variants = pd.Series("", index=frame.index, dtype=object)
+    axes = [k for k in CELL_KEYS if k != "variant"]
+    for _, group in frame.groupby(axes, sort=False, dropna=False):
+        mine = {i: params.get(frame.at[i, "run_id"]) or {} for i in group.index}
+        logged = [set(p) for p in mine.values() if p]  # a key some runs lack (an older run) tells nothing
+        keys = {k for k in set.intersection(*logged) if k not in AXES and not k.startswith(PLACEMENT_PARAMS)} \
+            if logged else set()
+        searched = {k for _, trials in group.groupby("cell_key") if len(trials) > 1 and trials["cell_key"].iloc[0]
+                    for k in keys if len({mine[i].get(k) for i in trials.index if mine[i]}) > 1}
+        differing = sorted(k for k in keys - searched if len({p[k] for p in mine.values() if p}) > 1)
+        for i, p in mine.items():
+            variants[i] = ", ".join(f"{k}={p[k]}" for k in differing) if p else ""
+    return variants
+
+
 def runs_frame(client: MlflowClient, experiment_ids: Iterable[str], page_size: int = 1000) -> pd.DataFrame:
     """One row per training run (and seed baseline) of the given experiments.
 
-    Columns: META_COLUMNS (axes as strings, as logged; `error` = the end of a failed trial's
+    Columns: META_COLUMNS (axes as strings, as logged; `variant` see cell_variants; `error` = the end of a failed trial's
     `harness.error` tag), then `selected_step`, every `eval/*` and
     `eval_final/*` metric and the latest value of each step-wise metric. Missing metrics are NaN.
     Rows are in paper order within each sweep and task mix.
@@ -74,6 +100,7 @@ def runs_frame(client: MlflowClient, experiment_ids: Iterable[str], page_size: i
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=list(META_COLUMNS))
+    frame["variant"] = cell_variants(frame, {r.info.run_id: dict(r.data.params) for r in runs})
     metrics = metric_column_order(c for c in frame.columns if c not in META_COLUMNS)
     frame = frame[list(META_COLUMNS) + metrics]
     order = frame.apply(lambda r: (r["sweep"], mix_sort_key(r["task_mix"]), row_order_key(r["method"], r["sync_every"]),

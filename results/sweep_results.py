@@ -18,7 +18,8 @@ import pandas as pd
 from harness.errors import HarnessError
 from results.artifacts import checkpoint_steps, histories, quiet_downloads
 from results.errors import TrackingUnavailable
-from results.labels import method_label, row_order_key
+from results.labels import cell_label, row_order_key
+from results.metrics import lc_unidentifiable, metric_name
 from results.runs import CELL_KEYS, runs_frame, task_mixes
 from results.store import connect, search_all_runs
 
@@ -28,6 +29,7 @@ CURVES = {  # step-wise validation metric -> axis label; one figure each
     "val/entropy": "validation entropy (nats/token)",
     "val/response_len": "validation response length (tokens)",
 }
+TRUTH_CURVE = "val/quality"  # a task's hidden ground truth on the validation prompts, where it has one
 PHASES = ("generate", "score", "train", "sync")
 TIME_KEYS = tuple(f"time/{phase}_s" for phase in PHASES)
 # How long the trainer waited for rollouts: all of `time/generate_s` when it generates itself (colocated),
@@ -38,13 +40,14 @@ DEFAULT_OBJECTIVE = ("val/len_norm_reward", "maximize")
 
 @dataclass
 class Cell:
-    """One (method, s, reference sync, task mix) cell and the runs (one per seed) standing for it."""
+    """One (method, s, reference sync, task mix, variant) cell and the runs (one per seed) standing for it."""
     task_mix: str
     method: str
     sync_every: str
     ref_sync_every: str
     label: str
     runs: pd.DataFrame
+    variant: str = ""
 
 
 @dataclass
@@ -58,6 +61,7 @@ class ReportData:
     series: dict[tuple[str, str], pd.Series]  # (run_id, key) -> values indexed by step
     checkpoint_steps: dict[str, list[int]]  # run_id -> steps with a checkpoint
     notes: list[str] = field(default_factory=list)
+    hidden: dict[tuple[str, str], str] = field(default_factory=dict)  # (run_id, column) -> why it is blanked
 
     @property
     def mixes(self) -> list[str]:
@@ -66,9 +70,10 @@ class ReportData:
     def cells(self, task_mix: str) -> list[Cell]:
         """The trained cells of one task mix, in the paper's row order."""
         mine = self.runs[(self.runs["task_mix"] == task_mix) & (self.runs["method"] != "seed")]
-        cells = [Cell(task_mix, m, s, r, method_label(m, s, r, task_mix), group)
-                 for (m, s, r), group in mine.groupby(["method", "sync_every", "ref_sync_every"], sort=False)]
-        return sorted(cells, key=lambda c: (row_order_key(c.method, c.sync_every), c.ref_sync_every))
+        cells = [Cell(task_mix, m, s, r, cell_label(m, s, r, task_mix, v), group, v)
+                 for (m, s, r, v), group in mine.groupby(["method", "sync_every", "ref_sync_every", "variant"],
+                                                          sort=False, dropna=False)]
+        return sorted(cells, key=lambda c: (row_order_key(c.method, c.sync_every), c.ref_sync_every, str(c.variant)))
 
     def values(self, run_id: str, key: str) -> pd.Series:
         return self.series.get((run_id, key), pd.Series(dtype=float))
@@ -96,7 +101,7 @@ def load_report_data(tracking_uri: str, experiment: str, sweep: str | None = Non
         raise HarnessError(f"harness report: experiment {experiment!r} in tracking URI {tracking_uri!r} has no "
                            "finished training run yet; wait for the sweep (`harness status SWEEP.yaml`) or rerun it.")
     trained = frame[frame["method"] != "seed"]["run_id"].tolist()
-    keys = [*CURVES, *TIME_KEYS, WAIT_KEY, *([objective[0]] if objective[0].startswith("val/") else [])]
+    keys = [*CURVES, *TIME_KEYS, WAIT_KEY, TRUTH_CURVE, *([objective[0]] if objective[0].startswith("val/") else [])]
     series = histories(client, trained, keys)
     for _, run in frame[frame["method"] != "seed"].iterrows():
         missing = [k for k in (*CURVES, *TIME_KEYS) if (run["run_id"], k) not in series]
@@ -105,6 +110,7 @@ def load_report_data(tracking_uri: str, experiment: str, sweep: str | None = Non
                          "its curves and compute sums leave those out.")
     report = ReportData(tracking_uri, experiment, found.experiment_id, sweep, frame, n_total, series, {}, notes)
     report.runs = one_run_per_seed(report, objective)
+    hide_unidentifiable_lc(report)
     with quiet_downloads():
         report.checkpoint_steps = {rid: checkpoint_steps(client, rid) for rid in report.runs["run_id"]
                                    if rid in trained}
@@ -144,10 +150,24 @@ def one_run_per_seed(report: ReportData, objective: tuple[str, str]) -> pd.DataF
         best = scores.idxmax()
         keep.append(best)
         row = group.loc[best]
-        report.notes.append(f"{method_label(row['method'], row['sync_every'], row['ref_sync_every'], row['task_mix'])} "
+        report.notes.append(f"{cell_label(row['method'], row['sync_every'], row['ref_sync_every'], row['task_mix'], row['variant'])} "
                             f"({row['task_mix']}) seed {row['seed']} has {len(group)} runs; the one with the best "
                             f"{objective[0]} at its selected step ({row['run_name']}) is shown.")
     return frame.loc[sorted(keep)].reset_index(drop=True)
+
+
+def hide_unidentifiable_lc(report: ReportData) -> None:
+    """Blank each run's LC win rates that are not identifiable (results.metrics.lc_unidentifiable), so no
+    table, comparison or figure reads them; `report.hidden` and the notes say why."""
+    runs = report.runs
+    for column in [c for c in runs.columns if c.startswith("eval") and metric_name(c) == "lc_winrate"]:
+        for index, run in runs.iterrows():
+            reason = None if pd.isna(run[column]) else lc_unidentifiable(run, column)
+            if reason:
+                report.hidden[(run["run_id"], column)] = reason
+                runs.at[index, column] = math.nan
+                report.notes.append(f"Run {run['run_name']} ({run['run_id'][:8]}): {column} not identifiable "
+                                    f"({reason}); left out (its raw win rate is in the other-metrics table).")
 
 
 def value_at(series: pd.Series, step: float) -> float:

@@ -15,7 +15,6 @@ from dashboard_fixtures import add_failed_run, add_unevaluated_run, clone_store,
 from harness.errors import HarnessError
 from results.formatting import DASH
 from results.report import report_command
-from results.report.observations import compare
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -174,10 +173,10 @@ def test_header_names_the_command_uri_experiment_and_counts(report, store):
 
 
 def test_observations_phrase_differences_from_the_two_se_margin(report):
-    assert compare(53.0, 1.0, 50.0, 1.0) == "+3.0 ± 1.4 points (higher, beyond 2 SE)"
-    assert compare(50.0, 1.0, 52.0, 1.0) == "-2.0 ± 1.4 points (within 2 SE)"
     observations = section(report["text"], "### verifiable", within="## Observations")
-    assert "online DPO − offline DPO on tiny_math: +20.0 ± 2.1 points (higher, beyond 2 SE)" in observations
+    # paired by seed: the fixture's seed jitter is common to both cells, so each seed's difference is 20
+    assert ("online DPO − offline DPO on tiny_math: +20.0 ± 0.0 (2 of 2 seeds agree in sign; beyond 2 SE)"
+            in observations)
     assert "entropy, offline DPO:" in observations and "response length, online DPO:" in observations
 
 

@@ -18,7 +18,9 @@ AXIS_COLUMNS = ["method", "sync_every", "ref_sync_every", "task_mix"]
 
 
 def display_name(column: str) -> str:
-    """`eval/tiny_math/pass_at_1` -> `tiny_math/pass_at_1`; final scores say so."""
+    """`eval/tiny_math/pass_at_1` -> `tiny_math/pass_at_1`; final scores say so, a ground truth too."""
+    if column.endswith("/" + data.TRUTH_METRIC):
+        column += " (truth)"
     if column.startswith("eval_final/"):
         return "final " + column[len("eval_final/"):]
     return column[len("eval/"):] if column.startswith("eval/") else column
@@ -43,7 +45,8 @@ def by_first_row(frame: pd.DataFrame, columns: list[str]) -> list[str]:
 
 
 def score_columns(frame: pd.DataFrame, all_metrics: bool, final: bool) -> list[str]:
-    """The headline score per suite (or every score), each followed by its spread columns."""
+    """The headline score per suite (or every score), each followed by its spread columns; a headline
+    by its suite's hidden ground truth (`quality`) and SE where the task has one."""
     chosen = []
     trained = frame[frame["method"] != "seed"] if "method" in frame else frame
     for is_final in ([False, True] if final else [False]):
@@ -51,6 +54,9 @@ def score_columns(frame: pd.DataFrame, all_metrics: bool, final: bool) -> list[s
         for score in by_first_row(trained, scores):
             spreads = data.spread_columns(frame, score)
             chosen += [score] + (spreads if all_metrics else spreads[:1])
+            truth = None if all_metrics else data.truth_column(frame, score)
+            if truth:
+                chosen += [truth] + data.spread_columns(frame, truth)[:1]
     return chosen
 
 
@@ -58,15 +64,16 @@ def leaderboard_frame(runs: pd.DataFrame, uri: str, ui_url: str, *, aggregate: b
                       all_metrics: bool = False, final: bool = False) -> pd.DataFrame:
     """What the Leaderboard shows: one row per run (or per cell when aggregating seeds)."""
     many_sweeps = runs["sweep"].nunique() > 1
+    axes = AXIS_COLUMNS + (["variant"] if "variant" in runs and runs["variant"].astype(bool).any() else [])
     if aggregate:
         cells = data.seed_aggregate(runs)
         scores = score_columns(cells, all_metrics, final)
-        head = (["sweep"] if many_sweeps else []) + ["label", *AXIS_COLUMNS, "n_seeds", "seeds"]
+        head = (["sweep"] if many_sweeps else []) + ["label", *axes, "n_seeds", "seeds"]
         table = cells[head + ["selected_step"] * ("selected_step" in cells) + scores + ["duration_s"]]
     else:
         scores = score_columns(runs, all_metrics, final)
         not_done = (runs["status"] != "FINISHED").any()
-        head = ["run", "mlflow"] + (["sweep"] if many_sweeps else []) + [*AXIS_COLUMNS, "seed"] + \
+        head = ["run", "mlflow"] + (["sweep"] if many_sweeps else []) + [*axes, "seed"] + \
             (["status"] if not_done else [])
         table = runs.assign(run=data.run_labels(runs), mlflow=[
             data.run_url(uri, e, r, ui_url) for e, r in zip(runs["experiment_id"], runs["run_id"])])
@@ -83,6 +90,7 @@ def column_config(table: pd.DataFrame) -> dict:
               "sync_every": st.column_config.TextColumn("s", help="generator sync interval (inf = offline)"),
               "ref_sync_every": st.column_config.TextColumn("ref s", help="reference sync interval"),
               "task_mix": st.column_config.TextColumn("task mix"),
+              "variant": st.column_config.TextColumn("variant", help="other config params that set the cell apart"),
               "selected_step": st.column_config.NumberColumn("selected step", format="%d"),
               "minutes": st.column_config.NumberColumn("minutes", format="%.1f")}
     for column in table.columns:

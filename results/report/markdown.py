@@ -8,39 +8,42 @@ import pandas as pd
 
 from harness.errors import redact
 
-from results.formatting import DASH, fmt, fmt_pm
+from results.formatting import DASH, fmt, fmt_pm, md_table
 from results.labels import seed_sort_key
-from results.metrics import is_score_column, metric_name, suite_of
+from results.metrics import (LC_MAX_SE, LC_MIN_LENGTH_OVERLAP, digits_for, is_score_column, metric_name, suite_of,
+                             truth_column)
 from results.numbers import compute_frame, mix_scores, per_seed, selection_frame
+from results.report.comparisons import paired_table, truth_at_picks, truth_at_picks_table
 from results.paper import BENCHMARKS_BY_MIX, MODEL, PAPER_ANALOGUE_OF_SUITE, PAPER_BENCHMARK_OF_SUITE, paper_value
 from results.report.observations import (compute_observations, curve_observations, score_observations,
                                          selection_observations)
 from results.sweep_results import PHASES, ReportData
 
-def md_table(header: list[str], rows: list[list[str]]) -> str:
-    def clean(cell) -> str:
-        return str(cell).replace("|", "\\|").replace("\n", " ")
-    lines = ["| " + " | ".join(clean(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(clean(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def results_table(report: ReportData, task_mix: str) -> tuple[str, list[str]]:
-    """The paper-layout table of one task mix, and notes on cells with missing scores."""
+    """The paper-layout table of one task mix (each headline score followed by its suite's ground truth,
+    if any; an LC win rate blanked where not identifiable, sweep_results.hide_unidentifiable_lc), and notes
+    on cells with missing scores."""
     cells, scores = mix_scores(report, task_mix)
-    header = ["method", *(suite_of(s) + " " + metric_name(s) for s in scores), "selected step", "n seeds"]
+    columns = [c for s in scores for c in (s, truth_column(cells, s)) if c]
+    header = ["method", *(suite_of(c) + " " + (f"{metric_name(c)} (truth)" if c not in scores else metric_name(c))
+                          for c in columns), "selected step", "n seeds"]
     rows, notes = [], []
     by_label = {c.label: c for c in report.cells(task_mix)}
     for _, agg in cells.iterrows():
         cell = by_label.get(agg["label"])
         step = per_seed(cell, "selected_step") if cell is not None else DASH
-        rows.append([agg["label"], *(fmt_pm(agg[s], agg[f"{s}_se"]) for s in scores), step, str(agg["n_seeds"])])
+        runs = cell.runs if cell is not None else report.runs[report.runs["method"] == "seed"]
+        hidden = {column for column in columns for rid in runs["run_id"] if (rid, column) in report.hidden}
+        rows.append([agg["label"], *(f"{DASH} (not identifiable)" if pd.isna(agg[c]) and c in hidden else
+                                     fmt_pm(agg[c], agg[f"{c}_se"], digits_for(c)) for c in columns),
+                     step, str(agg["n_seeds"])])
         if cell is not None:
             for score in (*scores, *(s.replace("eval/", "eval_final/", 1) for s in scores)):
                 if score not in cell.runs:
                     notes.append(f"{agg['label']}: no run logged {score} (shown as —).")
                     continue
-                missing = cell.runs[cell.runs[score].isna()]["run_name"].tolist()
+                missing = [r["run_name"] for _, r in cell.runs[cell.runs[score].isna()].iterrows()
+                           if (r["run_id"], score) not in report.hidden]  # hidden: noted with the reason
                 if missing:
                     notes.append(f"{agg['label']}: {score} missing in {', '.join(missing)}"
                                  + (" (shown as —)." if len(missing) == len(cell.runs) else
@@ -55,7 +58,7 @@ def results_table(report: ReportData, task_mix: str) -> tuple[str, list[str]]:
 
 
 LENGTH_METRICS = ("avg_len", "mean_length")
-DIAGNOSTIC_METRICS = ("lc_difficulty_term",)
+DIAGNOSTIC_METRICS = ("lc_difficulty_term", "lc_length_overlap", "quality")  # quality: in the results table
 
 
 def detail_columns(cells: pd.DataFrame, scores: list[str]) -> list[str]:
@@ -152,7 +155,16 @@ def render(report: ReportData, command: str, figures: dict[str, str]) -> str:
            f"seeds: {', '.join(seeds) or 'none'} ({len(seeds)})",
            f"- task mixes: {', '.join(report.mixes) or 'none'}", "",
            "Scores are mean ± SE: the SE across seeds when a cell has more than one, else the run's own "
-           "logged SE. Differences below are phrased from their sign and whether |difference| > 2 SE.", ""]
+           "logged SE. Cells are compared paired by seed (each seed trains every cell): the mean per-seed "
+           "difference ± the SE of those differences (their std / sqrt(n)), and how many of the n seeds agree in "
+           "sign; the wording comes from the sign and whether |difference| > 2 SE. A cell is its method, s, "
+           "reference sync, task mix and any other config param that sets its runs apart (shown in brackets). "
+           "`quality (truth)` is the task's hidden ground truth (0..1, the tiny chat task's), which the judged "
+           "win rate only imitates: where the two part ways the policy is gaming the judge. A run's LC win rate is "
+           f"used only where identifiable: its own LC SE at most {LC_MAX_SE:g} points and at least "
+           f"{100 * LC_MIN_LENGTH_OVERLAP:.0f}% of its answers no longer, and as many no shorter, than the "
+           "baseline's (else equal length, where the LC is read, lies outside the data); the notes say why "
+           "where it is not.", ""]
     notes = list(report.notes)
     out += ["## Results", ""]
     for mix in report.mixes:
@@ -162,6 +174,9 @@ def render(report: ReportData, command: str, figures: dict[str, str]) -> str:
         details = detail_table(report, mix)
         if details:
             out += [f"#### {mix}: other metrics of the same checkpoints", "", details, ""]
+        paired = paired_table(report, mix)
+        if paired:
+            out += [f"#### {mix}: paired by seed", "", paired, ""]
         out += [f"#### {mix}: comparison with the paper", "", paper_table(report, mix), ""]
     out += ["## Figures", ""]
     out += [f"![{name}]({path})" + "\n" for name, path in figures.items()]
@@ -180,11 +195,20 @@ def render(report: ReportData, command: str, figures: dict[str, str]) -> str:
     for mix in report.mixes:
         frame = selection_frame(report, mix)
         out += [f"### {mix}", "", selection_table(frame) if not frame.empty else "(no trained cells)", ""]
+        picks, pick_notes = truth_at_picks(report, mix)
+        if not picks.empty:
+            notes += [f"{mix}: {n}" for n in pick_notes]
+            out += [f"#### {mix}: ground truth at the length-normalized and the max-val-reward pick", "",
+                    "Per run: the headline and the hidden quality at the selected (length-normalized) checkpoint "
+                    "and at the one with the highest validation reward (`eval_max_val_reward/`, from `harness eval "
+                    "RUN_ID --rule max_val_reward --as-alternative`; the selected scores when both rules pick one "
+                    "step).", "", truth_at_picks_table(picks), ""]
     out += ["## Observations", ""]
     for mix in report.mixes:
         lines = score_observations(report, mix)
         lines += curve_observations(report, mix, "val/entropy", "entropy", 3)
         lines += curve_observations(report, mix, "val/response_len", "response length", 1)
+        lines += curve_observations(report, mix, "val/quality", "validation quality (truth)", 3)
         lines += selection_observations(report, mix)
         lines += compute_observations(compute_frame(report, mix))
         out += [f"### {mix}", "", bullet_list(lines), ""]

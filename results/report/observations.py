@@ -7,39 +7,29 @@ import math
 import pandas as pd
 
 from results.formatting import fmt
-from results.metrics import suite_of
-from results.numbers import cell_row, endpoints, mix_scores, selection_frame
+from results.metrics import digits_for, suite_of
+from results.numbers import endpoints, selection_frame
+from results.paired import describe_paired, paired_difference
+from results.report.comparisons import compared_scores
 from results.sweep_results import ReportData
 
-def compare(a: float, a_se: float, b: float, b_se: float) -> str:
-    """`+X.X ± Y.Y points (higher, beyond 2 SE)`: the wording comes from sign and margin only."""
-    if pd.isna(a) or pd.isna(b):
-        return "not comparable (a score is missing)"
-    diff = a - b
-    se = math.sqrt((0 if pd.isna(a_se) else a_se) ** 2 + (0 if pd.isna(b_se) else b_se) ** 2)
-    if pd.isna(a_se) or pd.isna(b_se):
-        return f"{diff:+.1f} points (SE unknown)"
-    if abs(diff) > 2 * se:
-        verdict = ("higher" if diff > 0 else "lower") + ", beyond 2 SE"
-    else:
-        verdict = "within 2 SE"
-    return f"{diff:+.1f} ± {se:.1f} points ({verdict})"
-
-
 def score_observations(report: ReportData, task_mix: str) -> list[str]:
-    cells, scores = mix_scores(report, task_mix)
-    trained = {c.label: cell_row(cells, c) for c in report.cells(task_mix)}
+    """Each cell against offline and online DPO, paired by seed (results/paired.py), on every headline
+    score and its ground truth."""
+    cells = {c.label: c for c in report.cells(task_mix)}
+    scores = compared_scores(report, task_mix)
     lines = []
     for base_label in ("offline DPO", "online DPO"):
-        base = trained.get(base_label)
+        base = cells.get(base_label)
         if base is None:
             continue
-        for label, row in trained.items():
+        for label, cell in cells.items():
             if label == base_label or (base_label == "online DPO" and label == "offline DPO"):
                 continue
             for score in scores:
-                lines.append(f"{label} − {base_label} on {suite_of(score)}: "
-                             f"{compare(row[score], row[f'{score}_se'], base[score], base[f'{score}_se'])}")
+                what = suite_of(score) + (" quality (truth)" if score.endswith("/quality") else "")
+                lines.append(f"{label} − {base_label} on {what}: "
+                             f"{describe_paired(paired_difference(cell.runs, base.runs, score), digits_for(score))}")
     return lines
 
 
