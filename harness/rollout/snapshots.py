@@ -94,10 +94,10 @@ class SnapshotStore:
         tmp = self.root / f".tmp_{final.name}"
         shutil.rmtree(tmp, ignore_errors=True)
         tensors = cpu_tensors(state_dict, self.dtype)
-        what = f"generator snapshot {serial}"
-        require_free_space(self.root, tensor_bytes(tensors.values()), what, key="rollout.snapshot_dir")
+        what, payload = f"generator snapshot {serial}", tensor_bytes(tensors.values())
+        require_free_space(self.root, payload, what, key="rollout.snapshot_dir")
         tmp.mkdir()
-        with staged_write(tmp, self.root, what, key="rollout.snapshot_dir", payload_bytes=tensor_bytes(tensors.values())):
+        with staged_write(tmp, self.root, what, key="rollout.snapshot_dir", payload_bytes=payload):
             self.model_config.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
             save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})

@@ -186,15 +186,19 @@ class VLLMGenerator:
     def _write_folder(self, weights: dict[str, torch.Tensor]) -> Path:
         """A fresh, versioned folder (config.json + model.safetensors) in the engine's dtype."""
         from safetensors.torch import save_file
+        from harness.disk import require_free_space, staged_write, tensor_bytes
         self._pushes += 1
         folder = Path(self._scratch.name) / f"weights-{self._pushes:06d}"
         shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir()
-        (folder / "config.json").write_text(json.dumps(self.config))
         # Tied tensors share storage; safetensors wants each tensor on its own (copy=True).
         tensors = {name: tensor.detach().to("cpu", self.dtype, copy=True).contiguous()
                    for name, tensor in weights.items()}
-        save_file(tensors, str(folder / "model.safetensors"))
+        what, payload = f"vLLM weight push {self._pushes}", tensor_bytes(tensors.values())
+        require_free_space(folder.parent, payload, what, key="rollout.snapshot_dir")  # /dev/shm by default
+        folder.mkdir()
+        with staged_write(folder, folder.parent, what, key="rollout.snapshot_dir", payload_bytes=payload):
+            (folder / "config.json").write_text(json.dumps(self.config))
+            save_file(tensors, str(folder / "model.safetensors"))
         return folder
 
     def _reload_from(self, folder: Path) -> None:
