@@ -148,6 +148,17 @@ def alternative_prefix(rule: str) -> str:
     return f"eval_{rule}"
 
 
+def _configured_suites(config: dict | None, where: str) -> list[str]:
+    """The suites a run's own config names (`eval.suites`), for `harness eval` without --suites."""
+    suites = ((config or {}).get("eval") or {}).get("suites") or []
+    if not suites:
+        raise ConfigError(f"{where}: no --suites given and its config names none (eval.suites is "
+                          f"{suites!r}); expected e.g. --suites tiny_math,tiny_chat.")
+    for name in suites:
+        get_suite(name)
+    return list(suites)
+
+
 def evaluate_run(run_id_or_checkpoint: str, suites: list[str], samples: int | None = None, rule: str = DEFAULT_RULE,
                  tracking_uri: str | None = None, *, data_paths: dict[str, str] | None = None,
                  evaluate_final: bool = True, out_dir: str | Path | None = None, judge: dict | None = None,
@@ -176,7 +187,9 @@ def evaluate_run(run_id_or_checkpoint: str, suites: list[str], samples: int | No
             raise ConfigError(f"--as-alternative logs rule {rule!r}'s pick into a run, but {run_id_or_checkpoint!r} is "
                               f"a checkpoint folder; pass the training run's MLflow id.")
         check_checkpoint_dir(run_id_or_checkpoint)
-        settings = resolve_eval_settings(given, read_config_next_to(run_id_or_checkpoint))
+        config = read_config_next_to(run_id_or_checkpoint)
+        suites = suites or _configured_suites(config, run_id_or_checkpoint)
+        settings = resolve_eval_settings(given, config)
         report(f"eval settings: {describe(settings)}")
         results = evaluate_checkpoint(run_id_or_checkpoint, suites, data_paths=data_paths, out_dir=out_dir,
                                       judge=judge, show_progress=show_progress, backend=backend,
@@ -193,7 +206,9 @@ def evaluate_run(run_id_or_checkpoint: str, suites: list[str], samples: int | No
     client = MlflowClient(tracking_uri)
     run_id = run_id_or_checkpoint
     run = _get_run(client, run_id, tracking_uri)
-    settings = resolve_eval_settings(given, read_run_config(client, run_id))
+    config = read_run_config(client, run_id)
+    suites = suites or _configured_suites(config, f"run {run_id}")
+    settings = resolve_eval_settings(given, config)
     checkpoints = _read_checkpoints(client, run_id)
     history = _selection_history(client, run, checkpoints)
     step, path = select_checkpoint(history, checkpoints, rule)

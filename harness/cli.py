@@ -1,6 +1,6 @@
 """The `harness` command line: the only place that parses arguments.
 
-    harness prepare                      build (or find) the embedded tiny assets
+    harness prepare                      install (or find) the embedded tiny assets
     harness train CONFIG [k.path=v ...]  one training run, logged to MLflow
         (sharded: torchrun --standalone --nproc-per-node N -m harness train CONFIG train.parallel=fsdp)
     harness plan CONFIG --gpus N         per-GPU memory table of a config, before loading anything
@@ -81,8 +81,11 @@ def check_output_folder(path: str | None, flag: str) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
+    if args.ship and not args.rebuild:
+        raise HarnessError("harness prepare --ship: ships a build trained on this machine, so it needs --rebuild too "
+                           "(the installed assets already are the shipped ones).")
     from harness.tiny import prepare_main
-    prepare_main(cache_root=args.cache_dir, force=args.force)
+    prepare_main(cache_root=args.cache_dir, force=args.force, rebuild=args.rebuild, ship=args.ship)
     return 0
 
 
@@ -145,9 +148,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.log_run:
             raise HarnessError("harness eval --log-run needs --config RUN.yaml (whose eval settings are used).")
         suites = [name.strip() for name in (args.suites or "").split(",") if name.strip()]
-        if not suites:
+        if args.suites is not None and not suites:
             raise HarnessError(f"--suites {args.suites!r} names no suite; expected e.g. --suites tiny_math,tiny_chat "
-                               f"(or --config RUN.yaml, whose eval.suites are used).")
+                               f"(or leave it out: the run's own eval.suites are used).")
         judge = {"name": "reward_model"}
         for key, value in _tags(args.judge).items():
             try:
@@ -221,9 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("prepare", help="build or find the embedded tiny model, tasks and reward model")
+    p = sub.add_parser("prepare", help="install (or find) the embedded tiny model, tasks and reward model")
     p.add_argument("--cache-dir", default=None, help="cache root (default $HARNESS_CACHE or ~/.cache/harness)")
-    p.add_argument("--force", action="store_true", help="rebuild even if cached")
+    p.add_argument("--force", action="store_true", help="make them again even if cached")
+    p.add_argument("--rebuild", action="store_true",
+                   help="train them from the recipe on this machine instead of installing the shipped build")
+    p.add_argument("--ship", action="store_true",
+                   help="with --rebuild: replace the package's shipped files (harness/tiny/shipped) with this build")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("train", help="one training run (DPO or GRPO at any sync_every)")
@@ -272,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a run's selected and final checkpoints (or one checkpoint folder)")
     p.add_argument("target", help="MLflow run id, or a checkpoint folder")
     p.add_argument("--suites", default=None, help="comma-separated suites, e.g. tiny_math,tiny_chat or math500,amc23 "
-                                                 "(default with --config: its eval.suites)")
+                                                 "(default: the run's, or --config's, eval.suites)")
     p.add_argument("--samples", type=int, default=None,
                    help="samples per problem (default: the run's eval.samples, else 4; the paper uses 50)")
     p.add_argument("--rule", default="len_norm", help="checkpoint selection rule: len_norm, max_val_reward, final")

@@ -1,8 +1,9 @@
 """Embedded tiny default: a character tokenizer, a tiny SFT-warm-started Llama policy, a
 synthetic verifiable math task, a synthetic chat task and a tiny length-biased reward model.
 
-Everything is built locally in about two minutes on 2 CPU cores and cached by recipe hash;
-see `harness.tiny.build`.
+The package ships one build's weights (bf16, sha256-checked; `harness.tiny.shipped`), installed into
+the cache in seconds, so every machine runs the same seed. `harness.tiny.build` holds the recipe that
+trains them (about 7 minutes on 2 CPU cores: `harness prepare --rebuild`).
 """
 
 from harness.tiny.build import (

@@ -1,9 +1,11 @@
 """Build, cache and load the embedded tiny assets: data, SFT-warm-started policy, reward model.
 
-``ensure_tiny_assets()`` returns the cached build for the current recipe, building it first if
-needed (about two minutes on 2 CPU cores). The cache lives in
-``<root>/tiny/<recipe_hash>/`` with root = argument, else ``$HARNESS_CACHE``, else
-``~/.cache/harness``. A build writes into a temp folder beside the final one, writes
+``ensure_tiny_assets()`` returns the cached assets for the current recipe, making them first if
+needed: installed from the package's shipped build when it is of this recipe (seconds, the same
+weights on every CPU; ``harness.tiny.shipped``), else trained here (about 7 minutes on 2 CPU
+cores; bf16 autocast makes the weights depend on the CPU's kernels). The cache lives in
+``<root>/tiny/shipped-<digest>/`` or ``<root>/tiny/<recipe_hash>/`` with root = argument, else
+``$HARNESS_CACHE``, else ``~/.cache/harness``. A build writes into a temp folder beside the final one, writes
 ``DONE.json`` last and renames the folder into place, so a half-written build is never seen;
 an ``fcntl`` lock on ``<root>/tiny/.lock`` makes concurrent callers (e.g. sweep trials) wait
 for one builder and then reuse its result.
@@ -40,6 +42,7 @@ from harness.tiny import chat_task, math_task
 from harness.tiny.reward_training import score_responses, train_reward_model
 from harness.tiny.seed_eval import evaluate_seed, sample_math_accuracy, sample_responses
 from harness.tiny.sft import train_policy
+from harness.tiny.shipped import install_shipped, manifest_digest, ship_build, shipped_for
 from harness.tiny.tokenizer import build_tiny_tokenizer
 from harness.tiny.train_utils import special_ids, use_bf16
 from harness.files import resolve_cache_root
@@ -133,13 +136,17 @@ def _load_assets(folder: Path) -> TinyAssets | None:
 
 
 def ensure_tiny_assets(cache_root: str | os.PathLike | None = None, progress: bool = True,
-                       recipe: dict | None = None, force: bool = False) -> TinyAssets:
-    """Return the cached build for `recipe` (default `tiny_recipe()`), building it if missing
-    (or if `force`). Safe to call from several processes at once."""
+                       recipe: dict | None = None, force: bool = False, rebuild: bool = False) -> TinyAssets:
+    """Return the cached assets for `recipe` (default `tiny_recipe()`), making them if missing (or if
+    `force`): installed from the package's shipped build when it matches the recipe (seconds, the
+    same weights on every machine; harness.tiny.shipped), else trained from the recipe (minutes,
+    this CPU's weights). `rebuild` trains even when a shipped build matches. Safe to call from
+    several processes at once."""
     recipe = tiny_recipe() if recipe is None else recipe
     digest = recipe_hash(recipe)
+    manifest = None if rebuild else shipped_for(digest)
     parent = resolve_cache_root(cache_root) / "tiny"
-    final = parent / digest
+    final = parent / (f"shipped-{manifest_digest(manifest)}" if manifest else digest)
     if not force and (assets := _load_assets(final)) is not None:
         return assets
     parent.mkdir(parents=True, exist_ok=True)
@@ -148,14 +155,18 @@ def ensure_tiny_assets(cache_root: str | os.PathLike | None = None, progress: bo
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            log(f"waiting for another process building tiny assets (lock {parent / '.lock'})")
+            log(f"waiting for another process making tiny assets (lock {parent / '.lock'})")
             fcntl.flock(lock, fcntl.LOCK_EX)
         if not force and (assets := _load_assets(final)) is not None:
-            return assets  # the process we waited for built it
-        building = Path(tempfile.mkdtemp(prefix=f".{digest}.building.", dir=parent))
+            return assets  # the process we waited for made them
+        building = Path(tempfile.mkdtemp(prefix=f".{final.name}.building.", dir=parent))
         try:
-            log(f"building tiny assets {digest} in {final}")
-            build_tiny_assets(building, recipe, progress)
+            if manifest:
+                log(f"installing the shipped tiny assets {manifest_digest(manifest)} in {final}")
+                install_shipped(building, manifest, recipe)
+            else:
+                log(f"building tiny assets {digest} from the recipe in {final}")
+                build_tiny_assets(building, recipe, progress)
             building.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
             _replace_folder(building, final)
         finally:
@@ -175,12 +186,20 @@ def _replace_folder(new: Path, final: Path) -> None:
         os.rename(new, final)
 
 
-def prepare_main(cache_root: str | os.PathLike | None = None, force: bool = False) -> TinyAssets:
-    """What `harness prepare` runs: ensure the build, then print paths and the build summary."""
-    assets = ensure_tiny_assets(cache_root, progress=True, force=force)
+def prepare_main(cache_root: str | os.PathLike | None = None, force: bool = False, rebuild: bool = False,
+                 ship: bool = False) -> TinyAssets:
+    """What `harness prepare` runs: ensure the assets (installed from the package, or with
+    `rebuild` trained from the recipe; `ship` then replaces the package's shipped files with
+    that build), then print paths and the build summary."""
+    assets = ensure_tiny_assets(cache_root, progress=True, force=force or rebuild, rebuild=rebuild)
+    if ship:
+        ship_build(assets.root, assets.summary["recipe"], log=_logger(True))
     summary = assets.summary
     seed, rm = summary["seed_eval"], summary["reward_model"]
+    source = (f"shipped build {summary['shipped_digest']} (made on {summary.get('built_on', 'unknown CPU')})"
+              if summary.get("source") == "shipped" else "trained on this machine from the recipe")
     print(f"tiny assets {assets.recipe_hash}: {assets.root}")
+    print(f"  source:       {source}")
     print(f"  policy:       {assets.policy_dir} ({summary['policy']['params']:,} params)")
     print(f"  reward model: {assets.reward_model_dir} ({rm['params']:,} params)")
     print(f"  data:         {assets.data_dir}")
@@ -192,7 +211,8 @@ def prepare_main(cache_root: str | os.PathLike | None = None, force: bool = Fals
           f"(correct vs wrong: {rm['correct_vs_wrong_accuracy']:.3f}); filler suffix adds "
           f"{rm['filler_suffix_delta']:+.2f} to the score")
     phases = ", ".join(f"{name} {t['wall_s']:.1f}s" for name, t in summary["timings"].items())
-    print(f"  build seconds: {summary['total_wall_s']:.1f} ({phases})")
+    where = f" on {summary['built_on']}" if summary.get("built_on") else ""
+    print(f"  recipe build seconds{where}: {summary['total_wall_s']:.1f} ({phases})")
     return assets
 
 
@@ -203,23 +223,16 @@ def build_tiny_assets(out_dir: str | os.PathLike, recipe: dict | None = None,
     recipe = tiny_recipe() if recipe is None else recipe
     out_dir, log, timings = Path(out_dir), _logger(progress), {}
     started = time.perf_counter()
-    with _deterministic_torch(), _phase(timings, "data"):
+    with deterministic_torch(), _phase(timings, "data"):
         log("building tiny tokenizer and data")
-        tokenizer = build_tiny_tokenizer()
-        math_splits = math_task.generate_math_splits(
-            recipe["seed"], recipe["math"]["splits"],
-            {key: recipe["math"][key] for key in math_task.DEFAULT_MATH_PARAMS})
-        chat_splits = chat_task.generate_chat_splits(recipe["seed"] + 1, recipe["chat"]["splits"])
-        math_task.write_math_splits(out_dir / "data", math_splits)
-        for name, records in chat_splits.items():
-            math_task.write_jsonl(out_dir / "data" / "chat" / f"{name}.jsonl", records)
-    with _deterministic_torch(), _phase(timings, "sft"):
+        tokenizer, math_splits, chat_splits = write_data(out_dir, recipe)
+    with deterministic_torch(), _phase(timings, "sft"):
         policy = train_policy(tokenizer, math_splits["train"], chat_splits["train"], recipe, log)
         _save_policy(policy, tokenizer, out_dir / "policy")
-    with _deterministic_torch(), _phase(timings, "reward_model"):
+    with deterministic_torch(), _phase(timings, "reward_model"):
         reward_model, rm_stats = train_reward_model(tokenizer, chat_splits, recipe, policy, log)
         _save_pretrained(reward_model, tokenizer, out_dir / "reward_model")
-    with _deterministic_torch(), _phase(timings, "seed_eval"):
+    with deterministic_torch(), _phase(timings, "seed_eval"):
         seed_eval = evaluate_seed(policy, reward_model, tokenizer, math_splits["validation"],
                                   chat_splits["validation"], recipe, log)
     summary = {
@@ -241,6 +254,23 @@ def build_tiny_assets(out_dir: str | os.PathLike, recipe: dict | None = None,
         f"{seed_eval['math']['accuracy']:.3f}, RM held-out accuracy "
         f"{rm_stats['heldout_pair_accuracy']:.3f}")
     return summary
+
+
+def generate_splits(recipe: dict) -> tuple[dict, dict]:
+    """The recipe's math and chat splits (seeded pure Python: the same on every machine)."""
+    math_splits = math_task.generate_math_splits(
+        recipe["seed"], recipe["math"]["splits"], {key: recipe["math"][key] for key in math_task.DEFAULT_MATH_PARAMS})
+    chat_splits = chat_task.generate_chat_splits(recipe["seed"] + 1, recipe["chat"]["splits"])
+    return math_splits, chat_splits
+
+
+def write_data(out_dir: Path, recipe: dict):
+    """Write data/math/*.jsonl and data/chat/*.jsonl; return (tokenizer, math_splits, chat_splits)."""
+    math_splits, chat_splits = generate_splits(recipe)
+    math_task.write_math_splits(Path(out_dir) / "data", math_splits)
+    for name, records in chat_splits.items():
+        math_task.write_jsonl(Path(out_dir) / "data" / "chat" / f"{name}.jsonl", records)
+    return build_tiny_tokenizer(), math_splits, chat_splits
 
 
 def _save_policy(model, tokenizer, folder: Path) -> None:
@@ -278,7 +308,7 @@ def _phase(timings: dict, name: str):
 
 
 @contextlib.contextmanager
-def _deterministic_torch():
+def deterministic_torch():
     """At most 2 threads and deterministic kernels during the build; restored afterwards."""
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(min(2, threads))
