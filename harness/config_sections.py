@@ -81,7 +81,8 @@ class ModelConfig(Section):
         "away, and the trainer warns). Replaces the removed `model.dtype`, which is refused naming this key")
     compute_dtype: Dtype = Field(
         "float32", description="matmul precision: `bfloat16` for GPUs (FSDP `MixedPrecisionPolicy` with fp32 "
-        "gradient reduction, or autocast on one device); the reference and a colocated generator are stored in it")
+        "gradient reduction, or autocast on one device); the reference, the generator and checkpoint exports are "
+        "stored in the narrower of this and `param_dtype`")
     gradient_checkpointing: bool = Field(
         False, description="recompute each decoder layer in backward (the 8B config needs it); rows sharing a prompt "
         "then run full-length (checkpointed layers keep no KV cache to share)")
@@ -287,8 +288,8 @@ class EvalConfig(Section):
     judge: dict[str, Any] = Field(default_factory=lambda: {"name": "reward_model"},
                                   description="pairwise judge (`name`: `reward_model` or `openai_compatible`) and its "
                                   "options, plus suite options (`samples`, `baseline_answers`, ...)")
-    dtype: ModelDtype = Field("auto", description="the evaluated policy's and the reward-model judge's dtype; "
-                              "`auto`: bfloat16 on CUDA, float32 on CPU")
+    dtype: ModelDtype = Field("auto", description="the evaluated policy's dtype (the reward-model judge has its "
+                              "own `eval.judge.dtype`); `auto`: bfloat16 on CUDA, float32 on CPU")
 
 
 class TrackingConfig(Section):
