@@ -115,7 +115,10 @@ def section_model(info: FieldInfo) -> type[BaseModel] | None:
     return None
 
 
-def walk(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, type[BaseModel], list[tuple[str, FieldInfo]]]]:
+Table = tuple[str, type[BaseModel], list[tuple[str, FieldInfo]]]
+
+
+def walk(model: type[BaseModel], prefix: str = "") -> Iterator[Table]:
     """(section path, model, its leaf rows) for `model` and every section under it, in schema order."""
     rows = []
     nested = []
