@@ -29,7 +29,7 @@ log = logging.getLogger("harness")
 
 from harness.files import atomic_write_text, file_lock, resolve_cache_root  # noqa: F401 - atomic_write_text re-exported: the project's one atomic writer
 
-# The per-step schema, shared by every method (see README "Metrics").
+# The per-step schema, shared by every method (see docs/metrics.md).
 TRAIN_METRICS = ("train/loss", "train/reward_mean", "train/pairs", "train/entropy", "train/response_len",
                  "train/kl", "train/generator_staleness", "train/ref_staleness", "train/generator_version")
 TIME_METRICS = ("time/generate_s", "time/generate_wait_s", "time/score_s", "time/train_s", "time/sync_s")
@@ -104,7 +104,7 @@ def wait_for_tracking_server(uri: str, wait_s: float | None = None) -> None:
             raise TrackingServerUnreachable(
                 f"MLFLOW_TRACKING_URI={redact(uri)}: the MLflow tracking server did not answer at /health for "
                 f"{waited:.0f} s ({tries} tries; last: {last}); expected a running `mlflow server` at that "
-                f"address. Start it (see the README's \"Scale out\" section) or fix the URI; nothing was logged "
+                f"address. Start it (see docs/SWEEPS.md, \"Scaling out\") or fix the URI; nothing was logged "
                 f"and no local store was created instead (HARNESS_TRACKING_WAIT_S sets the wait).")
         if tries == 1:
             log.warning("MLflow tracking server %s is not answering (%s); waiting up to %.0f s", uri, last, wait_s)

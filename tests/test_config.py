@@ -91,3 +91,14 @@ def test_parse_interval_spellings():
     assert parse_interval(".inf") == INF and parse_interval(7) == 7 and parse_interval("100") == 100
     with pytest.raises(ValueError):
         parse_interval(True)
+
+
+SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.name)
+def test_every_shipped_sweep_file_loads(path):
+    from harness.sweep.spec import load_sweep
+
+    sweep = load_sweep(path)  # validates every cell (and every search bound) against the run config
+    assert sweep.cells

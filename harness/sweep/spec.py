@@ -35,12 +35,13 @@ class _Strict(BaseModel):
 
 
 class SearchParam(_Strict):
-    type: Literal["float", "int", "categorical"]
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-    choices: list[Any] | None = None
+    type: Literal["float", "int", "categorical"] = Field(description="Optuna's suggest_float / suggest_int / "
+                                                         "suggest_categorical")
+    low: float | None = Field(None, description="float / int: lower bound (inclusive)")
+    high: float | None = Field(None, description="float / int: upper bound (inclusive); must exceed `low`")
+    log: bool = Field(False, description="sample on a log scale (needs `low` > 0; excludes `step`)")
+    step: float | None = Field(None, description="float / int: discretisation step, at most high - low")
+    choices: list[Any] | None = Field(None, description="categorical: the values, a non-empty list")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
@@ -71,17 +72,21 @@ class SearchParam(_Strict):
 
 
 class PrunerSpec(_Strict):
-    type: Literal["median", "none"] = "median"
+    type: Literal["median", "none"] = Field("median", description="`median`: stop a trial whose validation curve "
+                                            "is below the median of the cell's finished trials at the same step")
     startup_trials: int = Field(2, ge=0, description="finished trials of the cell before pruning starts")
     warmup_steps: int = Field(0, ge=0, description="optimizer steps before a trial can be pruned")
 
 
 class SearchSpec(_Strict):
-    trials_per_cell: int = Field(1, ge=1, le=100_000)
-    sampler: Literal["tpe", "random"] = "tpe"
+    trials_per_cell: int = Field(1, ge=1, le=100_000, description="search trials per cell, each a full training "
+                                 "run")
+    sampler: Literal["tpe", "random"] = Field("tpe", description="Optuna sampler, fitted on the cell's own trials only")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="sampler seed (+ trial number): numpy's 32-bit range")
-    params: dict[str, SearchParam] = Field(default_factory=dict)
-    pruner: PrunerSpec = Field(default_factory=PrunerSpec)
+    params: dict[str, SearchParam] = Field(default_factory=dict, description="run-config key path (not a grid "
+                                           "axis) -> its range (`search.params.KEY.*`)")
+    pruner: PrunerSpec = Field(default_factory=PrunerSpec, description="`none`, `median`, or a mapping "
+                               "(`search.pruner.*`)")
 
     @field_validator("pruner", mode="before")
     @classmethod
@@ -90,47 +95,65 @@ class SearchSpec(_Strict):
 
 
 class ObjectiveSpec(_Strict):
-    metric: str = "val/len_norm_reward"
-    direction: Literal["maximize", "minimize"] = "maximize"
-    rule: str = Field("len_norm", description="checkpoint selection rule (evaluators.selection)")
+    metric: str = Field("val/len_norm_reward", description="`val/*`: read from the trial's `checkpoints.json` at "
+                        "the checkpoint `rule` picks; anything else (`eval/...`): from the trial's MLflow run")
+    direction: Literal["maximize", "minimize"] = Field("maximize", description="what the study optimises")
+    rule: str = Field("len_norm", description="checkpoint selection rule: `len_norm`, `max_val_reward`, `final`, "
+                      "`len_norm_shifted`")
 
 
 class OverrideRule(_Strict):
-    when: dict[str, Any] = Field(default_factory=dict)
-    set_: dict[str, Any] = Field(alias="set")
+    when: dict[str, Any] = Field(default_factory=dict, description="grid axis -> value or list of values; the rule "
+                                 "applies to cells matching all of them (empty: every cell)")
+    set_: dict[str, Any] = Field(alias="set", description="run-config keys (dotted or nested) to set; not grid axes")
 
 
 class EvalSpec(_Strict):
-    suites: list[str] | None = None
-    samples: int | None = Field(None, ge=1)
+    suites: list[str] | None = Field(None, description="shorthand for `set: {eval.suites: ...}`")
+    samples: int | None = Field(None, ge=1, description="shorthand for `set: {eval.samples: ...}`")
 
 
 class TrackingSpec(_Strict):
-    experiment: str | None = None
+    experiment: str | None = Field(None, description="MLflow experiment of the sweep run and its trials; none = "
+                                   "the sweep's `name`")
 
 
 class LocalSpec(_Strict):  # --launcher local: GPUs per trial (harness/sweep/gpus.py)
-    train_gpus: int | None = Field(None, ge=1, le=1024, description="FSDP ranks; default --gpus-per-trial - generator")
-    generator_gpus: int = Field(0, ge=0, le=1024, description="GPUs after them for the generator worker")
+    train_gpus: int | None = Field(None, ge=1, le=1024, description="training GPUs (FSDP ranks) per trial; "
+                                   "none = `--gpus-per-trial` - `generator_gpus`")
+    generator_gpus: int = Field(0, ge=0, le=1024, description="GPUs after the training ones, for the generator "
+                                "worker")
 
 
 class SweepSpec(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    description: str = ""
-    base: str
-    output_dir: str | None = None
-    study: str | None = None
-    grid: dict[str, Any] = Field(default_factory=dict)
-    exclude: list[dict[str, Any]] = Field(default_factory=list)
-    overrides: list[OverrideRule] = Field(default_factory=list)
-    set_: dict[str, Any] = Field(default_factory=dict, alias="set")
-    search: SearchSpec | None = None
-    objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
-    eval: EvalSpec | None = None
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="names the study, the MLflow "
+                      "experiment (default) and `outputs/<name>`")
+    description: str = Field("", description="free text, for people")
+    base: str = Field(description="the run config every cell starts from, relative to the sweep file's folder or "
+                      "to `sweeps/` (e.g. `runs/tiny.yaml`)")
+    output_dir: str | None = Field(None, description="none = `outputs/<name>`; trials go to "
+                                   "`<output_dir>/trials/<cell>/<slot>/`; `--out-dir` overrides it")
+    study: str | None = Field(None, description="Optuna study name; none = `name`")
+    grid: dict[str, Any] = Field(default_factory=dict, description="axes: run-config key path (top-level or dotted) "
+                                 "-> non-empty list of values; cells are their product")
+    exclude: list[dict[str, Any]] = Field(default_factory=list, description="rules, each axis -> value or list; "
+                                          "drops every cell matching all of a rule's keys")
+    overrides: list[OverrideRule] = Field(default_factory=list, description="conditional `when` / `set` rules, "
+                                          "applied in order after `set` and the axes (later wins)")
+    set_: dict[str, Any] = Field(default_factory=dict, alias="set", description="run-config keys (dotted or "
+                                 "nested) set for every cell")
+    search: SearchSpec | None = Field(None, description="Optuna search within each cell (`search.*`); none = one "
+                                      "trial per cell")
+    objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec, description="what the study optimises")
+    eval: EvalSpec | None = Field(None, description="shorthand for `set: {eval.suites, eval.samples}`")
     seed_baseline: bool = Field(True, description="evaluate the starting policy once, as the tables' seed row")
-    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
-    submitit: dict[str, Any] = Field(default_factory=dict, description="executor.update_parameters(...)")
-    local: LocalSpec | None = None
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="MLflow names")
+    submitit: dict[str, Any] = Field(default_factory=dict, description="`--launcher submitit`: passed to "
+                                     "`executor.update_parameters(...)` (`slurm_partition`, `gpus_per_node`, "
+                                     "`timeout_min`, ...), plus `train_gpus` / `generator_gpus`, the trial's split "
+                                     "of the node")
+    local: LocalSpec | None = Field(None, description="`--launcher local`: GPUs per trial (`local.*`, "
+                                    "docs/multi_gpu.md)")
 
 
 @dataclass(frozen=True)
