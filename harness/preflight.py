@@ -149,7 +149,7 @@ def check_eval(cfg: RunConfig, source: str, files: bool = True) -> None:
     if not cfg.eval.suites:
         return
     from evaluators.registry import get_suite
-    from evaluators.selection import get_rule
+    from harness.selection import get_rule
     for name in cfg.eval.suites:
         try:
             get_suite(name)

@@ -20,6 +20,7 @@ from harness.preflight import check_run_inputs
 from harness.tracking import MlflowTracker, NullTracker, atomic_write_text, default_tracking_uri
 from harness.models import resolve_device
 from harness.rollout import generator_options, require_backend
+from harness.selection import CheckpointEntry, history_rows, negative_reward_warning
 from harness.trainer import TrainResult, train
 from harness.distributed import is_main_process
 
@@ -64,7 +65,7 @@ def run_training(cfg: RunConfig, resume: bool = False, parent_run_id: str | None
         result = train(cfg, tracker=tracker, resume=resume, progress=progress)
         warn_if_negative_reward(cfg, result, tracker)
         if cfg.eval.suites and use_mlflow and is_main_process():
-            evaluate_after_training(cfg, tracker.run_id)
+            evaluate_after_training(cfg, tracker.run_id, result.checkpoints)
     except BaseException as exc:
         tail = "".join(traceback.format_exception_only(type(exc), exc)).strip()[-4000:]
         try:  # a preempted run is KILLED and resumes into the same run; anything else is FAILED with its error
@@ -78,9 +79,8 @@ def run_training(cfg: RunConfig, resume: bool = False, parent_run_id: str | None
 
 def warn_if_negative_reward(cfg: RunConfig, result: TrainResult, tracker) -> None:
     """Log and tag (`harness.selection_warning`) a run whose validation reward went negative while
-    its selection rule divides by length (evaluators.selection.negative_reward_warning)."""
-    from evaluators.selection import negative_reward_warning
-    rows = [entry for entry in result.checkpoints if entry.get("validated", True)]
+    its selection rule divides by length (harness.selection.negative_reward_warning)."""
+    rows = history_rows(result.checkpoints)
     if result.final_val:
         rows.append({"step": -1, **result.final_val})
     warning = negative_reward_warning(rows, cfg.eval.rule)
@@ -107,8 +107,9 @@ def eval_options(cfg: RunConfig) -> dict:
                 prompt_template=cfg.data.math_prompt_template, dtype=cfg.eval.dtype)
 
 
-def evaluate_after_training(cfg: RunConfig, run_id: str) -> None:
+def evaluate_after_training(cfg: RunConfig, run_id: str, checkpoints: list[CheckpointEntry]) -> None:
+    """Evaluate the run's selected and final checkpoints; the trainer's listing is handed over as is."""
     from evaluators.run import evaluate_run
     evaluate_run(run_id, cfg.eval.suites, cfg.eval.samples, rule=cfg.eval.rule,
                  tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(), report=log.info,
-                 **eval_options(cfg))
+                 checkpoints=checkpoints, **eval_options(cfg))

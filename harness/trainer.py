@@ -36,6 +36,7 @@ from harness.preemption import Preempted, PreemptionWatch
 from harness.rollout import Generator, Rollout, SamplingParams, generator_options, make_generator
 from harness.rollout.placement import open_rollouts, open_validator, push_policy
 from harness.rollout.schedule import StepPlan, check_generator_version
+from harness.selection import CheckpointEntry
 from harness.sequences import chunks, pack, policy_logprobs
 from harness.tasks import TaskMixture, task_pools, truth_scores
 from harness.tracking import NullTracker, atomic_write_text
@@ -53,7 +54,7 @@ class TrainingDiverged(HarnessError):
 class TrainResult:
     run_id: str | None
     output_dir: Path
-    checkpoints: list[dict]
+    checkpoints: list[CheckpointEntry]  # the run's listing (harness.selection), as in checkpoints.json
     final_val: dict[str, float]
 
 

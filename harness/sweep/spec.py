@@ -92,7 +92,7 @@ class SearchSpec(_Strict):
 class ObjectiveSpec(_Strict):
     metric: str = "val/len_norm_reward"
     direction: Literal["maximize", "minimize"] = "maximize"
-    rule: str = Field("len_norm", description="checkpoint selection rule (evaluators.selection)")
+    rule: str = Field("len_norm", description="checkpoint selection rule (harness.selection)")
 
 
 class OverrideRule(_Strict):
@@ -274,7 +274,7 @@ def check_rules(spec: SweepSpec, grid: dict[str, list[Any]], source: str) -> Non
         for key in ("suites", "samples"):
             if getattr(spec.eval, key) is not None and f"eval.{key}" in flatten(spec.set_):
                 raise ConfigError(f"{source}: `eval.{key}` is given twice, in `eval` and in `set`; keep one.")
-    from evaluators.selection import SELECTION_RULES
+    from harness.selection import SELECTION_RULES
     if spec.objective.rule not in SELECTION_RULES:
         raise ConfigError(f"{source}: `objective.rule` = {spec.objective.rule!r} is invalid: expected one of "
                           f"{', '.join(SELECTION_RULES)}.")
