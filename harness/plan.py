@@ -190,12 +190,12 @@ def reward_model_dtype(cfg) -> str:
 def plan_memory(cfg, gpus: int, capacity_gib: float, generator_gpus: int = 0, policy: Shape | None = None,
                 reward_model: Shape | None = None, prompt_tokens: int | None = None) -> Plan:
     """Bytes per trainer GPU (rank 0) for the config, with `gpus` FSDP ranks, phase by phase."""
-    from harness.train_setup import generator_placement, reference_dtype
+    from harness.train_setup import reference_dtype
     policy = policy or model_shape(cfg.model.policy)
     uses_rm = cfg.task_mix != "verifiable" and cfg.rewards.non_verifiable == "reward_model"
     if uses_rm and reward_model is None:
         reward_model = model_shape(cfg.model.reward_model, classifier=True)
-    placement = "worker" if generator_gpus else generator_placement(cfg)
+    placement = "worker" if generator_gpus else cfg.rollout.placement
     vllm = cfg.rollout.backend == "vllm"
     sharded = cfg.train.parallel == "fsdp"
     shards = gpus if sharded else 1

@@ -22,6 +22,7 @@ from harness.disk import DiskSpaceError, require_free_space, staged_write
 from harness.errors import HarnessError
 from harness.lora import ADAPTER_PREFIX, adapter_state_dict, is_lora, load_adapter_state
 from harness.precision import inference_dtype, torch_dtype
+from harness.rollout.schedule import due
 from harness.selection import LISTING_FILE, CheckpointEntry, read_listing, select_from_listing, write_listing
 
 log = logging.getLogger("harness.train")
@@ -34,10 +35,6 @@ class LoopState:
     last_sync: int = 0  # step at which the generator last received the trainer's weights
     last_ref_sync: int = 0
     checkpoints: list[CheckpointEntry] = field(default_factory=list)
-
-
-def due(step: int, interval: float | int) -> bool:
-    return interval != INF and step % int(interval) == 0
 
 
 def validation_due(cfg: RunConfig, step: int) -> bool:

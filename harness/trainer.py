@@ -28,20 +28,20 @@ from harness import distributed
 from harness.algorithms import (build_preference_pairs, build_verifiable_pairs, dpo_loss, grpo_advantages,
                                 grpo_loss, k3_kl, masked_sum)
 from harness.chat import chat_prompt
-from harness.config import INF, RunConfig, flatten, format_interval
+from harness.config import RunConfig, flatten, format_interval
 from harness.errors import HarnessError
 from harness.rewards import make_reward_router
 from harness.precision import autocast, inference_dtype, torch_dtype
 from harness.preemption import Preempted, PreemptionWatch
 from harness.rollout import Generator, Rollout, SamplingParams, generator_options, make_generator
 from harness.rollout.placement import open_rollouts, open_validator, push_policy
-from harness.rollout.schedule import StepPlan, check_generator_version
+from harness.rollout.schedule import StepPlan, check_generator_version, due
 from harness.selection import CheckpointEntry
 from harness.sequences import chunks, pack, policy_logprobs
 from harness.tasks import TaskMixture, task_pools, truth_scores
 from harness.tracking import NullTracker, atomic_write_text
 from harness.train_setup import build_models
-from harness.train_state import LoopState, due, restore, save, validation_due
+from harness.train_state import LoopState, restore, save, validation_due
 
 log = logging.getLogger("harness.train")
 
