@@ -193,7 +193,7 @@ def evaluate_run(run_id_or_checkpoint: str, suites: list[str], samples: int | No
                                 f"or an MLflow run id.")
     from mlflow.tracking import MlflowClient
 
-    from harness.preflight import check_tracking_uri
+    from harness.tracking_uri import check_tracking_uri
     check_tracking_uri(tracking_uri, "--tracking-uri", must_exist=True)
     client = MlflowClient(tracking_uri)
     run_id = run_id_or_checkpoint

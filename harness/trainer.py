@@ -30,6 +30,8 @@ from harness.algorithms import (build_preference_pairs, build_verifiable_pairs, 
 from harness.chat import chat_prompt
 from harness.config import RunConfig, flatten, format_interval
 from harness.errors import HarnessError
+from harness.files import output_dir_of
+from harness.models import resolve_paths
 from harness.rewards import make_reward_router
 from harness.precision import autocast, inference_dtype, torch_dtype
 from harness.preemption import Preempted, PreemptionWatch
@@ -58,18 +60,6 @@ class TrainResult:
     final_val: dict[str, float]
 
 
-def resolve_paths(cfg: RunConfig) -> tuple[str, str | None]:
-    """'tiny' means the embedded assets (built on first use); the reward model only if needed."""
-    policy = cfg.model.policy
-    reward_model = cfg.model.reward_model if cfg.task_mix != "verifiable" else None
-    if "tiny" in (policy, reward_model):
-        from harness.tiny import ensure_tiny_assets
-        assets = ensure_tiny_assets()
-        policy = str(assets.policy_dir) if policy == "tiny" else policy
-        reward_model = str(assets.reward_model_dir) if reward_model == "tiny" else reward_model
-    return policy, reward_model
-
-
 def train(cfg: RunConfig, tracker=None, resume: bool = False, progress: bool = True) -> TrainResult:
     distributed.check_launch(cfg)
     dist = distributed.setup(cfg)
@@ -86,7 +76,7 @@ def _train(cfg: RunConfig, tracker, resume: bool, progress: bool, dist: distribu
         # cores (parallel sweep trials) spin-wait and slow every op by 10x or more.
         torch.set_num_threads(cfg.model.cpu_threads)
     torch.manual_seed(cfg.seed)
-    output_dir = Path(cfg.output_dir or Path("runs") / cfg.run_name).resolve()
+    output_dir = output_dir_of(cfg)
     if dist.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(output_dir / "config.yaml", cfg.to_yaml())
