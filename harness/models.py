@@ -13,6 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from harness.errors import AssetMissingError
+from harness.tasks import task_types
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -21,7 +22,7 @@ def resolve_paths(cfg) -> tuple[str, str | None]:
     """(policy, reward model) folders or hub ids of a run config: 'tiny' means the embedded assets
     (built on first use); the reward model only if the task mix needs one."""
     policy = cfg.model.policy
-    reward_model = cfg.model.reward_model if cfg.task_mix != "verifiable" else None
+    reward_model = cfg.model.reward_model if "non_verifiable" in task_types(cfg.task_mix) else None
     if "tiny" in (policy, reward_model):
         from harness.tiny import ensure_tiny_assets
         assets = ensure_tiny_assets()

@@ -19,6 +19,7 @@ from pathlib import Path
 from harness.config import RunConfig
 from harness.errors import AssetMissingError, ConfigError, DataError, HarnessError
 from harness.files import output_dir_of, writable
+from harness.tasks import task_types
 from harness.tracking_uri import check_tracking_uri
 
 
@@ -27,7 +28,7 @@ def check_run_inputs(cfg: RunConfig, source: str, tracking_uri: str | None = Non
     check_output_dir(cfg, source)
     check_device(cfg.model.device, source, "model.device")
     check_model_path(cfg.model.policy, source, "model.policy")
-    if cfg.task_mix != "verifiable":
+    if "non_verifiable" in task_types(cfg.task_mix):
         check_model_path(cfg.model.reward_model, source, "model.reward_model")
     check_reward_names(cfg, source)
     check_data(cfg, source)
@@ -89,9 +90,9 @@ def check_model_path(value: str, source: str, key: str) -> None:
 def check_reward_names(cfg: RunConfig, source: str) -> None:
     from harness.rewards.registry import REWARD_FACTORIES
     wanted = []
-    if cfg.task_mix != "non_verifiable":
+    if "verifiable" in task_types(cfg.task_mix):
         wanted.append(("rewards.verifiable", cfg.rewards.verifiable))
-    if cfg.task_mix != "verifiable":
+    if "non_verifiable" in task_types(cfg.task_mix):
         wanted.append(("rewards.non_verifiable", cfg.rewards.non_verifiable))
     for key, name in wanted:
         if name not in REWARD_FACTORIES:
@@ -103,9 +104,9 @@ def check_data(cfg: RunConfig, source: str) -> None:
     """Every prompt record of the train and validation splits loads (real data sets: data.data_dir)."""
     from harness.tasks import task_pools
     sources = []
-    if cfg.task_mix != "non_verifiable":
+    if "verifiable" in task_types(cfg.task_mix):
         sources.append(("data.verifiable", cfg.data.verifiable))
-    if cfg.task_mix != "verifiable":
+    if "non_verifiable" in task_types(cfg.task_mix):
         sources.append(("data.non_verifiable", cfg.data.non_verifiable))
     real = [(key, name) for key, name in sources if not name.startswith("tiny_")]
     if real:
@@ -169,7 +170,7 @@ def check_sweep_inputs(sweep, this_machine: bool = True) -> None:
         if this_machine:
             check_device(cfg.model.device, source, "model.device")
             check_model_path(cfg.model.policy, source, "model.policy")
-            if cfg.task_mix != "verifiable":
+            if "non_verifiable" in task_types(cfg.task_mix):
                 check_model_path(cfg.model.reward_model, source, "model.reward_model")
             check_data(cfg, source)
     out = sweep.output_dir

@@ -40,7 +40,7 @@ from harness.rollout.placement import open_rollouts, open_validator, push_policy
 from harness.rollout.schedule import StepPlan, check_generator_version, due
 from harness.selection import CheckpointEntry
 from harness.sequences import chunks, pack, policy_logprobs
-from harness.tasks import TaskMixture, task_pools, truth_scores
+from harness.tasks import TaskMixture, task_pools, task_types, truth_scores
 from harness.tracking import NullTracker, atomic_write_text
 from harness.train_setup import build_models
 from harness.train_state import LoopState, restore, save, validation_due
@@ -240,8 +240,9 @@ def build_rewards(cfg: RunConfig, reward_model_path: str | None, device: str):
                "reward_model": {"model_dir": reward_model_path, "device": device,
                                 "batch_size": cfg.rewards.reward_model_batch_size,
                                 "dtype": cfg.rewards.reward_model_dtype}}
-    return make_reward_router(cfg.rewards.verifiable if cfg.task_mix != "non_verifiable" else None,
-                              cfg.rewards.non_verifiable if cfg.task_mix != "verifiable" else None, options)
+    types = task_types(cfg.task_mix)
+    return make_reward_router(cfg.rewards.verifiable if "verifiable" in types else None,
+                              cfg.rewards.non_verifiable if "non_verifiable" in types else None, options)
 
 
 def log_validation(step: int, val: dict[str, float]) -> None:
