@@ -4,9 +4,9 @@ One test per rule: algorithms import torch only; rewards know nothing of trainin
 imports neither the trainer nor the evaluators (not even through another module); training and the
 results layer read checkpoint selection from harness.selection, never from the evaluators; nothing
 in harness/ but the run shell and the CLI imports the evaluators' engines, and the evaluators never
-import harness.preflight (the tracking-URI check is harness.tracking_uri); the dashboard imports only the results layer (and Streamlit, pandas,
-altair, the standard library); nothing imports dashboard/; training never imports the results
-layer; there are no import cycles.
+import harness.preflight (the tracking-URI check is harness.tracking_uri); the dashboard imports
+only the results layer (and Streamlit, pandas, altair, the standard library); nothing imports
+dashboard/; training never imports the results layer; there are no import cycles.
 Nothing is imported to check this: the modules are parsed.
 """
 

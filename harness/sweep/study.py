@@ -47,6 +47,7 @@ from optuna.trial import FrozenTrial, TrialState
 from harness.errors import ConfigError
 from harness.files import file_lock
 from harness.procs import process_start_time
+from harness.tracking_uri import sqlite_path
 from harness.sweep.resilient import OUTAGE, retrying_rdb_storage
 
 HEARTBEAT_S = 10          # Optuna's heartbeat interval (RDB storages) and our journal heartbeat
@@ -93,7 +94,7 @@ def storage_kind(url: str) -> str:
 def storage_file(url: str) -> Path | None:
     kind = storage_kind(url)
     if kind == "sqlite":
-        return Path(url.removeprefix("sqlite:///"))
+        return sqlite_path(url)
     if kind == "journal":
         return Path(url.removeprefix("journal:").removeprefix("//")).resolve()
     return None
