@@ -9,8 +9,9 @@
     evaluate_run(run_id_or_checkpoint, suites, samples, rule="len_norm", tracking_uri=None, *,
                  data_paths=None, evaluate_final=True, out_dir=None, **evaluate_checkpoint options)
         Given a checkpoint folder: evaluate_checkpoint on it. Given an MLflow run id: read the run's
-        `checkpoints.json` artifact and `val/*` metric history, pick the checkpoint with `rule`
-        (evaluators/selection.py), evaluate it and the final checkpoint, and log to that run:
+        `checkpoints.json` artifact (or take `checkpoints`, the listing the trainer hands over within
+        one `harness train`) and `val/*` metric history, pick the checkpoint with `rule`
+        (harness/selection.py), evaluate it and the final checkpoint, and log to that run:
         metric `selected_step`, tag `selection_rule`, metrics `eval/<suite>/<metric>` (selected)
         and `eval_final/<suite>/<metric>` (final), artifacts `eval[_final]/<suite>/generations.jsonl`.
         The trainer calls this at the end of training when its config lists suites.
@@ -42,8 +43,8 @@ from typing import Any
 
 from evaluators.data import load_records, match_predictions
 from evaluators.registry import EvalGenerator, EvalOptions, get_suite
-from evaluators.selection import DEFAULT_RULE, select_checkpoint
 from harness.errors import AssetMissingError, ConfigError, DataError
+from harness.selection import DEFAULT_RULE, LISTING_FILE, CheckpointEntry, history_rows, read_listing, select_checkpoint
 
 GENERATIONS_FILE = "generations.jsonl"
 
@@ -163,7 +164,8 @@ def evaluate_run(run_id_or_checkpoint: str, suites: list[str], samples: int | No
                  tracking_uri: str | None = None, *, data_paths: dict[str, str] | None = None,
                  evaluate_final: bool = True, out_dir: str | Path | None = None, judge: dict | None = None,
                  show_progress: bool = True, report=print, backend: str = "hf", backend_options: dict | None = None,
-                 as_alternative: bool = False, **flags: Any) -> dict[str, Any]:
+                 as_alternative: bool = False, checkpoints: list[CheckpointEntry] | None = None,
+                 **flags: Any) -> dict[str, Any]:
     """Evaluate a checkpoint folder, or a run's selected and final checkpoints (module docstring).
 
     Sampling settings (`samples` and `flags`: temperature, top_p, max_new_tokens, seed, device,
@@ -171,11 +173,14 @@ def evaluate_run(run_id_or_checkpoint: str, suites: list[str], samples: int | No
     value, else the run's config, else the default. They are reported with `report` and, for a
     run, logged as its tag `harness.eval_settings`.
 
+    `checkpoints`: the run's checkpoint listing when the caller holds it (the trainer, in the same
+    process); else it is read from the run's `checkpoints.json` artifact.
+
     Returns {"checkpoint", "eval", "settings"} for a folder; for a run {"run_id", "rule",
     "selected_step", "selected_path", "final_step", "final_path", "settings", "eval": {suite:
     metrics}, "eval_final": {...}}.
     """
-    from evaluators.selection import get_rule, negative_reward_warning
+    from harness.selection import get_rule, negative_reward_warning
     from evaluators.settings import describe, read_config_next_to, read_run_config, resolve_eval_settings
 
     for name in suites:
@@ -201,7 +206,7 @@ def evaluate_run(run_id_or_checkpoint: str, suites: list[str], samples: int | No
                                 f"or an MLflow run id.")
     from mlflow.tracking import MlflowClient
 
-    from harness.preflight import check_tracking_uri
+    from harness.tracking_uri import check_tracking_uri
     check_tracking_uri(tracking_uri, "--tracking-uri", must_exist=True)
     client = MlflowClient(tracking_uri)
     run_id = run_id_or_checkpoint
@@ -209,8 +214,11 @@ def evaluate_run(run_id_or_checkpoint: str, suites: list[str], samples: int | No
     config = read_run_config(client, run_id)
     suites = suites or _configured_suites(config, f"run {run_id}")
     settings = resolve_eval_settings(given, config)
-    checkpoints = _read_checkpoints(client, run_id)
-    history = _selection_history(client, run, checkpoints)
+    if checkpoints is None:
+        checkpoints = _read_checkpoints(client, run_id)
+    elif not checkpoints:
+        raise DataError(f"Run {run_id} saved no checkpoint, so there is nothing to evaluate.")
+    history = _val_history(client, run) or history_rows(checkpoints)
     step, path = select_checkpoint(history, checkpoints, rule)
     final_step, final_path = select_checkpoint(history, checkpoints, "final")
     for target in {path, final_path}:
@@ -282,23 +290,6 @@ def evaluate_into_run(model: str | Path, run_id: str, suites: list[str], samples
     results = evaluate_checkpoint(model, suites, samples, out_dir=out_dir, **eval_kwargs)
     log_results(client, run_id, "eval", results, Path(out_dir))
     return {"checkpoint": str(model), "run_id": run_id, "eval": results}
-def _selection_history(client, run, checkpoints: list[dict]) -> list[dict]:
-    """Validation rows to select by: the run's MLflow `val/*` history when it has one (then a
-    checkpoint at a step without validation there is marked `validated: false`: an old
-    checkpoints.json may carry an earlier step's metrics under it), else those in checkpoints.json."""
-    logged = _val_history(client, run)
-    if not logged:
-        return _checkpoint_val_rows(checkpoints)
-    validated_steps = {int(row["step"]) for row in logged}
-    for entry in checkpoints:
-        if isinstance(entry, dict) and "step" in entry:
-            try:
-                entry.setdefault("validated", int(entry["step"]) in validated_steps)
-            except (TypeError, ValueError, OverflowError):
-                pass
-    return logged
-
-
 def _get_run(client, run_id: str, tracking_uri: str | None):
     from mlflow.exceptions import MlflowException
 
@@ -312,24 +303,19 @@ def _get_run(client, run_id: str, tracking_uri: str | None):
         ) from None
 
 
-def _read_checkpoints(client, run_id: str) -> list[dict]:
-    """The run's checkpoints.json: a list of {step, path, val metrics} (or {"checkpoints": [...]})."""
+def _read_checkpoints(client, run_id: str) -> list[CheckpointEntry]:
+    """The run's checkpoints.json artifact (harness.selection.read_listing)."""
     with tempfile.TemporaryDirectory(prefix="harness-ckpt-") as scratch:
         try:
-            local = client.download_artifacts(run_id, "checkpoints.json", scratch)
+            local = client.download_artifacts(run_id, LISTING_FILE, scratch)
         except Exception:  # noqa: BLE001 - any failure means the same thing to the user
             raise DataError(
-                f"Run {run_id} has no checkpoints.json artifact, so there is nothing to evaluate; "
-                f"the trainer writes it when it saves checkpoints (train.save_every)."
+                f"Run {run_id} has no {LISTING_FILE} artifact, so there is nothing to evaluate; "
+                f"the trainer writes it when it saves checkpoints (checkpoint.every)."
             ) from None
-        try:
-            data = json.loads(Path(local).read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, ValueError) as err:
-            raise DataError(f"Run {run_id}: its checkpoints.json artifact is not valid UTF-8 JSON ({err}); "
-                            f"expected a list of {{step, path}}.") from None
-    entries = data.get("checkpoints") if isinstance(data, dict) else data
-    if not isinstance(entries, list) or not entries:
-        raise DataError(f"Run {run_id}: checkpoints.json holds {data!r:.120}; expected a non-empty list of {{step, path}}.")
+        entries = read_listing(local, f"Run {run_id}: its {LISTING_FILE} artifact")
+    if not entries:
+        raise DataError(f"Run {run_id}: its {LISTING_FILE} artifact lists no checkpoint; nothing to evaluate.")
     return entries
 
 
@@ -339,22 +325,6 @@ def _val_history(client, run) -> list[dict]:
     for key in run.data.metrics:
         if key.startswith("val/"):
             rows.extend({"step": m.step, key: m.value} for m in client.get_metric_history(run.info.run_id, key))
-    return rows
-
-
-def _checkpoint_val_rows(checkpoints: list[dict]) -> list[dict]:
-    """val metrics stored in checkpoints.json entries, flat ("val/reward": x) or nested ("val": {...})."""
-    rows = []
-    for entry in checkpoints:
-        if not isinstance(entry, dict) or "step" not in entry or entry.get("validated") is False:
-            continue
-        flat = {k: v for k, v in entry.items() if k.startswith("val/")}
-        for nested_key in ("val", "metrics"):
-            nested = entry.get(nested_key)
-            if isinstance(nested, dict):
-                flat.update({(k if k.startswith("val/") else f"val/{k}"): v for k, v in nested.items()})
-        if flat:
-            rows.append({"step": entry["step"], **flat})
     return rows
 
 

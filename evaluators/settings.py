@@ -2,6 +2,7 @@
 
     resolve_eval_settings(flags, run_config) -> {"samples", "temperature", "top_p", "max_new_tokens",
                                                  "seed", "device", "batch_size", "prompt_template"}
+    run_eval_options(cfg) -> evaluate_checkpoint keyword arguments of a typed run config
 
 `run_config` is the run's config as plain data (its `config.yaml`: the MLflow artifact of a run
 id, or `<output_dir>/config.yaml` two folders above a checkpoint folder), or None. From it come
@@ -46,6 +47,21 @@ def settings_from_run_config(config: dict | None) -> dict[str, Any]:
              "batch_size": _get(config, "rollout.batch_size"),
              "prompt_template": _get(config, "data.math_prompt_template"), "dtype": _get(config, "eval.dtype")}
     return {key: value for key, value in found.items() if value is not None}
+
+
+def run_eval_options(cfg) -> dict[str, Any]:
+    """The evaluator keyword arguments a (typed) run config implies: its sampling settings by the
+    same mapping `harness eval RUN_ID` reads a run's config.yaml with (settings_from_run_config),
+    the device resolved, plus data files, judge and generator backend. Used after training and by
+    the sweep's seed baseline (`harness eval --config`)."""
+    from harness.models import resolve_device
+    from harness.rollout import generator_options
+
+    settings = settings_from_run_config(cfg.to_dict())
+    settings.pop("samples", None)
+    settings["device"] = str(resolve_device(cfg.model.device))
+    return dict(data_paths=cfg.eval.data, judge=cfg.eval.judge, backend=cfg.rollout.backend,
+                backend_options=generator_options(cfg), **settings)
 
 
 def resolve_eval_settings(flags: dict[str, Any], run_config: dict | None) -> dict[str, Any]:

@@ -184,17 +184,18 @@ def payload_bytes(model, optimizer: torch.optim.Optimizer | None, extra_weights:
     return total + sum(size(t, None) for weights in extra_weights.values() for t in weights.values())
 
 
-def prune_checkpoints(checkpoints: list[dict], keep_last: int | None, keep: set[int] = frozenset()) -> list[dict]:
-    """Delete all but the newest `keep_last` checkpoint folders (and the steps in `keep`); return the rest."""
+def prune_checkpoints(checkpoints: list, keep_last: int | None, keep: set[int] = frozenset()) -> list:
+    """Delete all but the newest `keep_last` checkpoint folders (and the steps in `keep`) of the
+    listing's entries (harness.selection.CheckpointEntry); return the rest."""
     if keep_last is None:
         return checkpoints
-    newest = {entry["step"] for entry in sorted(checkpoints, key=lambda e: e["step"])[-keep_last:]}
+    newest = {entry.step for entry in sorted(checkpoints, key=lambda e: e.step)[-keep_last:]}
     kept = []
     for entry in checkpoints:
-        if entry["step"] in newest or entry["step"] in keep:
+        if entry.step in newest or entry.step in keep:
             kept.append(entry)
         else:
-            shutil.rmtree(entry["path"], ignore_errors=True)
+            shutil.rmtree(entry.path, ignore_errors=True)
     return kept
 
 

@@ -184,7 +184,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.preflight import check_tracking_uri
+    from harness.tracking_uri import check_tracking_uri
     from results.report import report_command
     from harness.tracking import default_tracking_uri
     check_tracking_uri(args.tracking_uri or default_tracking_uri(), "--tracking-uri", must_exist=True)
@@ -202,7 +202,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     import subprocess
-    from harness.preflight import check_tracking_uri
+    from harness.tracking_uri import check_tracking_uri
     from harness.tracking import default_tracking_uri
     if not 1 <= args.port <= 65535:
         raise HarnessError(f"--port {args.port}: expected a TCP port in 1..65535 (default 8501).")

@@ -2,11 +2,11 @@
 
     target, suites, settings = eval_settings("seed_baseline/config.yaml", "tiny", None)
 
-The same settings a training run evaluates its checkpoints with (`harness.runner.eval_options`:
+The same settings a training run evaluates its checkpoints with (`evaluators.settings.run_eval_options`:
 sampling, judge, data files, seed, device, batch size, plus `eval.samples`), so the sweep's seed
 baseline, launched as its own `harness eval` process, scores the starting policy exactly as the
 cells' trained checkpoints are scored. TARGET `tiny` (or any `model.policy` value) resolves the
-way training resolves it (`harness.trainer.resolve_paths`); the config's `model.cpu_threads`
+way training resolves it (`harness.models.resolve_paths`); the config's `model.cpu_threads`
 caps this process's torch threads as it does a trial's.
 """
 
@@ -23,8 +23,8 @@ def eval_settings(config_path: str | Path, target: str, suites_flag: str | None)
     import torch
 
     from harness.config import load_run_config
-    from harness.runner import eval_options
-    from harness.trainer import resolve_paths
+    from evaluators.settings import run_eval_options
+    from harness.models import resolve_paths
 
     cfg = load_run_config(config_path)
     suites = [s.strip() for s in suites_flag.split(",") if s.strip()] if suites_flag else list(cfg.eval.suites)
@@ -35,4 +35,4 @@ def eval_settings(config_path: str | Path, target: str, suites_flag: str | None)
         torch.set_num_threads(cfg.model.cpu_threads)
     model_cfg = cfg.model.model_copy(update={"policy": target})
     policy_path, _ = resolve_paths(cfg.model_copy(update={"model": model_cfg}))
-    return policy_path, suites, {"samples": cfg.eval.samples, **eval_options(cfg)}
+    return policy_path, suites, {"samples": cfg.eval.samples, **run_eval_options(cfg)}

@@ -136,3 +136,19 @@ def resolve_cache_root(cache_root: str | os.PathLike | None = None) -> Path:
     if os.environ.get("HARNESS_CACHE"):
         return Path(os.environ["HARNESS_CACHE"]).expanduser()
     return Path.home() / ".cache" / "harness"
+
+
+def writable(folder: Path) -> bool:
+    """Whether a file can be created in `folder` (tried: permission bits lie for root and /proc)."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def output_dir_of(cfg) -> Path:
+    """A run's output folder (absolute): `output_dir`, else `runs/<run_name>` under the working directory."""
+    return Path(cfg.output_dir or Path("runs") / cfg.run_name).resolve()

@@ -1,7 +1,8 @@
 """Model loading: a causal LM and its tokenizer from a local checkpoint, its dtype and device.
 
 The trainer (policy, reference), the rollout backends and the evaluators all load models here,
-so a checkpoint is read one way everywhere.
+so a checkpoint is read one way everywhere; `resolve_paths` turns a run config's `model.policy`
+and `model.reward_model` ('tiny' included) into what is loaded (training and `harness eval --config`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,22 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from harness.errors import AssetMissingError
+from harness.tasks import task_types
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_paths(cfg) -> tuple[str, str | None]:
+    """(policy, reward model) folders or hub ids of a run config: 'tiny' means the embedded assets
+    (built on first use); the reward model only if the task mix needs one."""
+    policy = cfg.model.policy
+    reward_model = cfg.model.reward_model if "non_verifiable" in task_types(cfg.task_mix) else None
+    if "tiny" in (policy, reward_model):
+        from harness.tiny import ensure_tiny_assets
+        assets = ensure_tiny_assets()
+        policy = str(assets.policy_dir) if policy == "tiny" else policy
+        reward_model = str(assets.reward_model_dir) if reward_model == "tiny" else reward_model
+    return policy, reward_model
 
 
 def resolve_device(device: str) -> torch.device:

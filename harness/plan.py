@@ -22,6 +22,7 @@ from pathlib import Path
 
 from harness.errors import ConfigError
 from harness.precision import BYTES
+from harness.tasks import task_types
 
 log = logging.getLogger("harness.plan")
 
@@ -190,12 +191,12 @@ def reward_model_dtype(cfg) -> str:
 def plan_memory(cfg, gpus: int, capacity_gib: float, generator_gpus: int = 0, policy: Shape | None = None,
                 reward_model: Shape | None = None, prompt_tokens: int | None = None) -> Plan:
     """Bytes per trainer GPU (rank 0) for the config, with `gpus` FSDP ranks, phase by phase."""
-    from harness.train_setup import generator_placement, reference_dtype
+    from harness.train_setup import reference_dtype
     policy = policy or model_shape(cfg.model.policy)
-    uses_rm = cfg.task_mix != "verifiable" and cfg.rewards.non_verifiable == "reward_model"
+    uses_rm = "non_verifiable" in task_types(cfg.task_mix) and cfg.rewards.non_verifiable == "reward_model"
     if uses_rm and reward_model is None:
         reward_model = model_shape(cfg.model.reward_model, classifier=True)
-    placement = "worker" if generator_gpus else generator_placement(cfg)
+    placement = "worker" if generator_gpus else cfg.rollout.placement
     vllm = cfg.rollout.backend == "vllm"
     sharded = cfg.train.parallel == "fsdp"
     shards = gpus if sharded else 1
@@ -289,7 +290,7 @@ def training_rows(cfg, policy: Shape, trained: int, p: int, c: int, shards: int,
 def validation_rows(cfg, policy: Shape, sample_bytes: int, seq: int, gathered: float) -> list[tuple[str, str, float]]:
     """Validation samples one response per held-out prompt from the live policy (in its own dtype
     on one process, the gathered compute dtype under FSDP), then an entropy pass per micro-batch."""
-    tasks = 2 if cfg.task_mix == "joint" else 1
+    tasks = len(task_types(cfg.task_mix))
     rows_sampled = min(cfg.validation.prompts * tasks, cfg.rollout.batch_size)
     kv = rows_sampled * seq * policy.num_hidden_layers * 2 * policy.kv_dim * sample_bytes
     c = BYTES[cfg.model.compute_dtype]

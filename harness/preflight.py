@@ -2,30 +2,25 @@
 
     check_run_inputs(cfg, source, tracking_uri=None)   # harness train, and every sweep trial
     check_sweep_inputs(sweep, this_machine)           # harness sweep, before storage or folders
-    check_tracking_uri(uri, where)                    # harness train / eval / report / leaderboard
 
 Everything a run config names that can be checked without training is checked here: the output
 folder (a folder, writable), the device (`cuda` on a machine torch sees no GPU on), the seed
 policy and reward model folders (`model.policy`, `model.reward_model`: a folder with config.json,
 or a hub id already in the local cache), the reward names (`rewards.verifiable`,
 `rewards.non_verifiable`), the data (`data.data_dir` and every record of the train and
-validation splits), the evaluation suites and rule, and the tracking store. Each failure is one
+validation splits), the evaluation suites and rule, and the tracking store (harness.tracking_uri). Each failure is one
 paragraph naming the config file, the key, the value and what was expected.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
-from urllib.parse import urlparse
 
 from harness.config import RunConfig
 from harness.errors import AssetMissingError, ConfigError, DataError, HarnessError
-
-# Schemes MLflow's tracking client accepts that this project supports.
-TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
-_SQLITE_MAGIC = b"SQLite format 3\x00"
+from harness.files import output_dir_of, writable
+from harness.tasks import task_types
+from harness.tracking_uri import check_tracking_uri
 
 
 def check_run_inputs(cfg: RunConfig, source: str, tracking_uri: str | None = None) -> None:
@@ -33,7 +28,7 @@ def check_run_inputs(cfg: RunConfig, source: str, tracking_uri: str | None = Non
     check_output_dir(cfg, source)
     check_device(cfg.model.device, source, "model.device")
     check_model_path(cfg.model.policy, source, "model.policy")
-    if cfg.task_mix != "verifiable":
+    if "non_verifiable" in task_types(cfg.task_mix):
         check_model_path(cfg.model.reward_model, source, "model.reward_model")
     check_reward_names(cfg, source)
     check_data(cfg, source)
@@ -43,7 +38,7 @@ def check_run_inputs(cfg: RunConfig, source: str, tracking_uri: str | None = Non
 
 
 def check_output_dir(cfg: RunConfig, source: str) -> None:
-    path = Path(cfg.output_dir or Path("runs") / cfg.run_name).resolve()  # = harness.runner.output_dir_of
+    path = output_dir_of(cfg)
     key = "output_dir" if cfg.output_dir else "output_dir (default runs/<run name>)"
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{source}: `{key}` = {str(path)!r} is a file, not a folder; expected a folder "
@@ -57,18 +52,6 @@ def check_output_dir(cfg: RunConfig, source: str) -> None:
     if not writable(existing):
         raise ConfigError(f"{source}: `{key}` = {str(path)!r} is not writable ({existing} does not let this "
                           f"user create files); choose a folder you can write to.")
-
-
-def writable(folder: Path) -> bool:
-    """Whether a file can be created in `folder` (tried: permission bits lie for root and /proc)."""
-    import tempfile
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return False
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            return True
-    except OSError:
-        return False
 
 
 def check_device(device: str, source: str, key: str) -> None:
@@ -107,9 +90,9 @@ def check_model_path(value: str, source: str, key: str) -> None:
 def check_reward_names(cfg: RunConfig, source: str) -> None:
     from harness.rewards.registry import REWARD_FACTORIES
     wanted = []
-    if cfg.task_mix != "non_verifiable":
+    if "verifiable" in task_types(cfg.task_mix):
         wanted.append(("rewards.verifiable", cfg.rewards.verifiable))
-    if cfg.task_mix != "verifiable":
+    if "non_verifiable" in task_types(cfg.task_mix):
         wanted.append(("rewards.non_verifiable", cfg.rewards.non_verifiable))
     for key, name in wanted:
         if name not in REWARD_FACTORIES:
@@ -121,9 +104,9 @@ def check_data(cfg: RunConfig, source: str) -> None:
     """Every prompt record of the train and validation splits loads (real data sets: data.data_dir)."""
     from harness.tasks import task_pools
     sources = []
-    if cfg.task_mix != "non_verifiable":
+    if "verifiable" in task_types(cfg.task_mix):
         sources.append(("data.verifiable", cfg.data.verifiable))
-    if cfg.task_mix != "verifiable":
+    if "non_verifiable" in task_types(cfg.task_mix):
         sources.append(("data.non_verifiable", cfg.data.non_verifiable))
     real = [(key, name) for key, name in sources if not name.startswith("tiny_")]
     if real:
@@ -149,7 +132,7 @@ def check_eval(cfg: RunConfig, source: str, files: bool = True) -> None:
     if not cfg.eval.suites:
         return
     from evaluators.registry import get_suite
-    from evaluators.selection import get_rule
+    from harness.selection import get_rule
     for name in cfg.eval.suites:
         try:
             get_suite(name)
@@ -187,7 +170,7 @@ def check_sweep_inputs(sweep, this_machine: bool = True) -> None:
         if this_machine:
             check_device(cfg.model.device, source, "model.device")
             check_model_path(cfg.model.policy, source, "model.policy")
-            if cfg.task_mix != "verifiable":
+            if "non_verifiable" in task_types(cfg.task_mix):
                 check_model_path(cfg.model.reward_model, source, "model.reward_model")
             check_data(cfg, source)
     out = sweep.output_dir
@@ -198,79 +181,3 @@ def check_sweep_inputs(sweep, this_machine: bool = True) -> None:
                           f"expected a folder path.")
     from harness.tracking import default_tracking_uri
     check_tracking_uri(default_tracking_uri(), "the tracking URI (MLFLOW_TRACKING_URI or ./mlflow.db)")
-
-
-def check_tracking_uri(uri: str | None, where: str, must_exist: bool = False) -> None:
-    """A tracking URI MLflow can use: a known scheme; for sqlite a database file (or a new one in
-    a writable folder; with `must_exist`, for commands that only read, the file must be there:
-    MLflow would otherwise create an empty one); for http(s) a server that answers. Creates nothing."""
-    if uri is None:
-        return
-    parsed = urlparse(uri)
-    scheme = parsed.scheme.lower()
-    if not scheme or (len(scheme) == 1 and os.name == "nt"):  # a plain path: MLflow's file store
-        scheme = "file"
-    if scheme not in TRACKING_SCHEMES:
-        raise ConfigError(f"{where} = {uri!r} has the unknown scheme {scheme!r}; expected one of "
-                          f"{', '.join(s + '://' for s in TRACKING_SCHEMES)} (e.g. sqlite:///mlflow.db).")
-    if scheme == "sqlite":
-        _check_sqlite(uri, where, must_exist)
-    elif scheme in ("http", "https"):
-        try:
-            _check_server(uri, parsed, where)
-        except ConfigError:
-            # A server may be restarting (a team's shared server): wait HARNESS_TRACKING_WAIT_S with
-            # backoff before giving up; 0 fails at once with the message above.
-            from harness.tracking import tracking_wait_s, wait_for_tracking_server
-            if tracking_wait_s() <= 0:
-                raise
-            wait_for_tracking_server(uri)
-    elif scheme == "file":
-        path = Path(parsed.path if parsed.scheme else uri)
-        if path.exists() and not path.is_dir():
-            raise ConfigError(f"{where} = {uri!r} is a file; a file store is a folder (or use sqlite:///PATH.db).")
-        if must_exist and not path.is_dir():
-            raise ConfigError(f"{where} = {uri!r}: no tracking store there ({path} does not exist), so there is "
-                              f"nothing to read; pass the store your runs logged to.")
-
-
-def _check_sqlite(uri: str, where: str, must_exist: bool = False) -> None:
-    path_text = uri.split(":///", 1)[1] if ":///" in uri else ""
-    if not path_text or path_text == ":memory:":
-        raise ConfigError(f"{where} = {uri!r} names no database file; expected sqlite:///PATH/mlflow.db.")
-    path = Path(path_text if path_text.startswith("/") or ":" in path_text[:3] else path_text)
-    if path.is_dir():
-        raise ConfigError(f"{where} = {uri!r} points at a directory; expected a database file such as "
-                          f"sqlite:///{path / 'mlflow.db'}.")
-    if path.is_file():
-        try:
-            with path.open("rb") as handle:
-                head = handle.read(len(_SQLITE_MAGIC))
-        except OSError as exc:
-            raise ConfigError(f"{where} = {uri!r}: the database file cannot be read ({exc.strerror}).") from None
-        if head and head != _SQLITE_MAGIC:
-            raise ConfigError(f"{where} = {uri!r} points at {path}, which is not an SQLite database; "
-                              f"expected an MLflow database file (or a path where a new one may be created).")
-        return
-    if must_exist:
-        raise ConfigError(f"{where} = {uri!r}: no tracking store there ({path} does not exist), so there is "
-                          f"nothing to read; pass the store your runs logged to (--tracking-uri).")
-    if not path.parent.is_dir():
-        raise ConfigError(f"{where} = {uri!r}: the folder {path.parent} does not exist, so the database cannot be "
-                          f"created there.")
-    if not writable(path.parent):
-        raise ConfigError(f"{where} = {uri!r}: the folder {path.parent} is not writable, so the database "
-                          f"cannot be created there.")
-
-
-def _check_server(uri: str, parsed, where: str) -> None:
-    port = parsed.port or (443 if parsed.scheme.lower() == "https" else 80)
-    if not parsed.hostname:
-        raise ConfigError(f"{where} = {uri!r} names no host; expected e.g. http://localhost:5000.")
-    try:
-        with socket.create_connection((parsed.hostname, port), timeout=5):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"{where} = {uri!r}: no tracking server answers at {parsed.hostname}:{port} "
-                          f"({exc.strerror or exc}); start it (`mlflow server --port {port}`) or use "
-                          f"sqlite:///mlflow.db.") from None

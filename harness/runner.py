@@ -15,11 +15,12 @@ import traceback
 from pathlib import Path
 
 from harness.config import RunConfig, format_interval
+from harness.files import output_dir_of
 from harness.preemption import Preempted
 from harness.preflight import check_run_inputs
 from harness.tracking import MlflowTracker, NullTracker, atomic_write_text, default_tracking_uri
-from harness.models import resolve_device
-from harness.rollout import generator_options, require_backend
+from harness.rollout import require_backend
+from harness.selection import CheckpointEntry, history_rows, negative_reward_warning
 from harness.trainer import TrainResult, train
 from harness.distributed import is_main_process
 
@@ -30,10 +31,6 @@ def run_tags(cfg: RunConfig) -> dict[str, str]:
     return {"harness.kind": "train", "method": cfg.method, "sync_every": format_interval(cfg.sync_every),
             "ref_sync_every": format_interval(cfg.ref_sync_every), "task_mix": cfg.task_mix,
             "seed": str(cfg.seed)}
-
-
-def output_dir_of(cfg: RunConfig) -> Path:
-    return Path(cfg.output_dir or Path("runs") / cfg.run_name).resolve()
 
 
 def run_training(cfg: RunConfig, resume: bool = False, parent_run_id: str | None = None,
@@ -64,7 +61,7 @@ def run_training(cfg: RunConfig, resume: bool = False, parent_run_id: str | None
         result = train(cfg, tracker=tracker, resume=resume, progress=progress)
         warn_if_negative_reward(cfg, result, tracker)
         if cfg.eval.suites and use_mlflow and is_main_process():
-            evaluate_after_training(cfg, tracker.run_id)
+            evaluate_after_training(cfg, tracker.run_id, result.checkpoints)
     except BaseException as exc:
         tail = "".join(traceback.format_exception_only(type(exc), exc)).strip()[-4000:]
         try:  # a preempted run is KILLED and resumes into the same run; anything else is FAILED with its error
@@ -78,9 +75,8 @@ def run_training(cfg: RunConfig, resume: bool = False, parent_run_id: str | None
 
 def warn_if_negative_reward(cfg: RunConfig, result: TrainResult, tracker) -> None:
     """Log and tag (`harness.selection_warning`) a run whose validation reward went negative while
-    its selection rule divides by length (evaluators.selection.negative_reward_warning)."""
-    from evaluators.selection import negative_reward_warning
-    rows = [entry for entry in result.checkpoints if entry.get("validated", True)]
+    its selection rule divides by length (harness.selection.negative_reward_warning)."""
+    rows = history_rows(result.checkpoints)
     if result.final_val:
         rows.append({"step": -1, **result.final_val})
     warning = negative_reward_warning(rows, cfg.eval.rule)
@@ -98,17 +94,10 @@ def read_run_file(run_file: Path) -> dict:
     return data if isinstance(data, dict) and isinstance(data.get("run_id"), str) else {}
 
 
-def eval_options(cfg: RunConfig) -> dict:
-    """The evaluator keyword arguments a run config implies (shared with the sweep's seed baseline)."""
-    return dict(data_paths=cfg.eval.data, judge=cfg.eval.judge, temperature=cfg.eval.temperature,
-                top_p=cfg.eval.top_p, max_new_tokens=cfg.eval.max_new_tokens or cfg.train.max_new_tokens,
-                seed=cfg.seed, device=str(resolve_device(cfg.model.device)), batch_size=cfg.rollout.batch_size,
-                backend=cfg.rollout.backend, backend_options=generator_options(cfg),
-                prompt_template=cfg.data.math_prompt_template, dtype=cfg.eval.dtype)
-
-
-def evaluate_after_training(cfg: RunConfig, run_id: str) -> None:
+def evaluate_after_training(cfg: RunConfig, run_id: str, checkpoints: list[CheckpointEntry]) -> None:
+    """Evaluate the run's selected and final checkpoints; the trainer's listing is handed over as is."""
     from evaluators.run import evaluate_run
+    from evaluators.settings import run_eval_options
     evaluate_run(run_id, cfg.eval.suites, cfg.eval.samples, rule=cfg.eval.rule,
                  tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(), report=log.info,
-                 **eval_options(cfg))
+                 checkpoints=checkpoints, **run_eval_options(cfg))

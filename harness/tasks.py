@@ -148,14 +148,23 @@ class TaskMixture:
         return self._orders[key]
 
 
+TASK_TYPES = {"verifiable": ("verifiable",), "non_verifiable": ("non_verifiable",),
+              "joint": ("verifiable", "non_verifiable")}
+
+
+def task_types(task_mix: str) -> tuple[str, ...]:
+    """The task types a task mix draws prompts from (`joint`: both)."""
+    return TASK_TYPES[task_mix]
+
+
 def build_mixture(task_mix: str, data_cfg, seed: int, split: str = "train") -> TaskMixture:
     return TaskMixture(task_pools(task_mix, data_cfg, split), data_cfg.joint_verifiable_fraction, seed)
 
 
 def task_pools(task_mix: str, data_cfg, split: str) -> dict[str, list[dict[str, Any]]]:
     pools: dict[str, list[dict[str, Any]]] = {}
-    if task_mix in ("verifiable", "joint"):
+    if "verifiable" in task_types(task_mix):
         pools["verifiable"] = load_split(data_cfg.verifiable, split, data_cfg.data_dir, data_cfg.math_prompt_template)
-    if task_mix in ("non_verifiable", "joint"):
+    if "non_verifiable" in task_types(task_mix):
         pools["non_verifiable"] = load_split(data_cfg.non_verifiable, split, data_cfg.data_dir)
     return pools

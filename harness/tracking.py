@@ -9,7 +9,6 @@ has the same methods and does nothing, so library code never branches on "loggin
 
 from __future__ import annotations
 
-import base64
 import collections
 import contextlib
 import json
@@ -17,9 +16,6 @@ import logging
 import math
 import os
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -28,6 +24,8 @@ from harness.errors import HarnessError, redact
 log = logging.getLogger("harness")
 
 from harness.files import atomic_write_text, file_lock, resolve_cache_root  # noqa: F401 - atomic_write_text re-exported: the project's one atomic writer
+from harness.tracking_uri import (TrackingServerUnreachable, health_request, sqlite_path,  # noqa: F401 - re-exported
+                                  tracking_wait_s, wait_for_tracking_server)
 
 # The per-step schema, shared by every method (see docs/metrics.md).
 TRAIN_METRICS = ("train/loss", "train/reward_mean", "train/pairs", "train/entropy", "train/response_len",
@@ -61,57 +59,6 @@ def sweep_tracking_uri(recorded: str | None) -> str:
     return default_tracking_uri()
 
 
-class TrackingServerUnreachable(HarnessError):
-    """The MLflow tracking server did not answer within the wait."""
-
-
-def tracking_wait_s() -> float:
-    return float(os.environ.get("HARNESS_TRACKING_WAIT_S", "120"))
-
-
-def health_request(uri: str) -> urllib.request.Request:
-    """GET <server>/health; credentials in the URL (http://user:password@host) go as basic auth,
-    which urllib does not do by itself (it would look the whole `user:password@host` up as a host)."""
-    parsed = urllib.parse.urlsplit(uri.rstrip("/"))
-    netloc = parsed.hostname + (f":{parsed.port}" if parsed.port else "") if parsed.hostname else parsed.netloc
-    request = urllib.request.Request(urllib.parse.urlunsplit(parsed._replace(netloc=netloc)) + "/health")
-    if parsed.username is not None:
-        token = f"{urllib.parse.unquote(parsed.username)}:{urllib.parse.unquote(parsed.password or '')}"
-        request.add_header("Authorization", "Basic " + base64.b64encode(token.encode()).decode())
-    return request
-
-
-def wait_for_tracking_server(uri: str, wait_s: float | None = None) -> None:
-    """For an http(s) tracking URI, poll the server's /health with backoff (1 s, 2 s, ... 10 s)
-    until it answers; raise TrackingServerUnreachable after `wait_s`. Other URIs return at once."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    wait_s = tracking_wait_s() if wait_s is None else wait_s
-    started, pause, tries, last = time.monotonic(), 1.0, 0, ""
-    while True:
-        tries += 1
-        try:
-            with urllib.request.urlopen(health_request(uri), timeout=10) as answer:
-                if answer.status == 200:
-                    if tries > 1:
-                        log.info("MLflow tracking server %s is up after %.0f s", uri, time.monotonic() - started)
-                    return
-                last = f"HTTP {answer.status}"
-        except (urllib.error.URLError, OSError) as exc:
-            last = str(getattr(exc, "reason", exc))
-        waited = time.monotonic() - started
-        if waited + pause > wait_s:
-            raise TrackingServerUnreachable(
-                f"MLFLOW_TRACKING_URI={redact(uri)}: the MLflow tracking server did not answer at /health for "
-                f"{waited:.0f} s ({tries} tries; last: {last}); expected a running `mlflow server` at that "
-                f"address. Start it (see docs/SWEEPS.md, \"Scaling out\") or fix the URI; nothing was logged "
-                f"and no local store was created instead (HARNESS_TRACKING_WAIT_S sets the wait).")
-        if tries == 1:
-            log.warning("MLflow tracking server %s is not answering (%s); waiting up to %.0f s", uri, last, wait_s)
-        time.sleep(pause)
-        pause = min(pause * 2, 10.0)
-
-
 def check_artifact_location(tracking_uri: str, artifact_uri: str) -> None:
     """A run on a tracking server must keep its artifacts on the server (`--serve-artifacts`,
     URIs `mlflow-artifacts:/...`) or an object store, not at a path the client would write on
@@ -132,10 +79,10 @@ def prepared_store(uri: str) -> Iterator[None]:
     """The first use of a SQLite store, serialised (two processes creating a fresh mlflow.db at
     once both run its schema migrations and one fails) and seeded (seed_sqlite_store). Other
     stores: nothing to do."""
-    if not uri.startswith("sqlite:///"):
+    path = sqlite_path(uri)
+    if path is None:
         yield
         return
-    path = Path(uri.removeprefix("sqlite:///"))
     with file_lock(path):
         seed_sqlite_store(path)
         yield

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -28,6 +28,7 @@ from harness.distributed import Dist, shard_from_rank0
 from harness.lora import AdapterDisabled, apply_lora
 from harness.precision import inference_dtype, torch_dtype, warn_if_updates_round_away
 from harness.models import build_on_meta, load_policy, resolve_device
+from harness.rollout.base import RolloutSource
 
 log = logging.getLogger("harness.train")
 
@@ -36,14 +37,10 @@ log = logging.getLogger("harness.train")
 class Models:
     policy: Any
     reference: Any
-    generator: Any  # None on ranks other than 0
+    generator: RolloutSource | None  # None on ranks other than 0
     tokenizer: Any
     optimizer: torch.optim.Optimizer
     device: torch.device
-
-
-def generator_placement(cfg) -> str:
-    return getattr(cfg.rollout, "placement", "colocated")
 
 
 def reference_dtype(cfg) -> str:
@@ -51,7 +48,7 @@ def reference_dtype(cfg) -> str:
     return inference_dtype(cfg)
 
 
-def build_models(cfg, policy_path: str, dist: Dist, open_generator) -> Models:
+def build_models(cfg, policy_path: str, dist: Dist, open_generator: Callable[[Any, Any], RolloutSource]) -> Models:
     """`open_generator(policy, tokenizer)` makes rank 0's rollout source (harness.rollout.placement)
     from the freshly loaded, not yet sharded policy: a colocated copy, or a worker's first snapshot."""
     warn_if_updates_round_away(cfg)
@@ -68,11 +65,8 @@ def build_models(cfg, policy_path: str, dist: Dist, open_generator) -> Models:
     generator = None
     if dist.is_main:
         generator = open_generator(policy, tokenizer)
-        colocated = getattr(generator, "generator", None)  # None with worker placement
-        generator_model = getattr(colocated, "model", None)
-        if generator_model is not None:
-            generator_model.to(device=device, dtype=torch_dtype(reference_dtype(cfg)))
-            colocated.device = device  # it was copied on CPU when the policy is about to be sharded
+        # a colocated copy was made on the CPU when the policy is about to be sharded
+        generator.place(device, torch_dtype(reference_dtype(cfg)))
     if cfg.model.lora is not None:  # after the generator copy, which stays a plain model
         policy = apply_lora(policy, cfg.model.lora)
         del reference

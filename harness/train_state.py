@@ -11,7 +11,6 @@ disk (the one `eval.rule` would select so far is always kept).
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,8 @@ from harness.disk import DiskSpaceError, require_free_space, staged_write
 from harness.errors import HarnessError
 from harness.lora import ADAPTER_PREFIX, adapter_state_dict, is_lora, load_adapter_state
 from harness.precision import inference_dtype, torch_dtype
-from harness.tracking import atomic_write_text
+from harness.rollout.schedule import due
+from harness.selection import LISTING_FILE, CheckpointEntry, read_listing, select_from_listing, write_listing
 
 log = logging.getLogger("harness.train")
 MASTER_PREFIX = "policy"  # trainer_state.safetensors: a one-process run's master weights, when exported narrower
@@ -34,11 +34,7 @@ class LoopState:
     step: int = 0  # optimizer steps done
     last_sync: int = 0  # step at which the generator last received the trainer's weights
     last_ref_sync: int = 0
-    checkpoints: list[dict] = field(default_factory=list)
-
-
-def due(step: int, interval: float | int) -> bool:
-    return interval != INF and step % int(interval) == 0
+    checkpoints: list[CheckpointEntry] = field(default_factory=list)
 
 
 def validation_due(cfg: RunConfig, step: int) -> bool:
@@ -87,26 +83,22 @@ def save(output_dir: Path, cfg: RunConfig, state: LoopState, models, val: dict[s
                                           None if dist.enabled else models.optimizer, meta, extra, rng_states,
                                           weights, export_dtype=export_dtype)
     if dist.is_main:
-        state.checkpoints = [c for c in state.checkpoints if c["step"] != state.step]
+        state.checkpoints = [c for c in state.checkpoints if c.step != state.step]
         # Only a step that was validated carries metrics: `val` is the last validation, which belongs
         # to an earlier step when this one was not validated (selection must never pick it by them).
         validated = validation_due(cfg, state.step)
-        state.checkpoints.append({"step": state.step, "path": str(path), "validated": validated,
-                                  **(dict(val) if validated else {})})
+        state.checkpoints.append(CheckpointEntry(state.step, str(path), validated, dict(val) if validated else {}))
         state.checkpoints = ckpt.prune_checkpoints(state.checkpoints, cfg.checkpoint.keep_last,
                                                    keep=_selected_so_far(state.checkpoints, cfg.eval.rule))
-        listing = json.dumps(state.checkpoints, indent=2)
-        atomic_write_text(output_dir / "checkpoints.json", listing)
-        tracker.log_text(listing, "checkpoints.json")
+        tracker.log_text(write_listing(output_dir, state.checkpoints), LISTING_FILE)
         log.info("saved checkpoint step %d -> %s", state.step, path)
     dist.barrier()
 
 
-def _selected_so_far(checkpoints: list[dict], rule: str) -> set[int]:
+def _selected_so_far(checkpoints: list[CheckpointEntry], rule: str) -> set[int]:
     """The step `eval.rule` picks among the checkpoints' own validation numbers (kept by pruning)."""
-    from evaluators.selection import select_checkpoint
     try:
-        step, _ = select_checkpoint(checkpoints, checkpoints, rule)
+        step, _ = select_from_listing(checkpoints, rule)
     except HarnessError:  # no validation metric at any checkpoint yet: nothing to protect
         return set()
     return {step}
@@ -153,8 +145,8 @@ def restore(output_dir: Path, cfg: RunConfig, models, dist: Dist) -> LoopState:
         load_full_state_dict(models.reference, stale_ref, dist)
     elif cfg.ref_sync_every != INF:
         copy_weights(models.reference, models.policy, dist)
-    listing = output_dir / "checkpoints.json"
-    checkpoints = json.loads(listing.read_text()) if listing.is_file() else []
+    listing = output_dir / LISTING_FILE
+    checkpoints = read_listing(listing) if listing.is_file() else []
     log.info("resumed from %s (step %d)", path, step)
     return LoopState(step=step, last_sync=meta["last_sync"], last_ref_sync=meta["last_ref_sync"],
-                     checkpoints=[c for c in checkpoints if c["step"] <= step])
+                     checkpoints=[c for c in checkpoints if c.step <= step])

@@ -28,19 +28,22 @@ from harness import distributed
 from harness.algorithms import (build_preference_pairs, build_verifiable_pairs, dpo_loss, grpo_advantages,
                                 grpo_loss, k3_kl, masked_sum)
 from harness.chat import chat_prompt
-from harness.config import INF, RunConfig, flatten, format_interval
+from harness.config import RunConfig, flatten, format_interval
 from harness.errors import HarnessError
+from harness.files import output_dir_of
+from harness.models import resolve_paths
 from harness.rewards import make_reward_router
 from harness.precision import autocast, inference_dtype, torch_dtype
 from harness.preemption import Preempted, PreemptionWatch
 from harness.rollout import Generator, Rollout, SamplingParams, generator_options, make_generator
 from harness.rollout.placement import open_rollouts, open_validator, push_policy
-from harness.rollout.schedule import StepPlan, check_generator_version
+from harness.rollout.schedule import StepPlan, check_generator_version, due
+from harness.selection import CheckpointEntry
 from harness.sequences import chunks, pack, policy_logprobs
-from harness.tasks import TaskMixture, task_pools, truth_scores
+from harness.tasks import TaskMixture, task_pools, task_types, truth_scores
 from harness.tracking import NullTracker, atomic_write_text
 from harness.train_setup import build_models
-from harness.train_state import LoopState, due, restore, save, validation_due
+from harness.train_state import LoopState, restore, save, validation_due
 
 log = logging.getLogger("harness.train")
 
@@ -53,20 +56,8 @@ class TrainingDiverged(HarnessError):
 class TrainResult:
     run_id: str | None
     output_dir: Path
-    checkpoints: list[dict]
+    checkpoints: list[CheckpointEntry]  # the run's listing (harness.selection), as in checkpoints.json
     final_val: dict[str, float]
-
-
-def resolve_paths(cfg: RunConfig) -> tuple[str, str | None]:
-    """'tiny' means the embedded assets (built on first use); the reward model only if needed."""
-    policy = cfg.model.policy
-    reward_model = cfg.model.reward_model if cfg.task_mix != "verifiable" else None
-    if "tiny" in (policy, reward_model):
-        from harness.tiny import ensure_tiny_assets
-        assets = ensure_tiny_assets()
-        policy = str(assets.policy_dir) if policy == "tiny" else policy
-        reward_model = str(assets.reward_model_dir) if reward_model == "tiny" else reward_model
-    return policy, reward_model
 
 
 def train(cfg: RunConfig, tracker=None, resume: bool = False, progress: bool = True) -> TrainResult:
@@ -85,7 +76,7 @@ def _train(cfg: RunConfig, tracker, resume: bool, progress: bool, dist: distribu
         # cores (parallel sweep trials) spin-wait and slow every op by 10x or more.
         torch.set_num_threads(cfg.model.cpu_threads)
     torch.manual_seed(cfg.seed)
-    output_dir = Path(cfg.output_dir or Path("runs") / cfg.run_name).resolve()
+    output_dir = output_dir_of(cfg)
     if dist.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(output_dir / "config.yaml", cfg.to_yaml())
@@ -249,8 +240,9 @@ def build_rewards(cfg: RunConfig, reward_model_path: str | None, device: str):
                "reward_model": {"model_dir": reward_model_path, "device": device,
                                 "batch_size": cfg.rewards.reward_model_batch_size,
                                 "dtype": cfg.rewards.reward_model_dtype}}
-    return make_reward_router(cfg.rewards.verifiable if cfg.task_mix != "non_verifiable" else None,
-                              cfg.rewards.non_verifiable if cfg.task_mix != "verifiable" else None, options)
+    types = task_types(cfg.task_mix)
+    return make_reward_router(cfg.rewards.verifiable if "verifiable" in types else None,
+                              cfg.rewards.non_verifiable if "non_verifiable" in types else None, options)
 
 
 def log_validation(step: int, val: dict[str, float]) -> None:

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from contextlib import contextmanager
@@ -98,14 +97,16 @@ def read_jsonl(path: Path, where: str) -> list[dict]:
 
 
 def checkpoint_steps(client, run_id: str) -> list[int]:
-    """Steps listed in the run's checkpoints.json artifact ([] when it has none)."""
+    """Steps listed in the run's checkpoints.json artifact (harness.selection.read_listing); [] when
+    the run has none."""
+    from harness.selection import LISTING_FILE, read_listing
     with tempfile.TemporaryDirectory(prefix="harness-report-") as scratch:
         try:
-            entries = json.loads(Path(client.download_artifacts(run_id, "checkpoints.json", scratch)).read_text())
-        except Exception:  # noqa: BLE001 - no artifact or unreadable: fall back to the val steps
+            local = client.download_artifacts(run_id, LISTING_FILE, scratch)
+        except Exception:  # noqa: BLE001 - no artifact: the report falls back to the val steps
             return []
-    entries = entries.get("checkpoints", []) if isinstance(entries, dict) else entries
-    return sorted(int(e["step"]) for e in entries if isinstance(e, dict) and "step" in e)
+        entries = read_listing(local, f"run {run_id}: its {LISTING_FILE} artifact")
+    return sorted(entry.step for entry in entries)
 
 
 @contextmanager

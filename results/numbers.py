@@ -7,8 +7,8 @@ import math
 
 import pandas as pd
 
-from evaluators.selection import get_rule
 from harness.errors import DataError
+from harness.selection import get_rule
 from results.aggregate import seed_aggregate
 from results.formatting import DASH, fmt
 from results.labels import seed_sort_key
@@ -66,7 +66,7 @@ def run_selection(report: ReportData, run: pd.Series) -> dict[str, float]:
     """Selected / final / max-val-reward steps of one run and the validation length at each."""
     rid = run["run_id"]
     lengths, rewards = report.values(rid, "val/response_len"), report.values(rid, "val/reward")
-    # The evaluators' own rules (evaluators/selection.py) over the logged validation curve.
+    # The project's own rules (harness/selection.py) over the logged validation curve.
     steps = report.checkpoint_steps.get(rid) or [s for s in rewards.index if s > 0]
     best = pick_step("max_val_reward", {int(s): {"val/reward": float(v)} for s, v in rewards.items()}, steps)
     final = pick_step("final", {}, report.checkpoint_steps.get(rid) or list(lengths.index))

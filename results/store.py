@@ -20,6 +20,7 @@ from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
 
 from harness.tracking import default_tracking_uri
+from harness.tracking_uri import TRACKING_SCHEMES, sqlite_path
 from results.errors import TrackingUnavailable
 
 __all__ = ["DEFAULT_UI_URL", "TrackingUnavailable", "all_experiments", "check_tracking_uri", "connect",
@@ -28,16 +29,7 @@ __all__ = ["DEFAULT_UI_URL", "TrackingUnavailable", "all_experiments", "check_tr
 DEFAULT_UI_URL = "http://localhost:5000"
 
 
-def sqlite_path(tracking_uri: str) -> Path | None:
-    """The database file of a sqlite:/// URI (relative or absolute), else None."""
-    if not tracking_uri.startswith("sqlite:"):
-        return None
-    rest = tracking_uri[len("sqlite:"):]
-    # sqlite:///rel.db is relative, sqlite:////abs.db absolute (SQLAlchemy's convention).
-    return Path(rest[3:]) if rest.startswith("///") else Path(rest.lstrip("/"))
-
-
-KNOWN_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+KNOWN_SCHEMES = TRACKING_SCHEMES
 
 
 def _head(path: Path) -> bytes:

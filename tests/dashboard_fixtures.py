@@ -168,7 +168,7 @@ def log_train_run(client: MlflowClient, experiment_id: str, parent_id: str | Non
     client.log_batch(run_id, metrics=[Metric("selected_step", selected, now, 0)]
                      + [Metric(k, v, now, 0) for k, v in scores.items()])
     client.log_text(run_id, "\n".join(f"{k}: {v}" for k, v in params.items()) + "\n", "config.yaml")
-    checkpoints = [{"step": step, "path": f"checkpoints/step_{step}", "val/len_norm_reward": value}
+    checkpoints = [{"step": step, "path": f"checkpoints/step_{step}", "validated": True, "val/len_norm_reward": value}
                    for step, value in lnr]
     client.log_text(run_id, json.dumps(checkpoints, indent=1), "checkpoints.json")
     for suite in SUITES_BY_MIX[task_mix]:

@@ -1,9 +1,12 @@
 """The rooms of docs/DESIGN.md, enforced from the AST of every module (imports inside functions too).
 
 One test per rule: algorithms import torch only; rewards know nothing of training; the sweep
-imports neither the trainer nor the evaluators (not even through another module); the dashboard
-imports only the results layer (and Streamlit, pandas, altair, the standard library); nothing
-imports dashboard/; training never imports the results layer; there are no import cycles.
+imports neither the trainer nor the evaluators (not even through another module); training and the
+results layer read checkpoint selection from harness.selection, never from the evaluators; nothing
+in harness/ but the run shell and the CLI imports the evaluators' engines, and the evaluators never
+import harness.preflight (the tracking-URI check is harness.tracking_uri); the dashboard imports
+only the results layer (and Streamlit, pandas, altair, the standard library); nothing imports
+dashboard/; training never imports the results layer; there are no import cycles.
 Nothing is imported to check this: the modules are parsed.
 """
 
@@ -111,7 +114,7 @@ def top(name: str) -> str:
 
 def test_the_parser_sees_function_level_imports():
     # The seed baseline used to import the trainer inside a function; such imports must count.
-    assert "harness.trainer" in project_imports("harness.eval_config")  # imported inside eval_settings()
+    assert "harness.models" in project_imports("harness.eval_config")  # imported inside eval_settings()
     assert "harness.trainer" in closure("harness.cli")
     assert "harness.rollout" in project_imports("harness.rollout.hf") or "harness.rollout.base" in \
         project_imports("harness.rollout.hf")
@@ -133,10 +136,10 @@ def test_rewards_know_nothing_of_training():
     assert not bad, bad
 
 
-# The sweep may read checkpoint-selection rules and suite names (pure functions and a name list,
-# used to validate a sweep file and compute its objective); it never loads a model.
-SWEEP_MAY_USE = {"evaluators.selection", "evaluators.registry", "evaluators"}  # "evaluators": its __init__,
-# which imports only evaluators.registry
+# The sweep may read suite names (a name list, used to validate a sweep file); its checkpoint
+# selection comes from harness.selection. It never loads a model.
+SWEEP_MAY_USE = {"evaluators.registry", "evaluators"}  # "evaluators": its __init__, which imports only
+# evaluators.registry
 
 
 def test_the_sweep_imports_neither_the_trainer_nor_the_evaluators():
@@ -149,6 +152,31 @@ def test_the_sweep_imports_neither_the_trainer_nor_the_evaluators():
                 if m not in SWEEP_MAY_USE and any(in_room(m, room) for room in forbidden)]
         bad += [f"{module} reaches the trainer through imports ({m})" for m in sorted(closure(module))
                 if m in ("harness.trainer", "harness.runner", "evaluators.run")]
+    assert not bad, bad
+
+
+# Training and the results layer take checkpoint selection from harness.selection; of the
+# evaluators, the trainer's side may name suites (preflight) and only the run shell and the CLI
+# run the evaluation engines.
+EVALUATORS_MAY_BE_IMPORTED_BY = {"harness.runner": {"evaluators.run", "evaluators.settings"}, "harness.cli": {"evaluators.run"},
+                                 "harness.eval_config": {"evaluators.settings"}}
+
+
+def test_training_and_results_take_selection_from_harness_not_the_evaluators():
+    bad = []
+    for module in sorted(m for m in modules() if in_room(m, "harness") or in_room(m, "results")):
+        for target in sorted(project_imports(module)):
+            if not in_room(target, "evaluators"):
+                continue
+            allowed = EVALUATORS_MAY_BE_IMPORTED_BY.get(module, set()) | {"evaluators", "evaluators.registry"}
+            if in_room(module, "results") or target not in allowed:
+                bad.append(f"{module} imports {target}")
+    assert not bad, bad
+
+
+def test_the_evaluators_do_not_import_upward_into_preflight():
+    bad = [f"{m} imports {t}" for m in modules() if in_room(m, "evaluators")
+           for t in project_imports(m) if t in ("harness.preflight", "harness.runner", "harness.cli")]
     assert not bad, bad
 
 

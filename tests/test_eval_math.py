@@ -245,7 +245,7 @@ def test_evaluate_run_logs_selected_and_final_checkpoint(tiny_assets, tmp_path):
         client.log_metric(run_id, "val/reward", reward, step=step)
         client.log_metric(run_id, "val/response_len", length, step=step)
         client.log_metric(run_id, "val/len_norm_reward", reward / length, step=step)
-    checkpoints = [{"step": s, "path": f"checkpoints/step_{s}"} for s in (10, 20, 30)]  # relative to output_dir
+    checkpoints = [{"step": s, "path": f"checkpoints/step_{s}", "validated": True} for s in (10, 20, 30)]  # relative to output_dir
     (tmp_path / "checkpoints.json").write_text(json.dumps(checkpoints))
     client.log_artifact(run_id, str(tmp_path / "checkpoints.json"))
     client.set_terminated(run_id)

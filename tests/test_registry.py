@@ -38,7 +38,7 @@ def test_entries_may_name_dotted_attributes_and_objects():
 
 
 def test_importing_the_packages_imports_no_backend_or_suite_module():
-    code = ("import sys, harness.rollout, harness.rewards, evaluators, evaluators.registry, evaluators.selection, "
+    code = ("import sys, harness.rollout, harness.rewards, evaluators, evaluators.registry, harness.selection, "
             "evaluators.judges, harness.sweep.launch; "
             "from evaluators.registry import list_suites; list_suites(); "
             "print(sorted(m for m in ('vllm', 'submitit', 'evaluators.math_suites', 'evaluators.pairwise', "
@@ -50,8 +50,8 @@ def test_importing_the_packages_imports_no_backend_or_suite_module():
 def test_every_registry_entry_resolves():
     from evaluators.judges import JUDGES
     from evaluators.registry import SUITES
-    from evaluators.selection import SELECTION_RULES
     from harness.rewards.registry import REWARD_FACTORIES
+    from harness.selection import SELECTION_RULES
     from harness.sweep.launch import LAUNCHERS
 
     for registry in (JUDGES, SUITES, SELECTION_RULES, REWARD_FACTORIES, LAUNCHERS):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from evaluators.selection import SELECTION_RULES, metrics_by_step, select_checkpoint
 from harness.errors import ConfigError, DataError
+from harness.selection import (SELECTION_RULES, CheckpointEntry, metrics_by_step, parse_listing, read_listing,
+                               select_checkpoint, select_from_listing, write_listing)
 
 
-def ckpts(*steps: int) -> list[dict]:
-    return [{"step": s, "path": f"/ckpt/step_{s}"} for s in steps]
+def ckpts(*steps: int) -> list[CheckpointEntry]:
+    return [CheckpointEntry(s, f"/ckpt/step_{s}", validated=True) for s in steps]
 
 
 # A length-hacked run: reward keeps creeping up after step 20 only because answers get much
@@ -74,3 +75,14 @@ def test_unknown_rule_and_missing_metric_fail_loudly():
     with pytest.raises(DataError, match="empty"):
         select_checkpoint(LENGTH_HACKED, [])
     assert set(SELECTION_RULES) == {"len_norm", "max_val_reward", "final", "len_norm_shifted"}
+
+
+def test_the_listing_round_trips_and_other_formats_fail(tmp_path):
+    entries = [CheckpointEntry(2, "c2", False), CheckpointEntry(4, "c4", True, {"val/reward": 0.5, "val/len_norm_reward": 0.1})]
+    write_listing(tmp_path, entries)
+    assert read_listing(tmp_path / "checkpoints.json") == entries
+    assert select_from_listing(entries) == (4, "c4")
+    for data in ({"checkpoints": []}, [{"step": 1, "path": "c1"}], [{"step": "1", "path": "c1", "validated": True}],
+                 [{"step": 1, "path": "c1", "validated": True, "val": {"reward": 1.0}}]):
+        with pytest.raises(DataError, match="expected"):
+            parse_listing(data, "here")

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from evaluators.selection import negative_reward_warning, select_checkpoint
 from harness.config import load_run_config
 from harness.errors import DataError
+from harness.selection import (CheckpointEntry, negative_reward_warning, parse_listing,
+                               select_checkpoint, select_from_listing)
 from harness.tracking import MemoryTracker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,29 +39,30 @@ def test_checkpoints_json_records_metrics_only_for_validated_steps(tiny_assets, 
     assert sorted(logged) == [0, 2, 4, 6]
     assert by_step[6]["val/reward"] == pytest.approx(logged[6])
     # selection (harness eval, sweep objectives) sees only the validated checkpoint
-    assert select_checkpoint(entries, entries, "len_norm")[0] == 6
-    assert select_checkpoint(entries, entries, "final")[0] == 6
+    listing = parse_listing(entries, "checkpoints.json")
+    assert select_from_listing(listing, "len_norm")[0] == 6
+    assert select_from_listing(listing, "final")[0] == 6
 
 
 def test_a_checkpoint_marked_unvalidated_is_never_picked_by_a_metric_rule():
-    # an old-style listing: step 3 carries step 2's (better) numbers; the flag keeps it out
-    entries = [{"step": 3, "path": "c3", "validated": False, "val/len_norm_reward": 0.9, "val/reward": 0.9,
-                "val/response_len": 1.0},
-               {"step": 6, "path": "c6", "validated": True, "val/len_norm_reward": 0.1, "val/reward": 0.1,
-                "val/response_len": 1.0}]
+    # a history where step 3 has (better) numbers of its own; the entry's flag keeps it out
+    history = [{"step": 3, "val/len_norm_reward": 0.9, "val/reward": 0.9, "val/response_len": 1.0},
+               {"step": 6, "val/len_norm_reward": 0.1, "val/reward": 0.1, "val/response_len": 1.0}]
+    entries = [CheckpointEntry(3, "c3", False), CheckpointEntry(6, "c6", True, history[1])]
     for rule in ("len_norm", "max_val_reward", "len_norm_shifted"):
-        assert select_checkpoint(entries, entries, rule)[0] == 6
+        assert select_checkpoint(history, entries, rule)[0] == 6
+        assert select_from_listing(entries, rule)[0] == 6
     only_unvalidated = entries[:1]
     with pytest.raises(DataError, match="validated"):
-        select_checkpoint(only_unvalidated, only_unvalidated, "len_norm")
-    assert select_checkpoint(only_unvalidated, only_unvalidated, "final")[0] == 3
+        select_checkpoint(history, only_unvalidated, "len_norm")
+    assert select_checkpoint(history, only_unvalidated, "final")[0] == 3
 
 
 def test_sweep_objective_ignores_unvalidated_checkpoints(tmp_path):
     from harness.sweep.objective import selected_objective
     from harness.sweep.spec import ObjectiveSpec
 
-    entries = [{"step": 3, "path": "c3", "validated": False, "val/len_norm_reward": 0.9},
+    entries = [{"step": 3, "path": "c3", "validated": False},
                {"step": 6, "path": "c6", "validated": True, "val/len_norm_reward": 0.1}]
     (tmp_path / "checkpoints.json").write_text(json.dumps(entries))
     assert selected_objective(tmp_path, ObjectiveSpec()) == (0.1, 6)
@@ -74,7 +76,7 @@ NEGATIVE = [{"step": 0, "val/reward": -3.0, "val/response_len": 10.0, "val/len_n
 
 
 def test_len_norm_with_negative_rewards_prefers_length_and_the_shifted_rule_does_not():
-    checkpoints = [{"step": 10, "path": "c10"}, {"step": 20, "path": "c20"}]
+    checkpoints = [CheckpointEntry(10, "c10", True), CheckpointEntry(20, "c20", True)]
     # same reward, 4x the length: the paper's rule (kept as default) picks the longer one ...
     assert select_checkpoint(NEGATIVE, checkpoints, "len_norm")[0] == 20
     # ... the documented variant, shifted by the lowest validation reward (the seed's, step 0), does not
@@ -86,7 +88,7 @@ def test_len_norm_with_negative_rewards_prefers_length_and_the_shifted_rule_does
 def test_shifted_rule_equals_len_norm_when_rewards_are_non_negative():
     history = [{"step": s, "val/reward": r, "val/response_len": n, "val/len_norm_reward": r / n}
                for s, r, n in [(10, 0.4, 100.0), (20, 0.55, 110.0), (30, 0.6, 200.0)]]
-    checkpoints = [{"step": s, "path": f"c{s}"} for s in (10, 20, 30)]
+    checkpoints = [CheckpointEntry(s, f"c{s}", True) for s in (10, 20, 30)]
     assert select_checkpoint(history, checkpoints, "len_norm_shifted") == select_checkpoint(history, checkpoints)
     assert negative_reward_warning(history, "len_norm") is None
 
@@ -127,7 +129,7 @@ def test_eval_of_a_run_inherits_its_settings_and_flags_override(tiny_assets, tmp
     client.log_param(run_id, "output_dir", str(output_dir))
     client.log_metric(run_id, "val/len_norm_reward", 0.1, step=5)
     client.log_metric(run_id, "val/reward", 0.5, step=5)
-    (tmp_path / "checkpoints.json").write_text(json.dumps([{"step": 5, "path": "checkpoints/step_5"}]))
+    (tmp_path / "checkpoints.json").write_text(json.dumps([{"step": 5, "path": "checkpoints/step_5", "validated": True}]))
     client.log_artifact(run_id, str(tmp_path / "checkpoints.json"))
     cfg = load_run_config(TINY, ["eval.samples=3", "eval.temperature=0.8", "eval.top_p=0.7",
                                  "train.max_new_tokens=12", "seed=5", "rollout.batch_size=7",

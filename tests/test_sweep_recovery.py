@@ -13,7 +13,7 @@ import time
 import pytest
 from optuna.trial import TrialState
 
-from harness.sweep.study import process_start_time
+from harness.procs import process_start_time
 from test_sweep_run import complete_trials_per_cell, mlflow_runs, run_sweep_cli, study_of, sweep_argv, sweep_env, write_grid
 
 pytestmark = [pytest.mark.slow, pytest.mark.heavy]  # heavy: `-m "not heavy"` skips them locally; CI runs them

@@ -182,9 +182,9 @@ def test_bad_storage_url_fails_before_anything_is_created(tmp_path, monkeypatch)
 
 
 def test_objective_is_the_metric_at_the_len_norm_selected_checkpoint(tmp_path):
-    entries = [{"step": 2, "path": "a", "val/reward": 0.5, "val/len_norm_reward": 0.02},
-               {"step": 4, "path": "b", "val/reward": 0.7, "val/len_norm_reward": 0.05},
-               {"step": 6, "path": "c", "val/reward": 0.9, "val/len_norm_reward": 0.03}]
+    entries = [{"step": 2, "path": "a", "validated": True, "val/reward": 0.5, "val/len_norm_reward": 0.02},
+               {"step": 4, "path": "b", "validated": True, "val/reward": 0.7, "val/len_norm_reward": 0.05},
+               {"step": 6, "path": "c", "validated": True, "val/reward": 0.9, "val/len_norm_reward": 0.03}]
     (tmp_path / "checkpoints.json").write_text(json.dumps(entries))
     assert selected_objective(tmp_path, ObjectiveSpec()) == (0.05, 4)
     assert selected_objective(tmp_path, ObjectiveSpec(metric="val/reward", rule="max_val_reward")) == (0.9, 6)

@@ -98,7 +98,7 @@ def test_an_alternative_rule_is_evaluated_under_its_own_prefix_and_leaves_eval_u
         client.log_metric(run_id, "val/reward", reward, step=step)
         client.log_metric(run_id, "val/response_len", length, step=step)
         client.log_metric(run_id, "val/len_norm_reward", reward / length, step=step)
-    (tmp_path / "checkpoints.json").write_text(json.dumps([{"step": s, "path": f"checkpoints/step_{s}"}
+    (tmp_path / "checkpoints.json").write_text(json.dumps([{"step": s, "path": f"checkpoints/step_{s}", "validated": True}
                                                            for s in (5, 10)]))
     client.log_artifact(run_id, str(tmp_path / "checkpoints.json"))
     rows = [json.loads(line) for line in (tiny_assets.data_dir / "math" / "test.jsonl").read_text().splitlines()][:2]

@@ -100,15 +100,14 @@ def _resolve_grader(path: str) -> Callable[[str, str], float]:
 
 
 def _die_with_parent() -> None:
-    """Linux: ask the kernel to SIGKILL this worker when the parent dies, even mid-computation."""
-    try:
-        import ctypes
-        import signal
+    """SIGKILL this worker when the parent dies, even mid-computation (harness.procs)."""
+    import signal
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    from harness.procs import die_with_parent
+    try:
+        die_with_parent(signal.SIGKILL)
     except Exception:
-        pass  # not Linux: the daemon flag, the atexit finalizer and EOF on the pipe remain
+        pass  # the daemon flag, the atexit finalizer and EOF on the pipe remain
 
 
 def _silence_math_verify_timeout_warning() -> None:

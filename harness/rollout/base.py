@@ -1,15 +1,17 @@
-"""The generator interface: what the trainer and the evaluators may ask of a rollout backend.
+"""The two interfaces of rollouts: a backend (`Generator`) and the trainer's rollout source (`RolloutSource`).
 
 A backend samples n responses per prompt with given sampling settings and can receive the
 trainer's weights. The Hugging Face backend (`hf.py`) runs anywhere; a vLLM backend is a second
 implementation of the same protocol, so the trainer never changes when it drops in.
+A rollout source (`rollout.placement`: `ColocatedRollouts` in placement.py, `WorkerRollouts` in
+worker_client.py) wraps one backend for the trainer: each step's rollouts, syncs, checkpoints.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Literal, Mapping, Protocol, Sequence
+from typing import Any, Literal, Mapping, Protocol, Sequence
 
 import torch
 
@@ -77,4 +79,56 @@ class Generator(Protocol):
 
     def load_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         """Copy the trainer's weights in and bump `version`."""
+        ...
+
+    def place(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Put the weights this process holds on the trainer's `device` in `dtype` (an engine that
+        places its own weights does nothing)."""
+        ...
+
+
+@dataclass
+class StepRollouts:
+    """One step's rollouts, the version that produced them and what they cost."""
+
+    step: int
+    records: list[dict[str, Any]]
+    groups: list[list[Rollout]]
+    version: int
+    generate_s: float  # seconds the generator spent producing them
+    wait_s: float  # seconds the trainer waited for them (colocated: the same as generate_s)
+
+
+class RolloutSource(Protocol):
+    """What the trainer asks of its rollout source, whatever `rollout.placement` runs it."""
+
+    version: int  # the generator version of the snapshot it holds (settable: resume restores it)
+
+    def rollouts(self, step: int) -> StepRollouts:
+        """The rollouts of 0-based `step`, from the snapshot the sync schedule assigns to it."""
+        ...
+
+    def load_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """A sync: the trainer's whole weights become the next snapshot (version + 1)."""
+        ...
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The snapshot's weights (a checkpoint keeps a stale snapshot)."""
+        ...
+
+    def sample_with(self, weights: Mapping[str, torch.Tensor], prompts: list[str], params: SamplingParams,
+                    keys: Sequence[str | int] | None = None) -> list[list[Rollout]]:
+        """Sample once with `weights` (validation), then go back to the snapshot and its version."""
+        ...
+
+    def place(self, device: torch.device, dtype: torch.dtype) -> None:
+        """A generator in this process moves to the trainer's device (it was built on the CPU before
+        sharding); one in its own process does nothing."""
+        ...
+
+    def start(self, step: int) -> None:
+        """The loop begins at `step`: a worker may start generating its window now."""
+        ...
+
+    def close(self) -> None:
         ...

@@ -1,13 +1,13 @@
 """The one way to get a generator: `make_generator(backend, model, tokenizer, **options)`.
 
-Backends are a lazy name -> "module:attr" map, so importing `harness.rollout` imports no optional
-engine (vLLM is imported only when a vllm generator is made). Options are checked against the
-backend's constructor; an unknown backend or option fails with the list of known ones.
+Backends are a `Registry` (harness/registry.py) of lazy "module:attr" entries, so importing
+`harness.rollout` imports no optional engine (vLLM is imported only when a vllm generator is
+made); what the trainer needs to know of each (`BACKEND_TRAITS`) is plain data. Options are checked
+against the backend's constructor; an unknown backend or option fails with the list of known ones.
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import inspect
 from dataclasses import dataclass
@@ -16,29 +16,31 @@ from typing import Any, Sequence
 from harness import generator_devices
 from harness.errors import ConfigError
 from harness.precision import inference_dtype
+from harness.registry import Registry
 from harness.rollout.base import Generator, Rollout, SamplingParams
 
 
 @dataclass(frozen=True)
 class Backend:
-    factory: str  # "module:attr" of the generator class
     shares_live_model: bool  # can sample from the trainer's module itself (no copy, no push)
     requires: str | None = None  # import name of the optional package it needs
     extra: str | None = None  # the pip extra that installs it
 
 
-BACKENDS: dict[str, Backend] = {
-    "hf": Backend("harness.rollout.hf:HFGenerator", shares_live_model=True),
-    "vllm": Backend("harness.rollout.vllm_engine:VLLMGenerator", shares_live_model=False,
-                    requires="vllm", extra="vllm-cpu"),
+BACKENDS = Registry("generator backend", {
+    "hf": "harness.rollout.hf:HFGenerator",
+    "vllm": "harness.rollout.vllm_engine:VLLMGenerator",
+})
+BACKEND_TRAITS: dict[str, Backend] = {
+    "hf": Backend(shares_live_model=True),
+    "vllm": Backend(shares_live_model=False, requires="vllm", extra="vllm-cpu"),
 }
 
 
 def backend_of(name: str) -> Backend:
     if name not in BACKENDS:
-        raise ConfigError(f"rollout.backend = {name!r} is not a known backend; expected one of: "
-                          f"{', '.join(sorted(BACKENDS))}.")
-    return BACKENDS[name]
+        raise BACKENDS.unknown_name_error(name, "rollout.backend")
+    return BACKEND_TRAITS[name]
 
 
 def require_backend(name: str) -> None:
@@ -65,8 +67,8 @@ def make_generator(backend: str, model: Any, tokenizer=None, *, live: bool = Fal
     """
     spec = backend_of(backend)
     require_backend(backend)
-    factory = _resolve(spec.factory)
-    _check_options(backend, factory, options)
+    BACKENDS.check(backend, {"model": model, "tokenizer": tokenizer, **options}, where="generator backend")
+    factory = BACKENDS.get(backend)
     if live and spec.shares_live_model:
         return factory(model, tokenizer, copy_model=False, **options)
     if live:
@@ -123,17 +125,5 @@ class LivePolicyView:
     def load_weights(self, state_dict) -> None:
         raise TypeError("a live view follows its model's weights; load them into the model instead")
 
-
-def _resolve(target: str):
-    module, attr = target.split(":")
-    return getattr(importlib.import_module(module), attr)
-
-
-def _check_options(backend: str, factory, options: dict[str, Any]) -> None:
-    parameters = inspect.signature(factory).parameters
-    known = sorted(name for name, p in parameters.items()
-                   if p.kind is inspect.Parameter.KEYWORD_ONLY or name not in ("self", "model", "tokenizer"))
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ConfigError(f"generator backend {backend!r}: unknown option(s) {unknown}; "
-                          f"it takes: {', '.join(known)}.")
+    def place(self, device, dtype) -> None:
+        raise TypeError("a live view samples its model where the model is; move the model instead")

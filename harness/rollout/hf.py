@@ -54,6 +54,10 @@ class HFGenerator:
                 param.requires_grad_(False)
 
     @torch.no_grad()
+    def place(self, device: torch.device, dtype: torch.dtype) -> None:
+        self.model.to(device=device, dtype=dtype)
+        self.device = torch.device(device)
+
     def load_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         self.model.load_state_dict(state_dict, strict=True)
         self.version += 1

@@ -5,10 +5,11 @@
     worker     WorkerRollouts (worker_client.py): the generator runs in its own process and runs
                ahead within the sync window; the trainer waits only when it is not ahead.
 
-Both give the trainer `rollouts(step) -> StepRollouts`, `load_weights(state_dict)` (a sync),
-`state_dict()` (the generator's weights, for checkpoints), a settable `version`, `start(step)`
-(the loop begins at `step`: a worker may start generating its window, e.g. during the first
-validation) and `close()`.
+Both implement `RolloutSource` (rollout/base.py): `rollouts(step) -> StepRollouts`,
+`load_weights(state_dict)` (a sync), `state_dict()` (the generator's weights, for checkpoints), a
+settable `version`, `place(device, dtype)` (a colocated copy moves to the trainer's device),
+`start(step)` (the loop begins at `step`: a worker may start generating its window, e.g. during
+the first validation) and `close()`.
 Both draw a step's prompts and sampling seed from `StepPlan`, so their rollouts are identical.
 Both also sample once with given weights and go back to their snapshot (`sample_with`): that is
 how validation reaches the trainer's current policy through the run's one generator
@@ -22,14 +23,14 @@ from typing import Mapping, Sequence
 
 import torch
 
-from harness.rollout.base import Rollout, SamplingParams
-from harness.rollout.schedule import StepPlan, StepRollouts
+from harness.rollout.base import Generator, Rollout, RolloutSource, SamplingParams, StepRollouts
+from harness.rollout.schedule import StepPlan
 
 
 class ColocatedRollouts:
     """A generator in the trainer's own process, asked for each step's rollouts when they are due."""
 
-    def __init__(self, generator, plan: StepPlan):
+    def __init__(self, generator: Generator, plan: StepPlan):
         self.generator = generator
         self.plan = plan
 
@@ -67,6 +68,9 @@ class ColocatedRollouts:
             self.generator.load_weights(snapshot)
             self.generator.version = version
 
+    def place(self, device: torch.device, dtype: torch.dtype) -> None:
+        self.generator.place(device, dtype)
+
     def start(self, step: int) -> None:
         pass  # generated when asked for
 
@@ -74,7 +78,7 @@ class ColocatedRollouts:
         pass
 
 
-def open_rollouts(cfg, policy, tokenizer, plan: StepPlan, make_colocated_generator):
+def open_rollouts(cfg, policy, tokenizer, plan: StepPlan, make_colocated_generator) -> RolloutSource:
     """The trainer's rollout source for `cfg.rollout.placement`. The colocated generator is built
     by the caller (`make_colocated_generator()`); the worker builds its own from a snapshot."""
     if cfg.rollout.placement == "worker":
@@ -106,7 +110,7 @@ class CurrentPolicySampler:
     """Validation's generator: samples the policy's current weights through the run's one generator
     (rank 0's rollout source, `sample_with`), and gives every rank the same samples (broadcast)."""
 
-    def __init__(self, rollouts, policy, tokenizer, dist, dtype: torch.dtype):
+    def __init__(self, rollouts: RolloutSource, policy, tokenizer, dist, dtype: torch.dtype):
         self.rollouts, self.policy, self.tokenizer, self.dist, self.dtype = rollouts, policy, tokenizer, dist, dtype
 
     def generate(self, prompts: list[str], params: SamplingParams,

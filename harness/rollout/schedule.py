@@ -1,4 +1,4 @@
-"""Which generator version serves which step, what each step asks the generator for, and how far
+"""When a sync is due, which generator version serves which step, what each step asks the generator for, and how far
 ahead a generator may run.
 
 With `sync_every: s` the generator receives the trainer's weights before the rollouts of steps
@@ -18,13 +18,18 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from harness.rollout.base import Rollout, SamplingParams, stream_seed
-
-INF = float("inf")
+from harness.config import INF
+from harness.rollout.base import SamplingParams, stream_seed
 
 
 class GeneratorScheduleError(RuntimeError):
     """A step's rollouts came from a generator version other than the one the schedule assigns."""
+
+
+def due(step: int, interval: float | int) -> bool:
+    """Whether a sync every `interval` steps (`sync_every`, `ref_sync_every`; inf: never) happens
+    before the rollouts of 0-based step `step`."""
+    return interval != INF and step % int(interval) == 0
 
 
 def scheduled_version(step: int, sync_every: float | int) -> int:
@@ -63,18 +68,6 @@ class StepRequest:
     prompts: list[str]  # chat-formatted
     keys: list[str]  # the records' ids: per-sample random streams follow the record, not the batch slot
     params: SamplingParams
-
-
-@dataclass
-class StepRollouts:
-    """One step's rollouts, the version that produced them and what they cost."""
-
-    step: int
-    records: list[dict[str, Any]]
-    groups: list[list[Rollout]]
-    version: int
-    generate_s: float  # seconds the generator spent producing them
-    wait_s: float  # seconds the trainer waited for them (colocated: the same as generate_s)
 
 
 class StepPlan:

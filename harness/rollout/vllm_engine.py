@@ -123,6 +123,9 @@ class VLLMGenerator:
             self._push(initial)
         self.version = 0
 
+    def place(self, device, dtype) -> None:
+        pass  # the engine placed its weights itself, on its own devices
+
     def close(self) -> None:
         """Shut the engine down now (idempotent); the object cannot generate after."""
         if self.llm is not None:

@@ -44,9 +44,9 @@ import torch
 from harness import generator_devices
 from harness.models import resolve_device
 from harness.precision import inference_dtype, torch_dtype
-from harness.rollout.base import Rollout, SamplingParams, check_whole_tensors
+from harness.rollout.base import Rollout, SamplingParams, StepRollouts, check_whole_tensors
 from harness.rollout.factory import generator_options
-from harness.rollout.schedule import StepPlan, StepRequest, StepRollouts, window_end
+from harness.rollout.schedule import StepPlan, StepRequest, window_end
 from harness.rollout.snapshots import SnapshotStore
 from harness.rollout.worker import WorkerSpec, decode, encode, rollout_from_wire, serve
 
@@ -232,6 +232,9 @@ class WorkerRollouts:
         reply = self._wait(sample_key(self.samples), "validation samples")
         self.pending_sample = None
         return [[rollout_from_wire(r) for r in group] for group in reply["groups"]]
+
+    def place(self, device: torch.device, dtype: torch.dtype) -> None:
+        pass  # the generator lives in the worker's process, on the worker's devices
 
     def start(self, step: int) -> None:
         """The loop begins at `step` (0, or a resumed step after the restored snapshot was loaded):

@@ -12,7 +12,6 @@ left behind; then replaces itself with the command (same pid).
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import socket
@@ -20,21 +19,7 @@ import sys
 from pathlib import Path
 
 from harness.files import atomic_write_json
-
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(sig: int = signal.SIGINT) -> None:
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
-
-
-def process_start_time(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except OSError:
-        return None  # (same as harness.sweep.study.process_start_time, kept import-free)
-
+from harness.procs import die_with_parent, process_start_time
 
 def main(argv: list[str]) -> int:
     if len(argv) < 4 or argv[0] != "--pid-file" or argv[2] != "--":

@@ -16,7 +16,8 @@ import argparse
 
 from harness.errors import redact
 from harness.sweep.gpus import torchrun_command, trial_gpu_split
-from harness.sweep.runner import local_gpus, run_sweep, trial_command, trial_dir_of
+from harness.sweep.runner import local_gpus, run_sweep
+from harness.sweep.trial import trial_command, trial_dir_of
 from harness.sweep.spec import load_sweep
 from harness.tracking import sweep_tracking_uri
 from harness.sweep.status import counts, dry_run_text, format_table, unit_rows

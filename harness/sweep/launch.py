@@ -40,7 +40,7 @@ from harness.errors import ConfigError
 from harness.registry import Registry
 from harness.sweep.gpus import (GENERATOR_DEVICES_ENV, DevicePool, GpuSplit, place_trial,  # noqa: F401
                                 torchrun_command)  # torchrun_command: re-exported
-from harness.sweep.study import process_start_time
+from harness.procs import process_start_time
 
 STOP_GRACE_S = 15.0   # SIGINT lets the trainer close its MLflow run; SIGKILL after this
 

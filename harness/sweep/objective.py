@@ -1,7 +1,7 @@
 """What a finished trial scored, and the per-cell search: sampling and pruning.
 
 The objective is read after the trial process ends: the checkpoint picked by the selection rule
-(evaluators.selection, by default the highest `val/len_norm_reward`, as in the paper) from the
+(harness.selection, by default the highest `val/len_norm_reward`, as in the paper) from the
 trial's `checkpoints.json`, and the objective metric at it (`val/*` metrics from that file,
 anything else, such as `eval/math500/pass_at_1`, from the trial's MLflow run).
 
@@ -23,8 +23,8 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from evaluators.selection import negative_reward_warning, select_checkpoint
 from harness.errors import DataError
+from harness.selection import LISTING_FILE, history_rows, negative_reward_warning, read_listing, select_from_listing
 from harness.sweep.spec import ObjectiveSpec, SearchSpec
 
 PRUNE_METRIC_DEFAULT = "val/len_norm_reward"
@@ -40,22 +40,19 @@ def read_run_file(trial_dir: Path) -> dict[str, Any]:
 
 def selected_objective(trial_dir: Path, objective: ObjectiveSpec, client=None, run_id: str | None = None) -> tuple[float, int]:
     """(objective value, selected step) of a finished trial."""
-    listing = trial_dir / "checkpoints.json"
-    try:
-        entries = json.loads(listing.read_text())
-    except (OSError, ValueError):
-        raise DataError(f"{listing}: missing or unreadable; the trial wrote no checkpoint to select from.") from None
-    if not isinstance(entries, list):
-        raise DataError(f"{listing}: holds {type(entries).__name__}; expected a list of checkpoint entries.")
-    # Only entries the trainer validated (`validated` is not false) can be picked by a metric rule.
-    step, _ = select_checkpoint(entries, entries, rule=objective.rule)
-    warning = negative_reward_warning(entries, objective.rule)
+    listing = trial_dir / LISTING_FILE
+    if not listing.is_file():
+        raise DataError(f"{listing}: missing; the trial wrote no checkpoint to select from.")
+    entries = read_listing(listing)
+    # Only entries the trainer validated can be picked by a metric rule.
+    step, _ = select_from_listing(entries, rule=objective.rule)
+    warning = negative_reward_warning(history_rows(entries), objective.rule)
     if warning:
         log.warning("%s: %s", trial_dir, warning)
         if client is not None and run_id:
             client.set_tag(run_id, "harness.selection_warning", warning)
     if objective.metric.startswith("val/"):
-        value = next(e for e in entries if int(e["step"]) == step).get(objective.metric)
+        value = next(e for e in entries if e.step == step).metrics.get(objective.metric)
     else:
         value = client.get_run(run_id).data.metrics.get(objective.metric) if client and run_id else None
     if value is None or not math.isfinite(float(value)):

@@ -11,12 +11,10 @@ may share one storage (see study.py for why no unit runs twice).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shlex
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,7 +30,9 @@ from harness.sweep.gpus import assign_local_gpus, trial_gpu_split
 from harness.sweep.launch import child_env, make_launcher
 from harness.sweep.objective import (distributions, prune_metric, read_run_file, sample_params, selected_objective,
                                      should_prune)
-from harness.sweep.spec import Cell, Sweep, _show, search_overrides, yaml_value
+from harness.sweep.spec import Cell, Sweep, search_overrides
+from harness.sweep.grid import show_value
+from harness.sweep.trial import describe_exit, log_tail, prepare_trial_dir, trial_command, trial_dir_of
 from harness.sweep.status import ProgressLine, counts, durations, unit_rows
 from harness.sweep.study import (ENQUEUED_PARAMS, GRACE_S, HEARTBEAT_S, OUTCOME, StudyHandle, claim_next,
                                  default_storage_url, enqueue_missing,
@@ -45,7 +45,6 @@ POLL_S = 0.5
 IDLE_POLL_S = 2.0   # standing by for other workers' trials
 RECONCILE_S = 15.0
 PRUNE_POLL_S = 5.0
-TAIL_LINES = 40
 
 
 @dataclass
@@ -82,50 +81,6 @@ class SweepResult:
         return 1 if any(str(r["state"]).startswith("FAIL") for r in self.rows) else 0
 
 
-def trial_dir_of(sweep: Sweep, cell_key: str, slot: int) -> Path:
-    return sweep.output_dir / "trials" / cell_key / str(slot)
-
-
-def trial_command(sweep: Sweep, cell: Cell, slot: int, trial_number: int, params: list[str], trial_dir: Path,
-                  parent_run_id: str, resume: bool = False) -> list[str]:
-    run_name = cell.key if sweep.slots == 1 else f"{cell.key}-t{slot}"
-    tags = {"cell_key": cell.key, "harness.sweep": sweep.name, "harness.study": sweep.study_name,
-            "harness.trial": trial_number, **{axis: _show(axis, v) for axis, v in cell.axes.items()}}
-    if sweep.slots > 1:
-        tags["harness.slot"] = slot
-    command = [sys.executable, "-m", "harness.cli", "train", str(sweep.base_path), *cell.overrides, *params,
-               f"output_dir={yaml_value(str(trial_dir))}", f"tracking.experiment={yaml_value(sweep.experiment)}",
-               f"tracking.run_name={yaml_value(run_name)}", "--parent-run-id", parent_run_id, "--no-progress"]
-    if resume:  # an earlier attempt made a run: continue it, from its last checkpoint if any
-        command.append("--resume")
-    for key, value in tags.items():
-        command += ["--tag", f"{key}={value}"]
-    return command
-
-
-def log_tail(path: Path, offset: int, lines: int = TAIL_LINES) -> str:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(offset)
-            text = handle.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])[-4000:]
-
-
-def describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        hint = " (often the out-of-memory killer)" if -code == signal.SIGKILL else ""
-        return f"killed by {name}{hint}"
-    return {2: "exit code 2 (a config or data error)", 130: "exit code 130 (interrupted)",
-            REQUEUE_EXIT_CODE: f"exit code {REQUEUE_EXIT_CODE} (preempted after a checkpoint; the rerun resumes it)"
-            }.get(code, f"exit code {code}")
-
-
 class Coordinator:
     def __init__(self, sweep: Sweep, handle: StudyHandle, launcher, jobs: int, parent_run_id: str, client,
                  progress: ProgressLine, heartbeat_s: float = HEARTBEAT_S) -> None:
@@ -137,7 +92,7 @@ class Coordinator:
         self.stop_signal: int | None = None
         self.heartbeat_s, self.waiting_noted = heartbeat_s, False
         self.units = [(c.key, s) for c in sweep.cells for s in range(sweep.slots)]
-        self.axes = {c.key: {a: _show(a, v) for a, v in c.axes.items()} for c in sweep.cells}
+        self.axes = {c.key: {a: show_value(a, v) for a, v in c.axes.items()} for c in sweep.cells}
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> SweepResult:
@@ -386,24 +341,6 @@ class Coordinator:
             records.finish_parent(self.client, self.parent_run_id, "KILLED")
         elif len(states) == len(self.units) and all(s in ("COMPLETE", "PRUNED", "FAIL") for s in states):
             records.finish_parent(self.client, self.parent_run_id, "FAILED" if "FAIL" in states else "FINISHED")
-
-
-def prepare_trial_dir(trial_dir: Path, cell: Cell, tracking_uri: str) -> None:
-    """Make the trial's folder. A folder left by a different resolution of the cell (the sweep
-    file changed) is moved aside rather than resumed; a run.json from another MLflow store is
-    set aside so the trial starts a run in the current one."""
-    marker = trial_dir / "sweep_cell.json"
-    wanted = json.dumps({"overrides": list(cell.overrides)}, indent=1)
-    if marker.is_file() and marker.read_text() != wanted:
-        aside = trial_dir.with_name(f"{trial_dir.name}.replaced-{datetime.now():%Y%m%d-%H%M%S}")
-        trial_dir.rename(aside)
-        log.warning("%s: the cell's config changed since its last attempt; old folder moved to %s", trial_dir, aside)
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(wanted)
-    run_file = trial_dir / "run.json"
-    previous = read_run_file(trial_dir)
-    if previous and previous.get("tracking_uri") not in (None, tracking_uri):
-        run_file.rename(trial_dir / "run.json.other-store")
 
 
 def local_gpus(sweep: Sweep, launcher: str, jobs: int, gpus_per_trial: int | None, gpus: str | None,

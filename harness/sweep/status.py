@@ -14,7 +14,8 @@ from typing import Any
 
 from harness.config import flatten, format_interval
 from harness.errors import redact
-from harness.sweep.spec import Sweep, _show
+from harness.sweep.grid import show_value
+from harness.sweep.spec import Sweep
 from harness.sweep.study import group_units, outcome_of, representative, unit_state
 
 # Always shown in the dry-run table (the paper's hyperparameter table), plus any key that varies.
@@ -58,7 +59,7 @@ def cell_table(sweep: Sweep) -> str:
     for cell in sweep.cells:
         flat = flatten(cell.config.to_dict())
         row: dict[str, Any] = {"cell": cell.key}
-        row.update({axis: _show(axis, value) for axis, value in cell.axes.items()})
+        row.update({axis: show_value(axis, value) for axis, value in cell.axes.items()})
         for key in columns:
             section = key.split(".")[0]
             unused = section in ("dpo", "grpo") and section != cell.config.method
@@ -98,7 +99,7 @@ def unit_rows(sweep: Sweep, trials: list, client=None) -> list[dict[str, Any]]:
             row: dict[str, Any] = {"cell": cell.key}
             if sweep.slots > 1:
                 row["slot"] = slot
-            row.update({axis: _show(axis, value) for axis, value in cell.axes.items()})
+            row.update({axis: show_value(axis, value) for axis, value in cell.axes.items()})
             row.update({"state": state if state != "FAIL" else f"FAIL({outcome_of(trial)})",
                         "attempts": len(attempts),
                         "progress": progress_text(client, attrs.get("mlflow_run_id"), cell.config.train.steps, state),

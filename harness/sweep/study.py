@@ -46,6 +46,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from harness.errors import ConfigError
 from harness.files import file_lock
+from harness.procs import process_start_time
+from harness.tracking_uri import sqlite_path
 from harness.sweep.resilient import OUTAGE, retrying_rdb_storage
 
 HEARTBEAT_S = 10          # Optuna's heartbeat interval (RDB storages) and our journal heartbeat
@@ -92,7 +94,7 @@ def storage_kind(url: str) -> str:
 def storage_file(url: str) -> Path | None:
     kind = storage_kind(url)
     if kind == "sqlite":
-        return Path(url.removeprefix("sqlite:///"))
+        return sqlite_path(url)
     if kind == "journal":
         return Path(url.removeprefix("journal:").removeprefix("//")).resolve()
     return None
@@ -244,15 +246,6 @@ def enqueue_missing(handle: StudyHandle, units: list[tuple[str, int]], axes: dic
 def owner_attrs() -> dict[str, Any]:
     return {"harness.host": socket.gethostname(), "harness.owner_pid": os.getpid(),
             "harness.owner_start": process_start_time(os.getpid())}
-
-
-def process_start_time(pid: int) -> str | None:
-    """The kernel's start time of `pid` (guards against pid reuse); None if no such process."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return None if fields[0] in ("Z", "X") else fields[19]  # a zombie has already exited
 
 
 def claim_next(handle: StudyHandle, units: set[tuple[str, int]] | None = None) -> FrozenTrial | None:
