@@ -93,7 +93,7 @@ def part_logprob(out: Path, device: str, smoke: bool) -> dict:
     import torch
     from harness.chat import chat_prompt
     from harness.rollout import HFGenerator, SamplingParams
-    from harness.sequences import pack, policy_logprobs
+    from harness.train.sequences import pack, policy_logprobs
     from harness.tiny import ensure_tiny_assets
     errors, ok = {}, True
     for dtype, limit in ((torch.float32, 1e-4), (torch.bfloat16, 5e-2)):
@@ -130,9 +130,9 @@ def train_part(out: Path, device: str, smoke: bool, name: str, overrides: list[s
     """A short training run on a random Llama: peak reserved memory vs the plan, phase times, tokens/s, MFU."""
     import torch
     from harness.config import load_run_config
-    from harness.plan import model_shape, plan_memory
+    from harness.train.plan import model_shape, plan_memory
     from harness.tracking import MemoryTracker
-    from harness.trainer import train
+    from harness.train.trainer import train
     policy = random_llama(out / f"random_llama_{shape_key}{'_toy' if smoke else ''}", shapes(smoke)[shape_key], device)
     steps = 2
     size = (["train.prompts_per_step=4", "train.samples_per_prompt=2", "train.max_new_tokens=8", "train.micro_batch_size=4",
@@ -193,7 +193,7 @@ def part_gqa_val(out: Path, device: str, smoke: bool) -> dict:
     line of the sampler's crash report (harness.rollout.hf.sampler_crash_report)."""
     from harness.config import load_run_config
     from harness.tracking import MemoryTracker
-    from harness.trainer import train
+    from harness.train.trainer import train
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     crashes = FirstLines()
@@ -242,7 +242,7 @@ def sample_through_sharded_policy(cfg, policy_path: str) -> int:
     from harness.chat import chat_prompt
     from harness.models import load_policy
     from harness.rollout import HFGenerator, SamplingParams
-    from harness.trainer import prompt_pools
+    from harness.train.trainer import prompt_pools
     dist = distributed.setup(cfg)
     try:
         policy, tokenizer = load_policy(policy_path, cfg.model.param_dtype, "cpu")

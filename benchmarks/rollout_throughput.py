@@ -20,7 +20,7 @@ from harness.models import load_policy
 from harness.rollout import SamplingParams, make_generator
 from harness.tasks import task_pools
 from harness.config import load_run_config
-from harness.trainer import chat_prompt
+from harness.train.trainer import chat_prompt
 
 
 def main() -> None:

@@ -77,7 +77,7 @@ def _trl_pairing(rewards: torch.Tensor, rng: torch.Generator):
 
 @contextmanager
 def _pairing(rule):
-    import harness.trainer as trainer
+    import harness.train.trainer as trainer
     original = trainer.build_verifiable_pairs
     trainer.build_verifiable_pairs = rule or original
     try:
@@ -87,8 +87,8 @@ def _pairing(rule):
 
 
 def run_harness(method: str, steps: int, shape: str = "default") -> dict:
-    """`harness.trainer.train` on sweeps/runs/tiny.yaml; shape "trl" = OnlineDPOTrainer's batch."""
-    from harness.trainer import train
+    """`harness.train.trainer.train` on sweeps/runs/tiny.yaml; shape "trl" = OnlineDPOTrainer's batch."""
+    from harness.train.trainer import train
     overrides = [f"method={method}", f"grpo.kl_coef={GRPO_KL}", f"dpo.beta={DPO_BETA}"]
     rule = None
     if shape == "trl":  # 64 prompts x 2 samples, every prompt's pair trained, fixed reference
@@ -120,9 +120,9 @@ def run_floor(steps: int) -> dict:
     entropy, no logging."""
     from harness.rollout import HFGenerator, SamplingParams
     from harness.models import load_policy
-    from harness.sequences import pack
+    from harness.train.sequences import pack
     from harness.tiny import ensure_tiny_assets
-    from harness.trainer import chat_prompt
+    from harness.train.trainer import chat_prompt
     with tempfile.TemporaryDirectory(prefix="trl-compare-") as out:
         cfg = _config(["method=grpo"], steps, out)
     path = str(ensure_tiny_assets().policy_dir)
@@ -168,7 +168,7 @@ def run_generation(steps: int, backend: str) -> dict:
     """Generation only, 16 prompts x 8 samples, one batch: the harness sampler or `model.generate`."""
     from harness.rollout import HFGenerator, SamplingParams
     from harness.tiny import ensure_tiny_assets
-    from harness.trainer import chat_prompt
+    from harness.train.trainer import chat_prompt
     with tempfile.TemporaryDirectory(prefix="trl-compare-") as out:
         cfg = _config(["method=grpo"], steps, out)
     sampler = HFGenerator(ensure_tiny_assets().policy_dir)
@@ -206,7 +206,7 @@ class _TrlSetup:
 
         from harness.models import load_policy
         from harness.tiny import ensure_tiny_assets
-        from harness.trainer import build_rewards, chat_prompt
+        from harness.train.trainer import build_rewards, chat_prompt
         self.cfg = _config(["method=grpo"], steps, out)
         self.model, self.tokenizer = load_policy(str(ensure_tiny_assets().policy_dir))
         self.records = _records(self.cfg, steps, prompts_per_step)

@@ -55,7 +55,7 @@ def _bench_config(config: str | None, overrides: list[str], steps: int, output_d
 
 def measure(config: str | None, overrides: list[str], steps: int, progress: bool = True) -> dict:
     """One short run; per-step means of every phase, the loop's wall time per step, the run's wall time."""
-    from harness.trainer import train  # torch and transformers: bad arguments fail before this import
+    from harness.train.trainer import train  # torch and transformers: bad arguments fail before this import
     with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
         cfg = _bench_config(config, overrides, steps, tmp)
         tracker = TimedTracker()

@@ -93,7 +93,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from harness.config import load_run_config
     cfg = load_run_config(args.config, args.overrides)  # a bad config fails before torch is imported
     from harness.distributed import launch_env
-    from harness.runner import run_training
+    from harness.training_run import run_training
     source = args.config + (f" (with overrides {' '.join(args.overrides)})" if args.overrides else "")
     result = run_training(cfg, resume=args.resume, parent_run_id=args.parent_run_id, tags=_tags(args.tag),
                           use_mlflow=not args.no_mlflow, progress=not args.no_progress, source=source)
@@ -105,7 +105,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from harness.config import load_run_config
-    from harness.plan import default_capacity_gib, format_plan, plan_memory
+    from harness.train.plan import default_capacity_gib, format_plan, plan_memory
     cfg = load_run_config(args.config, args.overrides)
     capacity = args.gpu_memory_gib or default_capacity_gib()
     plan = plan_memory(cfg, args.gpus, capacity, generator_gpus=args.generator_gpus, prompt_tokens=args.prompt_tokens)

@@ -251,7 +251,7 @@ def full_state_dict(model, dist: Dist) -> dict[str, torch.Tensor]:
     """The whole model's weights: on rank 0 (CPU) under FSDP, every rank's own otherwise. Collective.
 
     A LoRA policy gives its merged weights under the base model's names (what a generator loads)."""
-    from harness.lora import is_lora, merged_state_dict
+    from harness.train.lora import is_lora, merged_state_dict
     if is_lora(model):
         return merged_state_dict(model)
     if not dist.enabled:

@@ -5,7 +5,7 @@
   `DynamicLayer`) copies the whole cache at every token, which is quadratic in the length.
   `select_rows` drops finished rows from the batch or repeats a prompt's rows for its samples.
 - `cache_from_states(states)`: a cache that starts from given (keys, values) per layer, with their
-  autograd history; the trainer's shared-prompt forward (`harness.sequences`) continues from it.
+  autograd history; the trainer's shared-prompt forward (`harness.train.sequences`) continues from it.
 - `CACHE_KWARG`, `cache_of`: the forward argument and output field, whose names changed in
   transformers 5.
 

@@ -52,11 +52,11 @@ def reshard() -> None:
     from harness.config import load_run_config
     from harness.models import load_policy
     from harness.rollout import make_generator
-    from harness.sequences import pack, policy_logprobs
+    from harness.train.sequences import pack, policy_logprobs
     from harness.rollout import Rollout
     from harness.tasks import task_pools
     from harness.tiny import ensure_tiny_assets
-    from harness.trainer import validate
+    from harness.train.trainer import validate
 
     cfg = load_run_config(ROOT / "sweeps/runs/tiny.yaml", ["train.parallel=fsdp", "model.device=cpu",
                                                            "train.max_new_tokens=6", "validation.prompts=2"])
@@ -97,7 +97,7 @@ def rank0_load() -> None:
     from harness.config import load_run_config
     from harness.distributed import full_state_dict
     from harness.models import load_policy
-    from harness.train_setup import build_models
+    from harness.train.setup import build_models
 
     def rss_mib() -> float:  # now
         return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**20

@@ -409,7 +409,7 @@ def test_a_failure_during_the_run_leaves_its_mlflow_run_failed_not_running(tmp_p
     from mlflow.tracking import MlflowClient
 
     from harness.config import load_run_config
-    from harness.runner import run_training
+    from harness.training_run import run_training
 
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -115,7 +115,7 @@ def top(name: str) -> str:
 def test_the_parser_sees_function_level_imports():
     # The seed baseline used to import the trainer inside a function; such imports must count.
     assert "harness.models" in project_imports("harness.eval_config")  # imported inside eval_settings()
-    assert "harness.trainer" in closure("harness.cli")
+    assert "harness.train.trainer" in closure("harness.cli")
     assert "harness.rollout" in project_imports("harness.rollout.hf") or "harness.rollout.base" in \
         project_imports("harness.rollout.hf")
 
@@ -127,8 +127,8 @@ def test_algorithms_import_torch_only():
 
 
 def test_rewards_know_nothing_of_training():
-    training = ("harness.trainer", "harness.runner", "harness.algorithms", "harness.rollout", "harness.sweep",
-                "harness.checkpoint", "harness.sequences", "evaluators", "results", "dashboard")
+    training = ("harness.train.trainer", "harness.training_run", "harness.algorithms", "harness.rollout", "harness.sweep",
+                "harness.train.checkpoint", "harness.train.sequences", "evaluators", "results", "dashboard")
     bad = [f"harness.rewards reaches {m}" for m in sorted(closure("harness.rewards"))
            if any(in_room(m, room) for room in training)]
     for module in (m for m in modules() if in_room(m, "harness.rewards")):
@@ -143,7 +143,7 @@ SWEEP_MAY_USE = {"evaluators.registry", "evaluators"}  # "evaluators": its __ini
 
 
 def test_the_sweep_imports_neither_the_trainer_nor_the_evaluators():
-    forbidden = ("harness.trainer", "harness.runner", "harness.rollout", "harness.rewards", "harness.algorithms",
+    forbidden = ("harness.train.trainer", "harness.training_run", "harness.rollout", "harness.rewards", "harness.algorithms",
                  "harness.eval_config", "evaluators", "dashboard", "results")
     bad = []
     for module in sorted(m for m in modules() if in_room(m, "harness.sweep")):
@@ -151,14 +151,14 @@ def test_the_sweep_imports_neither_the_trainer_nor_the_evaluators():
         bad += [f"{module} imports {m}" for m in sorted(direct)
                 if m not in SWEEP_MAY_USE and any(in_room(m, room) for room in forbidden)]
         bad += [f"{module} reaches the trainer through imports ({m})" for m in sorted(closure(module))
-                if m in ("harness.trainer", "harness.runner", "evaluators.run")]
+                if m in ("harness.train.trainer", "harness.training_run", "evaluators.run")]
     assert not bad, bad
 
 
 # Training and the results layer take checkpoint selection from harness.selection; of the
 # evaluators, the trainer's side may name suites (preflight) and only the run shell and the CLI
 # run the evaluation engines.
-EVALUATORS_MAY_BE_IMPORTED_BY = {"harness.runner": {"evaluators.run", "evaluators.settings"}, "harness.cli": {"evaluators.run"},
+EVALUATORS_MAY_BE_IMPORTED_BY = {"harness.training_run": {"evaluators.run", "evaluators.settings"}, "harness.cli": {"evaluators.run"},
                                  "harness.eval_config": {"evaluators.settings"}}
 
 
@@ -176,7 +176,7 @@ def test_training_and_results_take_selection_from_harness_not_the_evaluators():
 
 def test_the_evaluators_do_not_import_upward_into_preflight():
     bad = [f"{m} imports {t}" for m in modules() if in_room(m, "evaluators")
-           for t in project_imports(m) if t in ("harness.preflight", "harness.runner", "harness.cli")]
+           for t in project_imports(m) if t in ("harness.preflight", "harness.training_run", "harness.cli")]
     assert not bad, bad
 
 

@@ -250,7 +250,7 @@ def test_load_generations_of_a_missing_suite_is_a_data_error(store):
 
 def test_data_module_imports_no_training_code():
     code = ("import sys, dashboard.data, dashboard.paper, dashboard.launch; "
-            "print([m for m in ('torch', 'transformers', 'harness.trainer') if m in sys.modules])")
+            "print([m for m in ('torch', 'transformers', 'harness.train.trainer') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

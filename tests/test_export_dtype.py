@@ -10,10 +10,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from harness import checkpoint as ckpt
+from harness.train import checkpoint as ckpt
 from harness.config import load_run_config
 from harness.tracking import MemoryTracker
-from harness.trainer import train
+from harness.train.trainer import train
 
 pytestmark = pytest.mark.slow
 

@@ -31,7 +31,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
-from harness import checkpoint as ckpt
+from harness.train import checkpoint as ckpt
 from servers import MlflowServer
 
 pytestmark = pytest.mark.slow  # `harness train` subprocesses

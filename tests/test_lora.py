@@ -7,11 +7,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from harness import checkpoint as ckpt
+from harness.train import checkpoint as ckpt
 from harness.config import load_run_config
 from harness.errors import ConfigError
 from harness.tracking import MemoryTracker
-from harness.trainer import train
+from harness.train.trainer import train
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "sweeps" / "runs" / "tiny.yaml"

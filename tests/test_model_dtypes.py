@@ -25,7 +25,7 @@ def test_keys_default_to_auto_and_reject_other_values():
 
 
 def test_the_trainers_reward_model_loads_in_the_configured_dtype_on_cpu(tiny_assets):
-    from harness.trainer import build_rewards
+    from harness.train.trainer import build_rewards
     for setting, expected in (("bfloat16", torch.bfloat16), ("auto", torch.float32)):
         cfg = load_run_config(None, ["task_mix=non_verifiable", f"rewards.reward_model_dtype={setting}"])
         router = build_rewards(cfg, str(tiny_assets.reward_model_dir), "cpu")

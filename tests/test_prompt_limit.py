@@ -7,7 +7,7 @@ import pytest
 
 from harness.config import load_run_config
 from harness.models import load_tokenizer
-from harness.prompt_limit import limit_prompts
+from harness.train.prompt_limit import limit_prompts
 from harness.tasks import load_split
 from harness.tracking import MemoryTracker
 
@@ -50,7 +50,7 @@ def test_long_prompts_are_cut_to_fit(math_prompts):
 
 @pytest.mark.slow
 def test_training_drops_them_and_logs_the_count(tiny_assets, tmp_path):
-    from harness.trainer import train
+    from harness.train.trainer import train
     tokenizer = load_tokenizer(tiny_assets.policy_dir)
     train_split = load_split("tiny_math", "train")
     expected = sum(templated_length(tokenizer, r["prompt"]) > LIMIT for r in train_split)

@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from harness import checkpoint as ckpt
+from harness.train import checkpoint as ckpt
 from harness.config import INF, load_run_config
 from harness.errors import ConfigError
 from harness.rollout import placement, worker_client
@@ -26,7 +26,7 @@ from harness.rollout.schedule import (GeneratorScheduleError, check_generator_ve
                                       window_end)
 from harness.rollout.snapshots import ROOT_PREFIX, SnapshotStore, read_snapshot, remove_orphans
 from harness.tracking import MemoryTracker
-from harness.trainer import train
+from harness.train.trainer import train
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "sweeps" / "runs" / "tiny.yaml"

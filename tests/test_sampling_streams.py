@@ -191,7 +191,7 @@ def test_a_shared_policy_left_training_with_checkpointing_samples_what_it_sample
     params = SamplingParams(n=3, temperature=1.0, max_new_tokens=24, seed=2)
     reference = _texts(generator.generate(prompts, params))
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.config.use_cache = False  # as harness.train_setup sets it
+    model.config.use_cache = False  # as harness.train.setup sets it
     model.train()
     assert _texts(generator.generate(prompts, params)) == reference
     assert model.training

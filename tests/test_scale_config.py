@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import checkpoint as ckpt
+from harness.train import checkpoint as ckpt
 from harness.config import load_run_config
 from harness.distributed import Dist, check_launch, usable_cores
 from harness.errors import ConfigError
 from harness.sweep.launch import split_gpus, torchrun_command
 from harness.tracking import MemoryTracker
-from harness.trainer import train
+from harness.train.trainer import train
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "sweeps" / "runs" / "tiny.yaml"

@@ -23,7 +23,7 @@ FAST = ["train.prompts_per_step=2", "train.samples_per_prompt=2", "train.max_new
 # -- bug 1: checkpoints.json carried the last validation's numbers into unvalidated checkpoints ----
 
 def test_checkpoints_json_records_metrics_only_for_validated_steps(tiny_assets, tmp_path):
-    from harness.trainer import train
+    from harness.train.trainer import train
 
     cfg = load_run_config(TINY, [*FAST, "validation.every=2", "checkpoint.every=3", "train.steps=6",
                                  f"output_dir={tmp_path / 'run'}"])
@@ -97,7 +97,7 @@ def test_training_run_with_negative_validation_reward_is_tagged(tiny_assets, tmp
     """The chat task's tiny reward model scores below zero: the run gets the warning tag."""
     from mlflow.tracking import MlflowClient
 
-    from harness.runner import run_training
+    from harness.training_run import run_training
 
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -1,4 +1,4 @@
-"""harness.sequences: length buckets and response-only log-probs against the full-logits computation."""
+"""harness.train.sequences: length buckets and response-only log-probs against the full-logits computation."""
 
 import itertools
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from harness.rollout import Rollout
-from harness.sequences import length_buckets, pack, policy_logprobs
+from harness.train.sequences import length_buckets, pack, policy_logprobs
 
 PAD = 0
 
@@ -174,7 +174,7 @@ def test_gradient_checkpointing_with_shared_prompts_gives_the_full_sequence_logp
     plain = copy.deepcopy(llama).train()
     checkpointed = copy.deepcopy(llama).train()
     checkpointed.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    checkpointed.config.use_cache = False  # as harness.train_setup sets it
+    checkpointed.config.use_cache = False  # as harness.train.setup sets it
     batch = _shared_prompt_batch()
     mask = batch.response_mask
     logp, entropy = policy_logprobs(checkpointed, batch, 0.7, with_entropy=True, entropy_grad=True)

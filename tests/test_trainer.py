@@ -10,12 +10,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from harness import checkpoint as ckpt
+from harness.train import checkpoint as ckpt
 from harness.config import load_run_config
 from harness.rollout import HFGenerator, SamplingParams
-from harness.sequences import pack, policy_logprobs
+from harness.train.sequences import pack, policy_logprobs
 from harness.tracking import MemoryTracker
-from harness.trainer import chat_prompt, train
+from harness.train.trainer import chat_prompt, train
 
 pytestmark = pytest.mark.slow  # in-process training runs
 

@@ -53,7 +53,7 @@ def test_a_joint_run_logs_val_quality_over_the_chat_prompts_only(tiny_assets, tm
     from harness.rollout import HFGenerator, SamplingParams
     from harness.tiny.chat_task import quality
     from harness.tracking import MemoryTracker
-    from harness.trainer import train
+    from harness.train.trainer import train
 
     cfg = load_run_config(TINY, ["task_mix=joint", "train.steps=2", "validation.every=2", "validation.prompts=6",
                                  "train.prompts_per_step=2", "train.samples_per_prompt=2", "train.max_new_tokens=16",

@@ -1,4 +1,4 @@
-"""The trainer's validation pass (harness.trainer.validate) on the tiny policy."""
+"""The trainer's validation pass (harness.train.trainer.validate) on the tiny policy."""
 
 from pathlib import Path
 
@@ -8,9 +8,9 @@ from harness.chat import chat_prompt
 from harness.config import load_run_config
 from harness.models import load_policy
 from harness.rollout import HFGenerator, SamplingParams
-from harness.sequences import pack
+from harness.train.sequences import pack
 from harness.tasks import task_pools
-from harness.trainer import validate
+from harness.train.trainer import validate
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -19,8 +19,8 @@ from harness.models import load_policy
 from harness.rollout import SamplingParams, make_generator
 from harness.rollout.snapshots import SnapshotStore
 from harness.rollout.vllm_engine import LM_HEAD, VLLMGenerator, weight_transport, with_lm_head
-from harness.sequences import pack, policy_logprobs
-from harness.trainer import chat_prompt
+from harness.train.sequences import pack, policy_logprobs
+from harness.train.trainer import chat_prompt
 
 ROOT = Path(__file__).resolve().parent.parent
 TOLERANCE = 1e-4  # per token, fp32; measured agreement is about 1e-6
@@ -278,7 +278,7 @@ def test_engine_keys_are_validated_and_importing_the_harness_imports_no_vllm():
                 "rollout.backend=sglang"):
         with pytest.raises(ConfigError, match=bad.split("=")[0].replace(".", r"\.")):
             load_run_config(ROOT / "sweeps/runs/tiny.yaml", [bad])
-    probe = subprocess.run([sys.executable, "-c", "import sys, harness.rollout, harness.trainer, harness.runner, "
+    probe = subprocess.run([sys.executable, "-c", "import sys, harness.rollout, harness.train.trainer, harness.training_run, "
                             "evaluators.run; print('vllm' in sys.modules)"], capture_output=True, text=True)
     assert probe.stdout.strip() == "False", probe.stderr[-2000:]
 

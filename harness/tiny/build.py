@@ -163,7 +163,8 @@ def ensure_tiny_assets(cache_root: str | os.PathLike | None = None, progress: bo
         try:
             if manifest:
                 log(f"installing the shipped tiny assets {manifest_digest(manifest)} in {final}")
-                install_shipped(building, manifest, recipe)
+                install_shipped(building, manifest, recipe)  # checks every sha256 first
+                write_data(building, recipe)
             else:
                 log(f"building tiny assets {digest} from the recipe in {final}")
                 build_tiny_assets(building, recipe, progress)
@@ -193,7 +194,7 @@ def prepare_main(cache_root: str | os.PathLike | None = None, force: bool = Fals
     that build), then print paths and the build summary."""
     assets = ensure_tiny_assets(cache_root, progress=True, force=force or rebuild, rebuild=rebuild)
     if ship:
-        ship_build(assets.root, assets.summary["recipe"], log=_logger(True))
+        ship_build(assets.root, assets.summary["recipe"], evaluate_shipped, log=_logger(True))
     summary = assets.summary
     seed, rm = summary["seed_eval"], summary["reward_model"]
     source = (f"shipped build {summary['shipped_digest']} (made on {summary.get('built_on', 'unknown CPU')})"
@@ -318,3 +319,19 @@ def deterministic_torch():
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
+
+
+def evaluate_shipped(manifest: dict, recipe: dict, shipped_dir: Path) -> dict:
+    """The seed evaluation of a shipped build, loaded from its bf16 files as a user would get it."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    math_splits, chat_splits = generate_splits(recipe)
+    with tempfile.TemporaryDirectory(prefix="harness-ship-") as scratch:
+        install_shipped(Path(scratch), {**manifest, "summary": {}}, recipe, shipped_dir)
+        write_data(Path(scratch), recipe)
+        policy = AutoModelForCausalLM.from_pretrained(Path(scratch) / "policy", dtype=torch.float32).eval()
+        reward_model = AutoModelForSequenceClassification.from_pretrained(
+            Path(scratch) / "reward_model", dtype=torch.float32).eval()
+        with deterministic_torch():
+            return evaluate_seed(policy, reward_model, build_tiny_tokenizer(), math_splits["validation"],
+                                 chat_splits["validation"], recipe)

@@ -76,12 +76,11 @@ def verify_shipped(manifest: dict, shipped_dir: Path | None = None) -> None:
 
 
 def install_shipped(out_dir: Path, manifest: dict, recipe: dict, shipped_dir: Path | None = None) -> dict:
-    """Write a cache folder's content from the shipped files: data, float32 weights, DONE.json."""
+    """Write a cache folder's models from the shipped files (float32 weights) and its DONE.json;
+    the caller writes the recipe's data (harness.tiny.build.write_data)."""
     shipped_dir = Path(shipped_dir or SHIPPED_DIR)
-    from harness.tiny.build import write_data  # build imports this module
     verify_shipped(manifest, shipped_dir)
     out_dir = Path(out_dir)
-    write_data(out_dir, recipe)
     for name in sorted(manifest["files"]):
         source, target = Path(shipped_dir) / name, out_dir / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -96,7 +95,7 @@ def install_shipped(out_dir: Path, manifest: dict, recipe: dict, shipped_dir: Pa
     return summary
 
 
-def ship_build(build_dir: Path, recipe: dict, shipped_dir: Path | None = None, log=print) -> dict:
+def ship_build(build_dir: Path, recipe: dict, seed_eval, shipped_dir: Path | None = None, log=print) -> dict:
     """Replace the shipped files with the build in `build_dir` (weights narrowed to bf16), measure
     the seed on the narrowed weights, and write the manifest last."""
     shipped_dir = Path(shipped_dir or SHIPPED_DIR)
@@ -121,7 +120,7 @@ def ship_build(build_dir: Path, recipe: dict, shipped_dir: Path | None = None, l
                                                             "bf16_autocast", "versions", "built_at")}}
         manifest["summary"]["built_on"] = _cpu_name()
         log("measuring the seed on the bf16-rounded weights")
-        manifest["summary"]["seed_eval"] = _seed_eval_of(manifest, recipe, staging)
+        manifest["summary"]["seed_eval"] = seed_eval(manifest, recipe, staging)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         for path in [staging, *staging.rglob("*")]:  # mkdtemp and save_file make them private
             path.chmod(0o755 if path.is_dir() else 0o644)
@@ -132,23 +131,6 @@ def ship_build(build_dir: Path, recipe: dict, shipped_dir: Path | None = None, l
         shutil.rmtree(staging, ignore_errors=True)
     log(f"shipped tiny assets {manifest_digest(manifest)} written to {shipped_dir}")
     return manifest
-
-
-def _seed_eval_of(manifest: dict, recipe: dict, shipped_dir: Path) -> dict:
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    from harness.tiny.build import deterministic_torch, generate_splits
-    from harness.tiny.seed_eval import evaluate_seed
-    from harness.tiny.tokenizer import build_tiny_tokenizer
-    math_splits, chat_splits = generate_splits(recipe)
-    with tempfile.TemporaryDirectory(prefix="harness-ship-") as scratch:
-        install_shipped(Path(scratch), {**manifest, "summary": {}}, recipe, shipped_dir)
-        policy = AutoModelForCausalLM.from_pretrained(Path(scratch) / "policy", dtype=torch.float32).eval()
-        reward_model = AutoModelForSequenceClassification.from_pretrained(
-            Path(scratch) / "reward_model", dtype=torch.float32).eval()
-        with deterministic_torch():
-            return evaluate_seed(policy, reward_model, build_tiny_tokenizer(), math_splits["validation"],
-                                 chat_splits["validation"], recipe)
 
 
 def _cpu_name() -> str:

@@ -39,11 +39,11 @@ from harness.rollout import Generator, Rollout, SamplingParams, generator_option
 from harness.rollout.placement import open_rollouts, open_validator, push_policy
 from harness.rollout.schedule import StepPlan, check_generator_version, due
 from harness.selection import CheckpointEntry
-from harness.sequences import chunks, pack, policy_logprobs
+from harness.train.sequences import chunks, pack, policy_logprobs
 from harness.tasks import TaskMixture, task_pools, task_types, truth_scores
 from harness.tracking import NullTracker, atomic_write_text
-from harness.train_setup import build_models
-from harness.train_state import LoopState, restore, save, validation_due
+from harness.train.setup import build_models
+from harness.train.state import LoopState, restore, save, validation_due
 
 log = logging.getLogger("harness.train")
 
@@ -226,7 +226,7 @@ def prompt_pools(cfg: RunConfig, policy_path: str) -> tuple[dict, dict, int]:
     changed = 0
     if cfg.data.max_prompt_tokens:
         from harness.models import load_tokenizer
-        from harness.prompt_limit import limit_pools
+        from harness.train.prompt_limit import limit_pools
         tokenizer = load_tokenizer(policy_path, cfg.model.trust_remote_code)
         pools, changed = limit_pools(pools, tokenizer, cfg.data, "train")
         val_pools, _ = limit_pools(val_pools, tokenizer, cfg.data, "validation")

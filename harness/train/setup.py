@@ -12,7 +12,7 @@
   placement, a worker process fed snapshots in `worker` placement;
 - optimizer: AdamW over the (sharded) master weights, so its moments are fp32 and sharded too;
 - with `model.lora`: adapters on the policy (only they train), the reference is the policy with
-  the adapter off (harness/lora.py).
+  the adapter off (harness/train/lora.py).
 No seed-weights clone is kept: the freshly loaded generator and reference *are* the seed.
 """
 
@@ -25,7 +25,7 @@ from typing import Any, Callable
 import torch
 
 from harness.distributed import Dist, shard_from_rank0
-from harness.lora import AdapterDisabled, apply_lora
+from harness.train.lora import AdapterDisabled, apply_lora
 from harness.precision import inference_dtype, torch_dtype, warn_if_updates_round_away
 from harness.models import build_on_meta, load_policy, resolve_device
 from harness.rollout.base import RolloutSource

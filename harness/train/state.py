@@ -15,12 +15,12 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import checkpoint as ckpt
+from harness.train import checkpoint as ckpt
 from harness.config import INF, RunConfig
 from harness.distributed import Dist, copy_weights, full_state_dict, load_full_state_dict
 from harness.disk import DiskSpaceError, require_free_space, staged_write
 from harness.errors import HarnessError
-from harness.lora import ADAPTER_PREFIX, adapter_state_dict, is_lora, load_adapter_state
+from harness.train.lora import ADAPTER_PREFIX, adapter_state_dict, is_lora, load_adapter_state
 from harness.precision import inference_dtype, torch_dtype
 from harness.rollout.schedule import due
 from harness.selection import LISTING_FILE, CheckpointEntry, read_listing, select_from_listing, write_listing

@@ -21,7 +21,7 @@ from harness.preflight import check_run_inputs
 from harness.tracking import MlflowTracker, NullTracker, atomic_write_text, default_tracking_uri
 from harness.rollout import require_backend
 from harness.selection import CheckpointEntry, history_rows, negative_reward_warning
-from harness.trainer import TrainResult, train
+from harness.train.trainer import TrainResult, train
 from harness.distributed import is_main_process
 
 log = logging.getLogger("harness.run")
@@ -41,7 +41,7 @@ def run_training(cfg: RunConfig, resume: bool = False, parent_run_id: str | None
     # Everything checkable is checked before the first MLflow call or folder (harness.preflight).
     check_run_inputs(cfg, source, tracking_uri=default_tracking_uri() if use_mlflow else None)
     from harness.distributed import check_launch
-    from harness.plan import check_fits
+    from harness.train.plan import check_fits
     check_launch(cfg, source)
     check_fits(cfg, source)
     output_dir = output_dir_of(cfg)

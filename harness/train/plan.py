@@ -24,7 +24,7 @@ from harness.errors import ConfigError
 from harness.precision import BYTES
 from harness.tasks import task_types
 
-log = logging.getLogger("harness.plan")
+log = logging.getLogger("harness.train.plan")
 
 GIB = 2 ** 30
 PROMPT_TOKENS = 512  # planning allowance for the prompt part of a sequence (chat templates included)
@@ -191,7 +191,7 @@ def reward_model_dtype(cfg) -> str:
 def plan_memory(cfg, gpus: int, capacity_gib: float, generator_gpus: int = 0, policy: Shape | None = None,
                 reward_model: Shape | None = None, prompt_tokens: int | None = None) -> Plan:
     """Bytes per trainer GPU (rank 0) for the config, with `gpus` FSDP ranks, phase by phase."""
-    from harness.train_setup import reference_dtype
+    from harness.train.setup import reference_dtype
     policy = policy or model_shape(cfg.model.policy)
     uses_rm = "non_verifiable" in task_types(cfg.task_mix) and cfg.rewards.non_verifiable == "reward_model"
     if uses_rm and reward_model is None:
@@ -248,7 +248,7 @@ def plan_memory(cfg, gpus: int, capacity_gib: float, generator_gpus: int = 0, po
 def generator_on_trainer_gpu(cfg, placement: str, generator_gpus: int, weights: float, kv_cache: float,
                              rollout_rows: int, seq: int, vocab: int, capacity_gib: float) -> list[tuple[str, str, float]]:
     """Rank 0's generator rows: a colocated copy, or a worker process sharing the GPU, or nothing."""
-    from harness.train_setup import reference_dtype
+    from harness.train.setup import reference_dtype
     dtype = reference_dtype(cfg)
     if cfg.rollout.backend == "vllm" and (placement == "colocated" or not generator_gpus):
         share = cfg.rollout.vllm.gpu_memory_utilization
@@ -310,7 +310,7 @@ def generator_gpu_rows(cfg, placement: str, generator_gpus: int, weights: float,
     up front (weights and KV cache inside it); the hf backend holds one whole copy on one GPU."""
     if placement == "colocated" or not generator_gpus:
         return []
-    from harness.train_setup import reference_dtype
+    from harness.train.setup import reference_dtype
     if cfg.rollout.backend == "vllm":
         share = cfg.rollout.vllm.gpu_memory_utilization
         return [(f"vLLM reservation (gpu_memory_utilization {share:g} x {capacity_gib:g} GiB; weights "
@@ -325,7 +325,7 @@ def host_rows(cfg, policy: Shape, reward_model: Shape | None, gpus: int, placeme
     """Host memory of one machine while the models load: rank 0 alone reads the whole policy (master
     dtype) and reference (inference dtype) on the CPU; under FSDP the other ranks build them on the
     meta device and receive only their shards, one tensor at a time (harness.distributed.shard_from_rank0)."""
-    from harness.train_setup import reference_dtype
+    from harness.train.setup import reference_dtype
     n, p, r = policy.params, BYTES[cfg.model.param_dtype], BYTES[reference_dtype(cfg)]
     rows = [(f"policy + reference loaded on the CPU by rank 0 only ({cfg.model.param_dtype} + {reference_dtype(cfg)})",
              n * (p + r))]
