@@ -40,30 +40,75 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 # (part, seconds allowed on the GPU, seconds allowed in --cpu-smoke); the GPU limits sum to 475 s.
-PARTS = [("logprob", 40, 40), ("gqa_val", 90, 90), ("resume", 50, 60), ("fsdp1", 110, 60), ("lora", 85, 60),
-         ("ckpt", 50, 60), ("decode", 50, 40)]
+PARTS = [
+    ("logprob", 40, 40),
+    ("gqa_val", 90, 90),
+    ("resume", 50, 60),
+    ("fsdp1", 110, 60),
+    ("lora", 85, 60),
+    ("ckpt", 50, 60),
+    ("decode", 50, 40),
+]
 STARTED = time.perf_counter()  # this process's start: a part checks its own time limit against it
 VOCAB = 128256  # the Llama-3 vocabulary: the logits are the largest memory term at 8B
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}  # dense bf16, from the data sheets
-GIB = 2 ** 30
+GIB = 2**30
 
 
 def shapes(smoke: bool) -> dict[str, dict]:
     """Model shapes per part: the GPU's (as measured in tests/test_plan.py) or toy ones for --cpu-smoke."""
     if smoke:
-        toy = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                   num_key_value_heads=2, vocab_size=None)
-        gqa = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=16,
-                   num_key_value_heads=8, vocab_size=None)  # head_dim 8
+        toy = dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=None,
+        )
+        gqa = dict(
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=2,
+            num_attention_heads=16,
+            num_key_value_heads=8,
+            vocab_size=None,
+        )  # head_dim 8
         return {"train": toy, "ckpt": toy, "decode": toy, "gqa": gqa}
-    return {"train": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=36, num_attention_heads=16,
-                          num_key_value_heads=8, vocab_size=VOCAB),  # 2.79B
-            "ckpt": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=8, num_attention_heads=8,
-                         num_key_value_heads=4, vocab_size=VOCAB),
-            "gqa": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=16, num_attention_heads=16,
-                        num_key_value_heads=8, vocab_size=None),  # head_dim 128, the tiny vocabulary: 0.76B
-            "decode": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                           num_key_value_heads=8, vocab_size=VOCAB)}  # Llama-3.1-8B
+    return {
+        "train": dict(
+            hidden_size=2048,
+            intermediate_size=8192,
+            num_hidden_layers=36,
+            num_attention_heads=16,
+            num_key_value_heads=8,
+            vocab_size=VOCAB,
+        ),  # 2.79B
+        "ckpt": dict(
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=8,
+            num_attention_heads=8,
+            num_key_value_heads=4,
+            vocab_size=VOCAB,
+        ),
+        "gqa": dict(
+            hidden_size=2048,
+            intermediate_size=5632,
+            num_hidden_layers=16,
+            num_attention_heads=16,
+            num_key_value_heads=8,
+            vocab_size=None,
+        ),  # head_dim 128, the tiny vocabulary: 0.76B
+        "decode": dict(
+            hidden_size=4096,
+            intermediate_size=14336,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            vocab_size=VOCAB,
+        ),
+    }  # Llama-3.1-8B
 
 
 def random_llama(folder: Path, shape: dict, device: str) -> Path:
@@ -73,10 +118,16 @@ def random_llama(folder: Path, shape: dict, device: str) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
     from harness.tiny import ensure_tiny_assets
+
     tokenizer = AutoTokenizer.from_pretrained(ensure_tiny_assets(progress=False).policy_dir)
-    config = LlamaConfig(**{**shape, "vocab_size": shape["vocab_size"] or len(tokenizer)}, head_dim=None,
-                         tie_word_embeddings=False, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(
+        **{**shape, "vocab_size": shape["vocab_size"] or len(tokenizer)},
+        head_dim=None,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     config.head_dim = shape["hidden_size"] // shape["num_attention_heads"]
     torch.manual_seed(0)
     with torch.device(device):
@@ -95,14 +146,17 @@ def part_logprob(out: Path, device: str, smoke: bool) -> dict:
     from harness.rollout import HFGenerator, SamplingParams
     from harness.train.sequences import pack, policy_logprobs
     from harness.tiny import ensure_tiny_assets
+
     errors, ok = {}, True
     for dtype, limit in ((torch.float32, 1e-4), (torch.bfloat16, 5e-2)):
         generator = HFGenerator(str(ensure_tiny_assets(progress=False).policy_dir), device=device)
         generator.model.to(dtype)
         tok = generator.tokenizer
         prompts = [chat_prompt(tok, f"Compute ({a} + 7) * 2 - 3.") for a in range(4 if smoke else 16)]
-        groups = generator.generate(prompts, SamplingParams(n=4, temperature=1.0, max_new_tokens=16 if smoke else 48,
-                                                            seed=0, return_logprobs=True))
+        groups = generator.generate(
+            prompts,
+            SamplingParams(n=4, temperature=1.0, max_new_tokens=16 if smoke else 48, seed=0, return_logprobs=True),
+        )
         flat = [r for g in groups for r in g]
         batch = pack(flat, tok.pad_token_id, torch.device(device))
         with torch.no_grad():
@@ -116,9 +170,21 @@ def part_logprob(out: Path, device: str, smoke: bool) -> dict:
 
 
 def part_resume(out: Path, device: str, smoke: bool) -> dict:
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
-                           "tests/test_scale_config.py::test_cuda_resume_continues_exactly"],
-                          cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-rs",
+            "tests/test_scale_config.py::test_cuda_resume_continues_exactly",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     print(done.stdout[-3000:], done.stderr[-3000:])
     last = (done.stdout.strip().splitlines() or [""])[-1]
     if "skipped" in last and "passed" not in last:
@@ -133,14 +199,36 @@ def train_part(out: Path, device: str, smoke: bool, name: str, overrides: list[s
     from harness.train.plan import model_shape, plan_memory
     from harness.tracking import MemoryTracker
     from harness.train.trainer import train
+
     policy = random_llama(out / f"random_llama_{shape_key}{'_toy' if smoke else ''}", shapes(smoke)[shape_key], device)
     steps = 2
-    size = (["train.prompts_per_step=4", "train.samples_per_prompt=2", "train.max_new_tokens=8", "train.micro_batch_size=4",
-             "rollout.batch_size=8"] if smoke else
-            ["train.prompts_per_step=16", "train.samples_per_prompt=8", "train.max_new_tokens=256",
-             "train.micro_batch_size=4", "rollout.batch_size=128"])
-    every = [f"train.steps={steps}", "validation.every=1000", "validation.prompts=4", "checkpoint.every=1000",
-             "model.param_dtype=float32", "model.compute_dtype=bfloat16", "train.lr=1e-6", "ref_sync_every=inf"]
+    size = (
+        [
+            "train.prompts_per_step=4",
+            "train.samples_per_prompt=2",
+            "train.max_new_tokens=8",
+            "train.micro_batch_size=4",
+            "rollout.batch_size=8",
+        ]
+        if smoke
+        else [
+            "train.prompts_per_step=16",
+            "train.samples_per_prompt=8",
+            "train.max_new_tokens=256",
+            "train.micro_batch_size=4",
+            "rollout.batch_size=128",
+        ]
+    )
+    every = [
+        f"train.steps={steps}",
+        "validation.every=1000",
+        "validation.prompts=4",
+        "checkpoint.every=1000",
+        "model.param_dtype=float32",
+        "model.compute_dtype=bfloat16",
+        "train.lr=1e-6",
+        "ref_sync_every=inf",
+    ]
     args = [f"model.policy={policy}", f"model.device={device}", *size, *every, *overrides, f"output_dir={out / name}"]
     print("overrides:", " ".join(args))
     cfg = load_run_config(ROOT / "sweeps/runs/tiny.yaml", args)
@@ -159,25 +247,36 @@ def train_part(out: Path, device: str, smoke: bool, name: str, overrides: list[s
     ok = len(losses) == steps and all(math.isfinite(x) for x in losses)
     gen_s, train_s = per_step["generate"][-1], per_step["train"][-1]
     shape = model_shape(str(policy))
-    result = {"wall_s": round(wall, 1), "generate_s": round(gen_s, 2), "train_s": round(train_s, 2),
-              "tokens_per_s": round(tokens[-1] / gen_s, 1), "params_b": round(shape.params / 1e9, 3),
-              "plan_gib": round(plan.total / GIB, 1), "plan_peak_phase": plan.peak_phase}
+    result = {
+        "wall_s": round(wall, 1),
+        "generate_s": round(gen_s, 2),
+        "train_s": round(train_s, 2),
+        "tokens_per_s": round(tokens[-1] / gen_s, 1),
+        "params_b": round(shape.params / 1e9, 3),
+        "plan_gib": round(plan.total / GIB, 1),
+        "plan_peak_phase": plan.peak_phase,
+    }
     if device == "cuda":
         reserved, allocated = torch.cuda.max_memory_reserved() / GIB, torch.cuda.max_memory_allocated() / GIB
         # train FLOPs: policy forward + backward (6N per token; LoRA skips weight gradients: 4N) + reference forward (2N)
         trained_tokens = tokens[-1] + cfg.train.prompts_per_step * cfg.train.samples_per_prompt * 31
         per_token = (4 if cfg.model.lora else 6) * shape.params + 2 * shape.params
         peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in torch.cuda.get_device_name(0)), None)
-        result.update(reserved_gib=round(reserved, 1), allocated_gib=round(allocated, 1),
-                      plan_over_reserved=round(plan.total / GIB / reserved, 2),
-                      mfu=round(per_token * trained_tokens / train_s / peak, 3) if peak else None)
+        result.update(
+            reserved_gib=round(reserved, 1),
+            allocated_gib=round(allocated, 1),
+            plan_over_reserved=round(plan.total / GIB / reserved, 2),
+            mfu=round(per_token * trained_tokens / train_s / peak, 3) if peak else None,
+        )
         ok &= plan.total / GIB >= 0.85 * reserved  # the plan may not under-predict by more than 15%
     text = ", ".join(f"{k} {v}" for k, v in result.items())
     return {"ok": ok, "result": text, **result}
 
 
 def part_fsdp1(out: Path, device: str, smoke: bool) -> dict:
-    return train_part(out, device, smoke, "fsdp1", ["train.parallel=fsdp", "model.gradient_checkpointing=true"], "train")
+    return train_part(
+        out, device, smoke, "fsdp1", ["train.parallel=fsdp", "model.gradient_checkpointing=true"], "train"
+    )
 
 
 def part_lora(out: Path, device: str, smoke: bool) -> dict:
@@ -194,19 +293,41 @@ def part_gqa_val(out: Path, device: str, smoke: bool) -> dict:
     from harness.config import load_run_config
     from harness.tracking import MemoryTracker
     from harness.train.trainer import train
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     crashes = FirstLines()
     logging.getLogger("harness.rollout.hf").addHandler(crashes)
     policy = random_llama(out / f"random_llama_gqa{'_toy' if smoke else ''}", shapes(smoke)["gqa"], device)
-    size = (["train.prompts_per_step=4", "train.samples_per_prompt=2", "train.micro_batch_size=4",
-             "train.max_new_tokens=48"] if smoke else
-            ["train.prompts_per_step=8", "train.samples_per_prompt=4", "train.micro_batch_size=8",
-             "train.max_new_tokens=96"])  # validation samples as many; at 102 tokens ~1 draw in 100 is EOS
-    every = [f"model.policy={policy}", f"model.device={device}", "method=dpo", "train.parallel=fsdp",
-             "model.gradient_checkpointing=true", "model.param_dtype=float32", "model.compute_dtype=bfloat16",
-             "train.steps=2", "train.lr=1e-6", "validation.every=1000", "validation.prompts=64",
-             "rollout.batch_size=16", "checkpoint.every=1000"]
+    size = (
+        [
+            "train.prompts_per_step=4",
+            "train.samples_per_prompt=2",
+            "train.micro_batch_size=4",
+            "train.max_new_tokens=48",
+        ]
+        if smoke
+        else [
+            "train.prompts_per_step=8",
+            "train.samples_per_prompt=4",
+            "train.micro_batch_size=8",
+            "train.max_new_tokens=96",
+        ]
+    )  # validation samples as many; at 102 tokens ~1 draw in 100 is EOS
+    every = [
+        f"model.policy={policy}",
+        f"model.device={device}",
+        "method=dpo",
+        "train.parallel=fsdp",
+        "model.gradient_checkpointing=true",
+        "model.param_dtype=float32",
+        "model.compute_dtype=bfloat16",
+        "train.steps=2",
+        "train.lr=1e-6",
+        "validation.every=1000",
+        "validation.prompts=64",
+        "rollout.batch_size=16",
+        "checkpoint.every=1000",
+    ]
     limit = next(cpu if smoke else gpu for name, gpu, cpu in PARTS if name == "gqa_val")
     found, ok, longest = [], True, 0.0
     for run in ("non_verifiable", "sharded module", "joint"):
@@ -214,8 +335,10 @@ def part_gqa_val(out: Path, device: str, smoke: bool) -> dict:
             found.append(f"{run}: not run (time)")
             continue
         task_mix = "non_verifiable" if run == "sharded module" else run
-        cfg = load_run_config(ROOT / "sweeps/runs/tiny.yaml",
-                              [*size, *every, f"task_mix={task_mix}", f"output_dir={out / 'gqa_val' / run.split()[0]}"])
+        cfg = load_run_config(
+            ROOT / "sweeps/runs/tiny.yaml",
+            [*size, *every, f"task_mix={task_mix}", f"output_dir={out / 'gqa_val' / run.split()[0]}"],
+        )
         started, crashes.lines = time.perf_counter(), []
         try:
             if run == "sharded module":
@@ -243,6 +366,7 @@ def sample_through_sharded_policy(cfg, policy_path: str) -> int:
     from harness.models import load_policy
     from harness.rollout import HFGenerator, SamplingParams
     from harness.train.trainer import prompt_pools
+
     dist = distributed.setup(cfg)
     try:
         policy, tokenizer = load_policy(policy_path, cfg.model.param_dtype, "cpu")
@@ -252,8 +376,13 @@ def sample_through_sharded_policy(cfg, policy_path: str) -> int:
         _, pools, _ = prompt_pools(cfg, policy_path)
         prompts = [chat_prompt(tokenizer, r["prompt"]) for records in pools.values() for r in records]
         sampler = HFGenerator(policy, tokenizer, batch_size=cfg.rollout.batch_size, copy_model=False)
-        params = SamplingParams(n=1, temperature=cfg.validation.temperature, top_p=cfg.validation.top_p,
-                                max_new_tokens=cfg.train.max_new_tokens, seed=cfg.seed)
+        params = SamplingParams(
+            n=1,
+            temperature=cfg.validation.temperature,
+            top_p=cfg.validation.top_p,
+            max_new_tokens=cfg.train.max_new_tokens,
+            seed=cfg.seed,
+        )
         return sum(len(group) for group in sampler.generate(prompts, params))
     finally:
         dist.close()
@@ -274,13 +403,14 @@ def part_decode(out: Path, device: str, smoke: bool) -> dict:
     """Per-token decode step of an 8B-shaped model, batch 64, after a prefill of 512 or 2048 tokens."""
     import torch
     from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+
     shape = {**shapes(smoke)["decode"], "vocab_size": shapes(smoke)["decode"]["vocab_size"] or 512}
     config = LlamaConfig(**shape, tie_word_embeddings=False)
     with torch.device(device):
         model = LlamaForCausalLM(config).to(torch.bfloat16).eval()
     batch, steps = (4, 3) if smoke else (64, 16)
     found = {}
-    for context in ((16, 32) if smoke else (512, 2048)):
+    for context in (16, 32) if smoke else (512, 2048):
         for sync in (True, False):
             ids = torch.randint(0, shape["vocab_size"], (batch, context), device=device)
             cache = DynamicCache()
@@ -302,8 +432,15 @@ def part_decode(out: Path, device: str, smoke: bool) -> dict:
     return {"ok": True, "result": ", ".join(f"{k} {v}" for k, v in found.items()), **found}
 
 
-PART_FUNCTIONS = {"logprob": part_logprob, "gqa_val": part_gqa_val, "resume": part_resume, "fsdp1": part_fsdp1,
-                  "lora": part_lora, "ckpt": part_ckpt, "decode": part_decode}
+PART_FUNCTIONS = {
+    "logprob": part_logprob,
+    "gqa_val": part_gqa_val,
+    "resume": part_resume,
+    "fsdp1": part_fsdp1,
+    "lora": part_lora,
+    "ckpt": part_ckpt,
+    "decode": part_decode,
+}
 
 
 def run_part(name: str, out: Path, smoke: bool) -> int:
@@ -332,10 +469,19 @@ def run_all(parts: list[str], out: Path, smoke: bool) -> int:
         command = [sys.executable, str(Path(__file__).resolve()), "--part", name, "--out", str(out)]
         with open(out / f"{name}.log", "w") as log:
             try:
-                subprocess.run(command + (["--cpu-smoke"] if smoke else []), stdout=log, stderr=subprocess.STDOUT,
-                               timeout=limit, env=env, cwd=ROOT)
-                found = json.loads((out / f"{name}.json").read_text()) if (out / f"{name}.json").is_file() else \
-                    {"status": "CRASHED", "result": f"no result; see {name}.log"}
+                subprocess.run(
+                    command + (["--cpu-smoke"] if smoke else []),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    timeout=limit,
+                    env=env,
+                    cwd=ROOT,
+                )
+                found = (
+                    json.loads((out / f"{name}.json").read_text())
+                    if (out / f"{name}.json").is_file()
+                    else {"status": "CRASHED", "result": f"no result; see {name}.log"}
+                )
             except subprocess.TimeoutExpired:
                 found = {"status": "TIMEOUT", "result": f"over its {limit} s limit; see {name}.log"}
         rows.append((name, found["status"], time.perf_counter() - started, found["result"]))
@@ -365,6 +511,7 @@ def main() -> int:
         parser.error(f"unknown part(s) {unknown}; the parts are {', '.join(PART_FUNCTIONS)}")
     if not args.cpu_smoke:
         import torch
+
         if not torch.cuda.is_available():
             parser.error("no CUDA device here; run with --cpu-smoke to check the script on the CPU")
         print("device:", torch.cuda.get_device_name(0), "torch", torch.__version__, flush=True)

@@ -35,18 +35,22 @@ def main() -> None:
     torch.set_num_threads(args.threads)  # before the engine: in-process vLLM freezes the count
     if args.policy is None:
         from harness.tiny import ensure_tiny_assets
+
         args.policy = str(ensure_tiny_assets().policy_dir)
     cfg = load_run_config(None)
     model, tokenizer = load_policy(args.policy)
-    records = task_pools("verifiable", cfg.data, "validation")["verifiable"][:args.prompts]
+    records = task_pools("verifiable", cfg.data, "validation")["verifiable"][: args.prompts]
     prompts = [chat_prompt(tokenizer, r["prompt"]) for r in records]
-    generators = {"hf": make_generator("hf", model, tokenizer),
-                  "vllm": make_generator("vllm", args.policy, tokenizer, dtype="float32", cpu_kv_cache_gib=0.5)}
+    generators = {
+        "hf": make_generator("hf", model, tokenizer),
+        "vllm": make_generator("vllm", args.policy, tokenizer, dtype="float32", cpu_kv_cache_gib=0.5),
+    }
     rates: dict[str, list[float]] = {name: [] for name in generators}
     for round_index in range(args.rounds + 1):
         for name, generator in generators.items():
-            params = SamplingParams(n=args.samples, temperature=1.0, max_new_tokens=args.max_new_tokens,
-                                    seed=round_index)
+            params = SamplingParams(
+                n=args.samples, temperature=1.0, max_new_tokens=args.max_new_tokens, seed=round_index
+            )
             started = time.perf_counter()
             groups = generator.generate(prompts, params)
             seconds = time.perf_counter() - started
@@ -57,9 +61,18 @@ def main() -> None:
             rates[name].append(tokens / seconds)
             print(f"round {round_index} {name}: {tokens} tokens in {seconds:.2f} s = {tokens / seconds:,.0f} tokens/s")
     medians = {name: statistics.median(values) for name, values in rates.items()}
-    print(json.dumps({"prompts": args.prompts, "samples": args.samples, "max_new_tokens": args.max_new_tokens,
-                      "threads": args.threads, "tokens_per_s": {k: round(v) for k, v in medians.items()},
-                      "vllm_over_hf": round(medians["vllm"] / medians["hf"], 3)}))
+    print(
+        json.dumps(
+            {
+                "prompts": args.prompts,
+                "samples": args.samples,
+                "max_new_tokens": args.max_new_tokens,
+                "threads": args.threads,
+                "tokens_per_s": {k: round(v) for k, v in medians.items()},
+                "vllm_over_hf": round(medians["vllm"] / medians["hf"], 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -39,48 +39,55 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(assets.policy_dir)
     policy = AutoModelForCausalLM.from_pretrained(assets.policy_dir).eval()
     reward_model = AutoModelForSequenceClassification.from_pretrained(assets.reward_model_dir).eval()
-    math_records = read_jsonl(assets.data_dir / "math" / "validation.jsonl")[:args.problems]
+    math_records = read_jsonl(assets.data_dir / "math" / "validation.jsonl")[: args.problems]
     chat_records = read_jsonl(assets.data_dir / "chat" / "validation.jsonl")
 
     summary = assets.summary
     print(f"tiny assets {assets.recipe_hash} at {assets.root}")
-    print(f"policy params {summary['policy']['params']:,}; reward model params "
-          f"{summary['reward_model']['params']:,}; bf16 autocast {summary.get('bf16_autocast')}")
+    print(
+        f"policy params {summary['policy']['params']:,}; reward model params "
+        f"{summary['reward_model']['params']:,}; bf16 autocast {summary.get('bf16_autocast')}"
+    )
     for name, timing in summary["timings"].items():
         print(f"build phase {name:13s} wall {timing['wall_s']:7.1f}s  cpu {timing['cpu_s']:7.1f}s")
     print(f"build total wall {summary['total_wall_s']:.1f}s")
 
-    print(f"\nseed math accuracy on {len(math_records)} validation problems "
-          f"(one sample each, seeds {args.seeds}):")
+    print(f"\nseed math accuracy on {len(math_records)} validation problems (one sample each, seeds {args.seeds}):")
     for label, temperature, top_p in SETTINGS:
         seeds = args.seeds if temperature > 0 else args.seeds[:1]
         started = time.perf_counter()
-        runs = [sample_math_accuracy(policy, tokenizer, math_records, temperature, top_p=top_p,
-                                     seed=seed) for seed in seeds]
+        runs = [
+            sample_math_accuracy(policy, tokenizer, math_records, temperature, top_p=top_p, seed=seed) for seed in seeds
+        ]
         accuracy = statistics.mean(run["accuracy"] for run in runs)
         # binomial SE of the mean over len(seeds) * problems samples
         se = (accuracy * (1 - accuracy) / (len(seeds) * len(math_records))) ** 0.5
-        print(f"  {label:16s} accuracy {accuracy:.3f} +- {se:.3f}  boxed "
-              f"{statistics.mean(r['well_formed'] for r in runs):.3f}  mean tokens "
-              f"{statistics.mean(r['mean_response_tokens'] for r in runs):.1f}  "
-              f"({time.perf_counter() - started:.1f}s)")
+        print(
+            f"  {label:16s} accuracy {accuracy:.3f} +- {se:.3f}  boxed "
+            f"{statistics.mean(r['well_formed'] for r in runs):.3f}  mean tokens "
+            f"{statistics.mean(r['mean_response_tokens'] for r in runs):.1f}  "
+            f"({time.perf_counter() - started:.1f}s)"
+        )
 
     prompts = [r["prompt"] for r in chat_records]
     print(f"\nseed chat on {len(prompts)} validation prompts:")
     for label, temperature, top_p in SETTINGS:
-        texts, lengths = sample_responses(policy, tokenizer, prompts, temperature, top_p=top_p,
-                                          seed=args.seeds[0])
+        texts, lengths = sample_responses(policy, tokenizer, prompts, temperature, top_p=top_p, seed=args.seeds[0])
         scores = score_responses(reward_model, tokenizer, prompts, texts)
-        print(f"  {label:16s} hidden quality "
-              f"{statistics.mean(quality(r, t) for r, t in zip(chat_records, texts)):.3f}  "
-              f"RM score {statistics.mean(scores):+.2f}  mean tokens {statistics.mean(lengths):.1f}")
+        print(
+            f"  {label:16s} hidden quality "
+            f"{statistics.mean(quality(r, t) for r, t in zip(chat_records, texts)):.3f}  "
+            f"RM score {statistics.mean(scores):+.2f}  mean tokens {statistics.mean(lengths):.1f}"
+        )
 
     rm = summary["reward_model"]
-    print(f"\nreward model on {rm['heldout_pairs']} held-out pairs: accuracy "
-          f"{rm['heldout_pair_accuracy']:.3f} (vs utility), {rm['correct_vs_wrong_accuracy']:.3f} "
-          f"(quality gap >= 0.5); length bias: filler suffix {rm['filler_suffix_delta']:+.2f}, "
-          f"extra list item {rm['extra_item_delta']:+.2f} (reference score mean "
-          f"{rm['reference_score_mean']:+.2f})")
+    print(
+        f"\nreward model on {rm['heldout_pairs']} held-out pairs: accuracy "
+        f"{rm['heldout_pair_accuracy']:.3f} (vs utility), {rm['correct_vs_wrong_accuracy']:.3f} "
+        f"(quality gap >= 0.5); length bias: filler suffix {rm['filler_suffix_delta']:+.2f}, "
+        f"extra list item {rm['extra_item_delta']:+.2f} (reference score mean "
+        f"{rm['reference_score_mean']:+.2f})"
+    )
     print("\nDONE.json seed_eval: " + json.dumps(summary["seed_eval"]))
 
 

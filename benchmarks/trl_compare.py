@@ -24,14 +24,21 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ALL_SIDES = ["harness_grpo", "trl_grpo", "floor", "harness_dpo_trl_shape", "trl_online_dpo", "harness_dpo",
-             "sampler", "generate"]
+ALL_SIDES = [
+    "harness_grpo",
+    "trl_grpo",
+    "floor",
+    "harness_dpo_trl_shape",
+    "trl_online_dpo",
+    "harness_dpo",
+    "sampler",
+    "generate",
+]
 PAIRS = [  # (label, numerator, denominator)
     ("GRPO: harness / TRL GRPOTrainer", "harness_grpo", "trl_grpo"),
     ("GRPO: harness / bare floor", "harness_grpo", "floor"),
     ("GRPO: TRL GRPOTrainer / bare floor", "trl_grpo", "floor"),
-    ("online DPO, equal volume (128 trained): harness / OnlineDPOTrainer", "harness_dpo_trl_shape",
-     "trl_online_dpo"),
+    ("online DPO, equal volume (128 trained): harness / OnlineDPOTrainer", "harness_dpo_trl_shape", "trl_online_dpo"),
     ("online DPO, defaults: harness / OnlineDPOTrainer", "harness_dpo", "trl_online_dpo"),
     ("generation 16x8: harness sampler / model.generate", "sampler", "generate"),
 ]
@@ -81,17 +88,31 @@ def run_side(side: str, steps: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     with tempfile.TemporaryDirectory(prefix="trl-compare-") as tmp:
         out = Path(tmp) / "result.json"
-        subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", side, "--steps", str(steps),
-                        "--result", str(out)], check=True, env=env)
+        subprocess.run(
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--child",
+                side,
+                "--steps",
+                str(steps),
+                "--result",
+                str(out),
+            ],
+            check=True,
+            env=env,
+        )
         return json.loads(out.read_text())
 
 
 def child(side: str, steps: int, result: str) -> None:
     import torch
+
     torch.set_num_threads(1)
     sys.path.insert(0, str(HERE.parent))
     sys.path.insert(0, str(HERE))
     from trl_compare_sides import SIDES
+
     Path(result).write_text(json.dumps(SIDES[side](steps)))
 
 
@@ -104,6 +125,7 @@ def cpu_name() -> str:
     except OSError:
         pass
     import platform
+
     return platform.processor() or "unknown CPU"
 
 
@@ -121,16 +143,24 @@ def summarise(results: dict[str, list[dict]], skip: int) -> list[str]:
         lines.append(f"  {side:<24}{steps} s   {tokens:7.0f} tokens/step  {trained:5.1f} trained seqs/step")
         phases = runs[0].get("phases")
         if phases:
-            lines.append(" " * 26 + "phases (rep 1): " + ", ".join(
-                f"{name} {median_steps(v, skip):.3f}" for name, v in phases.items() if v))
+            lines.append(
+                " " * 26
+                + "phases (rep 1): "
+                + ", ".join(f"{name} {median_steps(v, skip):.3f}" for name, v in phases.items() if v)
+            )
     lines.append("")
     lines.append("ratios per repetition (numerator / denominator step median; < 1 = numerator faster):")
     for label, a, b in PAIRS:
         if a in results and b in results:
-            ratios = [median_steps(ra["step_s"], skip) / median_steps(rb["step_s"], skip)
-                      for ra, rb in zip(results[a], results[b])]
-            lines.append(f"  {label:<70}" + " / ".join(f"{r:.2f}x" for r in ratios)
-                         + f"   median {statistics.median(ratios):.2f}x")
+            ratios = [
+                median_steps(ra["step_s"], skip) / median_steps(rb["step_s"], skip)
+                for ra, rb in zip(results[a], results[b])
+            ]
+            lines.append(
+                f"  {label:<70}"
+                + " / ".join(f"{r:.2f}x" for r in ratios)
+                + f"   median {statistics.median(ratios):.2f}x"
+            )
     return lines
 
 
@@ -141,8 +171,10 @@ def markdown_table(results: dict[str, list[dict]], skip: int) -> list[str]:
             ma = [median_steps(r["step_s"], skip) for r in results[a]]
             mb = [median_steps(r["step_s"], skip) for r in results[b]]
             ratios = [x / y for x, y in zip(ma, mb)]
-            lines.append(f"| {label} | {' / '.join(f'{x:.2f}' for x in ma)} | {' / '.join(f'{y:.2f}' for y in mb)} "
-                         f"| {' / '.join(f'{r:.2f}' for r in ratios)} (median {statistics.median(ratios):.2f}x) |")
+            lines.append(
+                f"| {label} | {' / '.join(f'{x:.2f}' for x in ma)} | {' / '.join(f'{y:.2f}' for y in mb)} "
+                f"| {' / '.join(f'{r:.2f}' for r in ratios)} (median {statistics.median(ratios):.2f}x) |"
+            )
     return lines
 
 
@@ -163,15 +195,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--steps ({args.steps}) must exceed --skip ({args.skip})")
     import torch
     import transformers
+
     versions = f"torch {torch.__version__}, transformers {transformers.__version__}"
     try:
         import trl
+
         versions += f", trl {trl.__version__}"
     except ImportError:
         if any(side.startswith("trl") for side in args.sides):
             parser.error('TRL is not installed: pip install -e ".[bench]"')
-    print(f"trl_compare: {args.reps} reps x {args.steps} steps, median of steps {args.skip + 1}-{args.steps}; "
-          f"{versions}; 1 CPU thread per side; {cpu_name()}")
+    print(
+        f"trl_compare: {args.reps} reps x {args.steps} steps, median of steps {args.skip + 1}-{args.steps}; "
+        f"{versions}; 1 CPU thread per side; {cpu_name()}"
+    )
     for side in args.sides:
         print(f"  {side}: {DESCRIPTIONS[side]}")
     results: dict[str, list[dict]] = {side: [] for side in args.sides}

@@ -26,13 +26,23 @@ MAX_NEW_TOKENS = 64
 
 def _config(overrides: list[str], steps: int, out: str):
     from harness.config import load_run_config
-    return load_run_config(str(TINY_RUN), [*overrides, f"train.steps={steps}", f"output_dir={out}",
-                                           f"validation.every={steps + 1}", f"checkpoint.every={steps + 1}"])
+
+    return load_run_config(
+        str(TINY_RUN),
+        [
+            *overrides,
+            f"train.steps={steps}",
+            f"output_dir={out}",
+            f"validation.every={steps + 1}",
+            f"checkpoint.every={steps + 1}",
+        ],
+    )
 
 
 def _records(cfg, steps: int, per_step: int) -> list[dict]:
     """The prompts the harness trains on at steps 0..steps-1, in its order."""
     from harness.tasks import build_mixture
+
     mixture = build_mixture(cfg.task_mix, cfg.data, cfg.seed)
     return [record for step in range(steps) for record in mixture.batch(step, per_step)]
 
@@ -53,6 +63,7 @@ class _StepClock:
 
     def __init__(self) -> None:
         from harness.tracking import MemoryTracker
+
         self.memory = MemoryTracker()
         self.run_id = None
         self.stamps: list[float] = []
@@ -72,12 +83,14 @@ class _StepClock:
 def _trl_pairing(rewards: torch.Tensor, rng: torch.Generator):
     """OnlineDPOTrainer's rule on [P, 2] rewards: sample 0 chosen when r0 >= r1, every prompt trained."""
     from harness.algorithms import Pair
+
     return [Pair(p, 0, 1) if float(row[0]) >= float(row[1]) else Pair(p, 1, 0) for p, row in enumerate(rewards)]
 
 
 @contextmanager
 def _pairing(rule):
     import harness.train.trainer as trainer
+
     original = trainer.build_verifiable_pairs
     trainer.build_verifiable_pairs = rule or original
     try:
@@ -89,6 +102,7 @@ def _pairing(rule):
 def run_harness(method: str, steps: int, shape: str = "default") -> dict:
     """`harness.train.trainer.train` on sweeps/runs/tiny.yaml; shape "trl" = OnlineDPOTrainer's batch."""
     from harness.train.trainer import train
+
     overrides = [f"method={method}", f"grpo.kl_coef={GRPO_KL}", f"dpo.beta={DPO_BETA}"]
     rule = None
     if shape == "trl":  # 64 prompts x 2 samples, every prompt's pair trained, fixed reference
@@ -100,10 +114,18 @@ def run_harness(method: str, steps: int, shape: str = "default") -> dict:
         train(cfg, tracker=clock, progress=False)
     series = clock.memory.series
     pairs = [v for _, v in series("train/pairs")]
-    trained = [2 * p for p in pairs] if method == "dpo" else [cfg.train.prompts_per_step * cfg.train.samples_per_prompt] * steps
+    trained = (
+        [2 * p for p in pairs]
+        if method == "dpo"
+        else [cfg.train.prompts_per_step * cfg.train.samples_per_prompt] * steps
+    )
     phases = {p: [v for s, v in series(f"time/{p}_s") if s > 0] for p in ("generate", "score", "train", "sync")}
-    return {"step_s": _diffs(clock.stamps), "tokens": [v for _, v in series("train/generated_tokens")],
-            "trained": trained, "phases": phases}
+    return {
+        "step_s": _diffs(clock.stamps),
+        "tokens": [v for _, v in series("train/generated_tokens")],
+        "trained": trained,
+        "phases": phases,
+    }
 
 
 def _diffs(stamps: list[float]) -> list[float]:
@@ -123,6 +145,7 @@ def run_floor(steps: int) -> dict:
     from harness.train.sequences import pack
     from harness.tiny import ensure_tiny_assets
     from harness.train.trainer import chat_prompt
+
     with tempfile.TemporaryDirectory(prefix="trl-compare-") as out:
         cfg = _config(["method=grpo"], steps, out)
     path = str(ensure_tiny_assets().policy_dir)
@@ -137,7 +160,7 @@ def run_floor(steps: int) -> dict:
     advantages = torch.tensor([1.0, -1.0] * (n * per_step // 2))
     stamps, tokens = [time.perf_counter()], []
     for step in range(steps):
-        prompts = [chat_prompt(tokenizer, r["prompt"]) for r in records[step * per_step:(step + 1) * per_step]]
+        prompts = [chat_prompt(tokenizer, r["prompt"]) for r in records[step * per_step : (step + 1) * per_step]]
         flat = [r for group in sampler.generate(prompts, sampling) for r in group]
         batch = pack(flat, tokenizer.pad_token_id, torch.device("cpu"))
         policy.train()
@@ -169,6 +192,7 @@ def run_generation(steps: int, backend: str) -> dict:
     from harness.rollout import HFGenerator, SamplingParams
     from harness.tiny import ensure_tiny_assets
     from harness.train.trainer import chat_prompt
+
     with tempfile.TemporaryDirectory(prefix="trl-compare-") as out:
         cfg = _config(["method=grpo"], steps, out)
     sampler = HFGenerator(ensure_tiny_assets().policy_dir)
@@ -177,20 +201,33 @@ def run_generation(steps: int, backend: str) -> dict:
     records = _records(cfg, steps, per_step)
     stamps, tokens = [time.perf_counter()], []
     for step in range(steps):
-        prompts = [chat_prompt(tokenizer, r["prompt"]) for r in records[step * per_step:(step + 1) * per_step]]
+        prompts = [chat_prompt(tokenizer, r["prompt"]) for r in records[step * per_step : (step + 1) * per_step]]
         if backend == "sampler":
             groups = sampler.generate(prompts, SamplingParams(n=n, temperature=1.0, max_new_tokens=MAX_NEW_TOKENS))
             tokens.append(sum(r.length for group in groups for r in group))
         else:
-            encoded = tokenizer([p for p in prompts for _ in range(n)], add_special_tokens=False, padding=True,
-                                padding_side="left", return_tensors="pt")
+            encoded = tokenizer(
+                [p for p in prompts for _ in range(n)],
+                add_special_tokens=False,
+                padding=True,
+                padding_side="left",
+                return_tensors="pt",
+            )
             with torch.no_grad():
-                out = model.generate(**encoded, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
-                                     max_new_tokens=MAX_NEW_TOKENS, pad_token_id=tokenizer.pad_token_id,
-                                     eos_token_id=tokenizer.eos_token_id)
-            completions = out[:, encoded["input_ids"].shape[1]:].tolist()
-            tokens.append(sum(_completion_length(ids, tokenizer.eos_token_id, tokenizer.pad_token_id)
-                              for ids in completions))
+                out = model.generate(
+                    **encoded,
+                    do_sample=True,
+                    temperature=1.0,
+                    top_p=1.0,
+                    top_k=0,
+                    max_new_tokens=MAX_NEW_TOKENS,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                )
+            completions = out[:, encoded["input_ids"].shape[1] :].tolist()
+            tokens.append(
+                sum(_completion_length(ids, tokenizer.eos_token_id, tokenizer.pad_token_id) for ids in completions)
+            )
         stamps.append(time.perf_counter())
     return {"step_s": _diffs(stamps), "tokens": tokens, "trained": [0] * steps}
 
@@ -207,6 +244,7 @@ class _TrlSetup:
         from harness.models import load_policy
         from harness.tiny import ensure_tiny_assets
         from harness.train.trainer import build_rewards, chat_prompt
+
         self.cfg = _config(["method=grpo"], steps, out)
         self.model, self.tokenizer = load_policy(str(ensure_tiny_assets().policy_dir))
         self.records = _records(self.cfg, steps, prompts_per_step)
@@ -216,8 +254,12 @@ class _TrlSetup:
         ours = self.tokenizer(chat_prompt(self.tokenizer, self.records[0]["prompt"]), add_special_tokens=False)
         theirs = self.tokenizer.apply_chat_template(first, add_generation_prompt=True, tokenize=True, return_dict=True)
         assert list(ours["input_ids"]) == list(theirs["input_ids"]), "TRL would see different prompt tokens"
-        self.dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": r["prompt"]}], "record_index": i}
-                                          for i, r in enumerate(self.records)])
+        self.dataset = Dataset.from_list(
+            [
+                {"prompt": [{"role": "user", "content": r["prompt"]}], "record_index": i}
+                for i, r in enumerate(self.records)
+            ]
+        )
 
     def reward(self, prompts, completions, record_index, completion_ids=None, **_):
         texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
@@ -226,11 +268,28 @@ class _TrlSetup:
         return self.rewards.score([self.records[i] for i in record_index], texts).rewards
 
     def common_args(self, out: str, steps: int) -> dict:
-        return dict(output_dir=out, max_steps=steps, learning_rate=self.cfg.train.lr, lr_scheduler_type="constant",
-                    warmup_steps=0, weight_decay=0.0, adam_epsilon=1e-8, optim="adamw_torch", logging_steps=1,
-                    report_to="none", save_strategy="no", disable_tqdm=True, use_cpu=True, seed=self.cfg.seed,
-                    dataloader_num_workers=0, gradient_accumulation_steps=1,
-                    gradient_checkpointing=False, temperature=1.0, top_p=1.0, top_k=0)
+        return dict(
+            output_dir=out,
+            max_steps=steps,
+            learning_rate=self.cfg.train.lr,
+            lr_scheduler_type="constant",
+            warmup_steps=0,
+            weight_decay=0.0,
+            adam_epsilon=1e-8,
+            optim="adamw_torch",
+            logging_steps=1,
+            report_to="none",
+            save_strategy="no",
+            disable_tqdm=True,
+            use_cpu=True,
+            seed=self.cfg.seed,
+            dataloader_num_workers=0,
+            gradient_accumulation_steps=1,
+            gradient_checkpointing=False,
+            temperature=1.0,
+            top_p=1.0,
+            top_k=0,
+        )
 
 
 def _step_clock():
@@ -254,16 +313,33 @@ def run_trl_grpo(steps: int) -> dict:
     sums averaged over sequences (`dr_grpo` divides that by 64 = max_completion_length, so the
     clip norm is 1/64 of the harness's 1.0: the same update), no std scaling, one optimizer step."""
     from trl import GRPOConfig, GRPOTrainer
+
     with tempfile.TemporaryDirectory(prefix="trl-compare-") as out:
         setup = _TrlSetup(steps, 16, out)
         n = setup.cfg.train.samples_per_prompt
-        args = GRPOConfig(**setup.common_args(out, steps), per_device_train_batch_size=16 * n, num_generations=n,
-                          max_completion_length=MAX_NEW_TOKENS, beta=GRPO_KL, loss_type="dr_grpo",
-                          scale_rewards="none", num_iterations=1, max_grad_norm=setup.cfg.train.grad_clip / MAX_NEW_TOKENS,
-                          shuffle_dataset=False, log_completions=False, mask_truncated_completions=False)
+        args = GRPOConfig(
+            **setup.common_args(out, steps),
+            per_device_train_batch_size=16 * n,
+            num_generations=n,
+            max_completion_length=MAX_NEW_TOKENS,
+            beta=GRPO_KL,
+            loss_type="dr_grpo",
+            scale_rewards="none",
+            num_iterations=1,
+            max_grad_norm=setup.cfg.train.grad_clip / MAX_NEW_TOKENS,
+            shuffle_dataset=False,
+            log_completions=False,
+            mask_truncated_completions=False,
+        )
         clock = _step_clock()
-        trainer = GRPOTrainer(model=setup.model, reward_funcs=[setup.reward], args=args,
-                              train_dataset=setup.dataset, processing_class=setup.tokenizer, callbacks=[clock])
+        trainer = GRPOTrainer(
+            model=setup.model,
+            reward_funcs=[setup.reward],
+            args=args,
+            train_dataset=setup.dataset,
+            processing_class=setup.tokenizer,
+            callbacks=[clock],
+        )
         try:
             trainer.train()
         finally:
@@ -283,12 +359,23 @@ def run_trl_online_dpo(steps: int, prompts_per_step: int = 64) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="trl-compare-") as out:
         setup = _TrlSetup(steps, prompts_per_step, out)
-        args = OnlineDPOConfig(**setup.common_args(out, steps), per_device_train_batch_size=prompts_per_step,
-                               max_new_tokens=MAX_NEW_TOKENS, beta=[DPO_BETA], loss_type="sigmoid",
-                               max_grad_norm=setup.cfg.train.grad_clip)
+        args = OnlineDPOConfig(
+            **setup.common_args(out, steps),
+            per_device_train_batch_size=prompts_per_step,
+            max_new_tokens=MAX_NEW_TOKENS,
+            beta=[DPO_BETA],
+            loss_type="sigmoid",
+            max_grad_norm=setup.cfg.train.grad_clip,
+        )
         clock = _step_clock()
-        trainer = InOrder(model=setup.model, reward_funcs=[setup.reward], args=args, train_dataset=setup.dataset,
-                          processing_class=setup.tokenizer, callbacks=[clock])
+        trainer = InOrder(
+            model=setup.model,
+            reward_funcs=[setup.reward],
+            args=args,
+            train_dataset=setup.dataset,
+            processing_class=setup.tokenizer,
+            callbacks=[clock],
+        )
         try:
             trainer.train()
         finally:

@@ -51,6 +51,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 # -- cached MLflow access (data.py stays free of Streamlit) ----------------------------------
 
+
 @st.cache_resource(ttl=300, show_spinner=False)
 def client_for(uri: str):
     return data.connect(uri)
@@ -89,7 +90,9 @@ def cached_generations(uri: str, run_id: str, suite: str, prefix: str):
 def context(uri: str, ui_url: str, runs) -> SimpleNamespace:
     """What the views get: the filtered runs and loaders bound to this tracking URI."""
     return SimpleNamespace(
-        uri=uri, ui_url=ui_url, runs=runs,
+        uri=uri,
+        ui_url=ui_url,
+        runs=runs,
         histories=lambda run_ids, keys: cached_histories(uri, tuple(run_ids), tuple(keys)),
         params=lambda run_ids: cached_params(uri, tuple(run_ids)),
         suites=lambda run_id, prefix="eval": cached_suites(uri, run_id, prefix),
@@ -99,15 +102,19 @@ def context(uri: str, ui_url: str, runs) -> SimpleNamespace:
 
 # -- sidebar ---------------------------------------------------------------------------------
 
+
 def sidebar_settings(args: argparse.Namespace) -> tuple[str, str, str]:
     side = st.sidebar
     side.title("RL bridge leaderboard")
     view = side.radio("View", list(VIEWS), key="view")
-    uri = side.text_input("MLflow tracking URI", value=args.tracking_uri or data.default_tracking_uri(),
-                          key="tracking_uri").strip()
-    ui_url = side.text_input("MLflow UI URL (links, for sqlite/file stores)",
-                             value=args.mlflow_ui_url or os.environ.get("MLFLOW_UI_URL", data.DEFAULT_UI_URL),
-                             key="ui_url").strip()
+    uri = side.text_input(
+        "MLflow tracking URI", value=args.tracking_uri or data.default_tracking_uri(), key="tracking_uri"
+    ).strip()
+    ui_url = side.text_input(
+        "MLflow UI URL (links, for sqlite/file stores)",
+        value=args.mlflow_ui_url or os.environ.get("MLFLOW_UI_URL", data.DEFAULT_UI_URL),
+        key="ui_url",
+    ).strip()
     if side.button("Refresh", help=f"MLflow answers are cached for {TTL_S} s"):
         st.cache_data.clear()
         st.cache_resource.clear()
@@ -142,8 +149,10 @@ def main() -> None:
         st.warning(f"{exc}\n\nChange the tracking URI in the sidebar, then press Refresh.")
         return
     if sweeps.empty:
-        st.info(f"No runs in the tracking store {uri} yet. Start a sweep (`harness sweep SWEEP.yaml`) or a "
-                "run (`harness train CONFIG.yaml`) that logs here, then press Refresh.")
+        st.info(
+            f"No runs in the tracking store {uri} yet. Start a sweep (`harness sweep SWEEP.yaml`) or a "
+            "run (`harness train CONFIG.yaml`) that logs here, then press Refresh."
+        )
         return
     runs, filtered = filter_runs(sweeps, uri)
     if runs.empty:

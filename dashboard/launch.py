@@ -25,9 +25,15 @@ APP_PATH = Path(__file__).resolve().parent / "app.py"
 DEFAULT_ADDRESS = "127.0.0.1"
 
 
-def build_streamlit_command(tracking_uri: str | None, port: int = 8501, *, headless: bool = True,
-                            mlflow_ui_url: str | None = None, address: str = DEFAULT_ADDRESS,
-                            extra_options: dict[str, str] | None = None) -> list[str]:
+def build_streamlit_command(
+    tracking_uri: str | None,
+    port: int = 8501,
+    *,
+    headless: bool = True,
+    mlflow_ui_url: str | None = None,
+    address: str = DEFAULT_ADDRESS,
+    extra_options: dict[str, str] | None = None,
+) -> list[str]:
     """`python -m streamlit run dashboard/app.py --server.port P ... -- --tracking-uri URI`.
 
     tracking_uri None leaves the choice to the app (MLFLOW_TRACKING_URI, else ./mlflow.db). headless
@@ -35,11 +41,21 @@ def build_streamlit_command(tracking_uri: str | None, port: int = 8501, *, headl
     address is the interface to listen on (loopback by default; "0.0.0.0" for every interface).
     extra_options are more Streamlit config flags, e.g. {"client.toolbarMode": "viewer"}.
     """
-    command = [sys.executable, "-m", "streamlit", "run", str(APP_PATH),
-               "--server.port", str(int(port)),
-               "--server.headless", "true" if headless else "false",
-               "--browser.gatherUsageStats", "false",
-               "--server.address", address]
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP_PATH),
+        "--server.port",
+        str(int(port)),
+        "--server.headless",
+        "true" if headless else "false",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.address",
+        address,
+    ]
     for name, value in (extra_options or {}).items():
         command += [f"--{name}", str(value)]
     app_args = []
@@ -57,8 +73,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mlflow-ui-url", default=None)
     parser.add_argument("--address", default=DEFAULT_ADDRESS)
     args = parser.parse_args(argv)
-    command = build_streamlit_command(args.tracking_uri, args.port, mlflow_ui_url=args.mlflow_ui_url,
-                                      address=args.address)
+    command = build_streamlit_command(
+        args.tracking_uri, args.port, mlflow_ui_url=args.mlflow_ui_url, address=args.address
+    )
     os.execv(command[0], command)
 
 

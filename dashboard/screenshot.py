@@ -30,11 +30,22 @@ from dashboard.launch import build_streamlit_command
 from results.errors import AssetMissingError, HarnessError
 
 CHROMIUM = os.environ.get("HARNESS_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 VIEW_READY = {  # what shows that a view has drawn (data-testid of Streamlit elements)
-    "Leaderboard": "stDataFrame", "Paper tables": "stDataFrame", "Grid": "stVegaLiteChart",
-    "Curves": "stVegaLiteChart", "Compare": "stDataFrame", "Samples": "stCode",
+    "Leaderboard": "stDataFrame",
+    "Paper tables": "stDataFrame",
+    "Grid": "stVegaLiteChart",
+    "Curves": "stVegaLiteChart",
+    "Compare": "stDataFrame",
+    "Samples": "stCode",
 }
 
 
@@ -48,8 +59,10 @@ def wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout_s: floa
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise HarnessError(f"streamlit exited with status {process.returncode} before serving; "
-                               f"its log ({log}):\n{log.read_text()[-2000:]}")
+            raise HarnessError(
+                f"streamlit exited with status {process.returncode} before serving; "
+                f"its log ({log}):\n{log.read_text()[-2000:]}"
+            )
         try:
             with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
                 if answer.status == 200:
@@ -64,8 +77,9 @@ def wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout_s: floa
 def serve_app(tracking_uri: str, port: int | None = None, timeout_s: float = 60) -> Iterator[str]:
     """Run the dashboard as a real `streamlit run` subprocess; yields its base URL."""
     port = port or free_port()
-    command = build_streamlit_command(tracking_uri, port, headless=True, address="127.0.0.1",
-                                      extra_options={"client.toolbarMode": "viewer"})
+    command = build_streamlit_command(
+        tracking_uri, port, headless=True, address="127.0.0.1", extra_options={"client.toolbarMode": "viewer"}
+    )
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "streamlit.log"
         with open(log, "wb") as sink:
@@ -89,11 +103,14 @@ def open_browser(width: int = 1600, height: int = 1000) -> Iterator:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        raise AssetMissingError("dashboard.screenshot needs the playwright Python package: "
-                                "`pip install playwright` (no `playwright install` needed).") from None
+        raise AssetMissingError(
+            "dashboard.screenshot needs the playwright Python package: "
+            "`pip install playwright` (no `playwright install` needed)."
+        ) from None
     if not Path(CHROMIUM).exists() and not shutil.which(CHROMIUM):
-        raise AssetMissingError(f"No chromium at {CHROMIUM}: `apt-get install -y chromium`, or point "
-                                "HARNESS_CHROMIUM at a chromium binary.")
+        raise AssetMissingError(
+            f"No chromium at {CHROMIUM}: `apt-get install -y chromium`, or point HARNESS_CHROMIUM at a chromium binary."
+        )
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
@@ -114,8 +131,9 @@ def wait_for_runs(page, expected: int | None = None, timeout_s: float = 60) -> s
 
 def settle(page, timeout_s: float = 30) -> None:
     """Wait until Streamlit has finished its rerun and charts have drawn."""
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
-                           timeout=timeout_s * 1000)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout_s * 1000
+    )
     page.wait_for_timeout(1200)  # vega and the data grid animate in after the rerun ends
 
 
@@ -130,8 +148,16 @@ def goto_view(page, view: str, timeout_s: float = 60) -> None:
     settle(page, timeout_s)
 
 
-def take_screenshot(tracking_uri: str, out: str | Path, view: str = "Leaderboard", *, expected_runs: int | None = None,
-                    width: int = 1600, height: int = 1000, timeout_s: float = 90) -> Path:
+def take_screenshot(
+    tracking_uri: str,
+    out: str | Path,
+    view: str = "Leaderboard",
+    *,
+    expected_runs: int | None = None,
+    width: int = 1600,
+    height: int = 1000,
+    timeout_s: float = 90,
+) -> Path:
     """Serve the app against tracking_uri, open `view` and save a full-page PNG at out."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -156,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=1000)
     args = parser.parse_args(argv)
     try:
-        path = take_screenshot(args.tracking_uri, args.out, args.view, expected_runs=args.expect_runs,
-                               width=args.width, height=args.height)
+        path = take_screenshot(
+            args.tracking_uri, args.out, args.view, expected_runs=args.expect_runs, width=args.width, height=args.height
+        )
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -37,8 +37,10 @@ from harness.errors import DataError
 
 log = logging.getLogger(__name__)
 
-ARENA_PROTOCOL = ("one answer per question at T=0.6, top-p 0.9; judged in both orders; v0.1: Bradley-Terry win "
-                  "rate vs the baseline, 100-round bootstrap 95% CI; v2.0: per-category bootstrap mean, 90% CI")
+ARENA_PROTOCOL = (
+    "one answer per question at T=0.6, top-p 0.9; judged in both orders; v0.1: Bradley-Terry win "
+    "rate vs the baseline, 100-round bootstrap 95% CI; v2.0: per-category bootstrap mean, 90% CI"
+)
 
 
 def arena_question(record: dict, index: int) -> tuple[str, str, str | None]:
@@ -48,8 +50,15 @@ def arena_question(record: dict, index: int) -> tuple[str, str, str | None]:
         prompt = record["prompt"]
     elif "turns" in record:
         turns = record["turns"]
-        if not (isinstance(turns, list) and turns and isinstance(turns[0], dict) and isinstance(turns[0].get("content"), str)):
-            raise DataError(f"{where}: key 'turns' is {turns!r:.100}; expected a list of {{\"content\": \"...\"}} (v0.1).")
+        if not (
+            isinstance(turns, list)
+            and turns
+            and isinstance(turns[0], dict)
+            and isinstance(turns[0].get("content"), str)
+        ):
+            raise DataError(
+                f'{where}: key \'turns\' is {turns!r:.100}; expected a list of {{"content": "..."}} (v0.1).'
+            )
         prompt = turns[0]["content"]  # arena-hard judges the first turn
     else:
         raise DataError(f"{where}: has neither 'prompt' (v2.0 format) nor 'turns' (v0.1 format).")
@@ -77,7 +86,9 @@ def read_answer_file(path: str | Path) -> AnswerFile:
     for where, row in read_json_records(path):
         where = f"{path}, {where}"
         if not isinstance(row, dict):
-            raise DataError(f"{where}: expected a JSON object (arena-hard-auto model answer), got {type(row).__name__}.")
+            raise DataError(
+                f"{where}: expected a JSON object (arena-hard-auto model answer), got {type(row).__name__}."
+            )
         qid = row.get("uid", row.get("question_id"))
         if qid is None:
             raise DataError(f"{where}: answer has neither 'uid' (v2.0) nor 'question_id' (v0.1).")
@@ -100,8 +111,10 @@ def _answer_text(row: dict, where: str) -> str:
             content = content.get("answer")
         if isinstance(content, str):
             return content
-        raise DataError(f"{where}: key 'messages' has no final assistant content string "
-                        f"(expected messages[-1].content.answer or messages[-1].content).")
+        raise DataError(
+            f"{where}: key 'messages' has no final assistant content string "
+            f"(expected messages[-1].content.answer or messages[-1].content)."
+        )
     if "choices" in row:  # v0.1
         try:
             content = row["choices"][0]["turns"][0]["content"]
@@ -123,7 +136,8 @@ def _baseline_answer_paths(config: dict) -> list[Path]:
             "baseline_answers=PATH) to arena-hard-auto's data/arena-hard-v0.1/model_answer/gpt-4-0314.jsonl "
             "(v0.1) or data/arena-hard-v2.0/model_answer/o3-mini-2025-01-31.jsonl (v2.0), from "
             "github.com/lmarena/arena-hard-auto or the hub data set lmarena-ai/arena-hard-auto; v2.0's "
-            "creative_writing questions use gemini-2.0-flash-001's answers, so pass both files as a list.")
+            "creative_writing questions use gemini-2.0-flash-001's answers, so pass both files as a list."
+        )
     return [Path(p) for p in paths]
 
 
@@ -136,19 +150,27 @@ def load_all_baseline_answers(paths: list[Path]) -> dict[str, str]:
 
 
 def arena_version(records: list[dict]) -> str:
-    """"v2.0" when every question has a `prompt` string (v2.0's format), "v0.1" when none has."""
+    """ "v2.0" when every question has a `prompt` string (v2.0's format), "v0.1" when none has."""
     v2 = [isinstance(record.get("prompt"), str) for record in records]
     if all(v2):
         return "v2.0"
     if not any(v2):
         return "v0.1"
     other = v2.index(not v2[0])
-    raise DataError(f"arena_hard question record {other} (id {records[other].get('uid')!r}) is in "
-                    f"{'v2.0' if v2[other] else 'v0.1'} format but record 0 is not; one question file holds one version.")
+    raise DataError(
+        f"arena_hard question record {other} (id {records[other].get('uid')!r}) is in "
+        f"{'v2.0' if v2[other] else 'v0.1'} format but record 0 is not; one question file holds one version."
+    )
 
 
-def score_arena_outputs(suite: Suite, records: list[dict], outputs: list[list[str]], options: EvalOptions,
-                        *, token_counts: list[list[int]] | None = None) -> tuple[dict, list[dict]]:
+def score_arena_outputs(
+    suite: Suite,
+    records: list[dict],
+    outputs: list[list[str]],
+    options: EvalOptions,
+    *,
+    token_counts: list[list[int]] | None = None,
+) -> tuple[dict, list[dict]]:
     config = judge_config(options)
     questions = [arena_question(record, i) for i, record in enumerate(records)]
     version = arena_version(records)
@@ -157,8 +179,10 @@ def score_arena_outputs(suite: Suite, records: list[dict], outputs: list[list[st
     merged = {qid: text for f in files for qid, text in f.answers.items()}
     missing = [qid for qid, _, _ in questions if qid not in merged]
     if missing:
-        raise DataError(f"{', '.join(map(str, answer_paths))}: no baseline answer for question {missing[0]!r} "
-                        f"({len(missing)} missing); eval.judge.baseline_answers must cover every question.")
+        raise DataError(
+            f"{', '.join(map(str, answer_paths))}: no baseline answer for question {missing[0]!r} "
+            f"({len(missing)} missing); eval.judge.baseline_answers must cover every question."
+        )
     by_model: dict[str, dict[str, str]] = {}
     for f in files:
         by_model.setdefault(f.model, {}).update(f.answers)
@@ -166,7 +190,9 @@ def score_arena_outputs(suite: Suite, records: list[dict], outputs: list[list[st
         baselines, baseline_models = choose_baseline_answers(questions, by_model, merged, "eval.judge.baseline_answers")
     else:
         baselines = [merged[qid] for qid, _, _ in questions]
-        baseline_models = [next((f.model for f in reversed(files) if qid in f.answers), None) for qid, _, _ in questions]
+        baseline_models = [
+            next((f.model for f in reversed(files) if qid in f.answers), None) for qid, _, _ in questions
+        ]
     token_lens = {(f.model, qid): n for f in files for qid, n in f.token_lens.items()}
     warn_stand_in_judge(suite, config)
     judge = make_judge(config)
@@ -184,32 +210,58 @@ def score_arena_outputs(suite: Suite, records: list[dict], outputs: list[list[st
             scores, lost = game_battles(*labels)
         battles.append(scores)
         dropped += lost
-        rows.append({
-            "id": questions[i][0], "sample_index": s, "category": item.category, "prompt": item.prompt,
-            "output": item.model_output, "length": len(item.model_output),
-            "num_tokens": token_counts[i][s] if token_counts else None,
-            "baseline_model": baseline_models[i], "baseline_output": item.baseline_output,
-            "baseline_num_tokens": token_lens.get((baseline_models[i], questions[i][0])),
-            "verdicts": labels, "battle_scores": scores, "judge_output": [game1.judgment, game2.judgment],
-        })
+        rows.append(
+            {
+                "id": questions[i][0],
+                "sample_index": s,
+                "category": item.category,
+                "prompt": item.prompt,
+                "output": item.model_output,
+                "length": len(item.model_output),
+                "num_tokens": token_counts[i][s] if token_counts else None,
+                "baseline_model": baseline_models[i],
+                "baseline_output": item.baseline_output,
+                "baseline_num_tokens": token_lens.get((baseline_models[i], questions[i][0])),
+                "verdicts": labels,
+                "battle_scores": scores,
+                "judge_output": [game1.judgment, game2.judgment],
+            }
+        )
     if dropped:
-        log.warning("%s: %d of %d judgments had no parsable verdict and were dropped%s", suite.name, dropped,
-                    2 * len(items), " with their question (v2.0)" if version == "v2.0" else "")
+        log.warning(
+            "%s: %d of %d judgments had no parsable verdict and were dropped%s",
+            suite.name,
+            dropped,
+            2 * len(items),
+            " with their question (v2.0)" if version == "v2.0" else "",
+        )
     rounds = int(config.get("bootstrap_rounds", BOOTSTRAP_ROUNDS))
     if version == "v2.0":
         metrics = v2_metrics([item.category for item in items], battles, dropped, rounds=rounds, seed=BOOTSTRAP_SEED)
     else:
         result = arena_hard_score([x for b in battles for x in b], rounds=rounds, seed=BOOTSTRAP_SEED)
-        metrics = {"score": result["score"], "score_se": result["score_se"], "ci_low": result["ci_low"],
-                   "ci_high": result["ci_high"], "n_battles": float(result["n_battles"]),
-                   "n_dropped_games": float(dropped), "arena_hard_version": "v0.1"}
-    metrics.update({"avg_len": sum(len(item.model_output) for item in items) / len(items),
-                    "n_problems": float(len(records)), "n_samples": float(len(items))})
+        metrics = {
+            "score": result["score"],
+            "score_se": result["score_se"],
+            "ci_low": result["ci_low"],
+            "ci_high": result["ci_high"],
+            "n_battles": float(result["n_battles"]),
+            "n_dropped_games": float(dropped),
+            "arena_hard_version": "v0.1",
+        }
+    metrics.update(
+        {
+            "avg_len": sum(len(item.model_output) for item in items) / len(items),
+            "n_problems": float(len(records)),
+            "n_samples": float(len(items)),
+        }
+    )
     return metrics, rows
 
 
-def evaluate_arena(suite: Suite, model_dir: Any, records: list[dict], generator: EvalGenerator,
-                   options: EvalOptions) -> tuple[dict, list[dict]]:
+def evaluate_arena(
+    suite: Suite, model_dir: Any, records: list[dict], generator: EvalGenerator, options: EvalOptions
+) -> tuple[dict, list[dict]]:
     # check the baseline answers before spending time on generation
     load_all_baseline_answers(_baseline_answer_paths(judge_config(options)))
     prompts = [arena_question(record, i)[1] for i, record in enumerate(records)]
@@ -217,21 +269,25 @@ def evaluate_arena(suite: Suite, model_dir: Any, records: list[dict], generator:
     return score_arena_outputs(suite, records, outputs, options, token_counts=counts)
 
 
-ARENA_HARD = register_suite(Suite(
-    name="arena_hard",
-    kind="pairwise",
-    hub_name=None,
-    data_format=("arena-hard-auto's question.jsonl: v2.0 rows {\"uid\", \"category\", \"prompt\"} or v0.1 rows "
-                 "{\"question_id\", \"cluster\", \"turns\": [{\"content\"}]} (github.com/lmarena/arena-hard-auto, "
-                 "data/arena-hard-v2.0/question.jsonl); the baseline's answers go in eval.judge.baseline_answers"),
-    id_key="uid",
-    prompt_template="{prompt}",
-    prompt_key="prompt",
-    description="Arena-Hard-Auto: hard user prompts judged pairwise in both orders against a baseline's answers.",
-    protocol=ARENA_PROTOCOL,
-    required_fields={"uid": (str, int)},
-    optional_fields={"prompt": (str,), "turns": (list,), "category": (str,), "cluster": (str,)},
-    key_aliases={"question_id": "uid"},
-    evaluate=evaluate_arena,
-    score_outputs=score_arena_outputs,
-))
+ARENA_HARD = register_suite(
+    Suite(
+        name="arena_hard",
+        kind="pairwise",
+        hub_name=None,
+        data_format=(
+            'arena-hard-auto\'s question.jsonl: v2.0 rows {"uid", "category", "prompt"} or v0.1 rows '
+            '{"question_id", "cluster", "turns": [{"content"}]} (github.com/lmarena/arena-hard-auto, '
+            "data/arena-hard-v2.0/question.jsonl); the baseline's answers go in eval.judge.baseline_answers"
+        ),
+        id_key="uid",
+        prompt_template="{prompt}",
+        prompt_key="prompt",
+        description="Arena-Hard-Auto: hard user prompts judged pairwise in both orders against a baseline's answers.",
+        protocol=ARENA_PROTOCOL,
+        required_fields={"uid": (str, int)},
+        optional_fields={"prompt": (str,), "turns": (list,), "category": (str,), "cluster": (str,)},
+        key_aliases={"question_id": "uid"},
+        evaluate=evaluate_arena,
+        score_outputs=score_arena_outputs,
+    )
+)

@@ -79,13 +79,23 @@ def bootstrap_mean_score(scores, *, rounds: int = V2_BOOTSTRAP_ROUNDS, seed: int
     rng = np.random.default_rng(seed)
     means = 100.0 * scores[rng.integers(0, len(scores), size=(rounds, len(scores)))].mean(axis=1)
     low, high = np.quantile(means, V2_QUANTILES)
-    return {"score": float(means.mean()), "score_se": float(means.std(ddof=1)) if rounds > 1 else float("nan"),
-            "ci_low": float(low), "ci_high": float(high), "n_battles": int(len(scores)),
-            "bootstrap_scores": means.tolist()}
+    return {
+        "score": float(means.mean()),
+        "score_se": float(means.std(ddof=1)) if rounds > 1 else float("nan"),
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "n_battles": int(len(scores)),
+        "bootstrap_scores": means.tolist(),
+    }
 
 
-def category_scores(categories: list[str | None], battles: list[list[float] | None], *,
-                    rounds: int = V2_BOOTSTRAP_ROUNDS, seed: int = 42) -> dict[str, dict]:
+def category_scores(
+    categories: list[str | None],
+    battles: list[list[float] | None],
+    *,
+    rounds: int = V2_BOOTSTRAP_ROUNDS,
+    seed: int = 42,
+) -> dict[str, dict]:
     """`bootstrap_mean_score` per category (in first-seen order); `battles[i]` None = a dropped question."""
     pooled: dict[str, list[float]] = {}
     for category, scores in zip(categories, battles):
@@ -93,28 +103,48 @@ def category_scores(categories: list[str | None], battles: list[list[float] | No
     return {category: bootstrap_mean_score(scores, rounds=rounds, seed=seed) for category, scores in pooled.items()}
 
 
-def v2_metrics(categories: list[str | None], battles: list[list[float] | None], n_dropped_games: int, *,
-               rounds: int = V2_BOOTSTRAP_ROUNDS, seed: int = 42) -> dict:
+def v2_metrics(
+    categories: list[str | None],
+    battles: list[list[float] | None],
+    n_dropped_games: int,
+    *,
+    rounds: int = V2_BOOTSTRAP_ROUNDS,
+    seed: int = 42,
+) -> dict:
     """The suite's metrics: `score`, `score_se`, `ci_low`, `ci_high` of the headline category
     (hard_prompt when present, else the first), and `<category>_score` / `_score_se` / `_ci_low` /
     `_ci_high` / `_n_battles` for every category."""
     per_category = category_scores(categories, battles, rounds=rounds, seed=seed)
     headline = HEADLINE_CATEGORY if HEADLINE_CATEGORY in per_category else next(iter(per_category))
     top = per_category[headline]
-    metrics: dict = {"score": top["score"], "score_se": top["score_se"], "ci_low": top["ci_low"],
-                     "ci_high": top["ci_high"], "n_battles": float(top["n_battles"])}
+    metrics: dict = {
+        "score": top["score"],
+        "score_se": top["score_se"],
+        "ci_low": top["ci_low"],
+        "ci_high": top["ci_high"],
+        "n_battles": float(top["n_battles"]),
+    }
     for category, result in per_category.items():
         for key in ("score", "score_se", "ci_low", "ci_high"):
             metrics[f"{category}_{key}"] = result[key]
         metrics[f"{category}_n_battles"] = float(result["n_battles"])
-    metrics.update({"n_dropped_questions": float(sum(b is None for b in battles)),
-                    "n_dropped_games": float(n_dropped_games),
-                    "headline_category": headline, "arena_hard_version": "v2.0"})
+    metrics.update(
+        {
+            "n_dropped_questions": float(sum(b is None for b in battles)),
+            "n_dropped_games": float(n_dropped_games),
+            "headline_category": headline,
+            "arena_hard_version": "v2.0",
+        }
+    )
     return metrics
 
 
-def choose_baseline_answers(questions: list[tuple[str, str, str | None]], by_model: dict[str, dict[str, str]],
-                            merged: dict[str, str], where: str) -> tuple[list[str], list[str | None]]:
+def choose_baseline_answers(
+    questions: list[tuple[str, str, str | None]],
+    by_model: dict[str, dict[str, str]],
+    merged: dict[str, str],
+    where: str,
+) -> tuple[list[str], list[str | None]]:
     """Each question's baseline answer (and its model) by category: the category's v2.0 baseline when a
     file of that model answers it, else the merged answers (a warning per category says the score
     is then not comparable with the leaderboard)."""
@@ -130,7 +160,13 @@ def choose_baseline_answers(questions: list[tuple[str, str, str | None]], by_mod
         models.append(model)
         if category not in warned:
             warned.add(category)
-            log.warning("arena_hard v2.0: %s questions are judged against %s's answers, not %s's (v2.0's baseline "
-                        "for that category; add its model_answer file to %s): that score is not comparable with "
-                        "the leaderboard.", category, model, wanted, where)
+            log.warning(
+                "arena_hard v2.0: %s questions are judged against %s's answers, not %s's (v2.0's baseline "
+                "for that category; add its model_answer file to %s): that score is not comparable with "
+                "the leaderboard.",
+                category,
+                model,
+                wanted,
+                where,
+            )
     return texts, models

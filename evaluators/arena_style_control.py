@@ -64,25 +64,35 @@ def answer_style(text: str, token_len: int) -> AnswerStyle:
     """The token count given and the markdown counts of `text` (code blocks emptied first, as arena-hard)."""
     for block in CODE_BLOCK.findall(text):
         text = text.replace(block, "")
-    return AnswerStyle(token_len=int(token_len),
-                       headers=sum(len(p.findall(text)) for p in HEADERS),
-                       list_items=sum(len(p.findall(text)) for p in LIST_ITEMS),
-                       bold=sum(len(p.findall(text)) for p in BOLD))
+    return AnswerStyle(
+        token_len=int(token_len),
+        headers=sum(len(p.findall(text)) for p in HEADERS),
+        list_items=sum(len(p.findall(text)) for p in LIST_ITEMS),
+        bold=sum(len(p.findall(text)) for p in BOLD),
+    )
 
 
 def style_features(model: AnswerStyle, baseline: AnswerStyle) -> list[float]:
     """The battle's raw features, in FEATURES order (see the module docstring)."""
     total = model.token_len + baseline.token_len
     features = [(model.token_len - baseline.token_len) / total if total else 0.0]
-    for m_count, b_count in ((model.headers, baseline.headers), (model.list_items, baseline.list_items),
-                             (model.bold, baseline.bold)):
+    for m_count, b_count in (
+        (model.headers, baseline.headers),
+        (model.list_items, baseline.list_items),
+        (model.bold, baseline.bold),
+    ):
         m_density, b_density = m_count / (model.token_len + 1), b_count / (baseline.token_len + 1)
         features.append((m_density - b_density) / (m_density + b_density + 1))
     return features
 
 
-def style_controlled_scores(battles: Sequence[StyledBattle], *, control: Iterable[str] = ("length", "markdown"),
-                            rounds: int = 100, seed: int = 42) -> dict:
+def style_controlled_scores(
+    battles: Sequence[StyledBattle],
+    *,
+    control: Iterable[str] = ("length", "markdown"),
+    rounds: int = 100,
+    seed: int = 42,
+) -> dict:
     """Every model's style-controlled score against the baseline, fitted jointly (module docstring).
 
     Returns {"models": {model: {"score", "ci_low", "ci_high", "point", "n_battles"}} (x100; `point`
@@ -107,15 +117,20 @@ def style_controlled_scores(battles: Sequence[StyledBattle], *, control: Iterabl
     point = _fit_soft_logistic(x, y)
     rng = np.random.default_rng(seed)
     boot = np.array([_fit_soft_logistic(x[idx], y[idx]) for idx in rng.integers(0, len(y), size=(rounds, len(y)))])
-    wins = 100.0 / (1.0 + np.exp(-boot[:, :len(models)]))
+    wins = 100.0 / (1.0 + np.exp(-boot[:, : len(models)]))
     counts = onehot.sum(axis=0)
     result = {}
     for k, model in enumerate(models):
         low, mid, high = np.quantile(wins[:, k], (0.05, 0.5, 0.95))
-        result[model] = {"score": float(mid), "ci_low": float(low), "ci_high": float(high),
-                         "point": float(100.0 / (1.0 + np.exp(-point[k]))), "n_battles": int(counts[k])}
+        result[model] = {
+            "score": float(mid),
+            "ci_low": float(low),
+            "ci_high": float(high),
+            "point": float(100.0 / (1.0 + np.exp(-point[k]))),
+            "n_battles": int(counts[k]),
+        }
     used = [FEATURES[i] for i, keep in zip(wanted, varying) if keep]
-    return {"models": result, "features": used, "coefficients": dict(zip(used, point[len(models):].tolist()))}
+    return {"models": result, "features": used, "coefficients": dict(zip(used, point[len(models) :].tolist()))}
 
 
 def _fit_soft_logistic(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -132,7 +147,9 @@ def _fit_soft_logistic(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return w
 
 
-def styled_battles_from_rows(model: str, rows: Iterable[dict], category: str | None = "hard_prompt") -> list[StyledBattle]:
+def styled_battles_from_rows(
+    model: str, rows: Iterable[dict], category: str | None = "hard_prompt"
+) -> list[StyledBattle]:
     """The battles in an arena_hard generations.jsonl (rows of evaluators/arena_hard.py) of one category.
 
     Lengths are token counts (`num_tokens`, `baseline_num_tokens`) when every row has both, else

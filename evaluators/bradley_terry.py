@@ -28,8 +28,16 @@ VERDICT_PATTERN = re.compile(r"\[\[([AB<>=]+)\]\]")
 # Each label (as the judge wrote it) -> (score of assistant A, number of battles).
 # arena-hard v2.0 also accepts the mirrored spellings (A<B, B<<A, ...).
 LABEL_SCORES = {
-    "A>>B": (1.0, STRONG_WEIGHT), "A>B": (1.0, 1), "A=B": (0.5, 1), "B>A": (0.0, 1), "B>>A": (0.0, STRONG_WEIGHT),
-    "A<<B": (0.0, STRONG_WEIGHT), "A<B": (0.0, 1), "B=A": (0.5, 1), "B<A": (1.0, 1), "B<<A": (1.0, STRONG_WEIGHT),
+    "A>>B": (1.0, STRONG_WEIGHT),
+    "A>B": (1.0, 1),
+    "A=B": (0.5, 1),
+    "B>A": (0.0, 1),
+    "B>>A": (0.0, STRONG_WEIGHT),
+    "A<<B": (0.0, STRONG_WEIGHT),
+    "A<B": (0.0, 1),
+    "B=A": (0.5, 1),
+    "B<A": (1.0, 1),
+    "B<<A": (1.0, STRONG_WEIGHT),
 }
 
 
@@ -119,8 +127,14 @@ def win_rate(rating: float, baseline_rating: float = INIT_RATING) -> float:
     return 100.0 / (1.0 + BASE ** ((baseline_rating - rating) / SCALE))
 
 
-def arena_hard_score(model_scores: Iterable[float], *, model: str = "model", baseline: str = "baseline",
-                     rounds: int = BOOTSTRAP_ROUNDS, seed: int = BOOTSTRAP_SEED) -> dict[str, float]:
+def arena_hard_score(
+    model_scores: Iterable[float],
+    *,
+    model: str = "model",
+    baseline: str = "baseline",
+    rounds: int = BOOTSTRAP_ROUNDS,
+    seed: int = BOOTSTRAP_SEED,
+) -> dict[str, float]:
     """Score and 95% CI for one model against the baseline from its battle scores.
 
     `model_scores` are the model's scores per battle (1 win, 0.5 tie, 0 loss), strong verdicts

@@ -49,7 +49,9 @@ def _type_ok(value: Any, types: tuple[type, ...]) -> bool:
 def validate_record(suite: Suite, record: Any, where: str) -> dict:
     """Check one record against the suite's fields; `where` is e.g. 'data.jsonl, line 3'."""
     if not isinstance(record, dict):
-        raise DataError(f"{where}: expected a JSON object with keys {sorted(suite.required_fields)} ({suite.name} format), got {type(record).__name__}.")
+        raise DataError(
+            f"{where}: expected a JSON object with keys {sorted(suite.required_fields)} ({suite.name} format), got {type(record).__name__}."
+        )
     for alias, key in suite.key_aliases.items():
         if alias in record and key not in record:
             record = {**record, key: record[alias]}
@@ -60,10 +62,14 @@ def validate_record(suite: Suite, record: Any, where: str) -> dict:
                 f"{', '.join(sorted(suite.required_fields))} ({suite.data_format})."
             )
         if not _type_ok(record[key], types):
-            raise DataError(f"{where}: key {key!r} is {record[key]!r} ({type(record[key]).__name__}); expected {_describe_types(types)}.")
+            raise DataError(
+                f"{where}: key {key!r} is {record[key]!r} ({type(record[key]).__name__}); expected {_describe_types(types)}."
+            )
     for key, types in suite.optional_fields.items():
         if record.get(key) is not None and not _type_ok(record[key], types):
-            raise DataError(f"{where}: key {key!r} is {record[key]!r} ({type(record[key]).__name__}); expected {_describe_types(types)}.")
+            raise DataError(
+                f"{where}: key {key!r} is {record[key]!r} ({type(record[key]).__name__}); expected {_describe_types(types)}."
+            )
     return record
 
 
@@ -134,7 +140,7 @@ def read_predictions(path: str | Path) -> list[tuple[str, str | None, list[str]]
     for where, row in read_json_records(path, "predictions file"):
         where = f"{path}, {where}"
         if not isinstance(row, dict):
-            raise DataError(f"{where}: expected an object {{\"id\": ..., \"output\": \"...\"}}, got {type(row).__name__}.")
+            raise DataError(f'{where}: expected an object {{"id": ..., "output": "..."}}, got {type(row).__name__}.')
         if "outputs" in row:
             outputs = row["outputs"]
             if not isinstance(outputs, list) or not outputs or not all(isinstance(o, str) for o in outputs):
@@ -170,15 +176,21 @@ def match_predictions(suite: Suite, records: list[dict], predictions_path: str |
     by_id: dict[str, list[str]] = {}
     for where, pid, outputs in predictions:
         if pid is None:
-            raise DataError(f"{where}: prediction has no 'id'; the {suite.name} data is matched by its {suite.id_key!r}.")
+            raise DataError(
+                f"{where}: prediction has no 'id'; the {suite.name} data is matched by its {suite.id_key!r}."
+            )
         if pid in by_id:
             raise DataError(f"{where}: id {pid!r} appears twice in the predictions.")
         by_id[pid] = outputs
     known = set(ids)
     unknown = [pid for pid in by_id if pid not in known]
     if unknown:
-        raise DataError(f"{predictions_path}: prediction id {unknown[0]!r} matches no record's {suite.id_key!r} in the data ({len(unknown)} unmatched).")
+        raise DataError(
+            f"{predictions_path}: prediction id {unknown[0]!r} matches no record's {suite.id_key!r} in the data ({len(unknown)} unmatched)."
+        )
     missing = [rid for rid in ids if rid not in by_id]
     if missing:
-        raise DataError(f"{predictions_path}: no prediction for id {missing[0]!r} ({len(missing)} records without predictions).")
+        raise DataError(
+            f"{predictions_path}: no prediction for id {missing[0]!r} ({len(missing)} records without predictions)."
+        )
     return [by_id[rid] for rid in ids]

@@ -106,8 +106,15 @@ class Judge(Protocol):
 
 
 # Keys the pairwise suites read from the same `eval.judge` mapping (not judge settings).
-SUITE_KEYS = {"name", "samples", "baseline_answers", "instruction_difficulty", "bootstrap_rounds",
-              "baseline_policy", "baseline_cache_dir"}
+SUITE_KEYS = {
+    "name",
+    "samples",
+    "baseline_answers",
+    "instruction_difficulty",
+    "bootstrap_rounds",
+    "baseline_policy",
+    "baseline_cache_dir",
+}
 
 
 def probability_to_label(p_a: float, strong: float = 0.9, weak: float = 0.6) -> str:
@@ -128,31 +135,44 @@ class RewardModelJudge:
 
     name = "reward_model"
 
-    def __init__(self, model_dir: str | Path | None = None, device: str = "cpu", batch_size: int = 16,
-                 max_length: int = 2048, strong_threshold: float = 0.9, weak_threshold: float = 0.6,
-                 dtype: str = "auto"):
+    def __init__(
+        self,
+        model_dir: str | Path | None = None,
+        device: str = "cpu",
+        batch_size: int = 16,
+        max_length: int = 2048,
+        strong_threshold: float = 0.9,
+        weak_threshold: float = 0.6,
+        dtype: str = "auto",
+    ):
         if not 0.5 <= weak_threshold <= strong_threshold < 1.0:
             raise ConfigError(
                 f"eval.judge: weak_threshold={weak_threshold!r}, strong_threshold={strong_threshold!r}; "
-                f"expected 0.5 <= weak_threshold <= strong_threshold < 1.")
+                f"expected 0.5 <= weak_threshold <= strong_threshold < 1."
+            )
         if model_dir is None:
             from harness.tiny import ensure_tiny_assets
 
             model_dir = ensure_tiny_assets().reward_model_dir
         from harness.rewards import RewardModelScorer
 
-        self.scorer = RewardModelScorer(model_dir, device=device, batch_size=batch_size, max_length=max_length,
-                                        dtype=dtype)
+        self.scorer = RewardModelScorer(
+            model_dir, device=device, batch_size=batch_size, max_length=max_length, dtype=dtype
+        )
         self.strong, self.weak = strong_threshold, weak_threshold
 
     def _score_pairs(self, items: list[Comparison]) -> list[tuple[float, float]]:
         prompts = [item.prompt for item in items]
-        scores = self.scorer.score(prompts + prompts, [i.model_output for i in items] + [i.baseline_output for i in items])
-        return list(zip(scores[: len(items)], scores[len(items):]))
+        scores = self.scorer.score(
+            prompts + prompts, [i.model_output for i in items] + [i.baseline_output for i in items]
+        )
+        return list(zip(scores[: len(items)], scores[len(items) :]))
 
     def preferences(self, items: list[Comparison]) -> list[Preference]:
-        return [Preference(_sigmoid(sm - sb), f"reward model={sm:.4f} baseline={sb:.4f}")
-                for sm, sb in self._score_pairs(items)]
+        return [
+            Preference(_sigmoid(sm - sb), f"reward model={sm:.4f} baseline={sb:.4f}")
+            for sm, sb in self._score_pairs(items)
+        ]
 
     def verdicts(self, items: list[Comparison], version: str = "v0.1") -> list[tuple[Game, Game]]:
         games = []  # `version` (arena-hard's) changes nothing for a reward model
@@ -182,31 +202,52 @@ class OpenAICompatibleJudge:
 
     name = "openai_compatible"
 
-    def __init__(self, base_url: str | None = None, model: str | None = None, api_key_env: str | None = "OPENAI_API_KEY",
-                 temperature: float | None = None, max_tokens: int | None = None, timeout_s: float = 120.0,
-                 max_attempts: int = 6, concurrency: int = 4, cache_dir: str | Path | None = None,
-                 logprobs: bool = True, top_logprobs: int = 5, randomize_order: bool = True):
+    def __init__(
+        self,
+        base_url: str | None = None,
+        model: str | None = None,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        timeout_s: float = 120.0,
+        max_attempts: int = 6,
+        concurrency: int = 4,
+        cache_dir: str | Path | None = None,
+        logprobs: bool = True,
+        top_logprobs: int = 5,
+        randomize_order: bool = True,
+    ):
         if not isinstance(base_url, str) or not base_url:
             raise ConfigError(
                 f"eval.judge.base_url is {base_url!r}; the openai_compatible judge needs the server's API root "
-                f"(e.g. https://api.openai.com/v1, or http://host:8000/v1 for a vLLM server).")
+                f"(e.g. https://api.openai.com/v1, or http://host:8000/v1 for a vLLM server)."
+            )
         if model is not None and (not isinstance(model, str) or not model):
-            raise ConfigError(f"eval.judge.model is {model!r}; expected a model name (e.g. gpt-4-1106-preview) "
-                              f"or no key for each benchmark's own judge model.")
+            raise ConfigError(
+                f"eval.judge.model is {model!r}; expected a model name (e.g. gpt-4-1106-preview) "
+                f"or no key for each benchmark's own judge model."
+            )
         if max_attempts < 1 or concurrency < 1:
-            raise ConfigError(f"eval.judge: max_attempts={max_attempts!r}, concurrency={concurrency!r}; expected both >= 1.")
+            raise ConfigError(
+                f"eval.judge: max_attempts={max_attempts!r}, concurrency={concurrency!r}; expected both >= 1."
+            )
         api_key = None
         if api_key_env:
             api_key = os.environ.get(api_key_env)
             if not api_key:
                 raise ConfigError(
                     f"eval.judge.api_key_env names environment variable {api_key_env!r}, which is not set; "
-                    f"export it with the endpoint's API key, or set api_key_env: null for a server without auth.")
+                    f"export it with the endpoint's API key, or set api_key_env: null for a server without auth."
+                )
         import openai  # imported here: `import evaluators.judges` stays light
 
         self.url = base_url.rstrip("/")
-        self.client = openai.OpenAI(base_url=self.url, api_key=api_key or NO_AUTH_KEY,
-                                    timeout=float(timeout_s), max_retries=int(max_attempts) - 1)
+        self.client = openai.OpenAI(
+            base_url=self.url,
+            api_key=api_key or NO_AUTH_KEY,
+            timeout=float(timeout_s),
+            max_retries=int(max_attempts) - 1,
+        )
         self.model = model
         self.temperature = None if temperature is None else float(temperature)
         self.max_tokens = None if max_tokens is None else int(max_tokens)
@@ -238,7 +279,9 @@ class OpenAICompatibleJudge:
         swaps = [self.randomize_order and _is_swapped(item.prompt) for item in items]
         requests = []
         for item, swap in zip(items, swaps):
-            out_1, out_2 = (item.model_output, item.baseline_output) if swap else (item.baseline_output, item.model_output)
+            out_1, out_2 = (
+                (item.model_output, item.baseline_output) if swap else (item.baseline_output, item.model_output)
+            )
             user = fill(ALPACA_EVAL_USER_TEMPLATE, instruction=item.prompt, output_1=out_1, output_2=out_2)
             messages = [{"role": "system", "content": ALPACA_EVAL_SYSTEM_PROMPT}, {"role": "user", "content": user}]
             requests.append(dict(settings, messages=messages, logprobs=self.logprobs))
@@ -256,7 +299,10 @@ class OpenAICompatibleJudge:
         requests = []
         for item in items:
             system = arena_hard_system_prompt(item.category)
-            for answer_a, answer_b in ((item.baseline_output, item.model_output), (item.model_output, item.baseline_output)):
+            for answer_a, answer_b in (
+                (item.baseline_output, item.model_output),
+                (item.model_output, item.baseline_output),
+            ):
                 user = fill(ARENA_HARD_USER_TEMPLATE, QUESTION=item.prompt, ANSWER_A=answer_a, ANSWER_B=answer_b)
                 messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
                 requests.append(dict(settings, messages=messages, logprobs=False))
@@ -265,11 +311,16 @@ class OpenAICompatibleJudge:
         return [(games[2 * i], games[2 * i + 1]) for i in range(len(items))]
 
     # -- requests ----------------------------------------------------------------------------
-    def chat(self, messages: list[dict], model: str, temperature: float, max_tokens: int,
-             logprobs: bool = False) -> dict:
+    def chat(
+        self, messages: list[dict], model: str, temperature: float, max_tokens: int, logprobs: bool = False
+    ) -> dict:
         """The server's JSON reply for one chat request, from the cache when present."""
-        payload: dict[str, Any] = {"model": model, "messages": messages, "temperature": temperature,
-                                   "max_tokens": max_tokens}
+        payload: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+        }
         if logprobs:
             payload.update(logprobs=True, top_logprobs=self.top_logprobs)
         path = self._cache_path(payload)
@@ -296,16 +347,19 @@ class OpenAICompatibleJudge:
             if err.status_code in RETRIED_STATUSES or err.status_code >= 500:
                 raise ConfigError(
                     f"Judge endpoint {self.url} failed {self.max_attempts} times (last: HTTP {err.status_code} "
-                    f"{detail!r}); raise eval.judge.max_attempts, or wait for the server's rate limit.") from None
+                    f"{detail!r}); raise eval.judge.max_attempts, or wait for the server's rate limit."
+                ) from None
             raise ConfigError(
                 f"Judge endpoint {self.url} answered HTTP {err.status_code} ({detail!r}); check eval.judge.base_url, "
                 f"eval.judge.model ({payload['model']!r}) and the API key in the variable eval.judge.api_key_env names "
-                f"(an endpoint that rejects log-probabilities needs eval.judge.logprobs: false).") from None
+                f"(an endpoint that rejects log-probabilities needs eval.judge.logprobs: false)."
+            ) from None
         except openai.APIConnectionError as err:  # APITimeoutError included
             cause = err.__cause__ or err
             raise ConfigError(
                 f"Judge endpoint {self.url} failed {self.max_attempts} times (last: {type(cause).__name__}: {cause}); "
-                f"check that eval.judge.base_url is reachable, or raise eval.judge.max_attempts / timeout_s.") from None
+                f"check that eval.judge.base_url is reachable, or raise eval.judge.max_attempts / timeout_s."
+            ) from None
         return _parse_json_reply(raw.text, self.url)
 
     def _map(self, function: Callable, requests: list) -> list:
@@ -328,7 +382,8 @@ def message_text(response: Any, url: str = "the judge endpoint") -> str:
         raise ConfigError(
             f"Judge endpoint {url} returned {json.dumps(response)[:300]!r}, which has no "
             f"choices[0].message.content string; expected an OpenAI chat-completions reply. Check that "
-            f"eval.judge.base_url points at the API root (most servers end in /v1).")
+            f"eval.judge.base_url points at the API root (most servers end in /v1)."
+        )
     return content
 
 
@@ -376,7 +431,8 @@ def check_judge_config(config: dict | None, where: str = "eval.judge") -> dict[s
     if unknown:
         raise ConfigError(
             f"{where} has unknown key(s) {unknown} for judge {name!r}; expected keys among "
-            f"{sorted(set(accepted) | SUITE_KEYS)}.")
+            f"{sorted(set(accepted) | SUITE_KEYS)}."
+        )
     return settings
 
 
@@ -386,8 +442,13 @@ def make_judge(config: dict | None, where: str = "eval.judge") -> Judge:
     return JUDGES.get(dict(config or {}).get("name", "reward_model"))(**settings)
 
 
-JUDGES = Registry("judge", {"reward_model": "evaluators.judges:RewardModelJudge",
-                            "openai_compatible": "evaluators.judges:OpenAICompatibleJudge"})
+JUDGES = Registry(
+    "judge",
+    {
+        "reward_model": "evaluators.judges:RewardModelJudge",
+        "openai_compatible": "evaluators.judges:OpenAICompatibleJudge",
+    },
+)
 
 
 def default_cache_root() -> Path:
@@ -406,7 +467,8 @@ def _parse_json_reply(text: str, url: str) -> dict:
     except json.JSONDecodeError:
         raise ConfigError(
             f"Judge endpoint {url} returned non-JSON text {text[:200]!r}; expected an OpenAI chat-completions "
-            f"reply. Check eval.judge.base_url.") from None
+            f"reply. Check eval.judge.base_url."
+        ) from None
 
 
 def _read_json(path: Path) -> dict | None:

@@ -44,8 +44,12 @@ def official_unavailable_reason() -> str | None:
     return None
 
 
-def official_lc(p: np.ndarray, model_outputs: Sequence[str], baseline_outputs: Sequence[str],
-                instruction_index: Sequence[int] | None) -> dict[str, Any] | None:
+def official_lc(
+    p: np.ndarray,
+    model_outputs: Sequence[str],
+    baseline_outputs: Sequence[str],
+    instruction_index: Sequence[int] | None,
+) -> dict[str, Any] | None:
     """LC from alpaca_eval's own `get_length_controlled_winrate`, or None after a warning saying why."""
     reason = official_unavailable_reason()
     if reason is not None:
@@ -55,20 +59,25 @@ def official_lc(p: np.ndarray, model_outputs: Sequence[str], baseline_outputs: S
     from alpaca_eval.metrics.glm_winrate import get_length_controlled_winrate
 
     index = list(instruction_index) if instruction_index is not None else list(range(len(p)))
-    frame = pd.DataFrame({
-        "preference": 1.0 + p,  # alpaca_eval: 1 = output_1 (baseline) wins, 2 = output_2 (model)
-        "output_1": list(baseline_outputs),
-        "output_2": list(model_outputs),
-        "index": index,
-        "generator_1": "baseline",
-        "generator_2": "model",
-        "annotator": "harness",
-    })
+    frame = pd.DataFrame(
+        {
+            "preference": 1.0 + p,  # alpaca_eval: 1 = output_1 (baseline) wins, 2 = output_2 (model)
+            "output_1": list(baseline_outputs),
+            "output_2": list(model_outputs),
+            "index": index,
+            "generator_1": "baseline",
+            "generator_2": "model",
+            "annotator": "harness",
+        }
+    )
     try:
         metrics = get_length_controlled_winrate(frame, save_weights_dir=None, is_add_glm_preference_inplace=True)
     except Exception as err:  # hub error, index outside the official set, API drift
-        log.warning("official AlpacaEval LC failed: alpaca_eval raised %s: %s; falling back to the harness GLM",
-                    type(err).__name__, err)
+        log.warning(
+            "official AlpacaEval LC failed: alpaca_eval raised %s: %s; falling back to the harness GLM",
+            type(err).__name__,
+            err,
+        )
         return None
     predicted = frame["glm_preference"].to_numpy(dtype=float)
     se = metrics.get("lc_standard_error")

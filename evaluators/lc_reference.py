@@ -45,8 +45,12 @@ def gamed_length_slope(annotator: str | None, baseline: str | None) -> float | N
     return None if slopes is None else -float(np.mean(slopes))
 
 
-def fit_fixed_slope(preferences: np.ndarray, length_feature: np.ndarray, slope: float,
-                    instruction_difficulty: Sequence[float] | None = None) -> dict[str, Any]:
+def fit_fixed_slope(
+    preferences: np.ndarray,
+    length_feature: np.ndarray,
+    slope: float,
+    instruction_difficulty: Sequence[float] | None = None,
+) -> dict[str, Any]:
     """LC with the length slope fixed: logit P = slope * length_feature + [w_d * difficulty] + b.
 
     b (and w_d) maximise the soft-label log likelihood (Newton's method); LC = 100 * mean of the
@@ -79,8 +83,13 @@ def fit_fixed_slope(preferences: np.ndarray, length_feature: np.ndarray, slope: 
     weights = {"tanh_std_delta_len": float(slope), "model": float(coef[0])}
     if instruction_difficulty is not None:
         weights["instruction_difficulty"] = float(coef[1])
-    return {"lc_winrate": float(predicted.mean()) * 100, "lc_winrate_se": se, "glm_weights": weights,
-            "glm_C": float("inf"), "predicted_preferences": predicted.tolist()}
+    return {
+        "lc_winrate": float(predicted.mean()) * 100,
+        "lc_winrate_se": se,
+        "glm_weights": weights,
+        "glm_C": float("inf"),
+        "predicted_preferences": predicted.tolist(),
+    }
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

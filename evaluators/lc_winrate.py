@@ -51,7 +51,12 @@ import numpy as np
 
 from evaluators.lc_official import official_lc
 from evaluators.lc_reference import (
-    METHOD_OFFICIAL, METHOD_REGULARISED, METHOD_UNREGULARISED, fit_fixed_slope, gamed_length_slope)
+    METHOD_OFFICIAL,
+    METHOD_REGULARISED,
+    METHOD_UNREGULARISED,
+    fit_fixed_slope,
+    gamed_length_slope,
+)
 
 log = logging.getLogger(__name__)
 
@@ -129,14 +134,18 @@ def length_controlled_winrate(
     slope = gamed_length_slope(annotator, baseline)
     if slope is not None:
         fitted = fit_fixed_slope(p, length_features(lengths_m, lengths_b), slope, instruction_difficulty)
-        note = (f"LC regularised: length slope fixed at alpaca_eval's gamed baselines' ({slope:.4f}) for "
-                f"{annotator} vs {baseline}")
+        note = (
+            f"LC regularised: length slope fixed at alpaca_eval's gamed baselines' ({slope:.4f}) for "
+            f"{annotator} vs {baseline}"
+        )
         result.update(fitted, backend="harness", notes=note, lc_method=METHOD_REGULARISED)
         return result
     result.update(fit_length_controlled(p, lengths_m, lengths_b, instruction_difficulty, seed=seed))
-    unregularised = (f"LC unregularised (alpaca_eval's length_controlled_minimal GLM"
-                     f"{' + difficulty' if instruction_difficulty is not None else ''}): no published gamed "
-                     f"baselines for annotator {annotator!r} vs baseline {baseline!r}")
+    unregularised = (
+        f"LC unregularised (alpaca_eval's length_controlled_minimal GLM"
+        f"{' + difficulty' if instruction_difficulty is not None else ''}): no published gamed "
+        f"baselines for annotator {annotator!r} vs baseline {baseline!r}"
+    )
     result["notes"] = "; ".join(filter(None, [unregularised, result["notes"]]))
     result["lc_method"] = METHOD_UNREGULARISED
     return result
@@ -263,8 +272,9 @@ def select_c(x: np.ndarray, p: np.ndarray) -> float:
     return best_c
 
 
-def bootstrap_lc_se(x: np.ndarray, p: np.ndarray, delta: np.ndarray, C: float, *, seed: int = 0,
-                    rounds: int = BOOTSTRAP_ROUNDS) -> float:
+def bootstrap_lc_se(
+    x: np.ndarray, p: np.ndarray, delta: np.ndarray, C: float, *, seed: int = 0, rounds: int = BOOTSTRAP_ROUNDS
+) -> float:
     """Std of the LC win rate (x100) over bootstrap resamples of instructions at a fixed C.
 
     `delta` are the raw length differences: the length feature is re-standardised within each

@@ -27,7 +27,9 @@ from evaluators.registry import EvalGenerator, EvalOptions, Suite, _progress, re
 from harness.tasks import PAPER_MATH_PROMPT_TEMPLATE
 
 MATH_METRIC = "pass_at_1"
-PAPER_PROTOCOL = "pass@1 averaged over N samples per problem (paper: N=50) at T=0.6, top-p 0.9; Math-Verify; SE over problems"
+PAPER_PROTOCOL = (
+    "pass@1 averaged over N samples per problem (paper: N=50) at T=0.6, top-p 0.9; Math-Verify; SE over problems"
+)
 _NUMBER = (int, float)
 _ID = (str, int)
 SCORE_CHUNK = 256  # predictions per Math-Verify call, so the progress bar moves
@@ -71,9 +73,15 @@ def grade(golds: list[str], predictions: list[str], options: EvalOptions) -> lis
         pool.close()
 
 
-def score_math_outputs(suite: Suite, records: list[dict], outputs: list[list[str]], options: EvalOptions,
-                       *, lengths: list[list[int | None]] | None = None,
-                       finish_reasons: list[list[str | None]] | None = None) -> tuple[dict[str, float], list[dict]]:
+def score_math_outputs(
+    suite: Suite,
+    records: list[dict],
+    outputs: list[list[str]],
+    options: EvalOptions,
+    *,
+    lengths: list[list[int | None]] | None = None,
+    finish_reasons: list[list[str | None]] | None = None,
+) -> tuple[dict[str, float], list[dict]]:
     """Grade `outputs[i]` (the samples for `records[i]`) -> (metrics, per-sample rows)."""
     from evaluators.data import record_ids
 
@@ -88,17 +96,28 @@ def score_math_outputs(suite: Suite, records: list[dict], outputs: list[list[str
         for s, output in enumerate(outs):
             score = float(next(flat_scores))
             group.append(score)
-            rows.append({
-                "id": ids[p], "sample_index": s, "prompt": prompt, "output": output,
-                "length": lengths[p][s] if lengths else None,
-                "finish_reason": finish_reasons[p][s] if finish_reasons else None,
-                "gold": gold_answer(record), "score": score, "correct": score >= 1.0,
-            })
+            rows.append(
+                {
+                    "id": ids[p],
+                    "sample_index": s,
+                    "prompt": prompt,
+                    "output": output,
+                    "length": lengths[p][s] if lengths else None,
+                    "finish_reason": finish_reasons[p][s] if finish_reasons else None,
+                    "gold": gold_answer(record),
+                    "score": score,
+                    "correct": score >= 1.0,
+                }
+            )
         correct.append(group)
     value, stderr = pass_at_1(correct)
-    metrics = {MATH_METRIC: value, f"{MATH_METRIC}_se": stderr,
-               "n_problems": float(len(records)), "n_samples": float(len(flat_outputs)),
-               "mean_length": _mean_length(lengths)}
+    metrics = {
+        MATH_METRIC: value,
+        f"{MATH_METRIC}_se": stderr,
+        "n_problems": float(len(records)),
+        "n_samples": float(len(flat_outputs)),
+        "mean_length": _mean_length(lengths),
+    }
     return metrics, rows
 
 
@@ -107,8 +126,9 @@ def _mean_length(lengths: list[list[int | None]] | None) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def evaluate_math(suite: Suite, model_dir: Any, records: list[dict], generator: EvalGenerator,
-                  options: EvalOptions) -> tuple[dict[str, float], list[dict]]:
+def evaluate_math(
+    suite: Suite, model_dir: Any, records: list[dict], generator: EvalGenerator, options: EvalOptions
+) -> tuple[dict[str, float], list[dict]]:
     """Sample `options.samples` completions per problem and grade them."""
     prompts = [suite.render_prompt(record, options.prompt_template) for record in records]
     from evaluators.data import record_ids
@@ -137,52 +157,60 @@ def _math_suite(**fields) -> Suite:
     return Suite(kind="math", evaluate=evaluate_math, score_outputs=score_math_outputs, **fields)
 
 
-MATH500 = register_suite(_math_suite(
-    name="math500",
-    hub_name="HuggingFaceH4/MATH-500",
-    data_format="HuggingFaceH4/MATH-500 test.jsonl (JSONL: problem, solution, answer, subject, level, unique_id)",
-    id_key="unique_id",
-    prompt_template=PAPER_MATH_PROMPT_TEMPLATE,
-    description="MATH-500: the 500-problem MATH test subset of Lightman et al.",
-    protocol=PAPER_PROTOCOL,
-    required_fields={"problem": (str,), "answer": (str,), "unique_id": (str,)},
-    optional_fields={"solution": (str,), "subject": (str,), "level": (int,)},
-))
+MATH500 = register_suite(
+    _math_suite(
+        name="math500",
+        hub_name="HuggingFaceH4/MATH-500",
+        data_format="HuggingFaceH4/MATH-500 test.jsonl (JSONL: problem, solution, answer, subject, level, unique_id)",
+        id_key="unique_id",
+        prompt_template=PAPER_MATH_PROMPT_TEMPLATE,
+        description="MATH-500: the 500-problem MATH test subset of Lightman et al.",
+        protocol=PAPER_PROTOCOL,
+        required_fields={"problem": (str,), "answer": (str,), "unique_id": (str,)},
+        optional_fields={"solution": (str,), "subject": (str,), "level": (int,)},
+    )
+)
 
-AMC23 = register_suite(_math_suite(
-    name="amc23",
-    hub_name="math-ai/amc23",
-    data_format="AMC 2023 problems as JSONL (id, problem or question, answer as a number such as 27.0), e.g. math-ai/amc23 test split",
-    id_key="id",
-    prompt_template=PAPER_MATH_PROMPT_TEMPLATE,
-    description="AMC23: the 40 AMC 12 2023 problems with numeric answers.",
-    protocol=PAPER_PROTOCOL,
-    required_fields={"id": _ID, "problem": (str,), "answer": _NUMBER + (str,)},
-    optional_fields={"url": (str,)},
-    key_aliases={"question": "problem"},
-))
+AMC23 = register_suite(
+    _math_suite(
+        name="amc23",
+        hub_name="math-ai/amc23",
+        data_format="AMC 2023 problems as JSONL (id, problem or question, answer as a number such as 27.0), e.g. math-ai/amc23 test split",
+        id_key="id",
+        prompt_template=PAPER_MATH_PROMPT_TEMPLATE,
+        description="AMC23: the 40 AMC 12 2023 problems with numeric answers.",
+        protocol=PAPER_PROTOCOL,
+        required_fields={"id": _ID, "problem": (str,), "answer": _NUMBER + (str,)},
+        optional_fields={"url": (str,)},
+        key_aliases={"question": "problem"},
+    )
+)
 
-NUMINAMATH = register_suite(_math_suite(
-    name="numinamath",
-    hub_name=None,
-    data_format="the NuminaMath test split the harness holds out, <data.data_dir>/numinamath/test.jsonl (JSONL: problem, solution, answer[, id])",
-    id_key="id",
-    prompt_template=PAPER_MATH_PROMPT_TEMPLATE,
-    description="NuminaMath held-out test split (1,980 problems; proof, multiple-choice and synthetic subsets removed).",
-    protocol=PAPER_PROTOCOL,
-    required_fields={"problem": (str,), "answer": _NUMBER + (str,)},
-    optional_fields={"id": _ID, "solution": (str,), "source": (str,)},
-))
+NUMINAMATH = register_suite(
+    _math_suite(
+        name="numinamath",
+        hub_name=None,
+        data_format="the NuminaMath test split the harness holds out, <data.data_dir>/numinamath/test.jsonl (JSONL: problem, solution, answer[, id])",
+        id_key="id",
+        prompt_template=PAPER_MATH_PROMPT_TEMPLATE,
+        description="NuminaMath held-out test split (1,980 problems; proof, multiple-choice and synthetic subsets removed).",
+        protocol=PAPER_PROTOCOL,
+        required_fields={"problem": (str,), "answer": _NUMBER + (str,)},
+        optional_fields={"id": _ID, "solution": (str,), "source": (str,)},
+    )
+)
 
-TINY_MATH = register_suite(_math_suite(
-    name="tiny_math",
-    hub_name=None,
-    data_format="the embedded tiny task's math/test.jsonl (JSONL: id, problem, solution, answer), built by harness.tiny.ensure_tiny_assets()",
-    id_key="id",
-    prompt_template=_tiny_template,
-    description="Embedded tiny arithmetic task, for CPU smoke runs.",
-    protocol="pass@1 over N samples per problem with Math-Verify, as for the paper suites",
-    required_fields={"id": _ID, "problem": (str,), "answer": _NUMBER + (str,)},
-    optional_fields={"solution": (str,)},
-    default_data=_tiny_test_file,
-))
+TINY_MATH = register_suite(
+    _math_suite(
+        name="tiny_math",
+        hub_name=None,
+        data_format="the embedded tiny task's math/test.jsonl (JSONL: id, problem, solution, answer), built by harness.tiny.ensure_tiny_assets()",
+        id_key="id",
+        prompt_template=_tiny_template,
+        description="Embedded tiny arithmetic task, for CPU smoke runs.",
+        protocol="pass@1 over N samples per problem with Math-Verify, as for the paper suites",
+        required_fields={"id": _ID, "problem": (str,), "answer": _NUMBER + (str,)},
+        optional_fields={"solution": (str,)},
+        default_data=_tiny_test_file,
+    )
+)

@@ -41,8 +41,10 @@ from harness.files import read_text_file
 
 log = logging.getLogger(__name__)
 
-ALPACA_PROTOCOL = ("one answer per instruction at T=0.6, top-p 0.9; judge vs the baseline's outputs; "
-                   "length-controlled win rate (alpaca_eval GLM) with SE")
+ALPACA_PROTOCOL = (
+    "one answer per instruction at T=0.6, top-p 0.9; judge vs the baseline's outputs; "
+    "length-controlled win rate (alpaca_eval GLM) with SE"
+)
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -60,8 +62,9 @@ def pairwise_samples(options: EvalOptions) -> int:
     return value
 
 
-def generate_answers(suite: Suite, prompts: list[str], generator: EvalGenerator, options: EvalOptions,
-                     keys: list[str] | None = None):
+def generate_answers(
+    suite: Suite, prompts: list[str], generator: EvalGenerator, options: EvalOptions, keys: list[str] | None = None
+):
     """(texts, token counts) per prompt, `pairwise_samples` each. Streams are keyed by the prompt's
     position (the default) so that the model's sample j of prompt i and the seed baseline's
     (seed_baseline_outputs) share one random stream: identical policies give identical answers."""
@@ -75,16 +78,26 @@ def _ids(suite: Suite, records: list[dict]) -> list[str]:
 
 def warn_stand_in_judge(suite: Suite, config: dict) -> None:
     if config.get("name", "reward_model") == "reward_model" and not config.get("model_dir"):
-        log.warning("%s: judged by the embedded tiny reward model, a stand-in for the benchmark's "
-                    "GPT-4 judge; set eval.judge (name: openai_compatible, ...) for real numbers.", suite.name)
+        log.warning(
+            "%s: judged by the embedded tiny reward model, a stand-in for the benchmark's "
+            "GPT-4 judge; set eval.judge (name: openai_compatible, ...) for real numbers.",
+            suite.name,
+        )
 
 
-def score_preferences(suite: Suite, records: list[dict], prompts: list[str], outputs: list[list[str]],
-                      baselines: list[list[str]], options: EvalOptions, *,
-                      token_counts: list[list[int]] | None = None,
-                      difficulty: list[float] | None = None,
-                      official_glm: bool = False,
-                      baseline_name: str | None = None) -> tuple[dict[str, float], list[dict]]:
+def score_preferences(
+    suite: Suite,
+    records: list[dict],
+    prompts: list[str],
+    outputs: list[list[str]],
+    baselines: list[list[str]],
+    options: EvalOptions,
+    *,
+    token_counts: list[list[int]] | None = None,
+    difficulty: list[float] | None = None,
+    official_glm: bool = False,
+    baseline_name: str | None = None,
+) -> tuple[dict[str, float], list[dict]]:
     """Judge every sample against its baseline answer and compute the (LC) win rates.
 
     `baselines[i][s]` is the baseline answer sample s of prompt i is compared with.
@@ -99,8 +112,10 @@ def score_preferences(suite: Suite, records: list[dict], prompts: list[str], out
     preferences = judge.preferences(items)
     kept = [k for k, pref in enumerate(preferences) if pref.p_model is not None]
     if not kept:
-        raise ConfigError(f"{suite.name}: the judge gave no usable preference for any of {len(items)} comparisons; "
-                          f"first reply: {preferences[0].raw[:200]!r}.")
+        raise ConfigError(
+            f"{suite.name}: the judge gave no usable preference for any of {len(items)} comparisons; "
+            f"first reply: {preferences[0].raw[:200]!r}."
+        )
     lc = length_controlled_winrate(
         [preferences[k].p_model for k in kept],
         [items[k].model_output for k in kept],
@@ -117,18 +132,28 @@ def score_preferences(suite: Suite, records: list[dict], prompts: list[str], out
     glm = dict(zip(kept, lc["predicted_preferences"]))
     rows = []
     for k, ((i, s), item, pref) in enumerate(zip(flat, items, preferences)):
-        rows.append({
-            "id": ids[i], "sample_index": s, "prompt": item.prompt, "output": item.model_output,
-            "length": len(item.model_output),
-            "num_tokens": token_counts[i][s] if token_counts else None,
-            "baseline_output": item.baseline_output, "preference": pref.p_model,
-            "glm_preference": glm.get(k), "judge_output": pref.raw,
-        })
+        rows.append(
+            {
+                "id": ids[i],
+                "sample_index": s,
+                "prompt": item.prompt,
+                "output": item.model_output,
+                "length": len(item.model_output),
+                "num_tokens": token_counts[i][s] if token_counts else None,
+                "baseline_output": item.baseline_output,
+                "preference": pref.p_model,
+                "glm_preference": glm.get(k),
+                "judge_output": pref.raw,
+            }
+        )
     metrics = {
-        "lc_winrate": lc["lc_winrate"], "lc_winrate_se": lc["lc_winrate_se"],
-        "winrate": lc["winrate"], "winrate_se": lc["winrate_se"],
+        "lc_winrate": lc["lc_winrate"],
+        "lc_winrate_se": lc["lc_winrate_se"],
+        "winrate": lc["winrate"],
+        "winrate_se": lc["winrate_se"],
         "avg_len": sum(len(o) for outs in outputs for o in outs) / len(flat),
-        "n_problems": float(len(records)), "n_samples": float(len(flat)),
+        "n_problems": float(len(records)),
+        "n_samples": float(len(flat)),
         "n_unparsable": float(len(items) - len(kept)),
         "lc_difficulty_term": 0.0 if NO_DIFFICULTY_NOTE in lc["notes"] else 1.0,
         "lc_length_overlap": length_overlap([len(items[k].model_output) - len(items[k].baseline_output) for k in kept]),
@@ -153,8 +178,10 @@ def load_instruction_difficulty(path: str | Path, count: int) -> list[float]:
     """alpaca_eval's instruction_difficulty.csv (index, difficulty) for the first `count` rows."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"eval.judge.instruction_difficulty is {str(path)!r}, which is not a file; expected "
-                        f"alpaca_eval's instruction_difficulty.csv (hub data set tatsu-lab/alpaca_eval).")
+        raise DataError(
+            f"eval.judge.instruction_difficulty is {str(path)!r}, which is not a file; expected "
+            f"alpaca_eval's instruction_difficulty.csv (hub data set tatsu-lab/alpaca_eval)."
+        )
     values: dict[int, float] = {}
     text = read_text_file(path, "instruction difficulty file")
     try:
@@ -169,13 +196,21 @@ def load_instruction_difficulty(path: str | Path, count: int) -> list[float]:
                 raise DataError(f"{path}, line {line_number}: {row!r:.100}; expected 'index,difficulty'.") from None
     missing = [i for i in range(count) if i not in values]
     if missing:
-        raise DataError(f"{path}: no difficulty for instruction index {missing[0]} ({len(missing)} missing); "
-                        f"the data file must be the official 805-instruction set in its published order.")
+        raise DataError(
+            f"{path}: no difficulty for instruction index {missing[0]} ({len(missing)} missing); "
+            f"the data file must be the official 805-instruction set in its published order."
+        )
     return [values[i] for i in range(count)]
 
 
-def score_alpaca_outputs(suite: Suite, records: list[dict], outputs: list[list[str]], options: EvalOptions,
-                         *, token_counts: list[list[int]] | None = None) -> tuple[dict[str, float], list[dict]]:
+def score_alpaca_outputs(
+    suite: Suite,
+    records: list[dict],
+    outputs: list[list[str]],
+    options: EvalOptions,
+    *,
+    token_counts: list[list[int]] | None = None,
+) -> tuple[dict[str, float], list[dict]]:
     config = judge_config(options)
     warn_stand_in_judge(suite, config)
     prompts = [suite.render_prompt(record) for record in records]
@@ -184,35 +219,49 @@ def score_alpaca_outputs(suite: Suite, records: list[dict], outputs: list[list[s
     if config.get("instruction_difficulty"):
         difficulty = load_instruction_difficulty(config["instruction_difficulty"], len(records))
     generators = {record.get("generator") for record in records}
-    return score_preferences(suite, records, prompts, outputs, baselines, options,
-                             token_counts=token_counts, difficulty=difficulty, official_glm=True,
-                             baseline_name=generators.pop() if len(generators) == 1 else None)
+    return score_preferences(
+        suite,
+        records,
+        prompts,
+        outputs,
+        baselines,
+        options,
+        token_counts=token_counts,
+        difficulty=difficulty,
+        official_glm=True,
+        baseline_name=generators.pop() if len(generators) == 1 else None,
+    )
 
 
-def evaluate_alpaca(suite: Suite, model_dir: Any, records: list[dict], generator: EvalGenerator,
-                    options: EvalOptions) -> tuple[dict[str, float], list[dict]]:
+def evaluate_alpaca(
+    suite: Suite, model_dir: Any, records: list[dict], generator: EvalGenerator, options: EvalOptions
+) -> tuple[dict[str, float], list[dict]]:
     outputs, counts = generate_answers(suite, [suite.render_prompt(r) for r in records], generator, options)
     return score_alpaca_outputs(suite, records, outputs, options, token_counts=counts)
 
 
 # ------------------------------------------------------------------------------------ suites
 
-ALPACA_EVAL = register_suite(Suite(
-    name="alpaca_eval",
-    kind="pairwise",
-    hub_name="tatsu-lab/alpaca_eval",
-    hub_config="alpaca_eval_gpt4_baseline",
-    hub_split="eval",
-    data_format=("the baseline's outputs in AlpacaEval's format, a JSON list of {\"instruction\", \"output\", "
-                 "\"generator\"} objects (AlpacaEval 2.0: GPT-4-Turbo's, alpaca_eval_gpt4_baseline.json from "
-                 "the hub data set tatsu-lab/alpaca_eval)"),
-    id_key=None,
-    prompt_template="{instruction}",
-    prompt_key="instruction",
-    description="AlpacaEval 2.0: 805 instructions, judged against a baseline's outputs; length-controlled win rate.",
-    protocol=ALPACA_PROTOCOL,
-    required_fields={"instruction": (str,), "output": (str,)},
-    optional_fields={"generator": (str,), "dataset": (str,)},
-    evaluate=evaluate_alpaca,
-    score_outputs=score_alpaca_outputs,
-))
+ALPACA_EVAL = register_suite(
+    Suite(
+        name="alpaca_eval",
+        kind="pairwise",
+        hub_name="tatsu-lab/alpaca_eval",
+        hub_config="alpaca_eval_gpt4_baseline",
+        hub_split="eval",
+        data_format=(
+            'the baseline\'s outputs in AlpacaEval\'s format, a JSON list of {"instruction", "output", '
+            '"generator"} objects (AlpacaEval 2.0: GPT-4-Turbo\'s, alpaca_eval_gpt4_baseline.json from '
+            "the hub data set tatsu-lab/alpaca_eval)"
+        ),
+        id_key=None,
+        prompt_template="{instruction}",
+        prompt_key="instruction",
+        description="AlpacaEval 2.0: 805 instructions, judged against a baseline's outputs; length-controlled win rate.",
+        protocol=ALPACA_PROTOCOL,
+        required_fields={"instruction": (str,), "output": (str,)},
+        optional_fields={"generator": (str,), "dataset": (str,)},
+        evaluate=evaluate_alpaca,
+        score_outputs=score_alpaca_outputs,
+    )
+)

@@ -91,15 +91,18 @@ class Suite:
         return self.prompt_template() if callable(self.prompt_template) else self.prompt_template
 
 
-SUITES = Registry("suite", {
-    "math500": "evaluators.math_suites:MATH500",
-    "amc23": "evaluators.math_suites:AMC23",
-    "numinamath": "evaluators.math_suites:NUMINAMATH",
-    "tiny_math": "evaluators.math_suites:TINY_MATH",
-    "alpaca_eval": "evaluators.pairwise:ALPACA_EVAL",
-    "arena_hard": "evaluators.arena_hard:ARENA_HARD",
-    "tiny_chat": "evaluators.tiny_chat_suite:TINY_CHAT",
-})
+SUITES = Registry(
+    "suite",
+    {
+        "math500": "evaluators.math_suites:MATH500",
+        "amc23": "evaluators.math_suites:AMC23",
+        "numinamath": "evaluators.math_suites:NUMINAMATH",
+        "tiny_math": "evaluators.math_suites:TINY_MATH",
+        "alpaca_eval": "evaluators.pairwise:ALPACA_EVAL",
+        "arena_hard": "evaluators.arena_hard:ARENA_HARD",
+        "tiny_chat": "evaluators.tiny_chat_suite:TINY_CHAT",
+    },
+)
 
 
 def register_suite(suite: Suite) -> Suite:
@@ -138,8 +141,9 @@ class EvalGenerator:
     def chat_format(self, user_text: str) -> str:
         return chat_prompt(self.tokenizer, user_text)
 
-    def generate(self, user_texts: list[str], n: int | None = None, desc: str = "generate",
-                 keys: list[str | int] | None = None) -> list[list]:
+    def generate(
+        self, user_texts: list[str], n: int | None = None, desc: str = "generate", keys: list[str | int] | None = None
+    ) -> list[list]:
         """`keys[i]` names prompt i's random streams (a record id; default its index in `user_texts`):
         sample j of prompt i is the same whatever the batch size or chunking."""
         from harness.rollout import SamplingParams
@@ -158,8 +162,9 @@ class EvalGenerator:
         chunk = max(1, opts.batch_size // params.n)
         groups: list[list] = []
         for start in _progress(range(0, len(prompts), chunk), opts.show_progress, desc, len(prompts), chunk):
-            groups.extend(self.backend.generate(prompts[start : start + chunk], params,
-                                                keys=keys[start : start + chunk]))
+            groups.extend(
+                self.backend.generate(prompts[start : start + chunk], params, keys=keys[start : start + chunk])
+            )
         return groups
 
 

@@ -69,12 +69,20 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def score_predictions(suite_name: str, data_path: str | Path, predictions_path: str | Path, *,
-                      out_path: str | Path | None = None, options: EvalOptions | None = None) -> dict[str, Any]:
+def score_predictions(
+    suite_name: str,
+    data_path: str | Path,
+    predictions_path: str | Path,
+    *,
+    out_path: str | Path | None = None,
+    options: EvalOptions | None = None,
+) -> dict[str, Any]:
     """Grade a predictions file against a data file (see module docstring)."""
     suite = get_suite(suite_name)
     if suite.score_outputs is None:
-        raise ConfigError(f"Suite {suite_name!r} cannot score a predictions file offline (it has no score_outputs hook).")
+        raise ConfigError(
+            f"Suite {suite_name!r} cannot score a predictions file offline (it has no score_outputs hook)."
+        )
     records = load_records(suite, data_path)
     outputs = match_predictions(suite, records, predictions_path)
     options = options or EvalOptions()
@@ -82,8 +90,14 @@ def score_predictions(suite_name: str, data_path: str | Path, predictions_path: 
     out_path = Path(out_path) if out_path else Path(predictions_path).with_suffix(".scored.jsonl")
     write_jsonl(out_path, rows)
     main = primary_metric(metrics)
-    return {"suite": suite_name, "score": metrics[main], "stderr": metrics.get(f"{main}_se", float("nan")),
-            "n_problems": len(records), "n_samples": sum(len(o) for o in outputs), "results_path": str(out_path)}
+    return {
+        "suite": suite_name,
+        "score": metrics[main],
+        "stderr": metrics.get(f"{main}_se", float("nan")),
+        "n_problems": len(records),
+        "n_samples": sum(len(o) for o in outputs),
+        "results_path": str(out_path),
+    }
 
 
 def primary_metric(metrics: dict[str, float]) -> str:
@@ -94,34 +108,65 @@ def primary_metric(metrics: dict[str, float]) -> str:
     raise ValueError(f"no headline metric in {sorted(metrics)}")
 
 
-def evaluate_checkpoint(checkpoint_dir: str | Path, suites: list[str], samples: int, *,
-                        data_paths: dict[str, str] | None = None, judge: dict | None = None,
-                        max_new_tokens: int = 1024, batch_size: int = 64, seed: int = 0,
-                        temperature: float = 0.6, top_p: float = 0.9, out_dir: str | Path | None = None,
-                        device: str = "cpu", show_progress: bool = True, backend: str = "hf",
-                        backend_options: dict | None = None,
-                        prompt_template: str | None = None, dtype: str = "auto") -> dict[str, dict[str, float]]:
+def evaluate_checkpoint(
+    checkpoint_dir: str | Path,
+    suites: list[str],
+    samples: int,
+    *,
+    data_paths: dict[str, str] | None = None,
+    judge: dict | None = None,
+    max_new_tokens: int = 1024,
+    batch_size: int = 64,
+    seed: int = 0,
+    temperature: float = 0.6,
+    top_p: float = 0.9,
+    out_dir: str | Path | None = None,
+    device: str = "cpu",
+    show_progress: bool = True,
+    backend: str = "hf",
+    backend_options: dict | None = None,
+    prompt_template: str | None = None,
+    dtype: str = "auto",
+) -> dict[str, dict[str, float]]:
     """Evaluate one checkpoint on each suite (see module docstring), sampling through `backend`."""
     from harness.rollout import make_generator, require_backend
 
-    options = EvalOptions(samples=samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                          seed=seed, batch_size=batch_size, judge=dict(judge or {}), show_progress=show_progress,
-                          prompt_template=prompt_template)
+    options = EvalOptions(
+        samples=samples,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        batch_size=batch_size,
+        judge=dict(judge or {}),
+        show_progress=show_progress,
+        prompt_template=prompt_template,
+    )
     checkpoint_dir = Path(checkpoint_dir)
     out_dir = Path(out_dir) if out_dir else checkpoint_dir / "eval"
     data_paths = data_paths or {}
     unknown = sorted(set(data_paths) - set(suites))
     if unknown:
-        raise ConfigError(f"--data names suite(s) {unknown} that are not being evaluated (--suites {','.join(suites)}).")
+        raise ConfigError(
+            f"--data names suite(s) {unknown} that are not being evaluated (--suites {','.join(suites)})."
+        )
     # Names, then all data: a typo or a malformed file fails before minutes of model loading
     # (or of building the tiny assets that tiny_math defaults to).
     resolved = [get_suite(name) for name in suites]
     require_backend(backend)
     loaded = [(suite, load_records(suite, data_paths.get(suite.name))) for suite in resolved]
     from harness.precision import resolve_dtype
-    sampler = make_generator(backend, checkpoint_dir, **{**(backend_options or {}), "device": device,
-                                                          "batch_size": batch_size,
-                                                          "dtype": resolve_dtype(dtype, device)})
+
+    sampler = make_generator(
+        backend,
+        checkpoint_dir,
+        **{
+            **(backend_options or {}),
+            "device": device,
+            "batch_size": batch_size,
+            "dtype": resolve_dtype(dtype, device),
+        },
+    )
     generator = EvalGenerator(backend=sampler, tokenizer=sampler.tokenizer, options=options)
     results: dict[str, dict[str, float]] = {}
     for suite, records in loaded:
@@ -139,8 +184,10 @@ def check_checkpoint_dir(path: str | Path) -> Path:
     """A folder `from_pretrained` can load, or an AssetMissingError naming what is missing."""
     path = Path(path)
     if not (path / "config.json").is_file():
-        raise AssetMissingError(f"{path}: is a folder but holds no config.json, so it is not a model checkpoint; "
-                                f"pass a checkpoint folder (e.g. runs/NAME/checkpoints/step_000050) or a run id.")
+        raise AssetMissingError(
+            f"{path}: is a folder but holds no config.json, so it is not a model checkpoint; "
+            f"pass a checkpoint folder (e.g. runs/NAME/checkpoints/step_000050) or a run id."
+        )
     return path
 
 
@@ -153,19 +200,34 @@ def _configured_suites(config: dict | None, where: str) -> list[str]:
     """The suites a run's own config names (`eval.suites`), for `harness eval` without --suites."""
     suites = ((config or {}).get("eval") or {}).get("suites") or []
     if not suites:
-        raise ConfigError(f"{where}: no --suites given and its config names none (eval.suites is "
-                          f"{suites!r}); expected e.g. --suites tiny_math,tiny_chat.")
+        raise ConfigError(
+            f"{where}: no --suites given and its config names none (eval.suites is "
+            f"{suites!r}); expected e.g. --suites tiny_math,tiny_chat."
+        )
     for name in suites:
         get_suite(name)
     return list(suites)
 
 
-def evaluate_run(run_id_or_checkpoint: str, suites: list[str], samples: int | None = None, rule: str = DEFAULT_RULE,
-                 tracking_uri: str | None = None, *, data_paths: dict[str, str] | None = None,
-                 evaluate_final: bool = True, out_dir: str | Path | None = None, judge: dict | None = None,
-                 show_progress: bool = True, report=print, backend: str = "hf", backend_options: dict | None = None,
-                 as_alternative: bool = False, checkpoints: list[CheckpointEntry] | None = None,
-                 **flags: Any) -> dict[str, Any]:
+def evaluate_run(
+    run_id_or_checkpoint: str,
+    suites: list[str],
+    samples: int | None = None,
+    rule: str = DEFAULT_RULE,
+    tracking_uri: str | None = None,
+    *,
+    data_paths: dict[str, str] | None = None,
+    evaluate_final: bool = True,
+    out_dir: str | Path | None = None,
+    judge: dict | None = None,
+    show_progress: bool = True,
+    report=print,
+    backend: str = "hf",
+    backend_options: dict | None = None,
+    as_alternative: bool = False,
+    checkpoints: list[CheckpointEntry] | None = None,
+    **flags: Any,
+) -> dict[str, Any]:
     """Evaluate a checkpoint folder, or a run's selected and final checkpoints (module docstring).
 
     Sampling settings (`samples` and `flags`: temperature, top_p, max_new_tokens, seed, device,
@@ -189,24 +251,36 @@ def evaluate_run(run_id_or_checkpoint: str, suites: list[str], samples: int | No
     given = {"samples": samples, **flags}
     if _is_checkpoint_dir(run_id_or_checkpoint):
         if as_alternative:
-            raise ConfigError(f"--as-alternative logs rule {rule!r}'s pick into a run, but {run_id_or_checkpoint!r} is "
-                              f"a checkpoint folder; pass the training run's MLflow id.")
+            raise ConfigError(
+                f"--as-alternative logs rule {rule!r}'s pick into a run, but {run_id_or_checkpoint!r} is "
+                f"a checkpoint folder; pass the training run's MLflow id."
+            )
         check_checkpoint_dir(run_id_or_checkpoint)
         config = read_config_next_to(run_id_or_checkpoint)
         suites = suites or _configured_suites(config, run_id_or_checkpoint)
         settings = resolve_eval_settings(given, config)
         report(f"eval settings: {describe(settings)}")
-        results = evaluate_checkpoint(run_id_or_checkpoint, suites, data_paths=data_paths, out_dir=out_dir,
-                                      judge=judge, show_progress=show_progress, backend=backend,
-                                      backend_options=backend_options, **settings)
+        results = evaluate_checkpoint(
+            run_id_or_checkpoint,
+            suites,
+            data_paths=data_paths,
+            out_dir=out_dir,
+            judge=judge,
+            show_progress=show_progress,
+            backend=backend,
+            backend_options=backend_options,
+            **settings,
+        )
         return {"checkpoint": str(run_id_or_checkpoint), "eval": results, "settings": settings}
     if any(sep in run_id_or_checkpoint for sep in ("/", "\\")) or run_id_or_checkpoint.startswith((".", "~")):
         state = "is a file" if Path(run_id_or_checkpoint).exists() else "does not exist"
-        raise AssetMissingError(f"{run_id_or_checkpoint}: {state}; expected a checkpoint folder (holding config.json) "
-                                f"or an MLflow run id.")
+        raise AssetMissingError(
+            f"{run_id_or_checkpoint}: {state}; expected a checkpoint folder (holding config.json) or an MLflow run id."
+        )
     from mlflow.tracking import MlflowClient
 
     from harness.tracking_uri import check_tracking_uri
+
     check_tracking_uri(tracking_uri, "--tracking-uri", must_exist=True)
     client = MlflowClient(tracking_uri)
     run_id = run_id_or_checkpoint
@@ -225,16 +299,36 @@ def evaluate_run(run_id_or_checkpoint: str, suites: list[str], samples: int | No
         _resolve_checkpoint(target, run)  # a moved checkpoint fails before any generation
     report(f"eval settings: {describe(settings)}")
     if as_alternative:
-        return _evaluate_alternative(client, run, rule, step, path, suites, settings, out_dir,
-                                     dict(data_paths=data_paths, judge=judge, show_progress=show_progress,
-                                          backend=backend, backend_options=backend_options))
-    summary: dict[str, Any] = {"run_id": run_id, "rule": rule, "selected_step": step, "final_step": final_step,
-                               "settings": settings}
+        return _evaluate_alternative(
+            client,
+            run,
+            rule,
+            step,
+            path,
+            suites,
+            settings,
+            out_dir,
+            dict(
+                data_paths=data_paths,
+                judge=judge,
+                show_progress=show_progress,
+                backend=backend,
+                backend_options=backend_options,
+            ),
+        )
+    summary: dict[str, Any] = {
+        "run_id": run_id,
+        "rule": rule,
+        "selected_step": step,
+        "final_step": final_step,
+        "settings": settings,
+    }
     client.set_tag(run_id, "selection_rule", rule)
     client.set_tag(run_id, "harness.eval_settings", describe(settings))
     warning = negative_reward_warning(history, rule)
     if warning:
         import logging
+
         logging.getLogger("harness.eval").warning("run %s: %s", run_id, warning)
         client.set_tag(run_id, "harness.selection_warning", warning)
     client.log_metric(run_id, "selected_step", step)
@@ -247,18 +341,37 @@ def evaluate_run(run_id_or_checkpoint: str, suites: list[str], samples: int | No
             summary["selected_path" if prefix == "eval" else "final_path"] = str(folder)
             if target_step not in done:  # selected == final: evaluate once, log under both prefixes
                 step_out = base / f"step_{target_step}"
-                done[target_step] = (evaluate_checkpoint(folder, suites, data_paths=data_paths, out_dir=step_out,
-                                                         judge=judge, show_progress=show_progress, backend=backend,
-                                      backend_options=backend_options, **settings),
-                                     step_out)
+                done[target_step] = (
+                    evaluate_checkpoint(
+                        folder,
+                        suites,
+                        data_paths=data_paths,
+                        out_dir=step_out,
+                        judge=judge,
+                        show_progress=show_progress,
+                        backend=backend,
+                        backend_options=backend_options,
+                        **settings,
+                    ),
+                    step_out,
+                )
             results, step_out = done[target_step]
             log_results(client, run_id, prefix, results, step_out)
             summary[prefix] = results
     return summary
 
 
-def _evaluate_alternative(client, run, rule: str, step: int, path: str, suites: list[str], settings: dict,
-                          out_dir: str | Path | None, options: dict) -> dict[str, Any]:
+def _evaluate_alternative(
+    client,
+    run,
+    rule: str,
+    step: int,
+    path: str,
+    suites: list[str],
+    settings: dict,
+    out_dir: str | Path | None,
+    options: dict,
+) -> dict[str, Any]:
     """Evaluate the checkpoint `rule` picks and log it under `alternative_prefix(rule)` only."""
     from evaluators.settings import describe
 
@@ -270,13 +383,27 @@ def _evaluate_alternative(client, run, rule: str, step: int, path: str, suites: 
         client.log_metric(run_id, f"selected_step_{rule}", step)
         client.set_tag(run_id, f"{prefix}/settings", describe(settings))
         log_results(client, run_id, prefix, results, step_out)
-    return {"run_id": run_id, "rule": rule, "alternative": True, "selected_step": step, "selected_path": str(folder),
-            "settings": settings, prefix: results}
+    return {
+        "run_id": run_id,
+        "rule": rule,
+        "alternative": True,
+        "selected_step": step,
+        "selected_path": str(folder),
+        "settings": settings,
+        prefix: results,
+    }
 
 
-def evaluate_into_run(model: str | Path, run_id: str, suites: list[str], samples: int,
-                      tracking_uri: str | None = None, *, out_dir: str | Path,
-                      **eval_kwargs: Any) -> dict[str, Any]:
+def evaluate_into_run(
+    model: str | Path,
+    run_id: str,
+    suites: list[str],
+    samples: int,
+    tracking_uri: str | None = None,
+    *,
+    out_dir: str | Path,
+    **eval_kwargs: Any,
+) -> dict[str, Any]:
     """Evaluate one model folder and log its scores to an existing MLflow run (as `eval/...`).
 
     `harness eval MODEL --log-run RUN_ID` (the sweep's seed baseline, launched as its own
@@ -290,6 +417,8 @@ def evaluate_into_run(model: str | Path, run_id: str, suites: list[str], samples
     results = evaluate_checkpoint(model, suites, samples, out_dir=out_dir, **eval_kwargs)
     log_results(client, run_id, "eval", results, Path(out_dir))
     return {"checkpoint": str(model), "run_id": run_id, "eval": results}
+
+
 def _get_run(client, run_id: str, tracking_uri: str | None):
     from mlflow.exceptions import MlflowException
 

@@ -23,8 +23,17 @@ import yaml
 
 from harness.errors import ConfigError
 
-DEFAULTS: dict[str, Any] = {"samples": 4, "temperature": 0.6, "top_p": 0.9, "max_new_tokens": 64, "seed": 0,
-                            "device": "cpu", "batch_size": 256, "prompt_template": None, "dtype": "auto"}
+DEFAULTS: dict[str, Any] = {
+    "samples": 4,
+    "temperature": 0.6,
+    "top_p": 0.9,
+    "max_new_tokens": 64,
+    "seed": 0,
+    "device": "cpu",
+    "batch_size": 256,
+    "prompt_template": None,
+    "dtype": "auto",
+}
 
 
 def _get(data: dict | None, dotted: str) -> Any:
@@ -40,12 +49,17 @@ def settings_from_run_config(config: dict | None) -> dict[str, Any]:
     """The eval settings a run's config implies (only those it sets)."""
     if not isinstance(config, dict):
         return {}
-    found = {"samples": _get(config, "eval.samples"), "temperature": _get(config, "eval.temperature"),
-             "top_p": _get(config, "eval.top_p"),
-             "max_new_tokens": _get(config, "eval.max_new_tokens") or _get(config, "train.max_new_tokens"),
-             "seed": _get(config, "seed"), "device": _get(config, "model.device"),
-             "batch_size": _get(config, "rollout.batch_size"),
-             "prompt_template": _get(config, "data.math_prompt_template"), "dtype": _get(config, "eval.dtype")}
+    found = {
+        "samples": _get(config, "eval.samples"),
+        "temperature": _get(config, "eval.temperature"),
+        "top_p": _get(config, "eval.top_p"),
+        "max_new_tokens": _get(config, "eval.max_new_tokens") or _get(config, "train.max_new_tokens"),
+        "seed": _get(config, "seed"),
+        "device": _get(config, "model.device"),
+        "batch_size": _get(config, "rollout.batch_size"),
+        "prompt_template": _get(config, "data.math_prompt_template"),
+        "dtype": _get(config, "eval.dtype"),
+    }
     return {key: value for key, value in found.items() if value is not None}
 
 
@@ -60,26 +74,38 @@ def run_eval_options(cfg) -> dict[str, Any]:
     settings = settings_from_run_config(cfg.to_dict())
     settings.pop("samples", None)
     settings["device"] = str(resolve_device(cfg.model.device))
-    return dict(data_paths=cfg.eval.data, judge=cfg.eval.judge, backend=cfg.rollout.backend,
-                backend_options=generator_options(cfg), **settings)
+    return dict(
+        data_paths=cfg.eval.data,
+        judge=cfg.eval.judge,
+        backend=cfg.rollout.backend,
+        backend_options=generator_options(cfg),
+        **settings,
+    )
 
 
 def resolve_eval_settings(flags: dict[str, Any], run_config: dict | None) -> dict[str, Any]:
     """flags > run config > DEFAULTS, checked; `device: auto` becomes the device torch sees."""
-    settings = {**DEFAULTS, **settings_from_run_config(run_config),
-                **{key: value for key, value in flags.items() if value is not None and key in DEFAULTS}}
+    settings = {
+        **DEFAULTS,
+        **settings_from_run_config(run_config),
+        **{key: value for key, value in flags.items() if value is not None and key in DEFAULTS},
+    }
     check_eval_settings(settings)
     if settings["device"] == "auto":
         from harness.models import resolve_device
+
         settings["device"] = str(resolve_device("auto"))
     return settings
 
 
 def check_eval_settings(settings: dict[str, Any]) -> None:
     """Every value a user can get wrong, before any model is loaded (ConfigError otherwise)."""
+
     def bad(key: str, expected: str) -> ConfigError:
-        return ConfigError(f"eval setting `{key}` (flag --{key.replace('_', '-')} or the run's config) = "
-                           f"{settings[key]!r} is invalid: expected {expected}.")
+        return ConfigError(
+            f"eval setting `{key}` (flag --{key.replace('_', '-')} or the run's config) = "
+            f"{settings[key]!r} is invalid: expected {expected}."
+        )
 
     for key in ("samples", "max_new_tokens", "batch_size"):
         value = settings[key]
@@ -99,6 +125,7 @@ def check_eval_settings(settings: dict[str, Any]) -> None:
         raise bad("device", "cpu, cuda, cuda:N or auto")
     if str(device).startswith("cuda"):
         import torch
+
         if not torch.cuda.is_available():
             raise bad("device", "a device this machine has: torch sees no CUDA GPU here, use --device cpu")
     if settings["dtype"] not in ("auto", "float32", "bfloat16", "float16"):
@@ -106,6 +133,7 @@ def check_eval_settings(settings: dict[str, Any]) -> None:
     template = settings["prompt_template"]
     if template is not None:
         from harness.config import check_prompt_template
+
         check_prompt_template(template, "eval prompt template (data.math_prompt_template of the run)")
 
 

@@ -41,8 +41,9 @@ def files_digest(folder: str | Path) -> str:
     return digest.hexdigest()
 
 
-def seed_baseline_outputs(prompts: list[str], options: EvalOptions, n: int, *, policy_dir: str | Path | None = None,
-                          device: str = "cpu") -> list[list[str]]:
+def seed_baseline_outputs(
+    prompts: list[str], options: EvalOptions, n: int, *, policy_dir: str | Path | None = None, device: str = "cpu"
+) -> list[list[str]]:
     """The seed policy's n answers per prompt at the run's sampling settings, cached on disk."""
     config = judge_config(options)
     if policy_dir is None:
@@ -51,10 +52,18 @@ def seed_baseline_outputs(prompts: list[str], options: EvalOptions, n: int, *, p
         from harness.tiny import ensure_tiny_assets
 
         policy_dir = ensure_tiny_assets().policy_dir
-    sampling = {"n": n, "temperature": options.temperature, "top_p": options.top_p,
-                "max_new_tokens": options.max_new_tokens, "seed": options.seed}
-    key = hashlib.sha256(json.dumps({"policy": files_digest(policy_dir), "sampling": sampling,
-                                     "prompts": prompts}, sort_keys=True).encode()).hexdigest()
+    sampling = {
+        "n": n,
+        "temperature": options.temperature,
+        "top_p": options.top_p,
+        "max_new_tokens": options.max_new_tokens,
+        "seed": options.seed,
+    }
+    key = hashlib.sha256(
+        json.dumps(
+            {"policy": files_digest(policy_dir), "sampling": sampling, "prompts": prompts}, sort_keys=True
+        ).encode()
+    ).hexdigest()
     cache_root = Path(config.get("baseline_cache_dir") or default_cache_root() / "pairwise_baselines")
     path = cache_root / f"{key}.json"
     cached = _read_cached_outputs(path, len(prompts), n)
@@ -79,10 +88,15 @@ def _read_cached_outputs(path: Path, count: int, n: int) -> list[list[str]] | No
     return None
 
 
-
-def score_tiny_chat_outputs(suite: Suite, records: list[dict], outputs: list[list[str]], options: EvalOptions,
-                            *, token_counts: list[list[int]] | None = None,
-                            device: str = "cpu") -> tuple[dict[str, float], list[dict]]:
+def score_tiny_chat_outputs(
+    suite: Suite,
+    records: list[dict],
+    outputs: list[list[str]],
+    options: EvalOptions,
+    *,
+    token_counts: list[list[int]] | None = None,
+    device: str = "cpu",
+) -> tuple[dict[str, float], list[dict]]:
     prompts = [suite.render_prompt(record) for record in records]
     n = max(len(outs) for outs in outputs)
     seed_outputs = seed_baseline_outputs(prompts, options, n, device=device)
@@ -101,13 +115,13 @@ def truth_quality(scores: list[list[float]]) -> dict[str, float]:
     per-prompt means, and their std (ddof=1) / sqrt(prompts) (samples of one prompt are not independent)."""
     means = [sum(qs) / len(qs) for qs in scores if qs]
     mean = sum(means) / len(means)
-    se = math.sqrt(sum((m - mean) ** 2 for m in means) / (len(means) - 1) / len(means)) if len(means) > 1 \
-        else math.nan
+    se = math.sqrt(sum((m - mean) ** 2 for m in means) / (len(means) - 1) / len(means)) if len(means) > 1 else math.nan
     return {"quality": mean, "quality_se": se}
 
 
-def evaluate_tiny_chat(suite: Suite, model_dir: Any, records: list[dict], generator: EvalGenerator,
-                       options: EvalOptions) -> tuple[dict[str, float], list[dict]]:
+def evaluate_tiny_chat(
+    suite: Suite, model_dir: Any, records: list[dict], generator: EvalGenerator, options: EvalOptions
+) -> tuple[dict[str, float], list[dict]]:
     outputs, counts = generate_answers(suite, [suite.render_prompt(r) for r in records], generator, options)
     device = str(getattr(generator.backend, "device", "cpu"))
     return score_tiny_chat_outputs(suite, records, outputs, options, token_counts=counts, device=device)
@@ -119,18 +133,20 @@ def _tiny_chat_test_file() -> Path:
     return ensure_tiny_assets().data_dir / "chat" / "test.jsonl"
 
 
-TINY_CHAT = register_suite(Suite(
-    name="tiny_chat",
-    kind="pairwise",
-    hub_name=None,
-    data_format="the embedded tiny chat task's chat/test.jsonl (JSONL rows {\"id\", \"prompt\"}), built by harness.tiny.ensure_tiny_assets()",
-    id_key="id",
-    prompt_template="{prompt}",
-    prompt_key="prompt",
-    description="Embedded tiny instruction task, judged by the tiny reward model against the seed policy.",
-    protocol="one answer per prompt at the eval sampling settings; reward-model judge vs the seed policy's answers; LC win rate",
-    required_fields={"id": (str, int), "prompt": (str,)},
-    default_data=_tiny_chat_test_file,
-    evaluate=evaluate_tiny_chat,
-    score_outputs=score_tiny_chat_outputs,
-))
+TINY_CHAT = register_suite(
+    Suite(
+        name="tiny_chat",
+        kind="pairwise",
+        hub_name=None,
+        data_format='the embedded tiny chat task\'s chat/test.jsonl (JSONL rows {"id", "prompt"}), built by harness.tiny.ensure_tiny_assets()',
+        id_key="id",
+        prompt_template="{prompt}",
+        prompt_key="prompt",
+        description="Embedded tiny instruction task, judged by the tiny reward model against the seed policy.",
+        protocol="one answer per prompt at the eval sampling settings; reward-model judge vs the seed policy's answers; LC win rate",
+        required_fields={"id": (str, int), "prompt": (str,)},
+        default_data=_tiny_chat_test_file,
+        evaluate=evaluate_tiny_chat,
+        score_outputs=score_tiny_chat_outputs,
+    )
+)

@@ -1,6 +1,6 @@
 """`python -m harness ...` is the `harness` command; torchrun launches it this way.
 
-    torchrun --standalone --nproc-per-node 2 -m harness train sweeps/runs/tiny.yaml train.parallel=fsdp
+torchrun --standalone --nproc-per-node 2 -m harness train sweeps/runs/tiny.yaml train.parallel=fsdp
 """
 
 import sys

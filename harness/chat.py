@@ -12,11 +12,13 @@ from __future__ import annotations
 
 def chat_prompt(tokenizer, user_text: str) -> str:
     """A user message as the model sees it when asked to answer (chat template, generation prompt)."""
-    return tokenizer.apply_chat_template([{"role": "user", "content": user_text}], tokenize=False,
-                                         add_generation_prompt=True)
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True
+    )
 
 
 def chat_conversation(tokenizer, user_text: str, response: str) -> str:
     """The (user, assistant) conversation as text, as the chat template closes it (eos included)."""
-    return tokenizer.apply_chat_template([{"role": "user", "content": user_text},
-                                          {"role": "assistant", "content": response}], tokenize=False)
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": user_text}, {"role": "assistant", "content": response}], tokenize=False
+    )

@@ -1,17 +1,17 @@
 """The `harness` command line: the only place that parses arguments.
 
-    harness prepare                      install (or find) the embedded tiny assets
-    harness train CONFIG [k.path=v ...]  one training run, logged to MLflow
-        (sharded: torchrun --standalone --nproc-per-node N -m harness train CONFIG train.parallel=fsdp)
-    harness plan CONFIG --gpus N         per-GPU memory table of a config, before loading anything
-    harness bench [CONFIG]               time per phase of a short tiny run
-    harness bench CONFIG --sync-every 1,10 rollout.placement=worker   per-step time at each s
-    harness sweep SWEEP.yaml             the method x s x task-mix grid through Optuna
-    harness status SWEEP.yaml            one row per cell: state, progress, objective, run id
-    harness eval RUN_ID|CHECKPOINT       score a run's selected and final checkpoints
-    harness score --suite S --data F --predictions P   re-score existing generations
-    harness leaderboard                  the Streamlit leaderboard over MLflow
-    harness report SWEEP.yaml --out DIR  the paper's tables and figures from MLflow
+harness prepare                      install (or find) the embedded tiny assets
+harness train CONFIG [k.path=v ...]  one training run, logged to MLflow
+    (sharded: torchrun --standalone --nproc-per-node N -m harness train CONFIG train.parallel=fsdp)
+harness plan CONFIG --gpus N         per-GPU memory table of a config, before loading anything
+harness bench [CONFIG]               time per phase of a short tiny run
+harness bench CONFIG --sync-every 1,10 rollout.placement=worker   per-step time at each s
+harness sweep SWEEP.yaml             the method x s x task-mix grid through Optuna
+harness status SWEEP.yaml            one row per cell: state, progress, objective, run id
+harness eval RUN_ID|CHECKPOINT       score a run's selected and final checkpoints
+harness score --suite S --data F --predictions P   re-score existing generations
+harness leaderboard                  the Streamlit leaderboard over MLflow
+harness report SWEEP.yaml --out DIR  the paper's tables and figures from MLflow
 """
 
 from __future__ import annotations
@@ -33,8 +33,12 @@ log = logging.getLogger("harness")
 
 
 def _setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     redact_logs()
     _quiet_transformers()
     for noisy in ("alembic", "mlflow", "urllib3", "httpx", "filelock", "datasets", "matplotlib"):
@@ -47,6 +51,7 @@ def _quiet_transformers() -> None:
     that a command that never loads a model, or fails on bad input, does not import it (~2 s)."""
     if "transformers" in sys.modules:  # imported already (an in-process caller): set it directly
         import transformers
+
         transformers.utils.logging.disable_progress_bar()
         transformers.utils.logging.set_verbosity_error()
         return
@@ -82,30 +87,44 @@ def check_output_folder(path: str | None, flag: str) -> None:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     if args.ship and not args.rebuild:
-        raise HarnessError("harness prepare --ship: ships a build trained on this machine, so it needs --rebuild too "
-                           "(the installed assets already are the shipped ones).")
+        raise HarnessError(
+            "harness prepare --ship: ships a build trained on this machine, so it needs --rebuild too "
+            "(the installed assets already are the shipped ones)."
+        )
     from harness.tiny import prepare_main
+
     prepare_main(cache_root=args.cache_dir, force=args.force, rebuild=args.rebuild, ship=args.ship)
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from harness.config import load_run_config
+
     cfg = load_run_config(args.config, args.overrides)  # a bad config fails before torch is imported
     from harness.distributed import launch_env
     from harness.training_run import run_training
+
     source = args.config + (f" (with overrides {' '.join(args.overrides)})" if args.overrides else "")
-    result = run_training(cfg, resume=args.resume, parent_run_id=args.parent_run_id, tags=_tags(args.tag),
-                          use_mlflow=not args.no_mlflow, progress=not args.no_progress, source=source)
+    result = run_training(
+        cfg,
+        resume=args.resume,
+        parent_run_id=args.parent_run_id,
+        tags=_tags(args.tag),
+        use_mlflow=not args.no_mlflow,
+        progress=not args.no_progress,
+        source=source,
+    )
     if launch_env()[0] == 0:
-        print(json.dumps({"run_id": result.run_id, "output_dir": str(result.output_dir),
-                          "final_val": result.final_val}))
+        print(
+            json.dumps({"run_id": result.run_id, "output_dir": str(result.output_dir), "final_val": result.final_val})
+        )
     return 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from harness.config import load_run_config
     from harness.train.plan import default_capacity_gib, format_plan, plan_memory
+
     cfg = load_run_config(args.config, args.overrides)
     capacity = args.gpu_memory_gib or default_capacity_gib()
     plan = plan_memory(cfg, args.gpus, capacity, generator_gpus=args.generator_gpus, prompt_tokens=args.prompt_tokens)
@@ -115,11 +134,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from harness.bench import compare, parse_sync_list, run_bench
+
     if args.repeats < 1 or args.steps < 1:
         raise HarnessError(f"harness bench: --steps {args.steps} --repeats {args.repeats}: both must be at least 1.")
     if args.sync_every:
-        compare(args.config, args.overrides, parse_sync_list(args.sync_every), steps=args.steps,
-                repeats=args.repeats, as_json=args.json)
+        compare(
+            args.config,
+            args.overrides,
+            parse_sync_list(args.sync_every),
+            steps=args.steps,
+            repeats=args.repeats,
+            as_json=args.json,
+        )
     else:
         report = run_bench(args.config, args.overrides, steps=args.steps)
         if args.json:
@@ -130,38 +156,70 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from evaluators.run import evaluate_into_run, evaluate_run, parse_data_flags, summary_lines
     from harness.tracking import default_tracking_uri
+
     uri = args.tracking_uri or default_tracking_uri()
     if args.config:
         # --config RUN.yaml: the run config's eval section (the sweep's seed baseline, its own process)
         from harness.eval_config import eval_settings
+
         target, suites, settings = eval_settings(args.config, args.target, args.suites)
         samples = settings.pop("samples")
         if args.log_run:
             if not args.out:
                 raise HarnessError("harness eval --log-run needs --out DIR (where the generations are written).")
-            summary = evaluate_into_run(target, args.log_run, suites, samples, tracking_uri=uri, out_dir=args.out,
-                                        show_progress=False, **settings)
+            summary = evaluate_into_run(
+                target,
+                args.log_run,
+                suites,
+                samples,
+                tracking_uri=uri,
+                out_dir=args.out,
+                show_progress=False,
+                **settings,
+            )
         else:
-            summary = evaluate_run(target, suites, samples, rule=args.rule, tracking_uri=uri, out_dir=args.out,
-                                   as_alternative=args.as_alternative, **settings)
+            summary = evaluate_run(
+                target,
+                suites,
+                samples,
+                rule=args.rule,
+                tracking_uri=uri,
+                out_dir=args.out,
+                as_alternative=args.as_alternative,
+                **settings,
+            )
     else:
         if args.log_run:
             raise HarnessError("harness eval --log-run needs --config RUN.yaml (whose eval settings are used).")
         suites = [name.strip() for name in (args.suites or "").split(",") if name.strip()]
         if args.suites is not None and not suites:
-            raise HarnessError(f"--suites {args.suites!r} names no suite; expected e.g. --suites tiny_math,tiny_chat "
-                               f"(or leave it out: the run's own eval.suites are used).")
+            raise HarnessError(
+                f"--suites {args.suites!r} names no suite; expected e.g. --suites tiny_math,tiny_chat "
+                f"(or leave it out: the run's own eval.suites are used)."
+            )
         judge = {"name": "reward_model"}
         for key, value in _tags(args.judge).items():
             try:
                 judge[key] = yaml.safe_load(value)
             except yaml.YAMLError:
                 judge[key] = value
-        summary = evaluate_run(args.target, suites, args.samples, rule=args.rule, tracking_uri=uri,
-                               data_paths=parse_data_flags(args.data), judge=judge, temperature=args.temperature,
-                               top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed,
-                               device=args.device, batch_size=args.batch_size, out_dir=args.out,
-                               as_alternative=args.as_alternative)
+        summary = evaluate_run(
+            args.target,
+            suites,
+            args.samples,
+            rule=args.rule,
+            tracking_uri=uri,
+            data_paths=parse_data_flags(args.data),
+            judge=judge,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            max_new_tokens=args.max_new_tokens,
+            seed=args.seed,
+            device=args.device,
+            batch_size=args.batch_size,
+            out_dir=args.out,
+            as_alternative=args.as_alternative,
+        )
     for key in dict.fromkeys(("eval", "eval_final", f"eval_{args.rule}")):
         if key in summary:
             label = "selected" if key == "eval" and "selected_step" in summary else key
@@ -173,12 +231,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from evaluators.run import score_predictions
+
     if args.out and Path(args.out).is_dir():
         raise HarnessError(f"--out {args.out}: is a directory; expected the path of the per-sample results file.")
     result = score_predictions(args.suite, args.data, args.predictions, out_path=args.out)
     if not args.json:
-        print(f"{result['suite']}: {result['score']:.2f} ± {result['stderr']:.2f} "
-              f"({result['n_problems']} problems, {result['n_samples']} samples) -> {result['results_path']}")
+        print(
+            f"{result['suite']}: {result['score']:.2f} ± {result['stderr']:.2f} "
+            f"({result['n_problems']} problems, {result['n_samples']} samples) -> {result['results_path']}"
+        )
     print(json.dumps({k: result[k] for k in ("suite", "score", "stderr", "n_problems", "n_samples")}))
     return 0
 
@@ -187,10 +248,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     from harness.tracking_uri import check_tracking_uri
     from results.report import report_command
     from harness.tracking import default_tracking_uri
+
     check_tracking_uri(args.tracking_uri or default_tracking_uri(), "--tracking-uri", must_exist=True)
     check_output_folder(args.out, "--out")
     if args.sweep is not None:
         from harness.config import read_yaml
+
         read_yaml(args.sweep)  # missing, a directory, not UTF-8, empty: said before MLflow is asked
     path = report_command(args.sweep, args.out, tracking_uri=args.tracking_uri, experiment=args.experiment)
     uri = args.tracking_uri or default_tracking_uri()
@@ -204,33 +267,51 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     import subprocess
     from harness.tracking_uri import check_tracking_uri
     from harness.tracking import default_tracking_uri
+
     if not 1 <= args.port <= 65535:
         raise HarnessError(f"--port {args.port}: expected a TCP port in 1..65535 (default 8501).")
     check_tracking_uri(args.tracking_uri or default_tracking_uri(), "--tracking-uri", must_exist=True)
     # The dashboard is a program of its own (it reads MLflow through the results layer); the
     # harness starts it as a process and never imports it.
-    command = [sys.executable, "-m", "dashboard.launch", "--tracking-uri", args.tracking_uri or default_tracking_uri(),
-               "--port", str(args.port), "--address", args.address] + (
-                   ["--mlflow-ui-url", args.mlflow_ui_url] if args.mlflow_ui_url else [])
+    command = [
+        sys.executable,
+        "-m",
+        "dashboard.launch",
+        "--tracking-uri",
+        args.tracking_uri or default_tracking_uri(),
+        "--port",
+        str(args.port),
+        "--address",
+        args.address,
+    ] + (["--mlflow-ui-url", args.mlflow_ui_url] if args.mlflow_ui_url else [])
     host = "localhost" if args.address == "127.0.0.1" else args.address
     log.info("leaderboard on http://%s:%d (listening on %s; Ctrl-C to stop)", host, args.port, args.address)
     return subprocess.run(command).returncode
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="harness", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=textwrap.dedent(__doc__.split("\n\n", 1)[1]))
+    parser = argparse.ArgumentParser(
+        prog="harness",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=textwrap.dedent(__doc__.split("\n\n", 1)[1]),
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("prepare", help="install (or find) the embedded tiny model, tasks and reward model")
     p.add_argument("--cache-dir", default=None, help="cache root (default $HARNESS_CACHE or ~/.cache/harness)")
     p.add_argument("--force", action="store_true", help="make them again even if cached")
-    p.add_argument("--rebuild", action="store_true",
-                   help="train them from the recipe on this machine instead of installing the shipped build")
-    p.add_argument("--ship", action="store_true",
-                   help="with --rebuild: replace the package's shipped files (harness/tiny/shipped) with this build")
+    p.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="train them from the recipe on this machine instead of installing the shipped build",
+    )
+    p.add_argument(
+        "--ship",
+        action="store_true",
+        help="with --rebuild: replace the package's shipped files (harness/tiny/shipped) with this build",
+    )
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("train", help="one training run (DPO or GRPO at any sync_every)")
@@ -243,31 +324,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("plan", help="per-GPU memory table of a config (weights, grads, Adam, reference, "
-                                    "generator, activations, reward model) and whether it fits")
+    p = sub.add_parser(
+        "plan",
+        help="per-GPU memory table of a config (weights, grads, Adam, reference, "
+        "generator, activations, reward model) and whether it fits",
+    )
     p.add_argument("config", help="run config YAML, e.g. sweeps/runs/llama31_8b.yaml")
     p.add_argument("overrides", nargs="*", help="key.path=value overrides")
     p.add_argument("--gpus", type=int, default=1, help="trainer GPUs (FSDP ranks when train.parallel=fsdp)")
-    p.add_argument("--generator-gpus", type=int, default=0,
-                   help="GPUs of a separate generator (worker placement, e.g. vLLM); 0 = as the config says")
+    p.add_argument(
+        "--generator-gpus",
+        type=int,
+        default=0,
+        help="GPUs of a separate generator (worker placement, e.g. vLLM); 0 = as the config says",
+    )
     p.add_argument("--gpu-memory-gib", type=float, default=None, help="memory per GPU (default: this machine's)")
-    p.add_argument("--prompt-tokens", type=int, default=None,
-                   help="planning allowance for prompt length (default: data.max_prompt_tokens, else 512)")
+    p.add_argument(
+        "--prompt-tokens",
+        type=int,
+        default=None,
+        help="planning allowance for prompt length (default: data.max_prompt_tokens, else 512)",
+    )
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("bench", help="time per phase (generate, score, train, sync) of a short run")
     p.add_argument("config", nargs="?", default=None, help="run config (default sweeps/runs/tiny.yaml)")
     p.add_argument("overrides", nargs="*", help="key.path=value overrides")
     p.add_argument("--steps", type=int, default=20, help="optimizer steps to time")
-    p.add_argument("--sync-every", default=None, metavar="LIST",
-                   help="comparison mode: run each sync interval, e.g. 1,5,10,inf, and print their per-step times")
+    p.add_argument(
+        "--sync-every",
+        default=None,
+        metavar="LIST",
+        help="comparison mode: run each sync interval, e.g. 1,5,10,inf, and print their per-step times",
+    )
     p.add_argument("--repeats", type=int, default=1, help="comparison mode: interleaved repeats of every setting")
-    p.add_argument("--json", action="store_true", help="last line: the result as JSON (comparison: a list, one "
-                                                       "object per setting)")
+    p.add_argument(
+        "--json", action="store_true", help="last line: the result as JSON (comparison: a list, one object per setting)"
+    )
     p.set_defaults(func=cmd_bench)
 
-    from harness.sweep.commands import (add_status_arguments, add_sweep_arguments, status_from_args,
-                                        sweep_from_args)
+    from harness.sweep.commands import add_status_arguments, add_sweep_arguments, status_from_args, sweep_from_args
+
     p = sub.add_parser("sweep", help="run the method x s x task-mix grid of a sweep file through Optuna")
     add_sweep_arguments(p)
     p.set_defaults(func=sweep_from_args)
@@ -278,34 +375,64 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a run's selected and final checkpoints (or one checkpoint folder)")
     p.add_argument("target", help="MLflow run id, or a checkpoint folder")
-    p.add_argument("--suites", default=None, help="comma-separated suites, e.g. tiny_math,tiny_chat or math500,amc23 "
-                                                 "(default: the run's, or --config's, eval.suites)")
-    p.add_argument("--samples", type=int, default=None,
-                   help="samples per problem (default: the run's eval.samples, else 4; the paper uses 50)")
+    p.add_argument(
+        "--suites",
+        default=None,
+        help="comma-separated suites, e.g. tiny_math,tiny_chat or math500,amc23 "
+        "(default: the run's, or --config's, eval.suites)",
+    )
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        help="samples per problem (default: the run's eval.samples, else 4; the paper uses 50)",
+    )
     p.add_argument("--rule", default="len_norm", help="checkpoint selection rule: len_norm, max_val_reward, final")
-    p.add_argument("--as-alternative", action="store_true",
-                   help="evaluate only the checkpoint --rule picks and log it under eval_<rule>/ (the run's eval/* "
-                        "and selected_step stay): e.g. --rule max_val_reward beside the length-normalized pick")
+    p.add_argument(
+        "--as-alternative",
+        action="store_true",
+        help="evaluate only the checkpoint --rule picks and log it under eval_<rule>/ (the run's eval/* "
+        "and selected_step stay): e.g. --rule max_val_reward beside the length-normalized pick",
+    )
     p.add_argument("--data", action="append", default=[], metavar="SUITE=PATH", help="local data file for a suite")
-    p.add_argument("--judge", action="append", default=[], metavar="KEY=VALUE",
-                   help="pairwise judge option, e.g. name=openai_compatible base_url=http://host:8000/v1 model=M "
-                        "(default name=reward_model, the tiny reward model)")
+    p.add_argument(
+        "--judge",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="pairwise judge option, e.g. name=openai_compatible base_url=http://host:8000/v1 model=M "
+        "(default name=reward_model, the tiny reward model)",
+    )
     # None = inherit from the run's config (evaluators/settings.py), else the default shown
     p.add_argument("--temperature", type=float, default=None, help="default: the run's eval.temperature, else 0.6")
     p.add_argument("--top-p", type=float, default=None, help="default: the run's eval.top_p, else 0.9")
-    p.add_argument("--max-new-tokens", type=int, default=None,
-                   help="default: the run's eval.max_new_tokens, else its train.max_new_tokens, else 64")
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="default: the run's eval.max_new_tokens, else its train.max_new_tokens, else 64",
+    )
     p.add_argument("--batch-size", type=int, default=None, help="default: the run's rollout.batch_size, else 256")
     p.add_argument("--seed", type=int, default=None, help="default: the run's seed, else 0")
     p.add_argument("--device", default=None, help="default: the run's model.device, else cpu")
     p.add_argument("--tracking-uri", default=None)
-    p.add_argument("--out", default=None, help="folder for generations (default: a temp folder; always logged to MLflow)")
-    p.add_argument("--config", default=None, metavar="RUN.yaml",
-                   help="take suites, samples and the sampling, judge, data and device settings from this run "
-                        "config (its eval section); TARGET `tiny` is then the embedded seed policy")
-    p.add_argument("--log-run", default=None, metavar="RUN_ID",
-                   help="evaluate TARGET as one model folder and log its scores to this existing MLflow run "
-                        "under eval/ (how a sweep logs its seed-model baseline)")
+    p.add_argument(
+        "--out", default=None, help="folder for generations (default: a temp folder; always logged to MLflow)"
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="RUN.yaml",
+        help="take suites, samples and the sampling, judge, data and device settings from this run "
+        "config (its eval section); TARGET `tiny` is then the embedded seed policy",
+    )
+    p.add_argument(
+        "--log-run",
+        default=None,
+        metavar="RUN_ID",
+        help="evaluate TARGET as one model folder and log its scores to this existing MLflow run "
+        "under eval/ (how a sweep logs its seed-model baseline)",
+    )
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("score", help="re-score an existing predictions file")
@@ -324,10 +451,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("leaderboard", help="the Streamlit leaderboard over MLflow")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    p.add_argument(
+        "--tracking-uri", default=None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlflow.db)"
+    )
     p.add_argument("--port", type=int, default=8501)
-    p.add_argument("--address", default="127.0.0.1",
-                   help="interface to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for every interface)")
+    p.add_argument(
+        "--address",
+        default="127.0.0.1",
+        help="interface to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for every interface)",
+    )
     p.add_argument("--mlflow-ui-url", default=None, help="base URL of an MLflow UI for run links")
     p.set_defaults(func=cmd_leaderboard)
     return parser

@@ -18,9 +18,25 @@ import yaml
 from pydantic import AllowInfNan, Field, ValidationError, field_validator, model_validator
 
 from harness.config_sections import (  # noqa: F401 - the sections, re-exported for `from harness.config import`
-    INF, MAX_INT, MAX_SEED, CheckpointConfig, DataConfig, DPOConfig, EvalConfig, GRPOConfig, LoRASettings,
-    ModelConfig, ModelDtype, RewardsConfig, RolloutConfig, Section, TrackingConfig, TrainConfig, ValidationConfig,
-    VLLMEngineConfig)
+    INF,
+    MAX_INT,
+    MAX_SEED,
+    CheckpointConfig,
+    DataConfig,
+    DPOConfig,
+    EvalConfig,
+    GRPOConfig,
+    LoRASettings,
+    ModelConfig,
+    ModelDtype,
+    RewardsConfig,
+    RolloutConfig,
+    Section,
+    TrackingConfig,
+    TrainConfig,
+    ValidationConfig,
+    VLLMEngineConfig,
+)
 from harness.errors import ConfigError
 from harness.files import read_text_file
 from harness.prompt_template import check_prompt_template, prompt_template_problem  # noqa: F401 - re-exported
@@ -70,21 +86,35 @@ def default_ref_sync(method: str, sync_every: float | int, task_mix: str) -> flo
 
 class RunConfig(Section):
     """One training run: the grid axes at the top level, everything else in a section."""
-    method: Literal["dpo", "grpo"] = Field("dpo", description="`dpo` (sigmoid loss on chosen/rejected pairs) or "
-                                           "`grpo` (group-centred advantages, k3 KL to a fixed reference)")
+
+    method: Literal["dpo", "grpo"] = Field(
+        "dpo",
+        description="`dpo` (sigmoid loss on chosen/rejected pairs) or "
+        "`grpo` (group-centred advantages, k3 KL to a fixed reference)",
+    )
     sync_every: int | IntervalFloat = Field(
-        1, description="optimizer steps between generator syncs: `1` online, `5`/`10`/`100` semi-online, `inf` "
-        "offline (rollouts always from the seed)", json_schema_extra={"doc_type": "int >= 1, or `inf`"})
+        1,
+        description="optimizer steps between generator syncs: `1` online, `5`/`10`/`100` semi-online, `inf` "
+        "offline (rollouts always from the seed)",
+        json_schema_extra={"doc_type": "int >= 1, or `inf`"},
+    )
     ref_sync_every: int | IntervalFloat | Literal["auto"] = Field(
-        "auto", description="steps between DPO reference syncs, or `inf`; `auto` (the paper's settings) follows "
-        "`sync_every` for verifiable DPO and is `inf` otherwise", json_schema_extra={"doc_type": "int >= 1, `inf` "
-                                                                                    "or `auto`"})
+        "auto",
+        description="steps between DPO reference syncs, or `inf`; `auto` (the paper's settings) follows "
+        "`sync_every` for verifiable DPO and is `inf` otherwise",
+        json_schema_extra={"doc_type": "int >= 1, `inf` or `auto`"},
+    )
     task_mix: Literal["verifiable", "non_verifiable", "joint"] = Field(
-        "verifiable", description="`verifiable` (math, Math-Verify 0/1), `non_verifiable` (chat, reward model) or "
-        "`joint` (both in every batch, each prompt scored by its own reward)")
+        "verifiable",
+        description="`verifiable` (math, Math-Verify 0/1), `non_verifiable` (chat, reward model) or "
+        "`joint` (both in every batch, each prompt scored by its own reward)",
+    )
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seeds torch, the prompt order, sampling and pair building")
-    output_dir: str | None = Field(None, description="checkpoints, `config.yaml`, `checkpoints.json`, `run.json`; "
-                                   "none = `runs/<run name>` under the working folder")
+    output_dir: str | None = Field(
+        None,
+        description="checkpoints, `config.yaml`, `checkpoints.json`, `run.json`; "
+        "none = `runs/<run name>` under the working folder",
+    )
 
     model: ModelConfig = Field(default_factory=ModelConfig, description="policy, reward model, precision, devices")
     data: DataConfig = Field(default_factory=DataConfig, description="prompt sources")
@@ -120,24 +150,32 @@ class RunConfig(Section):
                 "(the paper's GRPO is purely on-policy, sync_every=1)"
             )
         if self.model.lora is not None and self.train.parallel == "fsdp":
-            raise ValueError("model.lora is for one process (one GPU); with train.parallel=fsdp train all weights, "
-                             "or drop train.parallel")
+            raise ValueError(
+                "model.lora is for one process (one GPU); with train.parallel=fsdp train all weights, "
+                "or drop train.parallel"
+            )
         if self.model.lora is not None and self.ref_sync_every != INF:
             raise ValueError(
                 f"model.lora makes the reference the base model with the adapter switched off, so it cannot "
                 f"follow the policy; ref_sync_every resolved to {format_interval(self.ref_sync_every)}: set "
-                f"ref_sync_every=inf")
+                f"ref_sync_every=inf"
+            )
         worker_wait = self.rollout.worker_timeout_s
-        if self.train.parallel == "fsdp" and self.rollout.placement == "worker" and \
-                (worker_wait is None or worker_wait >= self.train.collective_timeout_s):
+        if (
+            self.train.parallel == "fsdp"
+            and self.rollout.placement == "worker"
+            and (worker_wait is None or worker_wait >= self.train.collective_timeout_s)
+        ):
             raise ValueError(
                 f"rollout.worker_timeout_s = {worker_wait} must be below train.collective_timeout_s = "
                 f"{self.train.collective_timeout_s:g} under train.parallel=fsdp: the other ranks wait for rank 0 in a "
-                f"collective while it waits for the worker, so a hung worker must be replaced before they time out")
+                f"collective while it waits for the worker, so a hung worker must be replaced before they time out"
+            )
         if self.model.reference_offload and self.train.parallel != "fsdp":
             raise ValueError(
                 "model.reference_offload=true needs train.parallel=fsdp (FSDP's CPU offload; it also "
-                "works as a single process)")
+                "works as a single process)"
+            )
         return self
 
     # -- derived -------------------------------------------------------------------------
@@ -145,7 +183,7 @@ class RunConfig(Section):
     def run_name(self) -> str:
         if self.tracking.run_name:
             return self.tracking.run_name
-        return (f"{self.method}-s{format_interval(self.sync_every)}-{self.task_mix}-seed{self.seed}")
+        return f"{self.method}-s{format_interval(self.sync_every)}-{self.task_mix}-seed{self.seed}"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, with inf intervals written as the string 'inf' (YAML- and JSON-safe)."""
@@ -188,8 +226,9 @@ def parse_override(text: str, source: str = "command line") -> tuple[list[str], 
     except yaml.YAMLError:
         value = raw
     except (ValueError, OverflowError, RecursionError) as exc:  # e.g. an integer of 5000 digits
-        raise ConfigError(f"{source}: override `{text[:80]}` has a value that cannot be read "
-                          f"({str(exc)[:100]}).") from None
+        raise ConfigError(
+            f"{source}: override `{text[:80]}` has a value that cannot be read ({str(exc)[:100]})."
+        ) from None
     return key.split("."), value
 
 
@@ -216,8 +255,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except (ValueError, OverflowError, RecursionError) as exc:  # e.g. a timestamp out of range
         raise ConfigError(f"{path}: a value cannot be read: {exc}") from None
     if data is None:
-        raise ConfigError(f"{path}: the config file is empty (or only comments); expected a mapping of keys to "
-                          f"values, e.g. `method: dpo`. To run with every default, copy sweeps/runs/tiny.yaml.")
+        raise ConfigError(
+            f"{path}: the config file is empty (or only comments); expected a mapping of keys to "
+            f"values, e.g. `method: dpo`. To run with every default, copy sweeps/runs/tiny.yaml."
+        )
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys to values, got {type(data).__name__}.")
     bad = [key for key in data if not isinstance(key, str)]
@@ -233,8 +274,10 @@ def describe_validation_error(source: str, exc: ValidationError) -> str:
         loc = ".".join(str(part) for part in err["loc"] if not str(part).startswith("function-"))
         value = err.get("input")
         if err["type"] == "extra_forbidden":
-            lines.append(f"{source}: unknown key `{loc}` (value {value!r}); check the spelling, "
-                         f"allowed keys are listed in docs/config.md.")
+            lines.append(
+                f"{source}: unknown key `{loc}` (value {value!r}); check the spelling, "
+                f"allowed keys are listed in docs/config.md."
+            )
             continue
         message = err["msg"].removeprefix("Value error, ")
         if not loc:

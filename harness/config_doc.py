@@ -148,8 +148,9 @@ def _cell(text: str) -> str:
 def table(rows: list[tuple[str, FieldInfo]]) -> list[str]:
     lines = ["| key | type | default | description |", "|---|---|---|---|"]
     for key, info in rows:
-        lines.append(f"| `{key}` | {_cell(field_type(info))} | {_cell(default_text(info))} | "
-                     f"{_cell(info.description or '')} |")
+        lines.append(
+            f"| `{key}` | {_cell(field_type(info))} | {_cell(default_text(info))} | {_cell(info.description or '')} |"
+        )
     return lines
 
 
@@ -199,8 +200,10 @@ def with_sweep_reference(page: str) -> str:
 
 
 def expected_pages() -> dict[Path, str]:
-    return {CONFIG_PAGE: render_config_reference(),
-            SWEEPS_PAGE: with_sweep_reference(SWEEPS_PAGE.read_text(encoding="utf-8"))}
+    return {
+        CONFIG_PAGE: render_config_reference(),
+        SWEEPS_PAGE: with_sweep_reference(SWEEPS_PAGE.read_text(encoding="utf-8")),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

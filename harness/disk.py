@@ -58,15 +58,20 @@ def gib(n: int) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**28 else f"{n / 2**20:.1f} MiB"
 
 
-def _shortfall(folder: Path, what: str, needed: int, free: int, key: str | None,
-               cause: BaseException | None = None) -> DiskSpaceError:
+def _shortfall(
+    folder: Path, what: str, needed: int, free: int, key: str | None, cause: BaseException | None = None
+) -> DiskSpaceError:
     where = f" (`{key}`)" if key else ""
-    happened = ("nothing was written" if cause is None else
-                f"the disk filled while writing ({cause}; another process?) and the half-written folder was removed")
+    happened = (
+        "nothing was written"
+        if cause is None
+        else f"the disk filled while writing ({cause}; another process?) and the half-written folder was removed"
+    )
     return DiskSpaceError(
         f"{what}: {folder}{where} needs {gib(needed)} ({needed} bytes) free but its filesystem has "
         f"{gib(free)} ({free} bytes); {happened}. Free space there or point{where or ' it'} at a "
-        f"larger filesystem, then resume with --resume (the last complete checkpoint is the resume point).")
+        f"larger filesystem, then resume with --resume (the last complete checkpoint is the resume point)."
+    )
 
 
 def require_free_space(folder: str | Path, payload_bytes: int, what: str, key: str | None = None) -> None:
@@ -85,8 +90,9 @@ def is_disk_full(exc: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def staged_write(tmp: Path, folder: str | Path, what: str, key: str | None = None,
-                 payload_bytes: int = 0) -> Iterator[None]:
+def staged_write(
+    tmp: Path, folder: str | Path, what: str, key: str | None = None, payload_bytes: int = 0
+) -> Iterator[None]:
     """Writing into the staging folder `tmp`: on any failure it is removed; a full disk becomes a
     `DiskSpaceError` naming `folder` and its free space."""
     try:
@@ -94,6 +100,7 @@ def staged_write(tmp: Path, folder: str | Path, what: str, key: str | None = Non
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, Exception) and is_disk_full(exc):
-            raise _shortfall(Path(folder), what, needed_bytes(payload_bytes), free_bytes(folder), key,
-                             cause=exc) from exc
+            raise _shortfall(
+                Path(folder), what, needed_bytes(payload_bytes), free_bytes(folder), key, cause=exc
+            ) from exc
         raise

@@ -30,8 +30,10 @@ log = logging.getLogger("harness.distributed")
 
 def launch_env() -> tuple[int, int, int, int]:
     """(rank, world size, local rank, local world size) as torchrun sets them; (0, 1, 0, 1) otherwise."""
+
     def get(name: str, default: int) -> int:
         return int(os.environ.get(name, default))
+
     world = get("WORLD_SIZE", 1)
     return get("RANK", 0), world, get("LOCAL_RANK", 0), get("LOCAL_WORLD_SIZE", world)
 
@@ -51,31 +53,37 @@ def check_launch(cfg, source: str = "config") -> None:
         raise ConfigError(
             f"{source}: launched as {world} processes (torchrun) but `train.parallel` = {parallel!r}; every "
             f"process would train its own full copy into the same output folder. Add `train.parallel=fsdp`, "
-            f"or launch one process.")
+            f"or launch one process."
+        )
     if parallel != "fsdp":
         return
     device = cfg.model.device
     cuda = torch.cuda.is_available() and device != "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"{source}: `model.device` = 'cuda' with `train.parallel` = 'fsdp', but this machine has "
-                          f"no CUDA device; use `model.device=cpu` (gloo) or run on a GPU node.")
+        raise ConfigError(
+            f"{source}: `model.device` = 'cuda' with `train.parallel` = 'fsdp', but this machine has "
+            f"no CUDA device; use `model.device=cpu` (gloo) or run on a GPU node."
+        )
     if cuda and torch.cuda.device_count() < local_world:
         raise ConfigError(
             f"{source}: `train.parallel` = 'fsdp' with {local_world} processes on this node but only "
             f"{torch.cuda.device_count()} CUDA devices; launch `torchrun --nproc-per-node "
-            f"{torch.cuda.device_count()}` or fewer.")
+            f"{torch.cuda.device_count()}` or fewer."
+        )
     threads = cfg.model.cpu_threads
     if not cuda and threads and threads * local_world > usable_cores():
         raise ConfigError(
             f"{source}: `model.cpu_threads` = {threads} x {local_world} FSDP processes = {threads * local_world} "
             f"threads, more than the {usable_cores()} usable CPU cores; spinning OpenMP threads would slow "
             f"every op many times over. Lower `model.cpu_threads` (to {max(1, usable_cores() // local_world)}) "
-            f"or `--nproc-per-node`.")
+            f"or `--nproc-per-node`."
+        )
 
 
 @dataclass
 class Dist:
     """This process's place in the job. `Dist()` is the single-process case."""
+
     rank: int = 0
     world: int = 1
     local_rank: int = 0
@@ -121,11 +129,11 @@ class Dist:
         if not items:
             return []
         if not self.enabled:
-            return [(items[i:i + size], True) for i in range(0, len(items), size)]
+            return [(items[i : i + size], True) for i in range(0, len(items), size)]
         bounds = [len(items) * r // self.world for r in range(self.world + 1)]
-        share = items[bounds[self.rank]:bounds[self.rank + 1]]
+        share = items[bounds[self.rank] : bounds[self.rank + 1]]
         count = -(-max(bounds[r + 1] - bounds[r] for r in range(self.world)) // size)
-        out = [(share[i * size:(i + 1) * size], True) for i in range(count) if share[i * size:(i + 1) * size]]
+        out = [(share[i * size : (i + 1) * size], True) for i in range(count) if share[i * size : (i + 1) * size]]
         return out + [(items[:1], False)] * (count - len(out))
 
     def barrier(self) -> None:
@@ -168,6 +176,7 @@ def process_group_backend(cuda: bool) -> str:
 
 def _free_port() -> int:
     import socket
+
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -180,6 +189,7 @@ def shard(model, dist: Dist, compute_dtype: str, offload: bool = False, trainabl
     """FSDP2 over each decoder layer, then the root; compute in `compute_dtype`, reduce in fp32."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+
     mesh = init_device_mesh(dist.device.type, (dist.world,))
     compute = torch_dtype(compute_dtype)
     stored = next(model.parameters()).dtype
@@ -212,6 +222,7 @@ def shard_from_rank0(model, dist: Dist, compute_dtype: str, offload: bool = Fals
     Buffers not in a state dict (rotary `inv_freq`) are copied from rank 0 too. Tied weights stay
     one parameter. Collective."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
     weights = model.state_dict() if dist.is_main else {}  # keeps rank 0's full copy alive until sent
     shard(model, dist, compute_dtype, offload=offload, trainable=trainable)
     if not dist.is_main:
@@ -225,8 +236,9 @@ def shard_from_rank0(model, dist: Dist, compute_dtype: str, offload: bool = Fals
 def _buffers_from_rank0(model, dist: Dist) -> None:
     """Every buffer := rank 0's, on the device rank 0 keeps it on (FSDP moves buffers to the GPU even
     when it offloads the parameters)."""
-    layout = dist.broadcast([(name, b.shape, b.dtype, b.device.type) for name, b in model.named_buffers()]
-                            if dist.is_main else None)
+    layout = dist.broadcast(
+        [(name, b.shape, b.dtype, b.device.type) for name, b in model.named_buffers()] if dist.is_main else None
+    )
     mine = dict(model.named_buffers())
     if [name for name, *_ in layout] != list(mine):
         raise RuntimeError(f"rank {dist.rank}: buffers {list(mine)} differ from rank 0's {[n for n, *_ in layout]}")
@@ -243,6 +255,7 @@ def reshard(model) -> None:
     """Free a sharded model's gathered root after no-grad forwards (validation): without a backward,
     FSDP keeps it gathered until the next training step. No-op for an unsharded model."""
     from torch.distributed.fsdp import FSDPModule
+
     if isinstance(model, FSDPModule):
         model.reshard()
 
@@ -252,11 +265,13 @@ def full_state_dict(model, dist: Dist) -> dict[str, torch.Tensor]:
 
     A LoRA policy gives its merged weights under the base model's names (what a generator loads)."""
     from harness.train.lora import is_lora, merged_state_dict
+
     if is_lora(model):
         return merged_state_dict(model)
     if not dist.enabled:
         return model.state_dict()
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
@@ -266,6 +281,7 @@ def load_full_state_dict(model, weights: dict[str, torch.Tensor], dist: Dist) ->
         model.load_state_dict(weights)
         return
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
     set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True))
 
 
@@ -275,6 +291,7 @@ def copy_weights(target, source, dist: Dist) -> None:
         target.load_state_dict(source.state_dict())
         return
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+
     set_model_state_dict(target, get_model_state_dict(source))
 
 

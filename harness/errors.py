@@ -17,6 +17,7 @@ REQUEUE_EXIT_CODE = 75
 
 class HarnessError(Exception):
     """An error caused by input the user controls; shown without a traceback."""
+
     exit_code = 2  # what the CLI exits with (harness.preemption.Preempted: 75, requeue me)
 
 

@@ -18,7 +18,9 @@ from typing import Any
 from harness.errors import ConfigError
 
 
-def eval_settings(config_path: str | Path, target: str, suites_flag: str | None) -> tuple[str, list[str], dict[str, Any]]:
+def eval_settings(
+    config_path: str | Path, target: str, suites_flag: str | None
+) -> tuple[str, list[str], dict[str, Any]]:
     """(model path, suites, evaluate_checkpoint keyword arguments incl. `samples`) of a run config."""
     import torch
 
@@ -29,8 +31,10 @@ def eval_settings(config_path: str | Path, target: str, suites_flag: str | None)
     cfg = load_run_config(config_path)
     suites = [s.strip() for s in suites_flag.split(",") if s.strip()] if suites_flag else list(cfg.eval.suites)
     if not suites:
-        raise ConfigError(f"{config_path}: eval.suites is empty and no --suites was given; expected at least one "
-                          "suite to evaluate, e.g. eval.suites: [tiny_math].")
+        raise ConfigError(
+            f"{config_path}: eval.suites is empty and no --suites was given; expected at least one "
+            "suite to evaluate, e.g. eval.suites: [tiny_math]."
+        )
     if cfg.model.cpu_threads:
         torch.set_num_threads(cfg.model.cpu_threads)
     model_cfg = cfg.model.model_copy(update={"policy": target})

@@ -37,9 +37,11 @@ def read_text_file(path: str | Path, what: str = "file", error: type[HarnessErro
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        raise error(f"{path}, line {line}: the {what} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
-                    f"{exc.start}); save it as UTF-8.") from None
+        line = raw[: exc.start].count(b"\n") + 1
+        raise error(
+            f"{path}, line {line}: the {what} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+            f"{exc.start}); save it as UTF-8."
+        ) from None
 
 
 def parse_json(text: str, where: str, expected: str, error: type[HarnessError] = DataError) -> Any:
@@ -49,39 +51,57 @@ def parse_json(text: str, where: str, expected: str, error: type[HarnessError] =
     except json.JSONDecodeError as exc:
         raise error(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); expected {expected}.") from None
     except (ValueError, RecursionError) as exc:  # e.g. an integer of more than 4300 digits
-        raise error(f"{where}: cannot be read as JSON ({type(exc).__name__}: {str(exc)[:120]}); "
-                    f"expected {expected}.") from None
+        raise error(
+            f"{where}: cannot be read as JSON ({type(exc).__name__}: {str(exc)[:120]}); expected {expected}."
+        ) from None
 
 
-def read_jsonl(path: str | Path, what: str = "JSONL file", error: type[HarnessError] = DataError,
-               expected: str = "one JSON object per line") -> list[tuple[int, Any]]:
+def read_jsonl(
+    path: str | Path,
+    what: str = "JSONL file",
+    error: type[HarnessError] = DataError,
+    expected: str = "one JSON object per line",
+) -> list[tuple[int, Any]]:
     """(line number, parsed value) for every non-blank line."""
     text = read_text_file(path, what, error)
-    return [(number, parse_json(line, f"{path}, line {number}", expected, error))
-            for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    return [
+        (number, parse_json(line, f"{path}, line {number}", expected, error))
+        for number, line in enumerate(text.splitlines(), start=1)
+        if line.strip()
+    ]
 
 
-def check_object(value: Any, where: str, required: Iterable[str] = (), error: type[HarnessError] = DataError,
-                 expected: str | None = None) -> dict:
+def check_object(
+    value: Any,
+    where: str,
+    required: Iterable[str] = (),
+    error: type[HarnessError] = DataError,
+    expected: str | None = None,
+) -> dict:
     """`value` as a dict holding every `required` key, or `error` naming what is wrong."""
     required = list(required)
     shape = expected or (f"a JSON object with keys {required}" if required else "a JSON object")
     if not isinstance(value, dict):
         shown = "null" if value is None else type(value).__name__
-        raise error(f"{where}: got {shown} ({json.dumps(value)[:60] if _dumpable(value) else '...'}); expected {shape}.")
+        raise error(
+            f"{where}: got {shown} ({json.dumps(value)[:60] if _dumpable(value) else '...'}); expected {shape}."
+        )
     missing = [key for key in required if key not in value]
     if missing:
         raise error(f"{where}: the record lacks key(s) {missing}; expected {shape}.")
     return value
 
 
-def read_json_objects(path: str | Path, what: str = "JSONL file", required: Iterable[str] = (),
-                      error: type[HarnessError] = DataError) -> list[dict]:
+def read_json_objects(
+    path: str | Path, what: str = "JSONL file", required: Iterable[str] = (), error: type[HarnessError] = DataError
+) -> list[dict]:
     """Every line of a JSONL file as an object holding the `required` keys; at least one."""
     required = list(required)
     expected = f"one JSON object per line with keys {required}" if required else "one JSON object per line"
-    rows = [check_object(value, f"{path}, line {number}", required, error, expected)
-            for number, value in read_jsonl(path, what, error, expected)]
+    rows = [
+        check_object(value, f"{path}, line {number}", required, error, expected)
+        for number, value in read_jsonl(path, what, error, expected)
+    ]
     if not rows:
         raise error(f"{path}: the {what} holds no records; expected {expected}.")
     return rows

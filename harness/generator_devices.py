@@ -24,9 +24,14 @@ def parse(value: Any) -> list[int] | None:
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value]
     parts = [p.strip() for p in value.split(",")] if isinstance(value, str) else value
-    if not isinstance(parts, list) or not parts or not all(
+    if (
+        not isinstance(parts, list)
+        or not parts
+        or not all(
             (isinstance(p, int) and not isinstance(p, bool) and 0 <= p < 2**31) or (isinstance(p, str) and p.isdigit())
-            for p in parts):
+            for p in parts
+        )
+    ):
         raise ValueError("expected CUDA device indexes: a non-empty list like [6, 7] or a string like '6,7'")
     devices = [int(p) for p in parts]
     if len(set(devices)) < len(devices):
@@ -39,8 +44,10 @@ def parse_rollout_section(data: Any) -> Any:
     if not isinstance(data, dict):
         return data
     if "worker_device" in data:
-        raise ValueError(f"`rollout.worker_device` ({data['worker_device']!r}) was replaced by `rollout.devices`, the "
-                         f"worker's CUDA device indexes (e.g. [1] or '6,7'); unset, the worker runs on model.device")
+        raise ValueError(
+            f"`rollout.worker_device` ({data['worker_device']!r}) was replaced by `rollout.devices`, the "
+            f"worker's CUDA device indexes (e.g. [1] or '6,7'); unset, the worker runs on model.device"
+        )
     if "devices" in data:
         try:
             data = {**data, "devices": parse(data["devices"])}
@@ -54,14 +61,20 @@ def check(devices: list[int] | None, placement: str, backend: str, tensor_parall
     if devices is None:
         return
     if placement != "worker":
-        raise ValueError(f"`rollout.devices` = {devices} are the generator worker's GPUs; they need "
-                         f"`rollout.placement=worker` (now {placement!r})")
+        raise ValueError(
+            f"`rollout.devices` = {devices} are the generator worker's GPUs; they need "
+            f"`rollout.placement=worker` (now {placement!r})"
+        )
     if backend == "hf" and len(devices) > 1:
-        raise ValueError(f"`rollout.devices` = {devices}: the hf backend runs on one device; give it one, or use "
-                         f"rollout.backend=vllm to shard over several")
+        raise ValueError(
+            f"`rollout.devices` = {devices}: the hf backend runs on one device; give it one, or use "
+            f"rollout.backend=vllm to shard over several"
+        )
     if tensor_parallel_size is not None and tensor_parallel_size > len(devices):
-        raise ValueError(f"`rollout.vllm.tensor_parallel_size` = {tensor_parallel_size} is more than the "
-                         f"{len(devices)} GPU(s) of `rollout.devices` = {devices}")
+        raise ValueError(
+            f"`rollout.vllm.tensor_parallel_size` = {tensor_parallel_size} is more than the "
+            f"{len(devices)} GPU(s) of `rollout.devices` = {devices}"
+        )
 
 
 def of_run(rollout) -> list[int] | None:
@@ -75,10 +88,13 @@ def of_run(rollout) -> list[int] | None:
     if not exported:
         return None
     from harness.errors import ConfigError
+
     try:
         devices = parse(exported)
         check(devices, rollout.placement, rollout.backend, rollout.vllm.tensor_parallel_size)
     except ValueError as exc:
-        raise ConfigError(f"environment variable {ENV} = {exported!r} (the launcher's generator GPUs, used as "
-                          f"rollout.devices): {exc}.") from None
+        raise ConfigError(
+            f"environment variable {ENV} = {exported!r} (the launcher's generator GPUs, used as "
+            f"rollout.devices): {exc}."
+        ) from None
     return devices

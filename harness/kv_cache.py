@@ -21,6 +21,7 @@ from transformers import LlamaForCausalLM
 
 try:  # the layered KV-cache API
     from transformers.cache_utils import Cache, DynamicLayer
+
     LAYERED = True
 except ImportError:  # pragma: no cover - an older transformers
     Cache, DynamicLayer, LAYERED = None, object, False
@@ -47,8 +48,8 @@ class PreallocatedLayer(DynamicLayer):
         end = self.length + key_states.shape[-2]
         if end > self.capacity:
             raise RuntimeError(f"KV cache capacity {self.capacity} exceeded ({end} positions)")
-        self.key_buffer[:, :, self.length:end] = key_states
-        self.value_buffer[:, :, self.length:end] = value_states
+        self.key_buffer[:, :, self.length : end] = key_states
+        self.value_buffer[:, :, self.length : end] = value_states
         self.length = end
         self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
         return self.keys, self.values
@@ -63,9 +64,9 @@ class PreallocatedLayer(DynamicLayer):
         for name in ("key_buffer", "value_buffer"):
             old = getattr(self, name)
             new = old.new_empty((len(index), *old.shape[1:]))
-            new[:, :, :self.length] = old[index, :, :self.length]
+            new[:, :, : self.length] = old[index, :, : self.length]
             setattr(self, name, new)
-        self.keys, self.values = self.key_buffer[:, :, :self.length], self.value_buffer[:, :, :self.length]
+        self.keys, self.values = self.key_buffer[:, :, : self.length], self.value_buffer[:, :, : self.length]
 
 
 def group_repeats(keys: list) -> tuple[list[int], list[int]]:

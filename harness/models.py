@@ -25,6 +25,7 @@ def resolve_paths(cfg) -> tuple[str, str | None]:
     reward_model = cfg.model.reward_model if "non_verifiable" in task_types(cfg.task_mix) else None
     if "tiny" in (policy, reward_model):
         from harness.tiny import ensure_tiny_assets
+
         assets = ensure_tiny_assets()
         policy = str(assets.policy_dir) if policy == "tiny" else policy
         reward_model = str(assets.reward_model_dir) if reward_model == "tiny" else reward_model
@@ -38,14 +39,14 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def load_policy(path: str | Path, dtype: str = "float32", device: str = "cpu",
-                trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_policy(
+    path: str | Path, dtype: str = "float32", device: str = "cpu", trust_remote_code: bool = False
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer exactly as a real checkpoint is loaded."""
     _require_checkpoint_folder(path)
     try:
         tokenizer = load_tokenizer(path, trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
     except OSError as exc:
         raise AssetMissingError(
             f"model {path}: could not be loaded with from_pretrained ({exc}). Point model.policy "
@@ -55,12 +56,14 @@ def load_policy(path: str | Path, dtype: str = "float32", device: str = "cpu",
     return model, tokenizer
 
 
-def build_on_meta(path: str | Path, dtype: str = "float32",
-                  trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def build_on_meta(
+    path: str | Path, dtype: str = "float32", trust_remote_code: bool = False
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The checkpoint's architecture with no weights (meta device), in the mode `from_pretrained`
     leaves a model (eval), and its tokenizer: an FSDP rank other than 0 builds this and receives
     its shards from rank 0 (harness.distributed.shard_from_rank0)."""
     from transformers import AutoConfig, GenerationConfig
+
     _require_checkpoint_folder(path)
     try:
         tokenizer = load_tokenizer(path, trust_remote_code)

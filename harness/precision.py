@@ -48,10 +48,12 @@ def warn_if_updates_round_away(cfg) -> str | None:
     dtype, lr = cfg.model.param_dtype, cfg.train.lr
     if not update_rounds_away(dtype, lr):
         return None
-    message = (f"model.param_dtype={dtype} with train.lr={lr:g}: near a typical weight of {TYPICAL_WEIGHT} "
-               f"{dtype} numbers are {weight_spacing(dtype):.1e} apart, so most AdamW updates (about lr) round "
-               f"away and training silently does nothing. Use model.param_dtype=float32 (master weights) with "
-               f"model.compute_dtype={dtype} (compute).")
+    message = (
+        f"model.param_dtype={dtype} with train.lr={lr:g}: near a typical weight of {TYPICAL_WEIGHT} "
+        f"{dtype} numbers are {weight_spacing(dtype):.1e} apart, so most AdamW updates (about lr) round "
+        f"away and training silently does nothing. Use model.param_dtype=float32 (master weights) with "
+        f"model.compute_dtype={dtype} (compute)."
+    )
     log.warning(message)
     return message
 

@@ -28,6 +28,7 @@ SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 class Preempted(HarnessError):
     """The run stopped on a signal after writing a checkpoint; resume it with --resume."""
+
     exit_code = REQUEUE_EXIT_CODE
 
 
@@ -43,8 +44,10 @@ class PreemptionWatch:
 
     def _note(self, signum, frame) -> None:
         if self.received is None:
-            log.warning("%s received: finishing this step, then writing a checkpoint and stopping for a requeue",
-                        signal.Signals(signum).name)
+            log.warning(
+                "%s received: finishing this step, then writing a checkpoint and stopping for a requeue",
+                signal.Signals(signum).name,
+            )
         self.received = signum
 
     def requested(self, dist) -> bool:

@@ -1,7 +1,7 @@
 """Process helpers shared by the sweep's children and the reward worker pool (standard library only).
 
-    process_start_time(pid) -> str | None   # the kernel's start time: tells a pid from its reuse
-    die_with_parent(sig)                     # Linux: the kernel sends `sig` when the parent dies
+process_start_time(pid) -> str | None   # the kernel's start time: tells a pid from its reuse
+die_with_parent(sig)                     # Linux: the kernel sends `sig` when the parent dies
 """
 
 from __future__ import annotations

@@ -51,8 +51,10 @@ class Registry:
 
     # -- lookup ------------------------------------------------------------------------------
     def unknown_name_error(self, name: Any, where: str | None = None) -> ConfigError:
-        return ConfigError(f"{where or self.what + ' name'} is {name!r}, which is not a known {self.what}. "
-                           f"Known {self.what}s: {', '.join(self.names()) or '(none)'}.")
+        return ConfigError(
+            f"{where or self.what + ' name'} is {name!r}, which is not a known {self.what}. "
+            f"Known {self.what}s: {', '.join(self.names()) or '(none)'}."
+        )
 
     def get(self, name: str, where: str | None = None) -> Any:
         """The object registered as `name` (imported now if it is still a "module:attr" string)."""
@@ -82,7 +84,8 @@ class Registry:
         if unknown or missing:
             raise ConfigError(
                 f"{where or self.what} {name!r}: unknown options {unknown} and missing options {missing}; "
-                f"expected options {accepted} (required: {required}).")
+                f"expected options {accepted} (required: {required})."
+            )
 
     def build(self, name: str, options: dict[str, Any] | None = None, where: str | None = None) -> Any:
         """`get(name)(**options)` after `check`."""

@@ -88,7 +88,9 @@ def read_listing(path: str | Path, where: str | None = None) -> list[CheckpointE
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as err:
-        raise DataError(f"{where}: cannot be read ({err.strerror or err}); the trainer writes it at each checkpoint.") from None
+        raise DataError(
+            f"{where}: cannot be read ({err.strerror or err}); the trainer writes it at each checkpoint."
+        ) from None
     except (UnicodeDecodeError, ValueError) as err:
         raise DataError(f"{where}: is not valid UTF-8 JSON ({err}); expected a list of checkpoint entries.") from None
     return parse_listing(data, where)
@@ -106,14 +108,22 @@ def parse_listing(data: Any, where: str) -> list[CheckpointEntry]:
             raise DataError(f"{where}: entry {item!r:.200} is not an object; expected {expected}.")
         step, path, validated = item.get("step"), item.get("path"), item.get("validated")
         metrics = {k: v for k, v in item.items() if k not in ("step", "path", "validated")}
-        if (not isinstance(step, int) or isinstance(step, bool) or not isinstance(path, str)
-                or not isinstance(validated, bool)
-                or not all(k.startswith("val/") and isinstance(v, (int, float)) and not isinstance(v, bool)
-                           for k, v in metrics.items())):
+        if (
+            not isinstance(step, int)
+            or isinstance(step, bool)
+            or not isinstance(path, str)
+            or not isinstance(validated, bool)
+            or not all(
+                k.startswith("val/") and isinstance(v, (int, float)) and not isinstance(v, bool)
+                for k, v in metrics.items()
+            )
+        ):
             raise DataError(f"{where}: entry {item!r:.200} is malformed; expected {expected}.")
         if metrics and not validated:
-            raise DataError(f"{where}: entry {item!r:.200} carries validation numbers but is not validated; "
-                            f"only a validated step has them.")
+            raise DataError(
+                f"{where}: entry {item!r:.200} carries validation numbers but is not validated; "
+                f"only a validated step has them."
+            )
         entries.append(CheckpointEntry(step, path, validated, {k: float(v) for k, v in metrics.items()}))
     return entries
 
@@ -140,12 +150,16 @@ def _best_by(metric: str) -> Callable[[dict[int, dict[str, float]], list[int]], 
 def _len_norm_shifted(metrics_by_step: dict[int, dict[str, float]], steps: list[int]) -> int:
     rewards = [m["val/reward"] for m in metrics_by_step.values() if _finite(m.get("val/reward"))]
     shift = min(0.0, min(rewards, default=0.0))
-    shifted = {step: {"score": (m["val/reward"] - shift) / max(m["val/response_len"], 1.0)}
-               for step, m in metrics_by_step.items()
-               if _finite(m.get("val/reward")) and _finite(m.get("val/response_len"))}
+    shifted = {
+        step: {"score": (m["val/reward"] - shift) / max(m["val/response_len"], 1.0)}
+        for step, m in metrics_by_step.items()
+        if _finite(m.get("val/reward")) and _finite(m.get("val/response_len"))
+    }
     if not any(step in shifted for step in steps):
-        raise DataError(f"Checkpoint selection rule len_norm_shifted needs 'val/reward' and 'val/response_len' at a "
-                        f"checkpointed step, but none of the checkpointed steps {steps} has both logged.")
+        raise DataError(
+            f"Checkpoint selection rule len_norm_shifted needs 'val/reward' and 'val/response_len' at a "
+            f"checkpointed step, but none of the checkpointed steps {steps} has both logged."
+        )
     return _best_by("score")(shifted, steps)
 
 
@@ -159,12 +173,16 @@ def _final(metrics_by_step: dict[int, dict[str, float]], steps: list[int]) -> in
 len_norm = _best_by("val/len_norm_reward")
 max_val_reward = _best_by("val/reward")
 
-SELECTION_RULES = Registry("checkpoint selection rule", {
-    "len_norm": "harness.selection:len_norm",
-    "max_val_reward": "harness.selection:max_val_reward",
-    "final": "harness.selection:_final",
-    "len_norm_shifted": "harness.selection:_len_norm_shifted",
-}, keep_order=True)  # the default rule first
+SELECTION_RULES = Registry(
+    "checkpoint selection rule",
+    {
+        "len_norm": "harness.selection:len_norm",
+        "max_val_reward": "harness.selection:max_val_reward",
+        "final": "harness.selection:_final",
+        "len_norm_shifted": "harness.selection:_len_norm_shifted",
+    },
+    keep_order=True,
+)  # the default rule first
 
 
 def get_rule(name: str) -> Callable[[dict[int, dict[str, float]], list[int]], int]:
@@ -193,7 +211,9 @@ def metrics_by_step(history: Any) -> dict[int, dict[str, float]]:
     return merged
 
 
-def select_checkpoint(history: Any, checkpoints: Sequence[CheckpointEntry], rule: str = DEFAULT_RULE) -> tuple[int, str]:
+def select_checkpoint(
+    history: Any, checkpoints: Sequence[CheckpointEntry], rule: str = DEFAULT_RULE
+) -> tuple[int, str]:
     """(step, path) of the checkpoint the rule picks.
 
     history: rows {"step": N, "val/reward": ..., "val/len_norm_reward": ...} as a list of dicts or a
@@ -206,9 +226,11 @@ def select_checkpoint(history: Any, checkpoints: Sequence[CheckpointEntry], rule
     validated = {entry.step for entry in checkpoints if entry.validated}
     eligible = sorted(paths) if not hasattr(choose, "metric") else sorted(validated)
     if not eligible:
-        raise DataError(f"Checkpoint selection rule {rule!r} needs a validated checkpoint, but none of the "
-                        f"checkpointed steps {sorted(paths)} was validated; make checkpoint.every a multiple "
-                        f"of validation.every, or use --rule final.")
+        raise DataError(
+            f"Checkpoint selection rule {rule!r} needs a validated checkpoint, but none of the "
+            f"checkpointed steps {sorted(paths)} was validated; make checkpoint.every a multiple "
+            f"of validation.every, or use --rule final."
+        )
     step = choose(metrics_by_step(history), eligible)
     return step, paths[step]
 
@@ -227,5 +249,7 @@ def negative_reward_warning(history: Any, rule: str) -> str | None:
     low = min(rewards, default=0.0)
     if low >= 0:
         return None
-    return (f"validation reward is negative (as low as {low:.4g}): under selection rule len_norm "
-            f"(reward / length) a longer answer then scores higher; consider rule len_norm_shifted.")
+    return (
+        f"validation reward is negative (as low as {low:.4g}): under selection rule len_norm "
+        f"(reward / length) a longer answer then scores higher; consider rule len_norm_shifted."
+    )

@@ -25,8 +25,7 @@ from harness.registry import Registry
 
 # The paper's prompt for math: the model must end with a boxed answer (graded boxed-first).
 PAPER_MATH_PROMPT_TEMPLATE = (
-    "{problem}\n\nPlease reason step by step, and end your answer with "
-    "\"The final answer is $\\boxed{{answer}}$\"."
+    '{problem}\n\nPlease reason step by step, and end your answer with "The final answer is $\\boxed{{answer}}$".'
 )
 
 
@@ -40,25 +39,42 @@ def _check_text(path: Path, rows: list[dict[str, Any]], key: str, numbers_ok: bo
     for number, row in enumerate(rows, start=1):
         value = row[key]
         if not isinstance(value, allowed) or isinstance(value, bool) or value == "":
-            raise DataError(f"{path}, record {number}: key {key!r} is {value!r:.80}; expected a non-empty "
-                            f"string{' or a number' if numbers_ok else ''}.")
+            raise DataError(
+                f"{path}, record {number}: key {key!r} is {value!r:.80}; expected a non-empty "
+                f"string{' or a number' if numbers_ok else ''}."
+            )
 
 
 def math_records(path: Path, source: str, template: str) -> list[dict[str, Any]]:
     rows = read_jsonl(path, ("problem", "answer"))
     _check_text(path, rows, "problem")
     _check_text(path, rows, "answer", numbers_ok=True)
-    return [{"id": str(row.get("id", f"{source}-{i}")), "task": "verifiable", "source": source,
-             "prompt": template.format(problem=row["problem"]), "answer": str(row["answer"])}
-            for i, row in enumerate(rows)]
+    return [
+        {
+            "id": str(row.get("id", f"{source}-{i}")),
+            "task": "verifiable",
+            "source": source,
+            "prompt": template.format(problem=row["problem"]),
+            "answer": str(row["answer"]),
+        }
+        for i, row in enumerate(rows)
+    ]
 
 
 def chat_records(path: Path, source: str, truth: str | None = None) -> list[dict[str, Any]]:
     """Chat prompt records; with `truth`, each also keeps its row's other fields as `hidden`."""
     rows = read_jsonl(path, ("prompt",))
     _check_text(path, rows, "prompt")
-    records = [{"id": str(row.get("id", f"{source}-{i}")), "task": "non_verifiable", "source": source,
-                "prompt": row["prompt"], "answer": None} for i, row in enumerate(rows)]
+    records = [
+        {
+            "id": str(row.get("id", f"{source}-{i}")),
+            "task": "non_verifiable",
+            "source": source,
+            "prompt": row["prompt"],
+            "answer": None,
+        }
+        for i, row in enumerate(rows)
+    ]
     if truth is not None:
         for record, row in zip(records, rows):
             record.update(truth=truth, hidden={k: v for k, v in row.items() if k not in ("id", "prompt")})
@@ -71,8 +87,10 @@ TRUTHS = Registry("ground-truth function", {"tiny_chat": "harness.tiny.chat_task
 
 def truth_scores(records: list[dict[str, Any]], responses: list[str]) -> list[float | None]:
     """Each response's hidden ground-truth quality, None for a record whose source has no truth."""
-    return [None if record.get("truth") is None else float(TRUTHS.get(record["truth"])(record["hidden"], response))
-            for record, response in zip(records, responses)]
+    return [
+        None if record.get("truth") is None else float(TRUTHS.get(record["truth"])(record["hidden"], response))
+        for record, response in zip(records, responses)
+    ]
 
 
 def _real_data_dir(data_dir: str | None, source: str, file_hint: str) -> Path:
@@ -84,17 +102,21 @@ def _real_data_dir(data_dir: str | None, source: str, file_hint: str) -> Path:
     return Path(data_dir) / source
 
 
-def load_split(source: str, split: str, data_dir: str | None = None,
-               math_template: str | None = None) -> list[dict[str, Any]]:
+def load_split(
+    source: str, split: str, data_dir: str | None = None, math_template: str | None = None
+) -> list[dict[str, Any]]:
     """Prompt records of one source and split ('train', 'validation' or 'test')."""
     if source in ("tiny_math", "tiny_chat"):
         from harness.tiny import TINY_MATH_PROMPT_TEMPLATE, ensure_tiny_assets
+
         root = ensure_tiny_assets().data_dir
         if source == "tiny_math":
             return math_records(root / "math" / f"{split}.jsonl", source, math_template or TINY_MATH_PROMPT_TEMPLATE)
         return chat_records(root / "chat" / f"{split}.jsonl", source, truth="tiny_chat")
     if source == "numinamath":
-        folder = _real_data_dir(data_dir, source, "numinamath/{train,validation,test}.jsonl (problem, solution, answer)")
+        folder = _real_data_dir(
+            data_dir, source, "numinamath/{train,validation,test}.jsonl (problem, solution, answer)"
+        )
         return math_records(folder / f"{split}.jsonl", source, math_template or PAPER_MATH_PROMPT_TEMPLATE)
     if source == "wildchat":
         folder = _real_data_dir(data_dir, source, "wildchat/{train,validation}.jsonl (id, prompt: first-turn prompts)")
@@ -148,8 +170,11 @@ class TaskMixture:
         return self._orders[key]
 
 
-TASK_TYPES = {"verifiable": ("verifiable",), "non_verifiable": ("non_verifiable",),
-              "joint": ("verifiable", "non_verifiable")}
+TASK_TYPES = {
+    "verifiable": ("verifiable",),
+    "non_verifiable": ("non_verifiable",),
+    "joint": ("verifiable", "non_verifiable"),
+}
 
 
 def task_types(task_mix: str) -> tuple[str, ...]:

@@ -24,12 +24,26 @@ from harness.errors import HarnessError, redact
 log = logging.getLogger("harness")
 
 from harness.files import atomic_write_text, file_lock, resolve_cache_root  # noqa: F401 - atomic_write_text re-exported: the project's one atomic writer
-from harness.tracking_uri import (TrackingServerUnreachable, health_request, sqlite_path,  # noqa: F401 - re-exported
-                                  tracking_wait_s, wait_for_tracking_server)
+from harness.tracking_uri import (
+    TrackingServerUnreachable,
+    health_request,
+    sqlite_path,  # noqa: F401 - re-exported
+    tracking_wait_s,
+    wait_for_tracking_server,
+)
 
 # The per-step schema, shared by every method (see docs/metrics.md).
-TRAIN_METRICS = ("train/loss", "train/reward_mean", "train/pairs", "train/entropy", "train/response_len",
-                 "train/kl", "train/generator_staleness", "train/ref_staleness", "train/generator_version")
+TRAIN_METRICS = (
+    "train/loss",
+    "train/reward_mean",
+    "train/pairs",
+    "train/entropy",
+    "train/response_len",
+    "train/kl",
+    "train/generator_staleness",
+    "train/ref_staleness",
+    "train/generator_version",
+)
 TIME_METRICS = ("time/generate_s", "time/generate_wait_s", "time/score_s", "time/train_s", "time/sync_s")
 VAL_METRICS = ("val/reward", "val/response_len", "val/len_norm_reward", "val/entropy")
 
@@ -50,8 +64,12 @@ def sweep_tracking_uri(recorded: str | None) -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         if recorded and recorded != uri:
-            log.warning("MLFLOW_TRACKING_URI=%s, but this sweep's study logged to %s so far; its runs will be "
-                        "split across the two stores", uri, recorded)
+            log.warning(
+                "MLFLOW_TRACKING_URI=%s, but this sweep's study logged to %s so far; its runs will be "
+                "split across the two stores",
+                uri,
+                recorded,
+            )
         return uri
     if recorded:
         log.info("MLFLOW_TRACKING_URI is not set: logging to %s, where this sweep's study has logged", recorded)
@@ -71,7 +89,8 @@ def check_artifact_location(tracking_uri: str, artifact_uri: str) -> None:
         raise HarnessError(
             f"MLFLOW_TRACKING_URI={tracking_uri}: the server gives runs the artifact location {artifact_uri!r}, a "
             f"local path that each worker would write on its own disk; expected served artifacts. Start the server "
-            f"with `mlflow server --serve-artifacts --artifacts-destination DIR` (or an object-store artifact root).")
+            f"with `mlflow server --serve-artifacts --artifacts-destination DIR` (or an object-store artifact root)."
+        )
 
 
 @contextlib.contextmanager
@@ -92,6 +111,7 @@ def tracking_client(uri: str | None = None):
     """An MlflowClient whose store exists: a tracking server is waited for, a SQLite store is
     created (seeded) under the lock above."""
     from mlflow.tracking import MlflowClient
+
     uri = uri or default_tracking_uri()
     wait_for_tracking_server(uri)
     with prepared_store(uri):
@@ -111,6 +131,7 @@ def seed_sqlite_store(path: Path) -> None:
     import tempfile
     import mlflow
     from mlflow.tracking import MlflowClient
+
     template = resolve_cache_root() / "mlflow" / f"empty-{mlflow.__version__}.db"
     try:
         if not template.is_file():
@@ -169,9 +190,19 @@ RETRY_EVERY_S = 10.0
 def is_unreachable(exc: BaseException) -> bool:
     """A write that failed because the tracking server did not answer (down, restarting, 5xx)."""
     text = str(exc)
-    return any(s in text for s in ("Max retries exceeded", "Connection refused", "Connection aborted",
-                                   "Read timed out", "RemoteDisconnected", "too many 50", "response code 50",
-                                   "Failed to establish a new connection"))
+    return any(
+        s in text
+        for s in (
+            "Max retries exceeded",
+            "Connection refused",
+            "Connection aborted",
+            "Read timed out",
+            "RemoteDisconnected",
+            "too many 50",
+            "response code 50",
+            "Failed to establish a new connection",
+        )
+    )
 
 
 class MlflowTracker:
@@ -187,9 +218,15 @@ class MlflowTracker:
     the server, and the run is never created twice.
     """
 
-    def __init__(self, experiment: str, run_name: str, tracking_uri: str | None = None,
-                 run_id: str | None = None, parent_run_id: str | None = None,
-                 tags: dict[str, str] | None = None):
+    def __init__(
+        self,
+        experiment: str,
+        run_name: str,
+        tracking_uri: str | None = None,
+        run_id: str | None = None,
+        parent_run_id: str | None = None,
+        tags: dict[str, str] | None = None,
+    ):
         self.tracking_uri = tracking_uri or default_tracking_uri()
         self.client = tracking_client(self.tracking_uri)
         self._queue: collections.deque = collections.deque()
@@ -224,16 +261,19 @@ class MlflowTracker:
             existing = {}  # re-sending a param with its same value is harmless
         fresh = [Param(key, redact(_param_value(value))) for key, value in params.items() if key not in existing]
         for start in range(0, len(fresh), 90):
-            self._send(self.client.log_batch, self.run_id, params=fresh[start:start + 90])
+            self._send(self.client.log_batch, self.run_id, params=fresh[start : start + 90])
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000)
-        batch = [Metric(key, float(value), stamp, step or 0) for key, value in metrics.items()
-                 if value is not None and not math.isnan(float(value))]
+        batch = [
+            Metric(key, float(value), stamp, step or 0)
+            for key, value in metrics.items()
+            if value is not None and not math.isnan(float(value))
+        ]
         for start in range(0, len(batch), 500):
-            self._send(self.client.log_batch, self.run_id, metrics=batch[start:start + 500])
+            self._send(self.client.log_batch, self.run_id, metrics=batch[start : start + 500])
 
     def set_tags(self, tags: dict[str, str]) -> None:
         for key, value in tags.items():
@@ -260,7 +300,8 @@ class MlflowTracker:
                     f"{time.monotonic() - self._down_since:.0f} s, and {len(self._queue)} writes to run {self.run_id} "
                     f"(metrics, tags, artifacts, its final status {status}) could not be sent within "
                     f"HARNESS_TRACKING_WAIT_S={wait_s:.0f} s. What was logged before the outage is on the server; "
-                    f"the checkpoints are on disk. Start the server and rerun with --resume to continue the same run.")
+                    f"the checkpoints are on disk. Start the server and rerun with --resume to continue the same run."
+                )
             time.sleep(min(RETRY_EVERY_S, max(0.5, deadline - time.monotonic())))
             self._retry_at = 0.0
 
@@ -280,15 +321,21 @@ class MlflowTracker:
                     raise
                 if self._down_since is None:
                     self._down_since = time.monotonic()
-                    log.warning("MLflow tracking server %s is not answering; training goes on and its metrics "
-                                "wait in memory until it is back (%s)", redact(self.tracking_uri),
-                                str(exc).splitlines()[0][:200])
+                    log.warning(
+                        "MLflow tracking server %s is not answering; training goes on and its metrics "
+                        "wait in memory until it is back (%s)",
+                        redact(self.tracking_uri),
+                        str(exc).splitlines()[0][:200],
+                    )
                 self._retry_at = time.monotonic() + RETRY_EVERY_S
                 return False
             self._queue.popleft()
         if self._down_since is not None:
-            log.info("MLflow tracking server %s is back after %.0f s; every buffered write was sent",
-                     redact(self.tracking_uri), time.monotonic() - self._down_since)
+            log.info(
+                "MLflow tracking server %s is back after %.0f s; every buffered write was sent",
+                redact(self.tracking_uri),
+                time.monotonic() - self._down_since,
+            )
             self._down_since = None
         return True
 

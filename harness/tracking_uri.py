@@ -36,7 +36,7 @@ def sqlite_path(uri: str) -> Path | None:
     SQLAlchemy's convention), else None."""
     if not uri.startswith("sqlite:"):
         return None
-    rest = uri[len("sqlite:"):]
+    rest = uri[len("sqlite:") :]
     return Path(rest[3:]) if rest.startswith("///") else Path(rest.lstrip("/"))
 
 
@@ -51,8 +51,10 @@ def check_tracking_uri(uri: str | None, where: str, must_exist: bool = False) ->
     if not scheme or (len(scheme) == 1 and os.name == "nt"):  # a plain path: MLflow's file store
         scheme = "file"
     if scheme not in TRACKING_SCHEMES:
-        raise ConfigError(f"{where} = {uri!r} has the unknown scheme {scheme!r}; expected one of "
-                          f"{', '.join(s + '://' for s in TRACKING_SCHEMES)} (e.g. sqlite:///mlflow.db).")
+        raise ConfigError(
+            f"{where} = {uri!r} has the unknown scheme {scheme!r}; expected one of "
+            f"{', '.join(s + '://' for s in TRACKING_SCHEMES)} (e.g. sqlite:///mlflow.db)."
+        )
     if scheme == "sqlite":
         _check_sqlite(uri, where, must_exist)
     elif scheme in ("http", "https"):
@@ -69,8 +71,10 @@ def check_tracking_uri(uri: str | None, where: str, must_exist: bool = False) ->
         if path.exists() and not path.is_dir():
             raise ConfigError(f"{where} = {uri!r} is a file; a file store is a folder (or use sqlite:///PATH.db).")
         if must_exist and not path.is_dir():
-            raise ConfigError(f"{where} = {uri!r}: no tracking store there ({path} does not exist), so there is "
-                              f"nothing to read; pass the store your runs logged to.")
+            raise ConfigError(
+                f"{where} = {uri!r}: no tracking store there ({path} does not exist), so there is "
+                f"nothing to read; pass the store your runs logged to."
+            )
 
 
 def _check_sqlite(uri: str, where: str, must_exist: bool = False) -> None:
@@ -78,8 +82,9 @@ def _check_sqlite(uri: str, where: str, must_exist: bool = False) -> None:
     if path is None or ":///" not in uri or str(path) in (".", ":memory:"):
         raise ConfigError(f"{where} = {uri!r} names no database file; expected sqlite:///PATH/mlflow.db.")
     if path.is_dir():
-        raise ConfigError(f"{where} = {uri!r} points at a directory; expected a database file such as "
-                          f"sqlite:///{path / 'mlflow.db'}.")
+        raise ConfigError(
+            f"{where} = {uri!r} points at a directory; expected a database file such as sqlite:///{path / 'mlflow.db'}."
+        )
     if path.is_file():
         try:
             with path.open("rb") as handle:
@@ -87,18 +92,24 @@ def _check_sqlite(uri: str, where: str, must_exist: bool = False) -> None:
         except OSError as exc:
             raise ConfigError(f"{where} = {uri!r}: the database file cannot be read ({exc.strerror}).") from None
         if head and head != _SQLITE_MAGIC:
-            raise ConfigError(f"{where} = {uri!r} points at {path}, which is not an SQLite database; "
-                              f"expected an MLflow database file (or a path where a new one may be created).")
+            raise ConfigError(
+                f"{where} = {uri!r} points at {path}, which is not an SQLite database; "
+                f"expected an MLflow database file (or a path where a new one may be created)."
+            )
         return
     if must_exist:
-        raise ConfigError(f"{where} = {uri!r}: no tracking store there ({path} does not exist), so there is "
-                          f"nothing to read; pass the store your runs logged to (--tracking-uri).")
+        raise ConfigError(
+            f"{where} = {uri!r}: no tracking store there ({path} does not exist), so there is "
+            f"nothing to read; pass the store your runs logged to (--tracking-uri)."
+        )
     if not path.parent.is_dir():
-        raise ConfigError(f"{where} = {uri!r}: the folder {path.parent} does not exist, so the database cannot be "
-                          f"created there.")
+        raise ConfigError(
+            f"{where} = {uri!r}: the folder {path.parent} does not exist, so the database cannot be created there."
+        )
     if not writable(path.parent):
-        raise ConfigError(f"{where} = {uri!r}: the folder {path.parent} is not writable, so the database "
-                          f"cannot be created there.")
+        raise ConfigError(
+            f"{where} = {uri!r}: the folder {path.parent} is not writable, so the database cannot be created there."
+        )
 
 
 def _check_server(uri: str, parsed, where: str) -> None:
@@ -109,9 +120,11 @@ def _check_server(uri: str, parsed, where: str) -> None:
         with socket.create_connection((parsed.hostname, port), timeout=5):
             pass
     except OSError as exc:
-        raise ConfigError(f"{where} = {uri!r}: no tracking server answers at {parsed.hostname}:{port} "
-                          f"({exc.strerror or exc}); start it (`mlflow server --port {port}`) or use "
-                          f"sqlite:///mlflow.db.") from None
+        raise ConfigError(
+            f"{where} = {uri!r}: no tracking server answers at {parsed.hostname}:{port} "
+            f"({exc.strerror or exc}); start it (`mlflow server --port {port}`) or use "
+            f"sqlite:///mlflow.db."
+        ) from None
 
 
 class TrackingServerUnreachable(HarnessError):
@@ -157,8 +170,9 @@ def wait_for_tracking_server(uri: str, wait_s: float | None = None) -> None:
             raise TrackingServerUnreachable(
                 f"MLFLOW_TRACKING_URI={redact(uri)}: the MLflow tracking server did not answer at /health for "
                 f"{waited:.0f} s ({tries} tries; last: {last}); expected a running `mlflow server` at that "
-                f"address. Start it (see docs/SWEEPS.md, \"Scaling out\") or fix the URI; nothing was logged "
-                f"and no local store was created instead (HARNESS_TRACKING_WAIT_S sets the wait).")
+                f'address. Start it (see docs/SWEEPS.md, "Scaling out") or fix the URI; nothing was logged '
+                f"and no local store was created instead (HARNESS_TRACKING_WAIT_S sets the wait)."
+            )
         if tries == 1:
             log.warning("MLflow tracking server %s is not answering (%s); waiting up to %.0f s", uri, last, wait_s)
         time.sleep(pause)

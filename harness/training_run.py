@@ -28,20 +28,32 @@ log = logging.getLogger("harness.run")
 
 
 def run_tags(cfg: RunConfig) -> dict[str, str]:
-    return {"harness.kind": "train", "method": cfg.method, "sync_every": format_interval(cfg.sync_every),
-            "ref_sync_every": format_interval(cfg.ref_sync_every), "task_mix": cfg.task_mix,
-            "seed": str(cfg.seed)}
+    return {
+        "harness.kind": "train",
+        "method": cfg.method,
+        "sync_every": format_interval(cfg.sync_every),
+        "ref_sync_every": format_interval(cfg.ref_sync_every),
+        "task_mix": cfg.task_mix,
+        "seed": str(cfg.seed),
+    }
 
 
-def run_training(cfg: RunConfig, resume: bool = False, parent_run_id: str | None = None,
-                 tags: dict[str, str] | None = None, use_mlflow: bool = True, progress: bool = True,
-                 source: str = "the run config") -> TrainResult:
+def run_training(
+    cfg: RunConfig,
+    resume: bool = False,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+    use_mlflow: bool = True,
+    progress: bool = True,
+    source: str = "the run config",
+) -> TrainResult:
     """`source` names the config (file and overrides) in error messages."""
     require_backend(cfg.rollout.backend)  # a missing engine fails before the run or its folder exists
     # Everything checkable is checked before the first MLflow call or folder (harness.preflight).
     check_run_inputs(cfg, source, tracking_uri=default_tracking_uri() if use_mlflow else None)
     from harness.distributed import check_launch
     from harness.train.plan import check_fits
+
     check_launch(cfg, source)
     check_fits(cfg, source)
     output_dir = output_dir_of(cfg)
@@ -50,14 +62,28 @@ def run_training(cfg: RunConfig, resume: bool = False, parent_run_id: str | None
     previous = read_run_file(run_file) if resume else {}
     tracker = NullTracker()
     if use_mlflow and is_main_process():  # under torchrun only rank 0 logs
-        tracker = MlflowTracker(cfg.tracking.experiment, cfg.run_name, run_id=previous.get("run_id"),
-                                parent_run_id=parent_run_id, tags={**run_tags(cfg), **(tags or {})})
+        tracker = MlflowTracker(
+            cfg.tracking.experiment,
+            cfg.run_name,
+            run_id=previous.get("run_id"),
+            parent_run_id=parent_run_id,
+            tags={**run_tags(cfg), **(tags or {})},
+        )
     try:  # from here on a failure marks the run FAILED with its error: never left RUNNING
         if use_mlflow and is_main_process():
-            atomic_write_text(run_file, json.dumps({"run_id": tracker.run_id, "experiment_id": tracker.experiment_id,
-                                                    "tracking_uri": tracker.tracking_uri}))
-            log.info("MLflow run %s in experiment %r at %s", tracker.run_id, cfg.tracking.experiment,
-                     tracker.tracking_uri)
+            atomic_write_text(
+                run_file,
+                json.dumps(
+                    {
+                        "run_id": tracker.run_id,
+                        "experiment_id": tracker.experiment_id,
+                        "tracking_uri": tracker.tracking_uri,
+                    }
+                ),
+            )
+            log.info(
+                "MLflow run %s in experiment %r at %s", tracker.run_id, cfg.tracking.experiment, tracker.tracking_uri
+            )
         result = train(cfg, tracker=tracker, resume=resume, progress=progress)
         warn_if_negative_reward(cfg, result, tracker)
         if cfg.eval.suites and use_mlflow and is_main_process():
@@ -98,6 +124,14 @@ def evaluate_after_training(cfg: RunConfig, run_id: str, checkpoints: list[Check
     """Evaluate the run's selected and final checkpoints; the trainer's listing is handed over as is."""
     from evaluators.run import evaluate_run
     from evaluators.settings import run_eval_options
-    evaluate_run(run_id, cfg.eval.suites, cfg.eval.samples, rule=cfg.eval.rule,
-                 tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(), report=log.info,
-                 checkpoints=checkpoints, **run_eval_options(cfg))
+
+    evaluate_run(
+        run_id,
+        cfg.eval.suites,
+        cfg.eval.samples,
+        rule=cfg.eval.rule,
+        tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(),
+        report=log.info,
+        checkpoints=checkpoints,
+        **run_eval_options(cfg),
+    )

@@ -1,7 +1,7 @@
 """Seeds to cells, cells to the paper's tables.
 
-    cells = seed_aggregate(runs)      # mean ± SE over seeds per (sweep, method, s, ref s, task mix, variant)
-    tables = paper_tables(runs)       # {task_mix: paper-style table with the paper's numbers beside}
+cells = seed_aggregate(runs)      # mean ± SE over seeds per (sweep, method, s, ref s, task mix, variant)
+tables = paper_tables(runs)       # {task_mix: paper-style table with the paper's numbers beside}
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from results.metrics import eval_score_columns, headline_columns, logged_se, met
 from results.paper import paper_columns
 from results.runs import CELL_KEYS, META_COLUMNS, task_mixes, with_seed_rows
 
+
 def seed_aggregate(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per cell (sweep, method, sync_every, ref_sync_every, task_mix, variant) over its seeds.
 
@@ -27,13 +28,17 @@ def seed_aggregate(frame: pd.DataFrame) -> pd.DataFrame:
         frame = frame.assign(variant="")
     scores = eval_score_columns(frame, final=None)
     spreads = {c for s in scores for c in spread_columns(frame, s)}
-    others = [c for c in frame.columns if (c not in META_COLUMNS or c == "duration_s")
-              and c not in scores and c not in spreads]
+    others = [
+        c
+        for c in frame.columns
+        if (c not in META_COLUMNS or c == "duration_s") and c not in scores and c not in spreads
+    ]
     rows = []
     for keys, group in frame.groupby(list(CELL_KEYS), sort=False, dropna=False):
         row = dict(zip(CELL_KEYS, keys))
-        row["label"] = cell_label(row["method"], row["sync_every"], row["ref_sync_every"], row["task_mix"],
-                                  row["variant"])
+        row["label"] = cell_label(
+            row["method"], row["sync_every"], row["ref_sync_every"], row["task_mix"], row["variant"]
+        )
         row["n_seeds"] = len(group)
         row["seeds"] = ",".join(sorted(group["seed"].astype(str), key=seed_sort_key))
         for score in scores:
@@ -51,8 +56,16 @@ def seed_aggregate(frame: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=head)
     out = pd.DataFrame(rows)
     out = out[head + metric_column_order(c for c in out.columns if c not in head)]
-    order = out.apply(lambda r: (r["sweep"], mix_sort_key(r["task_mix"]), row_order_key(r["method"], r["sync_every"]),
-                                 r["ref_sync_every"], str(r["variant"])), axis=1)
+    order = out.apply(
+        lambda r: (
+            r["sweep"],
+            mix_sort_key(r["task_mix"]),
+            row_order_key(r["method"], r["sync_every"]),
+            r["ref_sync_every"],
+            str(r["variant"]),
+        ),
+        axis=1,
+    )
     return out.iloc[sorted(range(len(out)), key=lambda i: order.iloc[i])].reset_index(drop=True)
 
 

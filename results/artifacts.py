@@ -1,9 +1,9 @@
 """Per-run details read from MLflow: metric histories, params, generations, checkpoints.json.
 
-    long = metric_histories(client, run_ids, keys)     # run_id, key, step, value, timestamp
-    series = histories(client, run_ids, keys)          # (run_id, key) -> values by step
-    frame = load_generations(client, run_id, suite)    # eval/<suite>/generations.jsonl rows
-    steps = checkpoint_steps(client, run_id)           # steps listed in checkpoints.json
+long = metric_histories(client, run_ids, keys)     # run_id, key, step, value, timestamp
+series = histories(client, run_ids, keys)          # (run_id, key) -> values by step
+frame = load_generations(client, run_id, suite)    # eval/<suite>/generations.jsonl rows
+steps = checkpoint_steps(client, run_id)           # steps listed in checkpoints.json
 """
 
 from __future__ import annotations
@@ -37,8 +37,10 @@ def histories(client, run_ids: list[str], keys: list[str]) -> dict[tuple[str, st
     """(run_id, key) -> values by step. A resumed run may log a step twice: the last write wins."""
     long = metric_histories(client, run_ids, list(dict.fromkeys(keys)))
     long = long.drop_duplicates(["run_id", "key", "step"], keep="last")
-    return {(rid, key): group.set_index("step")["value"].astype(float)
-            for (rid, key), group in long.groupby(["run_id", "key"], sort=False)}
+    return {
+        (rid, key): group.set_index("step")["value"].astype(float)
+        for (rid, key), group in long.groupby(["run_id", "key"], sort=False)
+    }
 
 
 def run_params(client: MlflowClient, run_ids: Iterable[str]) -> pd.DataFrame:
@@ -76,8 +78,10 @@ def load_generations(client: MlflowClient, run_id: str, suite: str, prefix: str 
         try:
             local = client.download_artifacts(run_id, artifact, tmp)
         except Exception as exc:  # MLflow raises different types per artifact store
-            raise DataError(f"Run {run_id} has no artifact {artifact} ({type(exc).__name__}); "
-                            f"expected the evaluator's generations for suite {suite!r}.") from None
+            raise DataError(
+                f"Run {run_id} has no artifact {artifact} ({type(exc).__name__}); "
+                f"expected the evaluator's generations for suite {suite!r}."
+            ) from None
         rows = read_jsonl(Path(local), f"run {run_id} artifact {artifact}")
     frame = pd.DataFrame(rows)
     if "sample_index" not in frame and "sample" in frame:
@@ -91,15 +95,19 @@ def load_generations(client: MlflowClient, run_id: str, suite: str, prefix: str 
 def read_jsonl(path: Path, where: str) -> list[dict]:
     """A generations file's rows, read by the project's one JSONL reader (harness.files)."""
     from harness.files import check_object, read_jsonl as read_lines
+
     expected = "one object per line with id, prompt, output, length, score"
-    return [check_object(value, f"{where}, line {number}", expected=expected)
-            for number, value in read_lines(path, "generations file", expected=expected)]
+    return [
+        check_object(value, f"{where}, line {number}", expected=expected)
+        for number, value in read_lines(path, "generations file", expected=expected)
+    ]
 
 
 def checkpoint_steps(client, run_id: str) -> list[int]:
     """Steps listed in the run's checkpoints.json artifact (harness.selection.read_listing); [] when
     the run has none."""
     from harness.selection import LISTING_FILE, read_listing
+
     with tempfile.TemporaryDirectory(prefix="harness-report-") as scratch:
         try:
             local = client.download_artifacts(run_id, LISTING_FILE, scratch)

@@ -20,6 +20,7 @@ def fmt_pm(value: float, se: float, digits: int = 1) -> str:
 def md_table(header: list[str], rows: list[list[str]]) -> str:
     def clean(cell) -> str:
         return str(cell).replace("|", "\\|").replace("\n", " ")
+
     lines = ["| " + " | ".join(clean(h) for h in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(clean(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)

@@ -63,8 +63,13 @@ def method_label(method: str, sync_every: str, ref_sync_every: str = "", task_mi
     if method == "seed":
         return "seed"
     if method == "dpo":
-        label = "offline DPO" if sync_every == "inf" else "online DPO" if sync_every == "1" \
+        label = (
+            "offline DPO"
+            if sync_every == "inf"
+            else "online DPO"
+            if sync_every == "1"
             else f"semi-online DPO s={sync_every}"
+        )
     elif method == "grpo":
         label = "GRPO" if sync_every == "1" else f"GRPO s={sync_every}"
     else:

@@ -38,8 +38,12 @@ def suite_of(column: str) -> str:
 def is_score_column(column: str) -> bool:
     """An evaluation score: not a spread (_se, ci_low/high) nor a count (n_*, mean_length)."""
     name = metric_name(column)
-    return (column.startswith(EVAL_PREFIXES) and not column.endswith(SPREAD_SUFFIXES)
-            and not name.startswith("n_") and name not in COUNT_METRICS)
+    return (
+        column.startswith(EVAL_PREFIXES)
+        and not column.endswith(SPREAD_SUFFIXES)
+        and not name.startswith("n_")
+        and name not in COUNT_METRICS
+    )
 
 
 def eval_score_columns(frame: pd.DataFrame, final: bool | None = False) -> list[str]:
@@ -55,8 +59,13 @@ def headline_columns(frame: pd.DataFrame, final: bool = False) -> list[str]:
         by_suite.setdefault(column.rsplit("/", 1)[0], []).append(column)
     chosen = []
     for suite, columns in by_suite.items():
-        ranked = sorted(columns, key=lambda c: (HEADLINE_METRICS.index(metric_name(c))
-                                                if metric_name(c) in HEADLINE_METRICS else len(HEADLINE_METRICS), c))
+        ranked = sorted(
+            columns,
+            key=lambda c: (
+                HEADLINE_METRICS.index(metric_name(c)) if metric_name(c) in HEADLINE_METRICS else len(HEADLINE_METRICS),
+                c,
+            ),
+        )
         chosen.append(ranked[0])
     return chosen
 
@@ -102,8 +111,10 @@ def lc_unidentifiable(run: pd.Series, score: str) -> str | None:
         return f"SE {se:.1f} > {LC_MAX_SE:g} points"
     overlap = run.get(f"{score.rsplit('/', 1)[0]}/lc_length_overlap", math.nan)
     if overlap is not None and not pd.isna(overlap) and overlap < LC_MIN_LENGTH_OVERLAP:
-        return (f"only {100 * overlap:.0f}% of answers on one side of the baseline's length "
-                f"(< {100 * LC_MIN_LENGTH_OVERLAP:.0f}%): equal length is an extrapolation")
+        return (
+            f"only {100 * overlap:.0f}% of answers on one side of the baseline's length "
+            f"(< {100 * LC_MIN_LENGTH_OVERLAP:.0f}%): equal length is an extrapolation"
+        )
     return None
 
 
@@ -112,14 +123,24 @@ def metric_column_order(columns: Iterable[str]) -> list[str]:
     columns = list(columns)
 
     def key(name: str):
-        group = 0 if name == "selected_step" else 1 if name.startswith("eval/") else \
-            2 if name.startswith("eval_final/") else 3 if name.startswith("eval_") else 4
+        group = (
+            0
+            if name == "selected_step"
+            else 1
+            if name.startswith("eval/")
+            else 2
+            if name.startswith("eval_final/")
+            else 3
+            if name.startswith("eval_")
+            else 4
+        )
         base = name
         if name.endswith("_se"):
             base = name[:-3]
         elif name.endswith(("/ci_low", "/ci_high")):
             base = name.rsplit("/", 1)[0] + "/score"  # Arena-Hard's CI belongs to its score
         return (group, base, name != base, name)
+
     return sorted(columns, key=key)
 
 

@@ -16,6 +16,7 @@ from results.metrics import headline_columns
 from results.runs import with_seed_rows
 from results.sweep_results import PHASES, TIME_KEYS, WAIT_KEY, Cell, ReportData, mean, value_at
 
+
 def mix_scores(report: ReportData, task_mix: str) -> tuple[pd.DataFrame, list[str]]:
     """(seed-aggregated cells incl. the seed baseline, headline score columns) for one task mix."""
     cells = seed_aggregate(with_seed_rows(report.runs, task_mix))
@@ -25,8 +26,12 @@ def mix_scores(report: ReportData, task_mix: str) -> tuple[pd.DataFrame, list[st
 
 
 def cell_row(cells: pd.DataFrame, cell: Cell) -> pd.Series:
-    match = cells[(cells["method"] == cell.method) & (cells["sync_every"] == cell.sync_every)
-                  & (cells["ref_sync_every"] == cell.ref_sync_every) & (cells["variant"] == cell.variant)]
+    match = cells[
+        (cells["method"] == cell.method)
+        & (cells["sync_every"] == cell.sync_every)
+        & (cells["ref_sync_every"] == cell.ref_sync_every)
+        & (cells["variant"] == cell.variant)
+    ]
     return match.iloc[0]
 
 
@@ -46,8 +51,10 @@ def compute_frame(report: ReportData, task_mix: str) -> pd.DataFrame:
     for cell in report.cells(task_mix):
         row = {"label": cell.label, "method": cell.method, "sync_every": cell.sync_every, "n_seeds": len(cell.runs)}
         for name, key in [*zip(PHASES, TIME_KEYS), ("generate_wait", WAIT_KEY)]:
-            sums = [report.values(rid, key).sum() if (rid, key) in report.series else math.nan
-                    for rid in cell.runs["run_id"]]
+            sums = [
+                report.values(rid, key).sum() if (rid, key) in report.series else math.nan
+                for rid in cell.runs["run_id"]
+            ]
             row[f"{name}_s"] = mean(sums)
         row["total_s"] = sum(row[f"{p}_s"] for p in PHASES)
         row["trainer_s"] = row["generate_wait_s"] + sum(row[f"{p}_s"] for p in PHASES[1:])
@@ -71,9 +78,14 @@ def run_selection(report: ReportData, run: pd.Series) -> dict[str, float]:
     best = pick_step("max_val_reward", {int(s): {"val/reward": float(v)} for s, v in rewards.items()}, steps)
     final = pick_step("final", {}, report.checkpoint_steps.get(rid) or list(lengths.index))
     selected = run.get("selected_step", math.nan)
-    return {"selected": selected, "final": final, "max_reward": best,
-            "len_selected": value_at(lengths, selected), "len_final": value_at(lengths, final),
-            "len_max_reward": value_at(lengths, best)}
+    return {
+        "selected": selected,
+        "final": final,
+        "max_reward": best,
+        "len_selected": value_at(lengths, selected),
+        "len_final": value_at(lengths, final),
+        "len_max_reward": value_at(lengths, best),
+    }
 
 
 def pick_step(rule: str, metrics_by_step: dict[int, dict[str, float]], steps: list) -> float:
@@ -93,8 +105,11 @@ def selection_frame(report: ReportData, task_mix: str) -> pd.DataFrame:
     for cell in report.cells(task_mix):
         agg = cell_row(cells, cell)
         picks = [run_selection(report, run) for _, run in cell.runs.iterrows()]
-        row = {"label": cell.label, "selected_step": per_seed(cell, "selected_step"),
-               "final_step": " / ".join(sorted({fmt(p["final"], 0) for p in picks}))}
+        row = {
+            "label": cell.label,
+            "selected_step": per_seed(cell, "selected_step"),
+            "final_step": " / ".join(sorted({fmt(p["final"], 0) for p in picks})),
+        }
         for score in scores:
             final = score.replace("eval/", "eval_final/", 1)
             row[f"{score}|selected"] = agg.get(score, math.nan)
@@ -115,12 +130,16 @@ def curve(report: ReportData, cell: Cell, key: str) -> pd.DataFrame:
     wide = pd.concat(series, axis=1)
     n = wide.notna().sum(axis=1)
     se = wide.std(axis=1, ddof=1) / n.pow(0.5)
-    return pd.DataFrame({"step": wide.index, "mean": wide.mean(axis=1).values,
-                         "se": se.where(n > 1).values, "n": n.values}).sort_values("step")
+    return pd.DataFrame(
+        {"step": wide.index, "mean": wide.mean(axis=1).values, "se": se.where(n > 1).values, "n": n.values}
+    ).sort_values("step")
 
 
 def endpoints(report: ReportData, cell: Cell, key: str) -> tuple[float, float]:
     """(first, last) logged value of a step metric, mean over the cell's seeds."""
-    pairs = [(s.iloc[0], s.iloc[-1]) for s in (report.values(r, key).sort_index() for r in cell.runs["run_id"])
-             if not s.empty]
+    pairs = [
+        (s.iloc[0], s.iloc[-1])
+        for s in (report.values(r, key).sort_index() for r in cell.runs["run_id"])
+        if not s.empty
+    ]
     return mean(p[0] for p in pairs), mean(p[1] for p in pairs)

@@ -51,5 +51,4 @@ def describe_paired(result: dict[str, float], digits: int = 1) -> str:
     if pd.isna(result["se"]):
         return f"{mean} (1 seed: no SE across seeds)"
     verdict = "beyond 2 SE" if abs(result["mean"]) > 2 * result["se"] else "within 2 SE"
-    return (f"{mean} ± {result['se']:.{digits}f} ({result['agree']} of {result['n']} seeds agree in sign; "
-            f"{verdict})")
+    return f"{mean} ± {result['se']:.{digits}f} ({result['agree']} of {result['n']} seeds agree in sign; {verdict})"

@@ -22,12 +22,33 @@ from results.metrics import metric_column_order
 from results.store import search_all_runs
 
 CELL_KEYS = ("sweep", "method", "sync_every", "ref_sync_every", "task_mix", "variant")
-META_COLUMNS = ("run_id", "run_name", "experiment_id", "parent_run_id", "sweep", "status", *AXES, "variant",
-                "cell_key", "start_time", "duration_s", "error")
+META_COLUMNS = (
+    "run_id",
+    "run_name",
+    "experiment_id",
+    "parent_run_id",
+    "sweep",
+    "status",
+    *AXES,
+    "variant",
+    "cell_key",
+    "start_time",
+    "duration_s",
+    "error",
+)
 # Params that say where and how a run ran, not what it trained: never a reason for a row of its own.
-PLACEMENT_PARAMS = ("output_dir", "tracking.", "model.device", "model.cpu_threads", "rollout.devices",
-                    "rollout.snapshot_dir", "rollout.worker_", "rollout.queue_depth", "rollout.batch_size",
-                    "train.collective_timeout_s")
+PLACEMENT_PARAMS = (
+    "output_dir",
+    "tracking.",
+    "model.device",
+    "model.cpu_threads",
+    "rollout.devices",
+    "rollout.snapshot_dir",
+    "rollout.worker_",
+    "rollout.queue_depth",
+    "rollout.batch_size",
+    "train.collective_timeout_s",
+)
 ERROR_CHARS = 400  # of the `harness.error` tag (a failed trial's log tail), for the table
 
 
@@ -50,10 +71,13 @@ def run_row(run: Run, sweep_of_parent: dict[str, str], experiment_sweep: dict[st
     parent = tags.get("mlflow.parentRunId")
     end_ms = info.end_time or int(time.time() * 1000)
     row = {
-        "run_id": info.run_id, "run_name": info.run_name or tags.get("mlflow.runName") or info.run_id[:8],
-        "experiment_id": info.experiment_id, "parent_run_id": parent,
+        "run_id": info.run_id,
+        "run_name": info.run_name or tags.get("mlflow.runName") or info.run_id[:8],
+        "experiment_id": info.experiment_id,
+        "parent_run_id": parent,
         "sweep": sweep_of_parent.get(parent or "") or experiment_sweep.get(info.experiment_id, ""),
-        "status": info.status, **{axis: axis_value(run, axis) for axis in AXES},
+        "status": info.status,
+        **{axis: axis_value(run, axis) for axis in AXES},
         "cell_key": tags.get("cell_key", ""),
         "start_time": pd.to_datetime(info.start_time, unit="ms") if info.start_time else pd.NaT,
         "duration_s": (end_ms - info.start_time) / 1000.0 if info.start_time else math.nan,
@@ -74,10 +98,18 @@ def cell_variants(frame: pd.DataFrame, params: dict[str, dict[str, str]]) -> pd.
     for _, group in frame.groupby(axes, sort=False, dropna=False):
         mine = {i: params.get(frame.at[i, "run_id"]) or {} for i in group.index}
         logged = [set(p) for p in mine.values() if p]  # a key some runs lack (an older run) tells nothing
-        keys = {k for k in set.intersection(*logged) if k not in AXES and not k.startswith(PLACEMENT_PARAMS)} \
-            if logged else set()
-        searched = {k for _, trials in group.groupby("cell_key") if len(trials) > 1 and trials["cell_key"].iloc[0]
-                    for k in keys if len({mine[i].get(k) for i in trials.index if mine[i]}) > 1}
+        keys = (
+            {k for k in set.intersection(*logged) if k not in AXES and not k.startswith(PLACEMENT_PARAMS)}
+            if logged
+            else set()
+        )
+        searched = {
+            k
+            for _, trials in group.groupby("cell_key")
+            if len(trials) > 1 and trials["cell_key"].iloc[0]
+            for k in keys
+            if len({mine[i].get(k) for i in trials.index if mine[i]}) > 1
+        }
         differing = sorted(k for k in keys - searched if len({p[k] for p in mine.values() if p}) > 1)
         for i, p in mine.items():
             variants[i] = ", ".join(f"{k}={p[k]}" for k in differing) if p else ""
@@ -103,8 +135,17 @@ def runs_frame(client: MlflowClient, experiment_ids: Iterable[str], page_size: i
     frame["variant"] = cell_variants(frame, {r.info.run_id: dict(r.data.params) for r in runs})
     metrics = metric_column_order(c for c in frame.columns if c not in META_COLUMNS)
     frame = frame[list(META_COLUMNS) + metrics]
-    order = frame.apply(lambda r: (r["sweep"], mix_sort_key(r["task_mix"]), row_order_key(r["method"], r["sync_every"]),
-                                   r["ref_sync_every"], seed_sort_key(r["seed"]), r["run_name"]), axis=1)
+    order = frame.apply(
+        lambda r: (
+            r["sweep"],
+            mix_sort_key(r["task_mix"]),
+            row_order_key(r["method"], r["sync_every"]),
+            r["ref_sync_every"],
+            seed_sort_key(r["seed"]),
+            r["run_name"],
+        ),
+        axis=1,
+    )
     return frame.iloc[sorted(range(len(frame)), key=lambda i: order.iloc[i])].reset_index(drop=True)
 
 

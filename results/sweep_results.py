@@ -41,6 +41,7 @@ DEFAULT_OBJECTIVE = ("val/len_norm_reward", "maximize")
 @dataclass
 class Cell:
     """One (method, s, reference sync, task mix, variant) cell and the runs (one per seed) standing for it."""
+
     task_mix: str
     method: str
     sync_every: str
@@ -56,8 +57,8 @@ class ReportData:
     experiment: str
     experiment_id: str
     sweep: str | None
-    runs: pd.DataFrame                      # the runs that count (one per cell and seed)
-    n_runs_total: int                       # every training run in the experiment
+    runs: pd.DataFrame  # the runs that count (one per cell and seed)
+    n_runs_total: int  # every training run in the experiment
     series: dict[tuple[str, str], pd.Series]  # (run_id, key) -> values indexed by step
     checkpoint_steps: dict[str, list[int]]  # run_id -> steps with a checkpoint
     notes: list[str] = field(default_factory=list)
@@ -70,50 +71,63 @@ class ReportData:
     def cells(self, task_mix: str) -> list[Cell]:
         """The trained cells of one task mix, in the paper's row order."""
         mine = self.runs[(self.runs["task_mix"] == task_mix) & (self.runs["method"] != "seed")]
-        cells = [Cell(task_mix, m, s, r, cell_label(m, s, r, task_mix, v), group, v)
-                 for (m, s, r, v), group in mine.groupby(["method", "sync_every", "ref_sync_every", "variant"],
-                                                          sort=False, dropna=False)]
+        cells = [
+            Cell(task_mix, m, s, r, cell_label(m, s, r, task_mix, v), group, v)
+            for (m, s, r, v), group in mine.groupby(
+                ["method", "sync_every", "ref_sync_every", "variant"], sort=False, dropna=False
+            )
+        ]
         return sorted(cells, key=lambda c: (row_order_key(c.method, c.sync_every), c.ref_sync_every, str(c.variant)))
 
     def values(self, run_id: str, key: str) -> pd.Series:
         return self.series.get((run_id, key), pd.Series(dtype=float))
 
 
-def load_report_data(tracking_uri: str, experiment: str, sweep: str | None = None,
-                     objective: tuple[str, str] = DEFAULT_OBJECTIVE) -> ReportData:
+def load_report_data(
+    tracking_uri: str, experiment: str, sweep: str | None = None, objective: tuple[str, str] = DEFAULT_OBJECTIVE
+) -> ReportData:
     """Everything the report shows, read from MLflow; HarnessError when there is nothing to show."""
     try:
         client = connect(tracking_uri)
     except TrackingUnavailable as exc:
-        raise HarnessError(f"harness report: {exc} Run the sweep first (`harness sweep SWEEP.yaml`) or pass "
-                           "the tracking URI it logged to.") from None
+        raise HarnessError(
+            f"harness report: {exc} Run the sweep first (`harness sweep SWEEP.yaml`) or pass "
+            "the tracking URI it logged to."
+        ) from None
     found = client.get_experiment_by_name(experiment)
     frame = runs_frame(client, [found.experiment_id]) if found is not None else pd.DataFrame()
     if found is None or frame.empty:
         what = "does not exist" if found is None else "holds no training runs"
-        raise HarnessError(f"harness report: experiment {experiment!r} in tracking URI {tracking_uri!r} {what}; "
-                           "run the sweep first (`harness sweep SWEEP.yaml`), or pass the experiment name "
-                           "(--experiment, the sweep file's tracking.experiment) and tracking URI it logged to.")
+        raise HarnessError(
+            f"harness report: experiment {experiment!r} in tracking URI {tracking_uri!r} {what}; "
+            "run the sweep first (`harness sweep SWEEP.yaml`), or pass the experiment name "
+            "(--experiment, the sweep file's tracking.experiment) and tracking URI it logged to."
+        )
     notes: list[str] = []
     n_total = len(frame)
     frame = usable_runs(client, frame, found.experiment_id, sweep, notes)
     if frame.empty:
-        raise HarnessError(f"harness report: experiment {experiment!r} in tracking URI {tracking_uri!r} has no "
-                           "finished training run yet; wait for the sweep (`harness status SWEEP.yaml`) or rerun it.")
+        raise HarnessError(
+            f"harness report: experiment {experiment!r} in tracking URI {tracking_uri!r} has no "
+            "finished training run yet; wait for the sweep (`harness status SWEEP.yaml`) or rerun it."
+        )
     trained = frame[frame["method"] != "seed"]["run_id"].tolist()
     keys = [*CURVES, *TIME_KEYS, WAIT_KEY, TRUTH_CURVE, *([objective[0]] if objective[0].startswith("val/") else [])]
     series = histories(client, trained, keys)
     for _, run in frame[frame["method"] != "seed"].iterrows():
         missing = [k for k in (*CURVES, *TIME_KEYS) if (run["run_id"], k) not in series]
         if missing:
-            notes.append(f"Run {run['run_name']} ({run['run_id'][:8]}) logged no {', '.join(missing)}: "
-                         "its curves and compute sums leave those out.")
+            notes.append(
+                f"Run {run['run_name']} ({run['run_id'][:8]}) logged no {', '.join(missing)}: "
+                "its curves and compute sums leave those out."
+            )
     report = ReportData(tracking_uri, experiment, found.experiment_id, sweep, frame, n_total, series, {}, notes)
     report.runs = one_run_per_seed(report, objective)
     hide_unidentifiable_lc(report)
     with quiet_downloads():
-        report.checkpoint_steps = {rid: checkpoint_steps(client, rid) for rid in report.runs["run_id"]
-                                   if rid in trained}
+        report.checkpoint_steps = {
+            rid: checkpoint_steps(client, rid) for rid in report.runs["run_id"] if rid in trained
+        }
     return report
 
 
@@ -150,9 +164,11 @@ def one_run_per_seed(report: ReportData, objective: tuple[str, str]) -> pd.DataF
         best = scores.idxmax()
         keep.append(best)
         row = group.loc[best]
-        report.notes.append(f"{cell_label(row['method'], row['sync_every'], row['ref_sync_every'], row['task_mix'], row['variant'])} "
-                            f"({row['task_mix']}) seed {row['seed']} has {len(group)} runs; the one with the best "
-                            f"{objective[0]} at its selected step ({row['run_name']}) is shown.")
+        report.notes.append(
+            f"{cell_label(row['method'], row['sync_every'], row['ref_sync_every'], row['task_mix'], row['variant'])} "
+            f"({row['task_mix']}) seed {row['seed']} has {len(group)} runs; the one with the best "
+            f"{objective[0]} at its selected step ({row['run_name']}) is shown."
+        )
     return frame.loc[sorted(keep)].reset_index(drop=True)
 
 
@@ -166,8 +182,10 @@ def hide_unidentifiable_lc(report: ReportData) -> None:
             if reason:
                 report.hidden[(run["run_id"], column)] = reason
                 runs.at[index, column] = math.nan
-                report.notes.append(f"Run {run['run_name']} ({run['run_id'][:8]}): {column} not identifiable "
-                                    f"({reason}); left out (its raw win rate is in the other-metrics table).")
+                report.notes.append(
+                    f"Run {run['run_name']} ({run['run_id'][:8]}): {column} not identifiable "
+                    f"({reason}); left out (its raw win rate is in the other-metrics table)."
+                )
 
 
 def value_at(series: pd.Series, step: float) -> float:

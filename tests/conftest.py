@@ -9,19 +9,19 @@ below go first, longest first; seconds per file measured on 2 cores, 2026-12."""
 import pytest
 
 LONGEST_FILES_FIRST = [
-    "test_faults.py",          # ~540 s (preemption, a lost tracking server, full disks, a killed FSDP rank)
+    "test_faults.py",  # ~540 s (preemption, a lost tracking server, full disks, a killed FSDP rank)
     "test_rollout_worker.py",  # ~270 s
-    "test_fsdp.py",            # ~255 s (torchrun with 2 gloo ranks)
-    "test_multihost.py",       # ~245 s (PostgreSQL, an MLflow server, namespaced hosts; marker heavy)
-    "test_sweep_run.py",       # ~205 s
+    "test_fsdp.py",  # ~255 s (torchrun with 2 gloo ranks)
+    "test_multihost.py",  # ~245 s (PostgreSQL, an MLflow server, namespaced hosts; marker heavy)
+    "test_sweep_run.py",  # ~205 s
     "test_sweep_recovery.py",  # ~205 s (marker heavy)
-    "test_sweep_eval.py",      # ~180 s
-    "test_trainer.py",         # ~135 s
-    "test_vllm_backend.py",    # ~135 s
-    "test_gpu_check.py",       # ~130 s (every GPU-check part at toy size)
-    "test_eval_math.py",       # ~75 s
-    "test_rewards.py",         # ~75 s
-    "test_bad_input.py",       # ~65 s
+    "test_sweep_eval.py",  # ~180 s
+    "test_trainer.py",  # ~135 s
+    "test_vllm_backend.py",  # ~135 s
+    "test_gpu_check.py",  # ~130 s (every GPU-check part at toy size)
+    "test_eval_math.py",  # ~75 s
+    "test_rewards.py",  # ~75 s
+    "test_bad_input.py",  # ~65 s
 ]
 
 
@@ -33,4 +33,5 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="session")
 def tiny_assets():
     from harness.tiny import ensure_tiny_assets
+
     return ensure_tiny_assets(progress=True)

@@ -41,7 +41,7 @@ SUITES_BY_MIX = {"verifiable": ("tiny_math",), "non_verifiable": ("tiny_chat", "
 def artifact_root_for(tracking_uri: str) -> str:
     """Artifacts live next to a sqlite file (so everything stays under the test's tmp dir)."""
     if tracking_uri.startswith("sqlite:///"):
-        return str(Path(tracking_uri[len("sqlite:///"):]).parent / "artifacts")
+        return str(Path(tracking_uri[len("sqlite:///") :]).parent / "artifacts")
     raise ValueError(f"fill_store expects a sqlite:/// URI, got {tracking_uri!r}")
 
 
@@ -124,7 +124,7 @@ def log_history(client: MlflowClient, run_id: str, hist: dict[str, list[tuple[in
     now = int(time.time() * 1000)
     points = [Metric(key, value, now + step, step) for key, series in hist.items() for step, value in series]
     for start in range(0, len(points), 900):
-        client.log_batch(run_id, metrics=points[start:start + 900])
+        client.log_batch(run_id, metrics=points[start : start + 900])
 
 
 def generations_jsonl(task_mix: str, count: int = 6) -> str:
@@ -132,8 +132,14 @@ def generations_jsonl(task_mix: str, count: int = 6) -> str:
     for index in range(count):
         output = XSS_OUTPUTS[index] if index < len(XSS_OUTPUTS) else f"The final answer is $\\boxed{{{index}}}$."
         correct = index % 2 == 1
-        row = {"id": f"q{index}", "sample_index": 0, "prompt": f"What is {index} + {index}?",
-               "output": output, "length": len(output), "finish_reason": "stop"}
+        row = {
+            "id": f"q{index}",
+            "sample_index": 0,
+            "prompt": f"What is {index} + {index}?",
+            "output": output,
+            "length": len(output),
+            "finish_reason": "stop",
+        }
         if task_mix == "verifiable":
             row.update(gold=str(2 * index), score=1.0 if correct else 0.0, correct=correct)
         else:
@@ -142,22 +148,47 @@ def generations_jsonl(task_mix: str, count: int = 6) -> str:
     return "\n".join(rows) + "\n"
 
 
-def log_train_run(client: MlflowClient, experiment_id: str, parent_id: str | None, method: str,
-                  sync_every: str, task_mix: str, seed: int, trial: int) -> dict:
+def log_train_run(
+    client: MlflowClient,
+    experiment_id: str,
+    parent_id: str | None,
+    method: str,
+    sync_every: str,
+    task_mix: str,
+    seed: int,
+    trial: int,
+) -> dict:
     ref = ref_sync_for(method, sync_every, task_mix)
     cell_key = f"method={method},sync_every={sync_every},task_mix={task_mix}"
-    tags = {"harness.kind": "train", "method": method, "sync_every": sync_every, "ref_sync_every": ref,
-            "task_mix": task_mix, "seed": str(seed), "cell_key": cell_key, "harness.study": SWEEP_NAME,
-            "harness.trial": str(trial)}
+    tags = {
+        "harness.kind": "train",
+        "method": method,
+        "sync_every": sync_every,
+        "ref_sync_every": ref,
+        "task_mix": task_mix,
+        "seed": str(seed),
+        "cell_key": cell_key,
+        "harness.study": SWEEP_NAME,
+        "harness.trial": str(trial),
+    }
     if parent_id:
         tags["mlflow.parentRunId"] = parent_id
     name = f"{method}-s{sync_every}-{task_mix}-seed{seed}"
     run = client.create_run(experiment_id, run_name=name, tags=tags)
     run_id = run.info.run_id
     beta = 0.1 if task_mix == "verifiable" else 0.01
-    params = {"method": method, "sync_every": sync_every, "ref_sync_every": ref, "task_mix": task_mix,
-              "seed": str(seed), "train.lr": "1e-06", "train.steps": str(STEPS), "dpo.beta": str(beta),
-              "grpo.kl_coef": "0.001", "train.adam_eps": "0.0001" if task_mix == "verifiable" else "1e-08"}
+    params = {
+        "method": method,
+        "sync_every": sync_every,
+        "ref_sync_every": ref,
+        "task_mix": task_mix,
+        "seed": str(seed),
+        "train.lr": "1e-06",
+        "train.steps": str(STEPS),
+        "dpo.beta": str(beta),
+        "grpo.kl_coef": "0.001",
+        "train.adam_eps": "0.0001" if task_mix == "verifiable" else "1e-08",
+    }
     hist = step_metrics(method, sync_every, task_mix, seed)
     lnr = hist["val/len_norm_reward"]
     selected = max(lnr, key=lambda point: point[1])[0]
@@ -165,32 +196,59 @@ def log_train_run(client: MlflowClient, experiment_id: str, parent_id: str | Non
     client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
     log_history(client, run_id, hist)
     now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric("selected_step", selected, now, 0)]
-                     + [Metric(k, v, now, 0) for k, v in scores.items()])
+    client.log_batch(
+        run_id, metrics=[Metric("selected_step", selected, now, 0)] + [Metric(k, v, now, 0) for k, v in scores.items()]
+    )
     client.log_text(run_id, "\n".join(f"{k}: {v}" for k, v in params.items()) + "\n", "config.yaml")
-    checkpoints = [{"step": step, "path": f"checkpoints/step_{step}", "validated": True, "val/len_norm_reward": value}
-                   for step, value in lnr]
+    checkpoints = [
+        {"step": step, "path": f"checkpoints/step_{step}", "validated": True, "val/len_norm_reward": value}
+        for step, value in lnr
+    ]
     client.log_text(run_id, json.dumps(checkpoints, indent=1), "checkpoints.json")
     for suite in SUITES_BY_MIX[task_mix]:
         client.log_text(run_id, generations_jsonl(task_mix), f"eval/{suite}/generations.jsonl")
         client.log_text(run_id, generations_jsonl(task_mix, 4), f"eval_final/{suite}/generations.jsonl")
     client.set_terminated(run_id, "FINISHED")
-    return {"run_id": run_id, "run_name": name, "method": method, "sync_every": sync_every,
-            "ref_sync_every": ref, "task_mix": task_mix, "seed": seed, "selected_step": selected,
-            "scores": scores, "history": hist, "params": params}
+    return {
+        "run_id": run_id,
+        "run_name": name,
+        "method": method,
+        "sync_every": sync_every,
+        "ref_sync_every": ref,
+        "task_mix": task_mix,
+        "seed": seed,
+        "selected_step": selected,
+        "scores": scores,
+        "history": hist,
+        "params": params,
+    }
 
 
 def log_seed_run(client: MlflowClient, experiment_id: str, parent_id: str) -> dict:
     """The seed model evaluated on every suite, once; it belongs to no task mix."""
-    tags = {"harness.kind": "train", "method": "seed", "sync_every": "-", "ref_sync_every": "-",
-            "task_mix": "-", "seed": "0", "mlflow.parentRunId": parent_id}
+    tags = {
+        "harness.kind": "train",
+        "method": "seed",
+        "sync_every": "-",
+        "ref_sync_every": "-",
+        "task_mix": "-",
+        "seed": "0",
+        "mlflow.parentRunId": parent_id,
+    }
     run = client.create_run(experiment_id, run_name="seed-model", tags=tags)
-    scores = {"eval/tiny_math/pass_at_1": 25.0, "eval/tiny_math/pass_at_1_se": 3.0,
-              "eval/tiny_chat/lc_winrate": 27.3, "eval/tiny_chat/lc_winrate_se": 1.4,
-              "eval/arena_hard/score": 21.3, "eval/arena_hard/ci_low": 19.0, "eval/arena_hard/ci_high": 23.5}
+    scores = {
+        "eval/tiny_math/pass_at_1": 25.0,
+        "eval/tiny_math/pass_at_1_se": 3.0,
+        "eval/tiny_chat/lc_winrate": 27.3,
+        "eval/tiny_chat/lc_winrate_se": 1.4,
+        "eval/arena_hard/score": 21.3,
+        "eval/arena_hard/ci_low": 19.0,
+        "eval/arena_hard/ci_high": 23.5,
+    }
     now = int(time.time() * 1000)
-    client.log_batch(run.info.run_id, metrics=[Metric(k, v, now, 0) for k, v in scores.items()],
-                     params=[Param("method", "seed")])
+    client.log_batch(
+        run.info.run_id, metrics=[Metric(k, v, now, 0) for k, v in scores.items()], params=[Param("method", "seed")]
+    )
     client.set_terminated(run.info.run_id, "FINISHED")
     return {"run_id": run.info.run_id, "scores": scores}
 
@@ -199,27 +257,43 @@ def fill_store(tracking_uri: str) -> dict:
     """Fill a fresh store with one finished sweep; returns what was logged, for assertions."""
     client = MlflowClient(tracking_uri)
     experiment_id = client.create_experiment(SWEEP_NAME, artifact_location=artifact_root_for(tracking_uri))
-    parent = client.create_run(experiment_id, run_name=SWEEP_NAME,
-                               tags={"harness.kind": "sweep", "harness.sweep": SWEEP_NAME})
+    parent = client.create_run(
+        experiment_id, run_name=SWEEP_NAME, tags={"harness.kind": "sweep", "harness.sweep": SWEEP_NAME}
+    )
     parent_id = parent.info.run_id
     runs = []
     for task_mix in TASK_MIXES:
         for method, sync_every in CELLS:
             for seed in SEEDS:
-                runs.append(log_train_run(client, experiment_id, parent_id, method, sync_every,
-                                          task_mix, seed, trial=len(runs)))
+                runs.append(
+                    log_train_run(client, experiment_id, parent_id, method, sync_every, task_mix, seed, trial=len(runs))
+                )
     seed_run = log_seed_run(client, experiment_id, parent_id)
     client.set_terminated(parent_id, "FINISHED")
-    return {"experiment_id": experiment_id, "parent_run_id": parent_id, "runs": runs,
-            "seed_run": seed_run, "n_train_runs": len(runs), "task_mixes": list(TASK_MIXES),
-            "sweep": SWEEP_NAME, "xss_outputs": list(XSS_OUTPUTS)}
+    return {
+        "experiment_id": experiment_id,
+        "parent_run_id": parent_id,
+        "runs": runs,
+        "seed_run": seed_run,
+        "n_train_runs": len(runs),
+        "task_mixes": list(TASK_MIXES),
+        "sweep": SWEEP_NAME,
+        "xss_outputs": list(XSS_OUTPUTS),
+    }
 
 
 def add_running_run(tracking_uri: str, experiment_id: str, parent_run_id: str) -> str:
     """A trial still training: RUNNING, a few steps of history, no evaluation metrics yet."""
     client = MlflowClient(tracking_uri)
-    tags = {"harness.kind": "train", "method": "dpo", "sync_every": "5", "ref_sync_every": "inf",
-            "task_mix": "non_verifiable", "seed": "0", "mlflow.parentRunId": parent_run_id}
+    tags = {
+        "harness.kind": "train",
+        "method": "dpo",
+        "sync_every": "5",
+        "ref_sync_every": "inf",
+        "task_mix": "non_verifiable",
+        "seed": "0",
+        "mlflow.parentRunId": parent_run_id,
+    }
     run = client.create_run(experiment_id, run_name="dpo-s5-non_verifiable-seed0", tags=tags)
     hist = {"train/loss": [(1, 0.69), (2, 0.68)], "train/entropy": [(1, 1.2), (2, 1.19)]}
     log_history(client, run.info.run_id, hist)
@@ -229,8 +303,15 @@ def add_running_run(tracking_uri: str, experiment_id: str, parent_run_id: str) -
 def add_unevaluated_run(tracking_uri: str, experiment_id: str, parent_run_id: str) -> str:
     """A finished trial whose evaluation never got logged (crashed evaluator, say)."""
     client = MlflowClient(tracking_uri)
-    tags = {"harness.kind": "train", "method": "grpo", "sync_every": "1", "ref_sync_every": "inf",
-            "task_mix": "verifiable", "seed": "7", "mlflow.parentRunId": parent_run_id}
+    tags = {
+        "harness.kind": "train",
+        "method": "grpo",
+        "sync_every": "1",
+        "ref_sync_every": "inf",
+        "task_mix": "verifiable",
+        "seed": "7",
+        "mlflow.parentRunId": parent_run_id,
+    }
     run = client.create_run(experiment_id, run_name="grpo-s1-verifiable-seed7", tags=tags)
     log_history(client, run.info.run_id, {"train/loss": [(1, 0.5)]})
     client.set_terminated(run.info.run_id, "FINISHED")
@@ -240,7 +321,7 @@ def add_unevaluated_run(tracking_uri: str, experiment_id: str, parent_run_id: st
 def clone_store(tracking_uri: str, dest_dir: Path) -> str:
     """A copy of a filled sqlite store (artifacts stay where they are), to change without
     touching the original and without paying MLflow's database creation again."""
-    source = Path(tracking_uri[len("sqlite:///"):])
+    source = Path(tracking_uri[len("sqlite:///") :])
     dest_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy2(source, dest_dir / source.name)
     return f"sqlite:///{dest_dir / source.name}"
@@ -249,9 +330,16 @@ def clone_store(tracking_uri: str, dest_dir: Path) -> str:
 def add_failed_run(tracking_uri: str, experiment_id: str, parent_run_id: str) -> str:
     """A trial that crashed: FAILED, with the sweep's `harness.error` tag (its log tail)."""
     client = MlflowClient(tracking_uri)
-    tags = {"harness.kind": "train", "method": "dpo", "sync_every": "100", "ref_sync_every": "100",
-            "task_mix": "verifiable", "seed": "0", "mlflow.parentRunId": parent_run_id,
-            "harness.error": "Traceback ...\nRuntimeError: CUDA out of memory"}
+    tags = {
+        "harness.kind": "train",
+        "method": "dpo",
+        "sync_every": "100",
+        "ref_sync_every": "100",
+        "task_mix": "verifiable",
+        "seed": "0",
+        "mlflow.parentRunId": parent_run_id,
+        "harness.error": "Traceback ...\nRuntimeError: CUDA out of memory",
+    }
     run = client.create_run(experiment_id, run_name="dpo-s100-verifiable-seed0", tags=tags)
     client.set_terminated(run.info.run_id, "FAILED")
     return run.info.run_id

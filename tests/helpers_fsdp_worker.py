@@ -58,8 +58,10 @@ def reshard() -> None:
     from harness.tiny import ensure_tiny_assets
     from harness.train.trainer import validate
 
-    cfg = load_run_config(ROOT / "sweeps/runs/tiny.yaml", ["train.parallel=fsdp", "model.device=cpu",
-                                                           "train.max_new_tokens=6", "validation.prompts=2"])
+    cfg = load_run_config(
+        ROOT / "sweeps/runs/tiny.yaml",
+        ["train.parallel=fsdp", "model.device=cpu", "train.max_new_tokens=6", "validation.prompts=2"],
+    )
     dist = distributed.setup(cfg)
     policy_dir = str(ensure_tiny_assets().policy_dir)
     policy, tokenizer = load_policy(policy_dir, "float32", "cpu")
@@ -72,7 +74,7 @@ def reshard() -> None:
         return [name for name, p in model.named_parameters() if not isinstance(p, DTensor)]
 
     prompt = tokenizer("Compute 3 + 4.", add_special_tokens=False)["input_ids"]
-    rollouts = [Rollout(0, i, prompt, prompt[:i + 2], "", "stop") for i in range(3)]
+    rollouts = [Rollout(0, i, prompt, prompt[: i + 2], "", "stop") for i in range(3)]
     batch = pack(rollouts, tokenizer.pad_token_id, dist.device)
     with torch.no_grad():
         policy_logprobs(reference, batch, 1.0, bucketed=False)
@@ -103,9 +105,10 @@ def rank0_load() -> None:
         return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**20
 
     folder = sys.argv[2]
-    cfg = load_run_config(ROOT / "sweeps/runs/tiny.yaml", ["train.parallel=fsdp", "model.device=cpu",
-                                                           "model.compute_dtype=bfloat16",
-                                                           "model.reference_offload=true"])
+    cfg = load_run_config(
+        ROOT / "sweeps/runs/tiny.yaml",
+        ["train.parallel=fsdp", "model.device=cpu", "model.compute_dtype=bfloat16", "model.reference_offload=true"],
+    )
     dist = distributed.setup(cfg)
     seen = {}
     before = rss_mib()
@@ -113,29 +116,41 @@ def rank0_load() -> None:
     grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before  # ru_maxrss: KiB, peak so far
     checkpoint = load_file(str(Path(folder) / "model.safetensors"))
     policy, reference = models.policy, models.reference
-    out: dict = {"rank": dist.rank, "peak_rss_growth_mib": grown,
-                 "tied": [m.lm_head.weight is m.model.embed_tokens.weight for m in (policy, reference)]}
+    out: dict = {
+        "rank": dist.rank,
+        "peak_rss_growth_mib": grown,
+        "tied": [m.lm_head.weight is m.model.embed_tokens.weight for m in (policy, reference)],
+    }
     for name, model, dtype in (("policy", policy, torch.float32), ("reference", reference, torch.bfloat16)):
         weights = full_state_dict(model, dist)  # gathered on rank 0
         if dist.is_main:
             out[f"{name}_keys"] = sorted(weights) == sorted(set(checkpoint) | {"lm_head.weight"})
-            out[f"{name}_equal"] = [k for k in weights if not torch.equal(
-                weights[k], checkpoint.get(k, checkpoint["model.embed_tokens.weight"]).to(dtype))]
+            out[f"{name}_equal"] = [
+                k
+                for k in weights
+                if not torch.equal(weights[k], checkpoint.get(k, checkpoint["model.embed_tokens.weight"]).to(dtype))
+            ]
     if dist.is_main:  # what the generator was opened from: the whole checkpoint, before sharding
         out["generator_source_equal"] = sorted(seen) == sorted(set(checkpoint) | {"lm_head.weight"}) and all(
-            torch.equal(v, checkpoint.get(k, checkpoint["model.embed_tokens.weight"])) for k, v in seen.items())
-    buffers = {f"{name}.{k}": b.cpu() for name, m in (("policy", policy), ("reference", reference))
-               for k, b in m.named_buffers()}
+            torch.equal(v, checkpoint.get(k, checkpoint["model.embed_tokens.weight"])) for k, v in seen.items()
+        )
+    buffers = {
+        f"{name}.{k}": b.cpu()
+        for name, m in (("policy", policy), ("reference", reference))
+        for k, b in m.named_buffers()
+    }
     ids = torch.tensor([[1, 5, 9, 17, 33, 65, 3, 7]])
     with torch.no_grad():
         logits = {"policy": policy(input_ids=ids).logits.float(), "reference": reference(input_ids=ids).logits.float()}
     everyone = dist.gather((buffers, logits))
     if dist.is_main:
         fresh = load_policy(folder, "float32", "cpu")[0]  # buffers as a plain from_pretrained computes them
-        out["buffers_equal_fresh"] = all(torch.equal(b, dict(fresh.named_buffers())[k.partition(".")[2]])
-                                         for k, b in buffers.items())
-    out["buffers_equal_rank0"] = all(torch.equal(everyone[0][0][k], b) and everyone[0][0][k].dtype == b.dtype
-                                     for k, b in buffers.items()) and list(everyone[0][0]) == list(buffers)
+        out["buffers_equal_fresh"] = all(
+            torch.equal(b, dict(fresh.named_buffers())[k.partition(".")[2]]) for k, b in buffers.items()
+        )
+    out["buffers_equal_rank0"] = all(
+        torch.equal(everyone[0][0][k], b) and everyone[0][0][k].dtype == b.dtype for k, b in buffers.items()
+    ) and list(everyone[0][0]) == list(buffers)
     out["logits_equal_rank0"] = all(torch.equal(everyone[0][1][k], v) for k, v in logits.items())
     everyone = dist.gather(out)
     if dist.is_main:  # one printer: two ranks' lines can interleave in torchrun's output

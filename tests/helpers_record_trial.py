@@ -12,16 +12,27 @@ import sys
 import time
 from pathlib import Path
 
-KEYS = ("CUDA_VISIBLE_DEVICES", "HARNESS_GENERATOR_DEVICES", "LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_PORT",
-        "TORCHELASTIC_RUN_ID")
+KEYS = (
+    "CUDA_VISIBLE_DEVICES",
+    "HARNESS_GENERATOR_DEVICES",
+    "LOCAL_RANK",
+    "RANK",
+    "WORLD_SIZE",
+    "MASTER_PORT",
+    "TORCHELASTIC_RUN_ID",
+)
 
 
 def main() -> int:
     folder = Path(os.environ["RECORD_DIR"])
     rank = os.environ.get("LOCAL_RANK", "solo")
     parent = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode().split("\0")[:-1]
-    record = {"pid": os.getpid(), "argv": sys.argv[1:], "parent_cmdline": parent,
-              "env": {key: os.environ[key] for key in KEYS if key in os.environ}}
+    record = {
+        "pid": os.getpid(),
+        "argv": sys.argv[1:],
+        "parent_cmdline": parent,
+        "env": {key: os.environ[key] for key in KEYS if key in os.environ},
+    }
     path = folder / f"{os.environ['TRIAL']}-{rank}.json"
     path.with_suffix(".tmp").write_text(json.dumps(record))
     path.with_suffix(".tmp").rename(path)

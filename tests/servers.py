@@ -62,7 +62,7 @@ def _unprivileged_user() -> pwd.struct_passwd | None:
 
 @dataclass
 class PostgresServer:
-    admin_url: str               # a URL whose role may create databases
+    admin_url: str  # a URL whose role may create databases
     data_dir: Path | None = None  # None: an external server we must not restart
     bindir: Path | None = None
     port: int = 0
@@ -73,20 +73,39 @@ class PostgresServer:
     def start(cls, root: Path) -> "PostgresServer":
         bindir = postgres_bindir()
         if bindir is None:
-            raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql); or set "
-                               "HARNESS_TEST_POSTGRES_URL to an existing server")
+            raise RuntimeError(
+                "PostgreSQL is not installed (apt-get install postgresql); or set "
+                "HARNESS_TEST_POSTGRES_URL to an existing server"
+            )
         user = _unprivileged_user()
         root.mkdir(parents=True, exist_ok=True)
-        server = cls(admin_url="", data_dir=root / "data", bindir=bindir, port=free_port(),
-                     log_path=root / "postgres.log", user=user)
+        server = cls(
+            admin_url="",
+            data_dir=root / "data",
+            bindir=bindir,
+            port=free_port(),
+            log_path=root / "postgres.log",
+            user=user,
+        )
         pwfile = root / "pwfile"
         pwfile.write_text(PASSWORD + "\n")
         (root / "socket").mkdir(exist_ok=True)
         if user is not None:
             for path in (root, pwfile, root / "socket"):
                 os.chown(path, user.pw_uid, user.pw_gid)
-        server._run("initdb", "-D", str(server.data_dir), "-U", USER, f"--pwfile={pwfile}", "--auth=scram-sha-256",
-                    "--auth-local=trust", "-E", "UTF8", "--no-sync")
+        server._run(
+            "initdb",
+            "-D",
+            str(server.data_dir),
+            "-U",
+            USER,
+            f"--pwfile={pwfile}",
+            "--auth=scram-sha-256",
+            "--auth-local=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
         server._pg_ctl_start()
         server.admin_url = f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{server.port}/postgres"
         return server
@@ -97,14 +116,35 @@ class PostgresServer:
 
     def _run(self, program: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         kwargs = {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []} if self.user else {}
-        return subprocess.run([str(self.bindir / program), *args], capture_output=True, text=True, check=check,
-                              cwd=self.data_dir.parent, timeout=120, **kwargs)
+        return subprocess.run(
+            [str(self.bindir / program), *args],
+            capture_output=True,
+            text=True,
+            check=check,
+            cwd=self.data_dir.parent,
+            timeout=120,
+            **kwargs,
+        )
 
     def _pg_ctl_start(self) -> None:
-        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.data_dir.parent / 'socket'} "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
-        done = self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_path), "-o", options, "-w",
-                         "-t", "60", "start", check=False)
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.data_dir.parent / 'socket'} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+        )
+        done = self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_path),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+            check=False,
+        )
         if done.returncode != 0:
             log = self.log_path.read_text() if self.log_path.is_file() else ""
             raise RuntimeError(f"PostgreSQL did not start: {done.stdout}{done.stderr}\n{log[-2000:]}")
@@ -128,6 +168,7 @@ class PostgresServer:
 
     def execute(self, sql: str) -> None:
         import psycopg
+
         with psycopg.connect(self.admin_url, autocommit=True) as connection:
             connection.execute(sql)
 
@@ -154,13 +195,32 @@ class MlflowServer:
         port = port or free_port()
         artifacts = root / "artifacts"
         log_path = root / "mlflow-server.log"
-        command = [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", backend_url,
-                   "--serve-artifacts", "--artifacts-destination", str(artifacts), "--host", "127.0.0.1",
-                   "--port", str(port), "--workers", str(workers)]
+        command = [
+            str(Path(sys.executable).with_name("mlflow")),
+            "server",
+            "--backend-store-uri",
+            backend_url,
+            "--serve-artifacts",
+            "--artifacts-destination",
+            str(artifacts),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
         with open(log_path, "a") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       cwd=root, env=env, start_new_session=True)
+            process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=root,
+                env=env,
+                start_new_session=True,
+            )
         return cls(f"http://127.0.0.1:{port}", process, log_path, artifacts)
 
     @classmethod
@@ -173,8 +233,9 @@ class MlflowServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited {self.process.returncode}:\n"
-                                   f"{self.log_path.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"mlflow server exited {self.process.returncode}:\n{self.log_path.read_text()[-3000:]}"
+                )
             if self.healthy():
                 return
             time.sleep(0.5)
@@ -190,6 +251,7 @@ class MlflowServer:
 
     def stop(self) -> None:
         import signal
+
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
@@ -229,8 +291,9 @@ def namespaces_available() -> bool:
     """`unshare` with new UTS/PID/mount namespaces (root, or a kernel allowing user namespaces)."""
     if shutil.which("unshare") is None:
         return False
-    probe = subprocess.run(["unshare", "--uts", "--pid", "--fork", "--mount-proc", "--kill-child", "true"],
-                           capture_output=True, timeout=30)
+    probe = subprocess.run(
+        ["unshare", "--uts", "--pid", "--fork", "--mount-proc", "--kill-child", "true"], capture_output=True, timeout=30
+    )
     return probe.returncode == 0
 
 
@@ -251,28 +314,54 @@ class Host:
         if not link.exists():
             link.symlink_to(tiny_dir, target_is_directory=True)
         base = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HARNESS_"))}
-        self.env = {**base, "HOME": str(self.root / "home"), "TMPDIR": str(self.root / "tmp"),
-                    "HARNESS_CACHE": str(self.root / "cache"), "OMP_NUM_THREADS": "1", **env}
+        self.env = {
+            **base,
+            "HOME": str(self.root / "home"),
+            "TMPDIR": str(self.root / "tmp"),
+            "HARNESS_CACHE": str(self.root / "cache"),
+            "OMP_NUM_THREADS": "1",
+            **env,
+        }
         self.process: subprocess.Popen | None = None
         self.log_path = self.root / "worker.log"
 
     def command(self, argv: list[str]) -> list[str]:
-        return ["unshare", "--uts", "--pid", "--fork", "--mount-proc", "--kill-child",
-                "sh", "-c", 'hostname "$0" && "$@"', self.name, *argv]
+        return [
+            "unshare",
+            "--uts",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--kill-child",
+            "sh",
+            "-c",
+            'hostname "$0" && "$@"',
+            self.name,
+            *argv,
+        ]
 
     def start(self, argv: list[str]) -> subprocess.Popen:
         log = open(self.log_path, "a")
-        self.process = subprocess.Popen(self.command(argv), cwd=self.work, env=self.env, stdout=log,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.process = subprocess.Popen(
+            self.command(argv),
+            cwd=self.work,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
         return self.process
 
     def run(self, argv: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run(self.command(argv), cwd=self.work, env=self.env, capture_output=True, text=True,
-                              timeout=timeout)
+        return subprocess.run(
+            self.command(argv), cwd=self.work, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
 
     def kill(self) -> None:
         import signal
+
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
 

@@ -137,8 +137,13 @@ def tiny_llama():
 
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=20, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        vocab_size=20,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
         pad_token_id=PAD,
     )
     return LlamaForCausalLM(config).eval()
@@ -148,7 +153,8 @@ def _summed_response_logprobs(model, kind: str, temperature: float) -> torch.Ten
     ids, attention, prompt_end, response_end = _layout(kind)
     with torch.no_grad():
         logits = model(
-            input_ids=ids, attention_mask=attention,
+            input_ids=ids,
+            attention_mask=attention,
             position_ids=position_ids_from_attention_mask(attention),
         ).logits
     mask = response_mask_from_lengths(ids.shape[1], prompt_end, response_end)
@@ -163,7 +169,7 @@ def test_padding_layouts_give_identical_response_logprobs(tiny_llama, temperatur
         ids = torch.tensor([prompt + response])
         with torch.no_grad():
             logits = tiny_llama(input_ids=ids).logits
-        tok = gather_logprobs(logits, ids, temperature)[0, len(prompt) - 1:]
+        tok = gather_logprobs(logits, ids, temperature)[0, len(prompt) - 1 :]
         assert tok.numel() == len(response)
         alone.append(tok.sum())
     alone = torch.stack(alone)
@@ -212,8 +218,14 @@ def test_dpo_length_normalize_hand_computed():
     # pair 1: chosen (-5) - (-5.5) = 0.5, rejected (-3.5) - (-3) = -0.5, margin 0.1 * 1 = 0.1
     # pair 2: chosen (-5) - (-4.75) = -0.25, rejected (-9) - (-9.5) = 0.5, margin -0.075
     loss, stats = dpo_loss(
-        pi_c, pi_r, ref_c, ref_r, 0.1, chosen_len=torch.tensor([2, 4]),
-        rejected_len=torch.tensor([4, 2]), length_normalize=True,
+        pi_c,
+        pi_r,
+        ref_c,
+        ref_r,
+        0.1,
+        chosen_len=torch.tensor([2, 4]),
+        rejected_len=torch.tensor([4, 2]),
+        length_normalize=True,
     )
     # mean(log(1 + e^-0.1), log(1 + e^0.075)) = 0.6878734005
     assert loss.item() == pytest.approx(0.6878734005, abs=1e-9)
@@ -226,8 +238,14 @@ def test_dpo_nll_term_hand_computed():
     pi_c, pi_r, ref_c, ref_r = _dpo_inputs()
     # chosen per-token NLL: 10 / 2 = 5 and 20 / 5 = 4, mean 4.5; times 0.5 = 2.25
     loss, stats = dpo_loss(
-        pi_c, pi_r, ref_c, ref_r, 0.1, chosen_len=torch.tensor([2, 5]),
-        rejected_len=torch.tensor([7, 7]), nll_coef=0.5,
+        pi_c,
+        pi_r,
+        ref_c,
+        ref_r,
+        0.1,
+        chosen_len=torch.tensor([2, 5]),
+        rejected_len=torch.tensor([7, 7]),
+        nll_coef=0.5,
     )
     assert loss.item() == pytest.approx(0.6762470569 + 2.25, abs=1e-9)
     assert stats["nll"] == pytest.approx(4.5)
@@ -252,9 +270,7 @@ def test_dpo_zero_pairs_gives_zero_loss_that_backpropagates(requires_grad):
 
 
 def test_verifiable_pairs_pick_correct_vs_incorrect_and_skip_uniform_prompts():
-    rewards = torch.tensor(
-        [[1.0, 0.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]]
-    )
+    rewards = torch.tensor([[1.0, 0.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
     pairs = build_verifiable_pairs(rewards, torch.Generator().manual_seed(0))
     assert [p.prompt_index for p in pairs] == [0, 3]
     for pair in pairs:
@@ -279,13 +295,15 @@ def test_verifiable_pairs_deterministic_for_seed_and_cover_all_choices():
 
 
 def test_preference_pairs_max_vs_min_first_of_ties_and_skips():
-    scores = torch.tensor([
-        [0.1, 0.9, 0.9, -0.3, -0.3],  # first max (1) vs first min (3)
-        [1.0, 1.0, 1.0, 1.0, 1.0],    # all tied: skipped
-        [2.0, NAN, 1.0, 0.0, 0.0],    # non-finite: skipped
-        [0.5, -1.0, 3.0, 0.0, math.inf],  # non-finite: skipped
-        [0.5, -1.0, 3.0, 0.0, 0.2],   # 2 vs 1
-    ])
+    scores = torch.tensor(
+        [
+            [0.1, 0.9, 0.9, -0.3, -0.3],  # first max (1) vs first min (3)
+            [1.0, 1.0, 1.0, 1.0, 1.0],  # all tied: skipped
+            [2.0, NAN, 1.0, 0.0, 0.0],  # non-finite: skipped
+            [0.5, -1.0, 3.0, 0.0, math.inf],  # non-finite: skipped
+            [0.5, -1.0, 3.0, 0.0, 0.2],  # 2 vs 1
+        ]
+    )
     assert build_preference_pairs(scores) == [Pair(0, 1, 3), Pair(4, 2, 1)]
 
 
@@ -370,8 +388,13 @@ def test_grpo_importance_ratio_truncated_at_cap():
     behaviour = torch.tensor([[-2.0, -1.0, 50.0]])  # ratios e^1 = 2.718, e^-1 = 0.368; masked 3rd
     mask = torch.tensor([[True, True, False]])
     loss, stats = grpo_loss(
-        logp, None, mask, torch.tensor([1.0]), kl_coef=0.0,
-        behaviour_logp_tok=behaviour, is_cap=2.0,
+        logp,
+        None,
+        mask,
+        torch.tensor([1.0]),
+        kl_coef=0.0,
+        behaviour_logp_tok=behaviour,
+        is_cap=2.0,
     )
     loss.backward()
     assert logp.grad.tolist()[0] == pytest.approx([-2.0, -math.exp(-1), 0.0], abs=1e-6)
@@ -381,9 +404,7 @@ def test_grpo_importance_ratio_truncated_at_cap():
     assert "kl" not in stats
 
     uncapped = logp.detach().clone().requires_grad_(True)
-    loss, _ = grpo_loss(
-        uncapped, None, mask, torch.tensor([1.0]), kl_coef=0.0, behaviour_logp_tok=behaviour
-    )
+    loss, _ = grpo_loss(uncapped, None, mask, torch.tensor([1.0]), kl_coef=0.0, behaviour_logp_tok=behaviour)
     loss.backward()
     assert uncapped.grad.tolist()[0] == pytest.approx([-math.e, -math.exp(-1), 0.0], abs=1e-6)
 
@@ -394,9 +415,7 @@ def test_grpo_on_policy_behaviour_equals_no_importance_sampling():
     advantages = torch.tensor([0.5, -0.5])
     plain, _ = grpo_loss(logp, None, mask, advantages, kl_coef=0.0)
     (plain_grad,) = torch.autograd.grad(plain, logp)
-    weighted, stats = grpo_loss(
-        logp, None, mask, advantages, kl_coef=0.0, behaviour_logp_tok=logp.detach()
-    )
+    weighted, stats = grpo_loss(logp, None, mask, advantages, kl_coef=0.0, behaviour_logp_tok=logp.detach())
     (weighted_grad,) = torch.autograd.grad(weighted, logp)
     assert torch.equal(plain_grad, weighted_grad) and stats["is_ratio_mean"] == 1.0
 
@@ -410,9 +429,13 @@ def test_grpo_masked_tokens_never_contribute():
     base, _ = grpo_loss(logp, ref, mask, torch.tensor([0.7]), entropy_tok=ent, **kwargs)
     garbage = torch.tensor([[-1.0, -2.0, NAN]], requires_grad=True)
     loss, stats = grpo_loss(
-        garbage, torch.tensor([[-1.5, -1.0, math.inf]]), mask, torch.tensor([0.7]),
+        garbage,
+        torch.tensor([[-1.5, -1.0, math.inf]]),
+        mask,
+        torch.tensor([0.7]),
         entropy_tok=torch.tensor([[0.4, 0.6, NAN]]),
-        behaviour_logp_tok=torch.tensor([[-1.0, -2.0, -1e9]]), **kwargs,
+        behaviour_logp_tok=torch.tensor([[-1.0, -2.0, -1e9]]),
+        **kwargs,
     )
     assert loss.item() == pytest.approx(base.item(), abs=1e-6)
     loss.backward()
@@ -424,9 +447,7 @@ def test_grpo_entropy_bonus_hand_computed():
     logp = torch.tensor([[-1.0, -1.0]], requires_grad=True)
     ent = torch.tensor([[0.5, 1.5]])
     mask = torch.ones(1, 2, dtype=torch.bool)
-    loss, _ = grpo_loss(
-        logp, None, mask, torch.tensor([0.0]), kl_coef=0.0, entropy_tok=ent, entropy_coef=0.1
-    )
+    loss, _ = grpo_loss(logp, None, mask, torch.tensor([0.0]), kl_coef=0.0, entropy_tok=ent, entropy_coef=0.1)
     assert loss.item() == pytest.approx(-0.1 * 2.0)
 
 

@@ -60,8 +60,9 @@ def imports_of(module: str) -> tuple[tuple[str, int], ...]:
                 base = ".".join(anchor + ([node.module] if node.module else []))
             names.append((base, node.lineno))
             # `from harness.rollout import hf` imports the submodule harness.rollout.hf
-            names += [(f"{base}.{alias.name}", node.lineno) for alias in node.names
-                      if f"{base}.{alias.name}" in modules()]
+            names += [
+                (f"{base}.{alias.name}", node.lineno) for alias in node.names if f"{base}.{alias.name}" in modules()
+            ]
     return tuple(names)
 
 
@@ -116,21 +117,36 @@ def test_the_parser_sees_function_level_imports():
     # The seed baseline used to import the trainer inside a function; such imports must count.
     assert "harness.models" in project_imports("harness.eval_config")  # imported inside eval_settings()
     assert "harness.train.trainer" in closure("harness.cli")
-    assert "harness.rollout" in project_imports("harness.rollout.hf") or "harness.rollout.base" in \
-        project_imports("harness.rollout.hf")
+    assert "harness.rollout" in project_imports("harness.rollout.hf") or "harness.rollout.base" in project_imports(
+        "harness.rollout.hf"
+    )
 
 
 def test_algorithms_import_torch_only():
-    bad = violations("harness.algorithms", lambda n: top(n) in STDLIB or top(n) == "torch"
-                     or in_room(n, "harness.algorithms"))
+    bad = violations(
+        "harness.algorithms", lambda n: top(n) in STDLIB or top(n) == "torch" or in_room(n, "harness.algorithms")
+    )
     assert not bad, bad
 
 
 def test_rewards_know_nothing_of_training():
-    training = ("harness.train.trainer", "harness.training_run", "harness.algorithms", "harness.rollout", "harness.sweep",
-                "harness.train.checkpoint", "harness.train.sequences", "evaluators", "results", "dashboard")
-    bad = [f"harness.rewards reaches {m}" for m in sorted(closure("harness.rewards"))
-           if any(in_room(m, room) for room in training)]
+    training = (
+        "harness.train.trainer",
+        "harness.training_run",
+        "harness.algorithms",
+        "harness.rollout",
+        "harness.sweep",
+        "harness.train.checkpoint",
+        "harness.train.sequences",
+        "evaluators",
+        "results",
+        "dashboard",
+    )
+    bad = [
+        f"harness.rewards reaches {m}"
+        for m in sorted(closure("harness.rewards"))
+        if any(in_room(m, room) for room in training)
+    ]
     for module in (m for m in modules() if in_room(m, "harness.rewards")):
         bad += [f"{module} reaches {m}" for m in sorted(closure(module)) if any(in_room(m, r) for r in training)]
     assert not bad, bad
@@ -143,23 +159,41 @@ SWEEP_MAY_USE = {"evaluators.registry", "evaluators"}  # "evaluators": its __ini
 
 
 def test_the_sweep_imports_neither_the_trainer_nor_the_evaluators():
-    forbidden = ("harness.train.trainer", "harness.training_run", "harness.rollout", "harness.rewards", "harness.algorithms",
-                 "harness.eval_config", "evaluators", "dashboard", "results")
+    forbidden = (
+        "harness.train.trainer",
+        "harness.training_run",
+        "harness.rollout",
+        "harness.rewards",
+        "harness.algorithms",
+        "harness.eval_config",
+        "evaluators",
+        "dashboard",
+        "results",
+    )
     bad = []
     for module in sorted(m for m in modules() if in_room(m, "harness.sweep")):
         direct = project_imports(module)
-        bad += [f"{module} imports {m}" for m in sorted(direct)
-                if m not in SWEEP_MAY_USE and any(in_room(m, room) for room in forbidden)]
-        bad += [f"{module} reaches the trainer through imports ({m})" for m in sorted(closure(module))
-                if m in ("harness.train.trainer", "harness.training_run", "evaluators.run")]
+        bad += [
+            f"{module} imports {m}"
+            for m in sorted(direct)
+            if m not in SWEEP_MAY_USE and any(in_room(m, room) for room in forbidden)
+        ]
+        bad += [
+            f"{module} reaches the trainer through imports ({m})"
+            for m in sorted(closure(module))
+            if m in ("harness.train.trainer", "harness.training_run", "evaluators.run")
+        ]
     assert not bad, bad
 
 
 # Training and the results layer take checkpoint selection from harness.selection; of the
 # evaluators, the trainer's side may name suites (preflight) and only the run shell and the CLI
 # run the evaluation engines.
-EVALUATORS_MAY_BE_IMPORTED_BY = {"harness.training_run": {"evaluators.run", "evaluators.settings"}, "harness.cli": {"evaluators.run"},
-                                 "harness.eval_config": {"evaluators.settings"}}
+EVALUATORS_MAY_BE_IMPORTED_BY = {
+    "harness.training_run": {"evaluators.run", "evaluators.settings"},
+    "harness.cli": {"evaluators.run"},
+    "harness.eval_config": {"evaluators.settings"},
+}
 
 
 def test_training_and_results_take_selection_from_harness_not_the_evaluators():
@@ -175,8 +209,13 @@ def test_training_and_results_take_selection_from_harness_not_the_evaluators():
 
 
 def test_the_evaluators_do_not_import_upward_into_preflight():
-    bad = [f"{m} imports {t}" for m in modules() if in_room(m, "evaluators")
-           for t in project_imports(m) if t in ("harness.preflight", "harness.training_run", "harness.cli")]
+    bad = [
+        f"{m} imports {t}"
+        for m in modules()
+        if in_room(m, "evaluators")
+        for t in project_imports(m)
+        if t in ("harness.preflight", "harness.training_run", "harness.cli")
+    ]
     assert not bad, bad
 
 
@@ -184,21 +223,31 @@ DASHBOARD_THIRD_PARTY = {"streamlit", "pandas", "altair", "playwright"}
 
 
 def test_the_dashboard_imports_only_the_results_layer():
-    bad = violations("dashboard", lambda n: top(n) in STDLIB or top(n) in DASHBOARD_THIRD_PARTY
-                     or in_room(n, "results") or in_room(n, "dashboard"))
+    bad = violations(
+        "dashboard",
+        lambda n: (
+            top(n) in STDLIB or top(n) in DASHBOARD_THIRD_PARTY or in_room(n, "results") or in_room(n, "dashboard")
+        ),
+    )
     assert not bad, bad
 
 
 def test_nothing_imports_the_dashboard():
-    bad = [f"{m} imports {t}" for m in modules() if not in_room(m, "dashboard")
-           for t in project_imports(m) if in_room(t, "dashboard")]
+    bad = [
+        f"{m} imports {t}"
+        for m in modules()
+        if not in_room(m, "dashboard")
+        for t in project_imports(m)
+        if in_room(t, "dashboard")
+    ]
     assert not bad, bad
 
 
 def test_training_never_imports_the_results_layer():
     training = [m for m in modules() if in_room(m, "harness") or in_room(m, "evaluators")]
-    bad = [f"{m} imports {t}" for m in training for t in project_imports(m)
-           if in_room(t, "results") and m != "harness.cli"]  # the CLI dispatches `harness report`
+    bad = [
+        f"{m} imports {t}" for m in training for t in project_imports(m) if in_room(t, "results") and m != "harness.cli"
+    ]  # the CLI dispatches `harness report`
     assert not bad, bad
 
 
@@ -214,7 +263,7 @@ def test_no_import_cycles():
             if in_room(target, node):
                 continue
             if state.get(target) == "open":
-                cycles.append(" -> ".join(stack[stack.index(target):] + [target]))
+                cycles.append(" -> ".join(stack[stack.index(target) :] + [target]))
             elif target not in state:
                 visit(target, stack)
         stack.pop()

@@ -20,20 +20,24 @@ def test_every_shipped_run_config_validates(path):
 
 
 def test_overrides_apply_with_yaml_types():
-    cfg = load_run_config(ROOT / "sweeps/runs/tiny.yaml", ["train.lr=3e-4", "sync_every=inf", "method=dpo",
-                                           "eval.suites=[tiny_math]"])
+    cfg = load_run_config(
+        ROOT / "sweeps/runs/tiny.yaml", ["train.lr=3e-4", "sync_every=inf", "method=dpo", "eval.suites=[tiny_math]"]
+    )
     assert cfg.train.lr == pytest.approx(3e-4)
     assert cfg.sync_every == INF
     assert cfg.eval.suites == ["tiny_math"]
 
 
-@pytest.mark.parametrize("method,task_mix,sync_every,expected", [
-    ("dpo", "verifiable", "10", 10),       # paper: reference follows the generator on math
-    ("dpo", "verifiable", "inf", INF),     # offline DPO: fixed reference
-    ("dpo", "non_verifiable", "5", INF),   # chat: fixed
-    ("dpo", "joint", "1", INF),
-    ("grpo", "verifiable", "1", INF),      # GRPO: fixed
-])
+@pytest.mark.parametrize(
+    "method,task_mix,sync_every,expected",
+    [
+        ("dpo", "verifiable", "10", 10),  # paper: reference follows the generator on math
+        ("dpo", "verifiable", "inf", INF),  # offline DPO: fixed reference
+        ("dpo", "non_verifiable", "5", INF),  # chat: fixed
+        ("dpo", "joint", "1", INF),
+        ("grpo", "verifiable", "1", INF),  # GRPO: fixed
+    ],
+)
 def test_ref_sync_auto_follows_the_paper(method, task_mix, sync_every, expected):
     cfg = load_run_config(None, [f"method={method}", f"task_mix={task_mix}", f"sync_every={sync_every}"])
     assert cfg.ref_sync_every == expected
@@ -44,15 +48,18 @@ def test_explicit_ref_sync_is_an_independent_knob():
     assert (cfg.sync_every, cfg.ref_sync_every) == (10, 50)
 
 
-@pytest.mark.parametrize("override,needle", [
-    ("train.lrr=1", "unknown key `train.lrr`"),
-    ("train.lr=-1", "key `train.lr` = -1"),
-    ("train.steps=ten", "key `train.steps` = 'ten'"),
-    ("sync_every=0", "positive integer or 'inf'"),
-    ("sync_every=2.5", "positive integer or 'inf'"),
-    ("method=ppo", "'dpo' or 'grpo'"),
-    ("task_mix=math", "key `task_mix`"),
-])
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("train.lrr=1", "unknown key `train.lrr`"),
+        ("train.lr=-1", "key `train.lr` = -1"),
+        ("train.steps=ten", "key `train.steps` = 'ten'"),
+        ("sync_every=0", "positive integer or 'inf'"),
+        ("sync_every=2.5", "positive integer or 'inf'"),
+        ("method=ppo", "'dpo' or 'grpo'"),
+        ("task_mix=math", "key `task_mix`"),
+    ],
+)
 def test_bad_values_name_file_key_value_and_allowed(override, needle):
     with pytest.raises(ConfigError) as info:
         load_run_config(RUN_CONFIGS[0], [override])

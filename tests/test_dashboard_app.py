@@ -33,12 +33,14 @@ def store(tmp_path_factory):
 @pytest.fixture
 def app_for(monkeypatch):
     """An AppTest reading `uri` from MLFLOW_TRACKING_URI, with fresh caches and no argv of ours."""
+
     def make(uri: str) -> AppTest:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         monkeypatch.setattr(sys, "argv", ["app.py"])
         st.cache_data.clear()
         st.cache_resource.clear()
         return AppTest.from_file(APP, default_timeout=60)
+
     return make
 
 
@@ -56,13 +58,25 @@ def texts(elements) -> list[str]:
 
 # -- leaderboard -----------------------------------------------------------------------------
 
+
 def test_leaderboard_lists_every_run_with_scores_and_links(store, app_for):
     at = open_view(app_for(store["uri"]), "Leaderboard")
     table = at.dataframe[0].value
     assert len(table) == TRAIN_ROWS
     assert any(c.startswith(f"{TRAIN_ROWS} runs") for c in texts(at.caption))
-    assert {"run", "mlflow", "method", "sync_every", "ref_sync_every", "task_mix", "seed", "selected_step",
-            "tiny_math/pass_at_1", "tiny_math/pass_at_1_se", "arena_hard/score"} <= set(table.columns)
+    assert {
+        "run",
+        "mlflow",
+        "method",
+        "sync_every",
+        "ref_sync_every",
+        "task_mix",
+        "seed",
+        "selected_step",
+        "tiny_math/pass_at_1",
+        "tiny_math/pass_at_1_se",
+        "arena_hard/score",
+    } <= set(table.columns)
     logged = next(r for r in store["runs"] if r["run_name"] == "dpo-s10-verifiable-seed1")
     row = table[table["run"] == "dpo-s10-verifiable-seed1"].iloc[0]
     assert row["tiny_math/pass_at_1"] == pytest.approx(logged["scores"]["eval/tiny_math/pass_at_1"])
@@ -99,6 +113,7 @@ def test_leaderboard_csv_matches_the_table(store):
 
 # -- paper tables, grid ----------------------------------------------------------------------
 
+
 def test_paper_tables_one_per_task_mix_with_the_paper_numbers(store, app_for):
     at = open_view(app_for(store["uri"]), "Paper tables")
     assert len(at.dataframe) == len(store["task_mixes"])
@@ -125,6 +140,7 @@ def test_grid_draws_a_heatmap_of_the_chosen_metric(store, app_for):
 
 # -- curves, compare -------------------------------------------------------------------------
 
+
 def test_curves_overlay_runs_and_mark_the_selected_step(store, app_for):
     at = open_view(app_for(store["uri"]), "Curves")
     at.multiselect(key="curve_metrics").set_value(["val/len_norm_reward", "train/entropy", "time/generate_s"]).run()
@@ -135,11 +151,14 @@ def test_curves_overlay_runs_and_mark_the_selected_step(store, app_for):
 
 
 def test_checkpoint_marks_sit_on_the_curve_at_the_selected_step():
-    history = pd.DataFrame({"run": ["a"] * 4 + ["b"] * 2, "step": [10, 20, 30, 40, 10, 20],
-                            "value": [0.1, 0.5, 0.3, 0.2, 1.0, 2.0]})
+    history = pd.DataFrame(
+        {"run": ["a"] * 4 + ["b"] * 2, "step": [10, 20, 30, 40, 10, 20], "value": [0.1, 0.5, 0.3, 0.2, 1.0, 2.0]}
+    )
     marks = charts.checkpoint_marks(history, {"a": 20.0, "b": 25.0, "c": float("nan")})
-    assert marks.to_dict("records") == [{"run": "a", "step": 20.0, "value": 0.5},
-                                        {"run": "b", "step": 25.0, "value": 2.0}]
+    assert marks.to_dict("records") == [
+        {"run": "a", "step": 20.0, "value": 0.5},
+        {"run": "b", "step": 25.0, "value": 2.0},
+    ]
 
 
 def test_compare_shows_only_differing_params_and_metric_differences(store, app_for):
@@ -155,6 +174,7 @@ def test_compare_shows_only_differing_params_and_metric_differences(store, app_f
 
 # -- samples: model text stays text ----------------------------------------------------------
 
+
 def test_samples_show_model_text_inert(store, app_for):
     at = open_view(app_for(store["uri"]), "Samples")
     assert at.selectbox(key="samples_run").value == "dpo-sinf-verifiable-seed0"
@@ -163,8 +183,19 @@ def test_samples_show_model_text_inert(store, app_for):
     assert "<script>alert(1)</script>" in texts(at.code)
     at.number_input(key="samples_row").set_value(1).run()
     assert "**bold** [link](javascript:alert(1))" in texts(at.code)
-    rendered = [at.markdown, at.caption, at.info, at.warning, at.error, at.success, at.title, at.header,
-                at.subheader, at.latex, at.get("html")]
+    rendered = [
+        at.markdown,
+        at.caption,
+        at.info,
+        at.warning,
+        at.error,
+        at.success,
+        at.title,
+        at.header,
+        at.subheader,
+        at.latex,
+        at.get("html"),
+    ]
     for element in (e for group in rendered for e in group):
         assert not any(x in str(element.value) for x in ("alert(1)", "<script", "onerror")), element.value
 
@@ -181,6 +212,7 @@ def test_samples_filter_correct_and_incorrect(store, app_for):
 
 # -- empty and broken states -----------------------------------------------------------------
 
+
 def test_empty_store_says_there_are_no_runs(tmp_path, app_for):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     MlflowClient(uri).search_experiments()  # creates the empty database
@@ -189,8 +221,10 @@ def test_empty_store_says_there_are_no_runs(tmp_path, app_for):
     assert not at.dataframe
 
 
-@pytest.mark.parametrize("uri, message", [("http://127.0.0.1:9", "cannot connect"),
-                                          ("sqlite:////nonexistent-dir/x/mlflow.db", "no MLflow database")])
+@pytest.mark.parametrize(
+    "uri, message",
+    [("http://127.0.0.1:9", "cannot connect"), ("sqlite:////nonexistent-dir/x/mlflow.db", "no MLflow database")],
+)
 def test_unreachable_tracking_uri_warns_without_a_traceback(uri, message, app_for):
     for view in ("Leaderboard", "Samples"):
         at = open_view(app_for(uri), view)
@@ -220,6 +254,7 @@ def test_running_sweep_and_unevaluated_run_are_explained(store, tmp_path, app_fo
 
 # -- tracking URI sources --------------------------------------------------------------------
 
+
 def test_argv_tracking_uri_wins_over_the_environment(store, app_for, monkeypatch):
     at = app_for("http://127.0.0.1:9")
     monkeypatch.setattr(sys, "argv", ["app.py", "--tracking-uri", store["uri"]])
@@ -247,8 +282,13 @@ def test_dashboard_never_imports_training_code():
     allowed_harness = {"harness.errors"}
     for path in DASHBOARD.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             for name in names:
                 assert name.split(".")[0] not in {"torch", "transformers", "evaluators"}, (path, name)
                 assert not name.startswith("harness") or name in allowed_harness, (path, name)

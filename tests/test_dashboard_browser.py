@@ -15,10 +15,14 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 pytestmark = [
     pytest.mark.slow,  # a real Streamlit server and headless chromium
-    pytest.mark.skipif(importlib.util.find_spec("playwright") is None,
-                       reason="the playwright Python package is not installed (pip install playwright)"),
-    pytest.mark.skipif(not Path(screenshot.CHROMIUM).exists(),
-                       reason=f"no chromium at {screenshot.CHROMIUM} (apt-get install -y chromium)"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("playwright") is None,
+        reason="the playwright Python package is not installed (pip install playwright)",
+    ),
+    pytest.mark.skipif(
+        not Path(screenshot.CHROMIUM).exists(),
+        reason=f"no chromium at {screenshot.CHROMIUM} (apt-get install -y chromium)",
+    ),
 ]
 
 

@@ -31,11 +31,15 @@ def runs(store):
 
 
 def run_of(store, method, sync_every, task_mix, seed):
-    return next(r for r in store["runs"] if (r["method"], r["sync_every"], r["task_mix"], r["seed"])
-                == (method, sync_every, task_mix, seed))
+    return next(
+        r
+        for r in store["runs"]
+        if (r["method"], r["sync_every"], r["task_mix"], r["seed"]) == (method, sync_every, task_mix, seed)
+    )
 
 
 # -- connecting ------------------------------------------------------------------------------
+
 
 def test_connect_rejects_sqlite_in_a_missing_folder(tmp_path):
     with pytest.raises(data.TrackingUnavailable, match="folder does not exist"):
@@ -69,6 +73,7 @@ def test_run_url_links_to_the_server_or_to_the_configured_ui():
 
 # -- sweeps and runs -------------------------------------------------------------------------
 
+
 def test_list_sweeps_names_the_sweep_and_its_parent_run(store):
     sweeps = data.list_sweeps(store["client"])
     assert list(sweeps["sweep"]) == [store["sweep"]]  # the empty Default experiment is left out
@@ -83,7 +88,12 @@ def test_runs_frame_has_one_row_per_training_run_with_the_logged_values(store, r
     for logged in store["runs"]:
         row = rows.loc[logged["run_id"]]
         assert (row["method"], row["sync_every"], row["ref_sync_every"], row["task_mix"], row["seed"]) == (
-            logged["method"], logged["sync_every"], logged["ref_sync_every"], logged["task_mix"], str(logged["seed"]))
+            logged["method"],
+            logged["sync_every"],
+            logged["ref_sync_every"],
+            logged["task_mix"],
+            str(logged["seed"]),
+        )
         assert row["selected_step"] == logged["selected_step"]
         assert row["sweep"] == store["sweep"] and row["status"] == "FINISHED"
         for key, value in logged["scores"].items():
@@ -140,15 +150,22 @@ def test_running_and_unevaluated_runs_are_rows_without_scores(store, tmp_path):
 
 # -- columns, aggregation, paper tables -------------------------------------------------------
 
+
 def test_headline_columns_pick_one_score_per_suite(runs):
     assert sorted(data.headline_columns(runs)) == [
-        "eval/arena_hard/score", "eval/tiny_chat/lc_winrate", "eval/tiny_math/pass_at_1"]
+        "eval/arena_hard/score",
+        "eval/tiny_chat/lc_winrate",
+        "eval/tiny_math/pass_at_1",
+    ]
     assert "eval_final/tiny_math/pass_at_1" in data.headline_columns(runs, final=True)
     scores = data.eval_score_columns(runs)
     assert "eval/tiny_chat/winrate" in scores and "eval/tiny_math/n_problems" not in scores
     assert not any(c.endswith(("_se", "ci_low", "ci_high")) for c in scores)
     assert data.spread_columns(runs, "eval/arena_hard/score") == [
-        "eval/arena_hard/score_se", "eval/arena_hard/ci_low", "eval/arena_hard/ci_high"]
+        "eval/arena_hard/score_se",
+        "eval/arena_hard/ci_low",
+        "eval/arena_hard/ci_high",
+    ]
 
 
 def test_step_metric_keys_list_the_step_wise_metrics(runs):
@@ -160,7 +177,9 @@ def test_step_metric_keys_list_the_step_wise_metrics(runs):
 def test_seed_aggregate_mean_and_standard_error_by_hand(runs):
     cells = data.seed_aggregate(runs)
     assert len(cells) == 9  # 8 cells + the seed baseline
-    cell = cells[(cells["method"] == "dpo") & (cells["sync_every"] == "10") & (cells["task_mix"] == "verifiable")].iloc[0]
+    cell = cells[(cells["method"] == "dpo") & (cells["sync_every"] == "10") & (cells["task_mix"] == "verifiable")].iloc[
+        0
+    ]
     # logged pass_at_1: seed 0 -> 30 + 16 + 1 = 47, seed 1 -> 30 + 16 - 2 = 44
     assert cell["eval/tiny_math/pass_at_1"] == pytest.approx(45.5)
     assert cell["eval/tiny_math/pass_at_1_se"] == pytest.approx(abs(47 - 44) / 2)  # std/sqrt(2) for two values
@@ -184,14 +203,46 @@ def test_paper_tables_rows_columns_and_paper_numbers(runs):
 
 def test_paper_row_order_covers_every_paper_row_and_extensions():
     rows = [("grpo", "5"), ("dpo", "1"), ("dpo", "5"), ("grpo", "1"), ("dpo", "100"), ("dpo", "inf"), ("dpo", "10")]
-    frame = pd.DataFrame([{"run_id": str(i), "run_name": f"r{i}", "sweep": "s", "method": m, "sync_every": s,
-                           "ref_sync_every": "inf", "task_mix": "non_verifiable", "seed": "0",
-                           "eval/tiny_chat/lc_winrate": 50.0} for i, (m, s) in enumerate(rows)]
-                         + [{"run_id": "x", "run_name": "seed", "sweep": "s", "method": "seed", "sync_every": "-",
-                             "ref_sync_every": "-", "task_mix": "-", "seed": "0", "eval/tiny_chat/lc_winrate": 27.0}])
+    frame = pd.DataFrame(
+        [
+            {
+                "run_id": str(i),
+                "run_name": f"r{i}",
+                "sweep": "s",
+                "method": m,
+                "sync_every": s,
+                "ref_sync_every": "inf",
+                "task_mix": "non_verifiable",
+                "seed": "0",
+                "eval/tiny_chat/lc_winrate": 50.0,
+            }
+            for i, (m, s) in enumerate(rows)
+        ]
+        + [
+            {
+                "run_id": "x",
+                "run_name": "seed",
+                "sweep": "s",
+                "method": "seed",
+                "sync_every": "-",
+                "ref_sync_every": "-",
+                "task_mix": "-",
+                "seed": "0",
+                "eval/tiny_chat/lc_winrate": 27.0,
+            }
+        ]
+    )
     labels = list(data.paper_tables(frame)["non_verifiable"]["label"])
-    assert labels == ["seed", "offline DPO", "semi-online DPO s=100", "semi-online DPO s=10",
-                      "semi-online DPO s=5", "online DPO", "GRPO", "GRPO s=5"]
+    assert labels == [
+        "seed",
+        "offline DPO",
+        "semi-online DPO s=100",
+        "semi-online DPO s=10",
+        "semi-online DPO s=5",
+        "online DPO",
+        "GRPO",
+        "GRPO s=5",
+    ]
 
 
 def test_method_label_notes_a_reference_setting_that_differs_from_the_paper():
@@ -204,10 +255,17 @@ def test_paper_module_holds_the_headline_table():
     assert paper.paper_value("semi-online DPO s=5", "Arena-Hard") == 60.7
     assert paper.paper_value("semi-online DPO s=5", "Math500") is None
     assert list(paper.paper_frame("verifiable")["label"]) == [
-        "seed", "offline DPO", "semi-online DPO s=100", "semi-online DPO s=10", "online DPO", "GRPO"]
+        "seed",
+        "offline DPO",
+        "semi-online DPO s=100",
+        "semi-online DPO s=10",
+        "online DPO",
+        "GRPO",
+    ]
 
 
 # -- per-run details -------------------------------------------------------------------------
+
 
 def test_metric_histories_return_every_logged_point(store):
     logged = run_of(store, "dpo", "1", "verifiable", 0)
@@ -249,14 +307,17 @@ def test_load_generations_of_a_missing_suite_is_a_data_error(store):
 
 
 def test_data_module_imports_no_training_code():
-    code = ("import sys, dashboard.data, dashboard.paper, dashboard.launch; "
-            "print([m for m in ('torch', 'transformers', 'harness.train.trainer') if m in sys.modules])")
+    code = (
+        "import sys, dashboard.data, dashboard.paper, dashboard.launch; "
+        "print([m for m in ('torch', 'transformers', 'harness.train.trainer') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
 def test_arena_hard_v2_category_intervals_are_spreads_not_scores():
     from results.metrics import is_score_column
+
     assert is_score_column("eval/arena_hard/creative_writing_score")
     assert not is_score_column("eval/arena_hard/creative_writing_ci_low")
     assert not is_score_column("eval/arena_hard/creative_writing_ci_high")

@@ -15,8 +15,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_workers(check: str, *args: str) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               str(ROOT / "tests" / "helpers_fsdp_worker.py"), check, *args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(ROOT / "tests" / "helpers_fsdp_worker.py"),
+        check,
+        *args,
+    ]
     done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-4000:])
     return json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
@@ -48,9 +57,18 @@ def random_llama(folder: Path, tokenizer_from: Path) -> int:
     """A ~55M-parameter Llama with random weights and tied embeddings, big enough that a whole copy
     (fp32 policy + bf16 reference, ~330 MiB) stands out of a process's memory; the tiny tokenizer."""
     from transformers import LlamaConfig, LlamaForCausalLM
-    config = LlamaConfig(vocab_size=8192, hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
-                         num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=256,
-                         tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 5e5})
+
+    config = LlamaConfig(
+        vocab_size=8192,
+        hidden_size=512,
+        intermediate_size=2048,
+        num_hidden_layers=12,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 5e5},
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     model.save_pretrained(folder)

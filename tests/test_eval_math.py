@@ -61,7 +61,10 @@ def test_pass_at_1_single_problem_has_undefined_se():
 def test_math500_equivalent_answers_are_correct(tmp_path):
     # golds: 27, \frac{1}{2}, \dfrac{3}{4}, 4 -- predictions written differently but equal
     answers = ["27.0", "0.5", "3/4", "4"]
-    preds = write_jsonl(tmp_path / "p.jsonl", [{"id": uid, "output": boxed(a)} for uid, a in zip(data_ids(MATH500, "unique_id"), answers)])
+    preds = write_jsonl(
+        tmp_path / "p.jsonl",
+        [{"id": uid, "output": boxed(a)} for uid, a in zip(data_ids(MATH500, "unique_id"), answers)],
+    )
     result = score_predictions("math500", MATH500, preds)
     assert result["score"] == pytest.approx(100.0)
     assert result["stderr"] == pytest.approx(0.0)
@@ -70,8 +73,10 @@ def test_math500_equivalent_answers_are_correct(tmp_path):
 
 def test_amc23_float_golds_match_integer_predictions_and_wrong_ones_fail(tmp_path):
     # gold 27.0 vs "27" right; gold 6.0 vs "6" right; gold 99.0 vs "98" wrong
-    preds = write_jsonl(tmp_path / "p.jsonl", [{"id": 0, "output": boxed("27")}, {"id": "1", "output": boxed("6")},
-                                                 {"id": 2, "output": boxed("98")}])
+    preds = write_jsonl(
+        tmp_path / "p.jsonl",
+        [{"id": 0, "output": boxed("27")}, {"id": "1", "output": boxed("6")}, {"id": 2, "output": boxed("98")}],
+    )
     result = score_predictions("amc23", AMC23, preds, out_path=tmp_path / "scored.jsonl")
     assert result["score"] == pytest.approx(200 / 3)
     rows = [json.loads(line) for line in (tmp_path / "scored.jsonl").read_text().splitlines()]
@@ -87,11 +92,14 @@ def test_amc23_accepts_math_ai_question_key(tmp_path):
 
 
 def test_numinamath_without_ids_matches_by_line_order_and_averages_samples(tmp_path):
-    preds = write_jsonl(tmp_path / "p.jsonl", [
-        {"outputs": [boxed("42"), boxed("41")]},           # 1/2
-        {"outputs": [boxed("\\dfrac{1}{2}"), boxed("0.5")]},  # 2/2
-        {"outputs": [boxed("-3"), boxed("2")]},             # 0/2
-    ])
+    preds = write_jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {"outputs": [boxed("42"), boxed("41")]},  # 1/2
+            {"outputs": [boxed("\\dfrac{1}{2}"), boxed("0.5")]},  # 2/2
+            {"outputs": [boxed("-3"), boxed("2")]},  # 0/2
+        ],
+    )
     result = score_predictions("numinamath", NUMINA, preds)
     assert result["score"] == pytest.approx(50.0)
     assert result["stderr"] == pytest.approx(100 * 0.5 / math.sqrt(3))
@@ -165,7 +173,9 @@ def test_missing_key_and_bad_json_are_data_errors(tmp_path):
 
 
 def test_duplicate_ids_in_data_are_rejected(tmp_path):
-    data = write_jsonl(tmp_path / "a.jsonl", [{"id": 1, "problem": "p", "answer": 2.0}, {"id": 1, "problem": "q", "answer": 3.0}])
+    data = write_jsonl(
+        tmp_path / "a.jsonl", [{"id": 1, "problem": "p", "answer": 2.0}, {"id": 1, "problem": "q", "answer": 3.0}]
+    )
     with pytest.raises(DataError, match="repeats id '1'"):
         load_records(get_suite("amc23"), data)
 
@@ -208,11 +218,21 @@ def test_tiny_math_end_to_end_on_tiny_policy(tiny_assets, tmp_path):
     test_file = tiny_assets.data_dir / "math" / "test.jsonl"
     rows = [json.loads(line) for line in test_file.read_text().splitlines()][:6]
     data = write_jsonl(tmp_path / "tiny.jsonl", rows)
-    results = evaluate_checkpoint(tiny_assets.policy_dir, ["tiny_math"], samples=2, data_paths={"tiny_math": str(data)},
-                                  max_new_tokens=24, batch_size=16, out_dir=tmp_path / "out", show_progress=False)
+    results = evaluate_checkpoint(
+        tiny_assets.policy_dir,
+        ["tiny_math"],
+        samples=2,
+        data_paths={"tiny_math": str(data)},
+        max_new_tokens=24,
+        batch_size=16,
+        out_dir=tmp_path / "out",
+        show_progress=False,
+    )
     metrics = results["tiny_math"]
     assert 0.0 <= metrics["pass_at_1"] <= 100.0 and metrics["n_problems"] == 6 and metrics["n_samples"] == 12
-    generations = [json.loads(line) for line in (tmp_path / "out" / "tiny_math" / "generations.jsonl").read_text().splitlines()]
+    generations = [
+        json.loads(line) for line in (tmp_path / "out" / "tiny_math" / "generations.jsonl").read_text().splitlines()
+    ]
     assert len(generations) == 12
     assert {g["id"] for g in generations} == {str(r["id"]) for r in rows}
     assert all(0 < g["length"] <= 24 and isinstance(g["correct"], bool) for g in generations)
@@ -245,15 +265,25 @@ def test_evaluate_run_logs_selected_and_final_checkpoint(tiny_assets, tmp_path):
         client.log_metric(run_id, "val/reward", reward, step=step)
         client.log_metric(run_id, "val/response_len", length, step=step)
         client.log_metric(run_id, "val/len_norm_reward", reward / length, step=step)
-    checkpoints = [{"step": s, "path": f"checkpoints/step_{s}", "validated": True} for s in (10, 20, 30)]  # relative to output_dir
+    checkpoints = [
+        {"step": s, "path": f"checkpoints/step_{s}", "validated": True} for s in (10, 20, 30)
+    ]  # relative to output_dir
     (tmp_path / "checkpoints.json").write_text(json.dumps(checkpoints))
     client.log_artifact(run_id, str(tmp_path / "checkpoints.json"))
     client.set_terminated(run_id)
 
     rows = [json.loads(line) for line in (tiny_assets.data_dir / "math" / "test.jsonl").read_text().splitlines()][:4]
     data = write_jsonl(tmp_path / "tiny4.jsonl", rows)
-    summary = evaluate_run(run_id, ["tiny_math"], samples=2, tracking_uri=uri, data_paths={"tiny_math": str(data)},
-                           max_new_tokens=16, batch_size=8, show_progress=False)
+    summary = evaluate_run(
+        run_id,
+        ["tiny_math"],
+        samples=2,
+        tracking_uri=uri,
+        data_paths={"tiny_math": str(data)},
+        max_new_tokens=16,
+        batch_size=8,
+        show_progress=False,
+    )
 
     assert (summary["selected_step"], summary["final_step"]) == (20, 30)
     run = client.get_run(run_id)

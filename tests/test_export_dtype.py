@@ -19,9 +19,18 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "sweeps" / "runs" / "tiny.yaml"
-BF16 = ["model.param_dtype=float32", "model.compute_dtype=bfloat16", "train.prompts_per_step=4",
-        "train.samples_per_prompt=4", "train.max_new_tokens=24", "validation.prompts=4", "validation.every=100",
-        "train.lr=1e-3", "sync_every=2", "checkpoint.every=2"]
+BF16 = [
+    "model.param_dtype=float32",
+    "model.compute_dtype=bfloat16",
+    "train.prompts_per_step=4",
+    "train.samples_per_prompt=4",
+    "train.max_new_tokens=24",
+    "validation.prompts=4",
+    "validation.every=100",
+    "train.lr=1e-3",
+    "sync_every=2",
+    "checkpoint.every=2",
+]
 
 
 def header_dtypes(path: Path) -> set[str]:
@@ -35,6 +44,7 @@ def header_dtypes(path: Path) -> set[str]:
 def test_snapshot_store_writes_the_given_dtype(tiny_assets, tmp_path):
     from transformers import AutoConfig, AutoTokenizer
     from harness.rollout.snapshots import SnapshotStore, read_snapshot
+
     config = AutoConfig.from_pretrained(tiny_assets.policy_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_assets.policy_dir)
     weights = {"a.weight": torch.randn(4, 4), "b.ids": torch.arange(3)}
@@ -47,13 +57,21 @@ def test_snapshot_store_writes_the_given_dtype(tiny_assets, tmp_path):
 
 
 def test_export_is_bf16_and_resume_stays_exact(tiny_assets, tmp_path):
-    straight = train(load_run_config(TINY, [*BF16, "train.steps=4", f"output_dir={tmp_path / 'straight'}"]),
-                     tracker=MemoryTracker(), progress=False)
+    straight = train(
+        load_run_config(TINY, [*BF16, "train.steps=4", f"output_dir={tmp_path / 'straight'}"]),
+        tracker=MemoryTracker(),
+        progress=False,
+    )
     split = tmp_path / "split"
-    train(load_run_config(TINY, [*BF16, "train.steps=2", f"output_dir={split}"]), tracker=MemoryTracker(),
-          progress=False)
-    resumed = train(load_run_config(TINY, [*BF16, "train.steps=4", f"output_dir={split}"]),
-                    tracker=MemoryTracker(), resume=True, progress=False)
+    train(
+        load_run_config(TINY, [*BF16, "train.steps=2", f"output_dir={split}"]), tracker=MemoryTracker(), progress=False
+    )
+    resumed = train(
+        load_run_config(TINY, [*BF16, "train.steps=4", f"output_dir={split}"]),
+        tracker=MemoryTracker(),
+        resume=True,
+        progress=False,
+    )
     final = {}
     for name, result in (("straight", straight), ("resumed", resumed)):
         step, path = ckpt.list_checkpoints(result.output_dir)[-1]

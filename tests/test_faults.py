@@ -38,8 +38,17 @@ pytestmark = pytest.mark.slow  # `harness train` subprocesses
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = str(ROOT / "sweeps" / "runs" / "tiny.yaml")
-SMALL = ["train.steps=6", "train.prompts_per_step=4", "train.samples_per_prompt=4", "train.max_new_tokens=40",
-         "validation.every=100", "validation.prompts=8", "checkpoint.every=100", "sync_every=2", "train.lr=1e-3"]
+SMALL = [
+    "train.steps=6",
+    "train.prompts_per_step=4",
+    "train.samples_per_prompt=4",
+    "train.max_new_tokens=40",
+    "validation.every=100",
+    "validation.prompts=8",
+    "checkpoint.every=100",
+    "sync_every=2",
+    "train.lr=1e-3",
+]
 
 
 def env_for(tmp_path: Path) -> dict:
@@ -49,9 +58,14 @@ def env_for(tmp_path: Path) -> dict:
 
 
 def train_process(tmp_path: Path, out: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "harness.cli", "train", TINY, *SMALL, f"output_dir={out}",
-                             "--no-progress", *extra], cwd=tmp_path, env=env_for(tmp_path),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "train", TINY, *SMALL, f"output_dir={out}", "--no-progress", *extra],
+        cwd=tmp_path,
+        env=env_for(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def final_weights(out: Path) -> dict[str, torch.Tensor]:
@@ -61,16 +75,30 @@ def final_weights(out: Path) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_assets, tmp_path_factory) -> dict[str, torch.Tensor]:
     tmp_path = tmp_path_factory.mktemp("straight")
-    straight = subprocess.run([sys.executable, "-m", "harness.cli", "train", TINY, *SMALL,
-                               f"output_dir={tmp_path / 'run'}", "--no-progress", "--no-mlflow"],
-                              cwd=tmp_path, env=env_for(tmp_path), capture_output=True, text=True, timeout=600)
+    straight = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "train",
+            TINY,
+            *SMALL,
+            f"output_dir={tmp_path / 'run'}",
+            "--no-progress",
+            "--no-mlflow",
+        ],
+        cwd=tmp_path,
+        env=env_for(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert straight.returncode == 0, straight.stderr[-3000:]
     return final_weights(tmp_path / "run")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
-def test_a_signalled_run_checkpoints_exits_for_requeue_and_resumes_to_the_same_weights(uninterrupted, tmp_path,
-                                                                                       signum):
+def test_a_signalled_run_checkpoints_exits_for_requeue_and_resumes_to_the_same_weights(uninterrupted, tmp_path, signum):
 
     out = tmp_path / "preempted"
     process = train_process(tmp_path, out)
@@ -93,9 +121,14 @@ def test_a_signalled_run_checkpoints_exits_for_requeue_and_resumes_to_the_same_w
     (run,) = client.search_runs(client.get_experiment_by_name("tiny").experiment_id)
     assert run.info.status == "KILLED" and "harness.preempted" in run.data.tags and "harness.error" not in run.data.tags
 
-    resumed = subprocess.run([sys.executable, "-m", "harness.cli", "train", TINY, *SMALL, f"output_dir={out}",
-                              "--no-progress", "--resume"], cwd=tmp_path, env=env_for(tmp_path),
-                             capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "train", TINY, *SMALL, f"output_dir={out}", "--no-progress", "--resume"],
+        cwd=tmp_path,
+        env=env_for(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     (run,) = client.search_runs(client.get_experiment_by_name("tiny").experiment_id)  # the same run, continued
     assert run.info.status == "FINISHED"
@@ -108,9 +141,24 @@ def test_a_signalled_run_checkpoints_exits_for_requeue_and_resumes_to_the_same_w
 
 def run_until_validated(env: dict, tmp_path: Path, out: str, steps: int, at_step_0) -> tuple[int, str]:
     """`harness train` logging to `env`'s tracking server; `at_step_0()` runs once step 0 is validated."""
-    process = subprocess.Popen([sys.executable, "-m", "harness.cli", "train", TINY, *SMALL, f"train.steps={steps}",
-                                f"output_dir={tmp_path / out}", "--no-progress"], cwd=tmp_path, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "train",
+            TINY,
+            *SMALL,
+            f"train.steps={steps}",
+            f"output_dir={tmp_path / out}",
+            "--no-progress",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines = []
     for line in process.stdout:
         lines.append(line)
@@ -121,8 +169,7 @@ def run_until_validated(env: dict, tmp_path: Path, out: str, steps: int, at_step
     return process.wait(timeout=600), "".join(lines)
 
 
-def test_a_tracking_server_lost_mid_run_gets_every_metric_and_one_that_stays_down_fails_the_run(tiny_assets,
-                                                                                                tmp_path):
+def test_a_tracking_server_lost_mid_run_gets_every_metric_and_one_that_stays_down_fails_the_run(tiny_assets, tmp_path):
     backend = f"sqlite:///{tmp_path / 'server.db'}"
     servers = [MlflowServer.start(tmp_path / "server", backend)]
     port = int(servers[0].url.rsplit(":", 1)[1])
@@ -142,8 +189,9 @@ def test_a_tracking_server_lost_mid_run_gets_every_metric_and_one_that_stays_dow
         client = MlflowClient(servers[-1].url)
         (run,) = client.search_runs(client.get_experiment_by_name("tiny").experiment_id)  # no second run
         assert run.info.status == "FINISHED"
-        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss")) == \
-            list(range(1, steps + 1))
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss")) == list(
+            range(1, steps + 1)
+        )
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val/reward")] == [0, steps]
 
         env["HARNESS_TRACKING_WAIT_S"] = "5"  # a server that never comes back
@@ -159,8 +207,9 @@ def test_a_tracking_server_lost_mid_run_gets_every_metric_and_one_that_stays_dow
 def small_filesystem(path: Path, size_bytes: int):
     """A real tmpfs of `size_bytes` mounted at `path` (root only: skipped elsewhere)."""
     path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(path)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(path)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}); the disk tests need root")
     try:
@@ -175,17 +224,48 @@ def dir_bytes(path: Path) -> int:
 
 def test_a_checkpoint_that_cannot_fit_is_refused_and_resume_starts_from_the_last_good_one(tiny_assets, tmp_path):
     args = [*SMALL, "train.steps=4", "checkpoint.every=2"]
-    probe = subprocess.run([sys.executable, "-m", "harness.cli", "train", TINY, *args, f"output_dir={tmp_path / 'probe'}",
-                            "train.steps=2", "--no-progress", "--no-mlflow"], cwd=tmp_path, env=env_for(tmp_path),
-                           capture_output=True, text=True, timeout=600)
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "train",
+            TINY,
+            *args,
+            f"output_dir={tmp_path / 'probe'}",
+            "train.steps=2",
+            "--no-progress",
+            "--no-mlflow",
+        ],
+        cwd=tmp_path,
+        env=env_for(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert probe.returncode == 0, probe.stderr[-3000:]
     one = dir_bytes(tmp_path / "probe" / "checkpoints")  # one checkpoint on disk
     # room for the first checkpoint and its check's margin, not for a second one beside it
     with small_filesystem(tmp_path / "disk", int(1.05 * one) + 16 * 2**20 + one // 2) as disk:
         out = disk / "run"
-        run = subprocess.run([sys.executable, "-m", "harness.cli", "train", TINY, *args, f"output_dir={out}",
-                              "--no-progress", "--no-mlflow"], cwd=tmp_path, env=env_for(tmp_path),
-                             capture_output=True, text=True, timeout=600)
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "harness.cli",
+                "train",
+                TINY,
+                *args,
+                f"output_dir={out}",
+                "--no-progress",
+                "--no-mlflow",
+            ],
+            cwd=tmp_path,
+            env=env_for(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert run.returncode == 2, run.stderr[-3000:]
         error = run.stderr.split("error: ", 1)[1]
         assert error.startswith(f"checkpoint step 4: {out / 'checkpoints'} (`output_dir`) needs "), error
@@ -196,9 +276,25 @@ def test_a_checkpoint_that_cannot_fit_is_refused_and_resume_starts_from_the_last
         assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_000002"]  # no half-written folder
         # the researcher makes room (here: grows the filesystem), then resumes
         subprocess.run(["mount", "-o", f"remount,size={4 * one + 32 * 2**20}", str(disk)], check=True)
-        resumed = subprocess.run([sys.executable, "-m", "harness.cli", "train", TINY, *args, f"output_dir={out}",
-                                  "--no-progress", "--no-mlflow", "--resume"],
-                                 cwd=tmp_path, env=env_for(tmp_path), capture_output=True, text=True, timeout=600)
+        resumed = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "harness.cli",
+                "train",
+                TINY,
+                *args,
+                f"output_dir={out}",
+                "--no-progress",
+                "--no-mlflow",
+                "--resume",
+            ],
+            cwd=tmp_path,
+            env=env_for(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert "resumed from" in resumed.stderr and "(step 2)" in resumed.stderr
         assert [step for step, _ in ckpt.list_checkpoints(out)] == [2, 4]
@@ -209,6 +305,7 @@ def test_a_disk_that_fills_while_a_checkpoint_is_written_leaves_the_last_good_on
     real tmpfs mid-write. The staging folder goes, the earlier checkpoint stays whole."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from harness.disk import DiskSpaceError, staged_write
+
     model = AutoModelForCausalLM.from_pretrained(tiny_assets.policy_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_assets.policy_dir)
     optimizer = torch.optim.AdamW(model.parameters())
@@ -216,12 +313,16 @@ def test_a_disk_that_fills_while_a_checkpoint_is_written_leaves_the_last_good_on
     optimizer.step()
     payload = ckpt.payload_bytes(model, optimizer, {}, None, sharded=False)
     with small_filesystem(tmp_path / "disk", int(payload * 1.5)) as disk:
+
         def write(step):
             tmp = ckpt.staging_dir(disk, step)
-            with staged_write(tmp, disk / "checkpoints", f"checkpoint step {step}", key="output_dir",
-                              payload_bytes=payload):
-                ckpt.commit_checkpoint(tmp, disk, step, model, tokenizer, optimizer, {"last_sync": 0}, {},
-                                       [ckpt.rng_state()])
+            with staged_write(
+                tmp, disk / "checkpoints", f"checkpoint step {step}", key="output_dir", payload_bytes=payload
+            ):
+                ckpt.commit_checkpoint(
+                    tmp, disk, step, model, tokenizer, optimizer, {"last_sync": 0}, {}, [ckpt.rng_state()]
+                )
+
         write(1)
         with pytest.raises(DiskSpaceError, match=r"checkpoint step 2: .* the disk filled while writing .*removed"):
             write(2)
@@ -233,11 +334,21 @@ def test_a_disk_that_fills_while_a_checkpoint_is_written_leaves_the_last_good_on
 @pytest.mark.parametrize("launcher", ["local", "submitit"])  # submitit: its local executor, the Slurm path's code
 def test_a_preempted_sweep_trial_is_requeued_and_resumes_into_the_same_run(tiny_assets, tmp_path, launcher):
     from test_sweep_run import mlflow_runs, study_of, sweep_argv, sweep_env, write_grid
-    path = write_grid(tmp_path, "preempt", {"method": ["dpo"]}, set={"train.steps": 30, "checkpoint.every": 100,
-                                                                    "validation.every": 100})
-    sweep = subprocess.Popen(sweep_argv(path, "--jobs", "1", "--launcher", launcher), cwd=tmp_path,
-                             env=sweep_env(tmp_path),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    path = write_grid(
+        tmp_path,
+        "preempt",
+        {"method": ["dpo"]},
+        set={"train.steps": 30, "checkpoint.every": 100, "validation.every": 100},
+    )
+    sweep = subprocess.Popen(
+        sweep_argv(path, "--jobs", "1", "--launcher", launcher),
+        cwd=tmp_path,
+        env=sweep_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     trial_dir = tmp_path / "outputs" / "preempt" / "trials" / "dpo" / "0"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -278,15 +389,43 @@ def rank_pids(launcher_pid: int) -> dict[int, int]:
 
 def test_a_killed_fsdp_rank_ends_the_job_in_bounded_time_and_resume_matches(tiny_assets, tmp_path):
     from test_fsdp import SMALL as FSDP_SMALL, assert_same_training, seed_weights
-    common = [*FSDP_SMALL, "method=dpo", "sync_every=2", "checkpoint.every=2", "train.steps=6",
-              "train.collective_timeout_s=30"]
+
+    common = [
+        *FSDP_SMALL,
+        "method=dpo",
+        "sync_every=2",
+        "checkpoint.every=2",
+        "train.steps=6",
+        "train.collective_timeout_s=30",
+    ]
     env = {**env_for(tmp_path), "OMP_NUM_THREADS": "1"}
 
     def torchrun(out: str, *flags: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                                 "-m", "harness", "train", TINY, *common, f"output_dir={tmp_path / out}",
-                                 "train.parallel=fsdp", "--no-progress", "--no-mlflow", *flags],
-                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc-per-node",
+                "2",
+                "-m",
+                "harness",
+                "train",
+                TINY,
+                *common,
+                f"output_dir={tmp_path / out}",
+                "train.parallel=fsdp",
+                "--no-progress",
+                "--no-mlflow",
+                *flags,
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
     straight = torchrun("straight")
     assert straight.wait(timeout=600) == 0, straight.stdout.read()[-3000:]
@@ -301,8 +440,10 @@ def test_a_killed_fsdp_rank_ends_the_job_in_bounded_time_and_resume_matches(tiny
     killed_at = time.monotonic()
     out, _ = job.communicate(timeout=300)
     ended_after = time.monotonic() - killed_at
-    print(f"rank 1 SIGKILLed after checkpoint step {ckpt.list_checkpoints(tmp_path / 'killed')[-1][0]}: "
-          f"the job ended {ended_after:.1f} s later")
+    print(
+        f"rank 1 SIGKILLed after checkpoint step {ckpt.list_checkpoints(tmp_path / 'killed')[-1][0]}: "
+        f"the job ended {ended_after:.1f} s later"
+    )
     assert job.returncode != 0 and ended_after < 60, (ended_after, out[-3000:])
     assert "rank    : 1" in out or "rank: 1" in out or "local_rank: 1" in out, out[-3000:]
     assert all(not Path(f"/proc/{pid}").exists() for pid in pids.values())
@@ -313,5 +454,6 @@ def test_a_killed_fsdp_rank_ends_the_job_in_bounded_time_and_resume_matches(tiny
     out = resumed.communicate(timeout=600)[0]
     assert resumed.returncode == 0, out[-3000:]
     assert f"(step {last_good})" in out
-    assert_same_training(final_weights(tmp_path / "straight"), final_weights(tmp_path / "killed"),
-                         seed_weights(tiny_assets))
+    assert_same_training(
+        final_weights(tmp_path / "straight"), final_weights(tmp_path / "killed"), seed_weights(tiny_assets)
+    )

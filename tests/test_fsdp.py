@@ -30,15 +30,38 @@ from harness.train.trainer import train
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "sweeps" / "runs" / "tiny.yaml"
-SMALL = ["train.prompts_per_step=4", "train.samples_per_prompt=4", "train.max_new_tokens=24", "validation.prompts=4",
-         "validation.every=100", "checkpoint.every=100", "train.lr=1e-4", "sync_every=5", "train.micro_batch_size=4"]
+SMALL = [
+    "train.prompts_per_step=4",
+    "train.samples_per_prompt=4",
+    "train.max_new_tokens=24",
+    "validation.prompts=4",
+    "validation.every=100",
+    "checkpoint.every=100",
+    "train.lr=1e-4",
+    "sync_every=5",
+    "train.micro_batch_size=4",
+]
 METHODS = {"dpo": ["method=dpo"], "grpo": ["method=grpo", "grpo.importance_sampling=true"]}
 
 
 def torchrun(tmp_path: Path, overrides: list[str], *flags: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "harness", "train", str(TINY), *overrides, "train.parallel=fsdp", "--no-progress", *flags]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "harness",
+        "train",
+        str(TINY),
+        *overrides,
+        "train.parallel=fsdp",
+        "--no-progress",
+        *flags,
+    ]
     done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     return done
@@ -47,6 +70,7 @@ def torchrun(tmp_path: Path, overrides: list[str], *flags: str) -> subprocess.Co
 def mlflow_series(tmp_path: Path, key: str, first: int = 1) -> list[tuple[int, float]]:
     import json
     import mlflow
+
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run_id = json.loads((tmp_path / "fsdp" / "run.json").read_text())["run_id"]
     return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key) if m.step >= first)
@@ -93,8 +117,9 @@ def test_two_rank_fsdp_run_equals_the_single_process_run(tiny_assets, tmp_path, 
     assert stale == [0, 1, 0]  # the sync after step 2 happened under FSDP
     # the seed's validation: rank 0's generator samples the gathered policy, every rank scores (collective forwards)
     assert mlflow_series(tmp_path, "val/reward", first=0)[0] == (0, tracker.series("val/reward")[0][1])
-    assert mlflow_series(tmp_path, "val/entropy", first=0)[0][1] == pytest.approx(tracker.series("val/entropy")[0][1],
-                                                                                  rel=1e-5)
+    assert mlflow_series(tmp_path, "val/entropy", first=0)[0][1] == pytest.approx(
+        tracker.series("val/entropy")[0][1], rel=1e-5
+    )
 
     a, b = final_weights(tmp_path / "single"), final_weights(tmp_path / "fsdp")
     seed = seed_weights(tiny_assets)
@@ -114,7 +139,9 @@ def test_fsdp_resume_continues_exactly(tiny_assets, tmp_path):
     torchrun(tmp_path, [*common, "train.steps=4", f"output_dir={tmp_path / 'fsdp'}"], "--resume")
     assert [step for step, _ in mlflow_series(tmp_path, "train/loss")] == [1, 2, 3, 4]
     assert [v for _, v in mlflow_series(tmp_path, "train/generator_staleness")] == [0, 1, 0, 1]
-    assert_same_training(final_weights(tmp_path / "straight"), final_weights(tmp_path / "fsdp"), seed_weights(tiny_assets))
+    assert_same_training(
+        final_weights(tmp_path / "straight"), final_weights(tmp_path / "fsdp"), seed_weights(tiny_assets)
+    )
     meta, tensors = ckpt.load_trainer_state(ckpt.list_checkpoints(tmp_path / "fsdp")[-1][1])
     assert meta["world_size"] == 2 and "rng.rank1.torch" in tensors  # every rank's RNG state
     # a sharded checkpoint resumes only with the same number of ranks, and says so
@@ -127,17 +154,47 @@ def test_a_submitit_trial_with_two_training_gpus_runs_as_torchrun(tiny_assets, t
     """The sweep's submitit launcher (local executor here) starts the trial as 2 FSDP ranks."""
     import json as json_
     import yaml
-    sweep = {"name": "sharded", "base": str(TINY), "grid": {"method": ["dpo"]},
-             "set": {"train.steps": 2, "train.prompts_per_step": 4, "train.samples_per_prompt": 4,
-                     "train.max_new_tokens": 16, "validation.every": 2, "validation.prompts": 4, "checkpoint.every": 2,
-                     "rewards.math_verify_workers": 1, "eval.suites": []},
-             "submitit": {"train_gpus": 2, "timeout_min": 20}}
+
+    sweep = {
+        "name": "sharded",
+        "base": str(TINY),
+        "grid": {"method": ["dpo"]},
+        "set": {
+            "train.steps": 2,
+            "train.prompts_per_step": 4,
+            "train.samples_per_prompt": 4,
+            "train.max_new_tokens": 16,
+            "validation.every": 2,
+            "validation.prompts": 4,
+            "checkpoint.every": 2,
+            "rewards.math_verify_workers": 1,
+            "eval.suites": [],
+        },
+        "submitit": {"train_gpus": 2, "timeout_min": 20},
+    }
     path = tmp_path / "sharded.yaml"
     path.write_text(yaml.safe_dump(sweep, sort_keys=False))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-m", "harness.sweep", "sweep", str(path), "--no-progress", "--launcher",
-                           "submitit", "--jobs", "1"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.sweep",
+            "sweep",
+            str(path),
+            "--no-progress",
+            "--launcher",
+            "submitit",
+            "--jobs",
+            "1",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     [state] = list(tmp_path.glob("outputs/sharded/**/checkpoints/step_000002/trainer_state.json"))
     assert json_.loads(state.read_text())["world_size"] == 2 and (state.parent / "sharded").is_dir()

@@ -28,9 +28,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 3
-COMMON = [f"train.steps={STEPS}", "train.prompts_per_step=4", "train.samples_per_prompt=4",
-          "train.max_new_tokens=32", "validation.every=1000", "validation.prompts=4", "checkpoint.every=1000",
-          "seed=0"]
+COMMON = [
+    f"train.steps={STEPS}",
+    "train.prompts_per_step=4",
+    "train.samples_per_prompt=4",
+    "train.max_new_tokens=32",
+    "validation.every=1000",
+    "validation.prompts=4",
+    "checkpoint.every=1000",
+    "seed=0",
+]
 RECIPES = {
     "dpo_s2": ["method=dpo", "sync_every=2", "task_mix=verifiable"],
     "grpo": ["method=grpo", "sync_every=1", "task_mix=verifiable"],
@@ -53,6 +60,7 @@ GOLDEN: dict[str, dict[str, list[float]]] = {  # recipe -> metric -> per step, o
 def asset_fingerprint(assets) -> str:
     """The first 16 hex digits of the sha256 of the seed policy's weights file."""
     import hashlib
+
     return hashlib.sha256((Path(assets.policy_dir) / "model.safetensors").read_bytes()).hexdigest()[:16]
 
 
@@ -63,8 +71,18 @@ def run_recipe(name: str, folder: Path) -> dict[str, list[float]]:
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1"}
     env.pop("MLFLOW_RUN_ID", None)
-    command = [sys.executable, "-m", "harness.cli", "train", str(ROOT / "sweeps/runs/tiny.yaml"), *RECIPES[name],
-               *COMMON, f"output_dir={folder / name}", f"tracking.experiment=golden-{name}", "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "train",
+        str(ROOT / "sweeps/runs/tiny.yaml"),
+        *RECIPES[name],
+        *COMMON,
+        f"output_dir={folder / name}",
+        f"tracking.experiment=golden-{name}",
+        "--no-progress",
+    ]
     done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     run_id = json.loads(done.stdout.strip().splitlines()[-1])["run_id"]
@@ -81,22 +99,27 @@ def run_recipe(name: str, folder: Path) -> dict[str, list[float]]:
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_recipe_logs_the_golden_numbers(name, tiny_assets, tmp_path):
     if tiny_assets.summary.get("source") != "shipped":
-        pytest.skip(f"the tiny assets in {tiny_assets.root} were trained on this machine (fingerprint "
-                    f"{asset_fingerprint(tiny_assets)}), not installed from the package; the golden numbers belong "
-                    f"to the shipped ones")
+        pytest.skip(
+            f"the tiny assets in {tiny_assets.root} were trained on this machine (fingerprint "
+            f"{asset_fingerprint(tiny_assets)}), not installed from the package; the golden numbers belong "
+            f"to the shipped ones"
+        )
     logged = run_recipe(name, tmp_path)
     for key in METRICS:
         expected, got = GOLDEN[name][key], logged[key]
         assert len(got) == len(expected)
         off = [(step, e, g) for step, (e, g) in enumerate(zip(expected, got), 1) if abs(e - g) > TOLERANCE]
-        assert not off, (f"{name} {key}: (step, golden, logged) differ by more than {TOLERANCE}: {off}. "
-                         "If the change is meant to move them, regenerate: python tests/test_golden.py --print")
+        assert not off, (
+            f"{name} {key}: (step, golden, logged) differ by more than {TOLERANCE}: {off}. "
+            "If the change is meant to move them, regenerate: python tests/test_golden.py --print"
+        )
 
 
 def main() -> None:
     if "--print" not in sys.argv[1:]:
         sys.exit("usage: python tests/test_golden.py --print   (prints a fresh GOLDEN dict to paste into this file)")
     from harness.tiny import ensure_tiny_assets
+
     fresh = {}
     fingerprint = asset_fingerprint(ensure_tiny_assets())
     with tempfile.TemporaryDirectory(prefix="harness-golden-") as scratch:

@@ -11,11 +11,16 @@ STATUSES = {"ok", "skipped", "FAILED", "CRASHED", "TIMEOUT"}
 
 
 def test_cpu_smoke_prints_a_row_with_a_status_for_every_part(tiny_assets, tmp_path):
-    done = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--cpu-smoke", "--out", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "benchmarks/gpu_check.py", "--cpu-smoke", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     lines = done.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("part"))
-    table = {line.split()[0]: line for line in lines[header + 1:header + 1 + len(PARTS)]}
+    table = {line.split()[0]: line for line in lines[header + 1 : header + 1 + len(PARTS)]}
     rows = {name: line.split()[1] for name, line in table.items()}
     assert list(rows) == PARTS, done.stdout + done.stderr[-2000:]
     assert set(rows.values()) <= STATUSES

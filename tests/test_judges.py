@@ -12,7 +12,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from evaluators.judge_prompts import ALPACA_EVAL_SYSTEM_PROMPT, ARENA_HARD_CREATIVE_WRITING_SYSTEM_PROMPT, ARENA_HARD_SYSTEM_PROMPT
+from evaluators.judge_prompts import (
+    ALPACA_EVAL_SYSTEM_PROMPT,
+    ARENA_HARD_CREATIVE_WRITING_SYSTEM_PROMPT,
+    ARENA_HARD_SYSTEM_PROMPT,
+)
 from evaluators.judges import (
     Comparison,
     OpenAICompatibleJudge,
@@ -29,8 +33,15 @@ from helpers_tiny_reward_model import save_tiny_reward_model
 def chat_reply(content: str, top_logprobs: list[tuple[str, float]] | None = None) -> dict:
     choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
     if top_logprobs is not None:
-        choice["logprobs"] = {"content": [{"token": content, "logprob": 0.0,
-                                           "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top_logprobs]}]}
+        choice["logprobs"] = {
+            "content": [
+                {
+                    "token": content,
+                    "logprob": 0.0,
+                    "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top_logprobs],
+                }
+            ]
+        }
     return {"id": "cmpl-1", "object": "chat.completion", "model": "judge", "choices": [choice]}
 
 
@@ -97,15 +108,24 @@ class LoopbackJudgeServer:
 
 
 def http_judge(server: LoopbackJudgeServer, tmp_path, **overrides) -> OpenAICompatibleJudge:
-    config = {"name": "openai_compatible", "base_url": server.base_url, "model": "judge-model",
-              "api_key_env": None, "cache_dir": str(tmp_path / "judge_cache"), "max_attempts": 3,
-              "timeout_s": 10, "concurrency": 2}
+    config = {
+        "name": "openai_compatible",
+        "base_url": server.base_url,
+        "model": "judge-model",
+        "api_key_env": None,
+        "cache_dir": str(tmp_path / "judge_cache"),
+        "max_attempts": 3,
+        "timeout_s": 10,
+        "concurrency": 2,
+    }
     config.update(overrides)
     return make_judge(config)
 
 
-ITEMS = [Comparison("Name a fruit.", "An apple, crisp and sweet.", "Pear."),
-         Comparison("Say hi.", "Hi", "Hello there, friend!")]
+ITEMS = [
+    Comparison("Name a fruit.", "An apple, crisp and sweet.", "Pear."),
+    Comparison("Say hi.", "Hi", "Hello there, friend!"),
+]
 
 
 # ------------------------------------------------------------------------------ registry
@@ -122,7 +142,12 @@ def test_unknown_judge_key_is_a_config_error_naming_the_key():
 
 
 def test_check_judge_config_validates_without_loading_anything(tmp_path):
-    config = {"name": "reward_model", "model_dir": str(tmp_path / "absent"), "baseline_answers": "a.jsonl", "samples": 2}
+    config = {
+        "name": "reward_model",
+        "model_dir": str(tmp_path / "absent"),
+        "baseline_answers": "a.jsonl",
+        "samples": 2,
+    }
     assert check_judge_config(config) == {"model_dir": str(tmp_path / "absent")}  # suite keys set aside
     with pytest.raises(AssetMissingError, match="absent"):
         make_judge(config)  # building it does load the model
@@ -136,12 +161,19 @@ def test_openai_judge_needs_base_url_and_model():
 def test_unset_api_key_variable_is_named(monkeypatch):
     monkeypatch.delenv("HARNESS_TEST_JUDGE_KEY", raising=False)
     with pytest.raises(ConfigError, match="HARNESS_TEST_JUDGE_KEY"):
-        make_judge({"name": "openai_compatible", "base_url": "http://127.0.0.1:9/v1", "model": "m",
-                    "api_key_env": "HARNESS_TEST_JUDGE_KEY"})
+        make_judge(
+            {
+                "name": "openai_compatible",
+                "base_url": "http://127.0.0.1:9/v1",
+                "model": "m",
+                "api_key_env": "HARNESS_TEST_JUDGE_KEY",
+            }
+        )
 
 
-@pytest.mark.parametrize(("p", "label"), [(0.95, "A>>B"), (0.7, "A>B"), (0.5, "A=B"), (0.4, "A=B"),
-                                          (0.3, "B>A"), (0.05, "B>>A")])
+@pytest.mark.parametrize(
+    ("p", "label"), [(0.95, "A>>B"), (0.7, "A>B"), (0.5, "A=B"), (0.4, "A=B"), (0.3, "B>A"), (0.05, "B>>A")]
+)
 def test_probability_to_verdict_thresholds(p, label):
     assert probability_to_label(p) == label
 
@@ -203,7 +235,9 @@ def test_http_judge_does_not_retry_a_401(tmp_path):
 
 
 def test_http_judge_cache_makes_a_rerun_cost_zero_requests(tmp_path):
-    with LoopbackJudgeServer(lambda body: (200, chat_reply("m", [("m", math.log(0.3)), ("M", math.log(0.7))]))) as server:
+    with LoopbackJudgeServer(
+        lambda body: (200, chat_reply("m", [("m", math.log(0.3)), ("M", math.log(0.7))]))
+    ) as server:
         first = http_judge(server, tmp_path).preferences(ITEMS)
         sent = len(server.requests)
         second = http_judge(server, tmp_path).preferences(ITEMS)  # a fresh judge, same cache dir
@@ -229,7 +263,9 @@ def test_http_judge_non_json_reply_is_a_clear_error(tmp_path):
 
 def test_http_judge_sends_official_alpaca_prompt_key_and_logprob_request(tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_TEST_JUDGE_KEY", "sk-test")
-    with LoopbackJudgeServer(lambda body: (200, chat_reply("M", [("M", math.log(0.8)), ("m", math.log(0.2))]))) as server:
+    with LoopbackJudgeServer(
+        lambda body: (200, chat_reply("M", [("M", math.log(0.8)), ("m", math.log(0.2))]))
+    ) as server:
         judge = http_judge(server, tmp_path, api_key_env="HARNESS_TEST_JUDGE_KEY", randomize_order=False)
         prefs = judge.preferences(ITEMS[:1])
     request = server.requests[0]
@@ -272,8 +308,10 @@ def test_arena_verdicts_use_official_prompts_in_both_orders(tmp_path):
         b = user.split("<|The Start of Assistant B's Answer|>\n")[1].split("\n<|The End of Assistant B's Answer|>")[0]
         return 200, chat_reply(f"Both are fine. My final verdict is: [[{'A>>B' if len(a) > len(b) else 'B>>A'}]]")
 
-    items = [Comparison("Q1", "a long model answer", "short", "hard_prompt"),
-             Comparison("Q2", "tiny", "a long baseline answer", "creative_writing")]
+    items = [
+        Comparison("Q1", "a long model answer", "short", "hard_prompt"),
+        Comparison("Q2", "tiny", "a long baseline answer", "creative_writing"),
+    ]
     with LoopbackJudgeServer(prefer_longer) as server:
         games = http_judge(server, tmp_path, max_tokens=256).verdicts(items)
     assert [(g1.label, g2.label) for g1, g2 in games] == [("B>>A", "A>>B"), ("A>>B", "B>>A")]
@@ -303,16 +341,27 @@ def test_http_judge_defaults_are_each_benchmarks_own_and_go_through_the_sdk(tmp_
         return 200, chat_reply("[[A=B]]")
 
     with LoopbackJudgeServer(reply) as server:
-        config = {"name": "openai_compatible", "base_url": server.base_url, "api_key_env": None,
-                  "cache_dir": str(tmp_path / "cache")}
+        config = {
+            "name": "openai_compatible",
+            "base_url": server.base_url,
+            "api_key_env": None,
+            "cache_dir": str(tmp_path / "cache"),
+        }
         judge = make_judge(config)
         judge.preferences(ITEMS[:1])
         judge.verdicts(ITEMS[:1], version="v0.1")
         judge.verdicts(ITEMS[:1], version="v2.0")
         make_judge({**config, "model": "my-judge", "temperature": 0.5}).verdicts(ITEMS[:1], version="v2.0")
-    settings = [(r["model"], r["temperature"], r["max_tokens"], r.get("logprobs"), r.get("top_logprobs"))
-                for r in server.requests]
-    assert settings == [("gpt-4-1106-preview", 1.0, 1, True, 5)] + [("gpt-4-1106-preview", 0.0, 4096, None, None)] * 2 \
-        + [("gpt-4.1", 0.0, 16000, None, None)] * 2 + [("my-judge", 0.5, 16000, None, None)] * 2
+    settings = [
+        (r["model"], r["temperature"], r["max_tokens"], r.get("logprobs"), r.get("top_logprobs"))
+        for r in server.requests
+    ]
+    assert (
+        settings
+        == [("gpt-4-1106-preview", 1.0, 1, True, 5)]
+        + [("gpt-4-1106-preview", 0.0, 4096, None, None)] * 2
+        + [("gpt-4.1", 0.0, 16000, None, None)] * 2
+        + [("my-judge", 0.5, 16000, None, None)] * 2
+    )
     assert judge.alpaca_annotator == "weighted_alpaca_eval_gpt4_turbo"
     assert all(h["user-agent"].startswith("OpenAI/Python") for h in server.headers)  # the openai SDK sent them

@@ -81,9 +81,15 @@ def test_regularised_with_difficulty_fits_the_difficulty_weight():
     feature = np.tanh(delta / delta.std(ddof=1))
     slope = (1.5835274219761557 + 1.6424856171097677) / 2
     prefs = 1 / (1 + np.exp(-(slope * feature - 0.8 * difficulty - 1.0)))  # a judge with exactly that slope
-    result = length_controlled_winrate(prefs, ["x" * (1000 + d) for d in delta], ["y" * 1000] * 400,
-                                       instruction_difficulty=difficulty, use_alpaca_eval=False,
-                                       annotator=ANNOTATOR, baseline=BASELINE)
+    result = length_controlled_winrate(
+        prefs,
+        ["x" * (1000 + d) for d in delta],
+        ["y" * 1000] * 400,
+        instruction_difficulty=difficulty,
+        use_alpaca_eval=False,
+        annotator=ANNOTATOR,
+        baseline=BASELINE,
+    )
     assert result["glm_weights"]["instruction_difficulty"] == pytest.approx(-0.8, abs=1e-6)
     assert result["glm_weights"]["model"] == pytest.approx(-1.0, abs=1e-6)
     expected = 100 * np.mean(1 / (1 + np.exp(0.8 * difficulty + 1.0)))
@@ -108,7 +114,8 @@ def stand_in_alpaca_eval(tmp_path, monkeypatch):
         "    if BEHAVIOUR.get('raise'):\n"
         "        raise RuntimeError(BEHAVIOUR['raise'])\n"
         "    frame['glm_preference'] = 0.25\n"
-        "    return {'length_controlled_winrate': 25.0, 'lc_standard_error': 1.5}\n")
+        "    return {'length_controlled_winrate': 25.0, 'lc_standard_error': 1.5}\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     for name in [m for m in sys.modules if m.startswith("alpaca_eval")]:
         monkeypatch.delitem(sys.modules, name)
@@ -118,8 +125,14 @@ def stand_in_alpaca_eval(tmp_path, monkeypatch):
 
 
 def small_case(**kw):
-    return length_controlled_winrate([1, 0, 1, 0.5, 1, 0], ["aaaa", "b", "cc", "ddd", "eeeee", "f"], ["xx"] * 6,
-                                     annotator=ANNOTATOR, baseline=BASELINE, **kw)
+    return length_controlled_winrate(
+        [1, 0, 1, 0.5, 1, 0],
+        ["aaaa", "b", "cc", "ddd", "eeeee", "f"],
+        ["xx"] * 6,
+        annotator=ANNOTATOR,
+        baseline=BASELINE,
+        **kw,
+    )
 
 
 def test_missing_package_is_a_warning_naming_the_reason(caplog):
@@ -186,8 +199,9 @@ def test_lc_method_is_logged_as_an_mlflow_tag(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("lc", artifact_location=str(tmp_path / "artifacts"))
     run = client.create_run(experiment)
-    log_results(client, run.info.run_id, "eval", {"alpaca_eval": {"lc_winrate": 31.0, "lc_method": "regularised"}},
-                tmp_path)
+    log_results(
+        client, run.info.run_id, "eval", {"alpaca_eval": {"lc_winrate": 31.0, "lc_method": "regularised"}}, tmp_path
+    )
     data = client.get_run(run.info.run_id).data
     assert data.tags["eval/alpaca_eval/lc_method"] == "regularised"
     assert data.metrics == {"eval/alpaca_eval/lc_winrate": 31.0}

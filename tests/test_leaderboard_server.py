@@ -41,7 +41,7 @@ def listening_addresses(port: int) -> set[str]:
             if width == 8:
                 found.add(socket.inet_ntop(socket.AF_INET, raw[::-1]))
             else:  # four little-endian 32-bit words
-                words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
                 found.add(socket.inet_ntop(socket.AF_INET6, words))
     return found
 
@@ -51,10 +51,24 @@ def serve(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, int]:
     store.touch()  # the leaderboard only reads: the store must exist
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "harness", "leaderboard", "--tracking-uri",
-                                f"sqlite:///{store}", "--port", str(port), *extra],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "leaderboard",
+            "--tracking-uri",
+            f"sqlite:///{store}",
+            "--port",
+            str(port),
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
+        start_new_session=True,
+    )
     return process, port
 
 
@@ -100,24 +114,39 @@ def test_a_password_in_a_tracking_url_never_reaches_the_log_or_the_error(tmp_pat
     port = free_port()  # nothing listens there
     url = f"http://researcher:hunter2@127.0.0.1:{port}"
     env = {**os.environ, "HARNESS_TRACKING_WAIT_S": "3"}
-    done = subprocess.run([sys.executable, "-m", "harness", "leaderboard", "--tracking-uri", url],
-                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "leaderboard", "--tracking-uri", url],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert done.returncode == 2, done.stderr
     assert "hunter2" not in done.stderr + done.stdout
     assert done.stderr.count(f"researcher:***@127.0.0.1:{port}") >= 2, done.stderr  # the wait's log line and the error
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("postgresql+psycopg://optuna:s3cr%21t@db.lab:5432/sweeps", "postgresql+psycopg://optuna:***@db.lab:5432/sweeps"),
-    ("see http://u:p@h:5000/ and https://a:b@c/x", "see http://u:***@h:5000/ and https://a:***@c/x"),
-    ("postgresql://db.lab/sweeps?user=optuna&password=s3cret&sslmode=require",
-     "postgresql://db.lab/sweeps?user=optuna&password=***&sslmode=require"),
-    ("sqlite:////work/mlflow.db", "sqlite:////work/mlflow.db"),
-    ("http://mlflow.lab:5000", "http://mlflow.lab:5000"),
-    ("user@host:22 and a:b", "user@host:22 and a:b"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            "postgresql+psycopg://optuna:s3cr%21t@db.lab:5432/sweeps",
+            "postgresql+psycopg://optuna:***@db.lab:5432/sweeps",
+        ),
+        ("see http://u:p@h:5000/ and https://a:b@c/x", "see http://u:***@h:5000/ and https://a:***@c/x"),
+        (
+            "postgresql://db.lab/sweeps?user=optuna&password=s3cret&sslmode=require",
+            "postgresql://db.lab/sweeps?user=optuna&password=***&sslmode=require",
+        ),
+        ("sqlite:////work/mlflow.db", "sqlite:////work/mlflow.db"),
+        ("http://mlflow.lab:5000", "http://mlflow.lab:5000"),
+        ("user@host:22 and a:b", "user@host:22 and a:b"),
+    ],
+)
 def test_redact_hides_url_passwords_and_nothing_else(text, expected):
     from harness.errors import redact
+
     assert redact(text) == expected
 
 
@@ -128,6 +157,7 @@ def test_a_tracking_server_behind_basic_auth_is_reached_with_the_urls_credential
     import http.server
     import threading
     from harness.tracking import TrackingServerUnreachable, wait_for_tracking_server
+
     expected = "Basic " + base64.b64encode(b"researcher:p@ss word").decode()
 
     class Health(http.server.BaseHTTPRequestHandler):
@@ -155,6 +185,7 @@ def test_a_password_in_a_config_url_is_not_stored_in_mlflow_params_or_tags(tmp_p
     the tracking store (read back from the real SQLite store)."""
     from mlflow.tracking import MlflowClient
     from harness.tracking import MlflowTracker
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = MlflowTracker("secrets", "run", tracking_uri=uri)
     tracker.log_params({"eval.judge.base_url": "https://me:sk-live-123@judge.lab/v1", "train.lr": 1e-6})

@@ -55,20 +55,34 @@ def test_lm_eval_greedy_score_equals_harness_evaluator(tiny_assets, tmp_path):
     data = tmp_path / "tiny16.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows[:N_PROBLEMS]))
 
-    ours = evaluate_checkpoint(tiny_assets.policy_dir, ["tiny_math"], samples=1, temperature=0.0,
-                               data_paths={"tiny_math": str(data)}, max_new_tokens=MAX_NEW_TOKENS,
-                               batch_size=N_PROBLEMS, out_dir=tmp_path / "ours", show_progress=False)["tiny_math"]
+    ours = evaluate_checkpoint(
+        tiny_assets.policy_dir,
+        ["tiny_math"],
+        samples=1,
+        temperature=0.0,
+        data_paths={"tiny_math": str(data)},
+        max_new_tokens=MAX_NEW_TOKENS,
+        batch_size=N_PROBLEMS,
+        out_dir=tmp_path / "ours",
+        show_progress=False,
+    )["tiny_math"]
     manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata={"data_file": str(data)})
     theirs = lm_eval.simple_evaluate(
-        model="hf", model_args={"pretrained": str(tiny_assets.policy_dir), "dtype": "float32", "device": "cpu"},
-        tasks=["harness_tiny_math"], task_manager=manager, apply_chat_template=True,
+        model="hf",
+        model_args={"pretrained": str(tiny_assets.policy_dir), "dtype": "float32", "device": "cpu"},
+        tasks=["harness_tiny_math"],
+        task_manager=manager,
+        apply_chat_template=True,
         gen_kwargs={"do_sample": False, "temperature": 0.0, "max_gen_toks": MAX_NEW_TOKENS},
-        batch_size=N_PROBLEMS, log_samples=True,
+        batch_size=N_PROBLEMS,
+        log_samples=True,
     )
 
     # Same text for every problem...
     lm_outputs = {str(s["doc"]["id"]): s["resps"][0][0] for s in theirs["samples"]["harness_tiny_math"]}
-    generations = [json.loads(line) for line in (tmp_path / "ours" / "tiny_math" / "generations.jsonl").read_text().splitlines()]
+    generations = [
+        json.loads(line) for line in (tmp_path / "ours" / "tiny_math" / "generations.jsonl").read_text().splitlines()
+    ]
     assert len(lm_outputs) == len(generations) == N_PROBLEMS
     assert {g["id"]: g["output"] for g in generations} == lm_outputs
     # ...hence the same score (lm-eval reports a fraction, the harness percent).

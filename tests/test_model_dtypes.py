@@ -26,6 +26,7 @@ def test_keys_default_to_auto_and_reject_other_values():
 
 def test_the_trainers_reward_model_loads_in_the_configured_dtype_on_cpu(tiny_assets):
     from harness.train.trainer import build_rewards
+
     for setting, expected in (("bfloat16", torch.bfloat16), ("auto", torch.float32)):
         cfg = load_run_config(None, ["task_mix=non_verifiable", f"rewards.reward_model_dtype={setting}"])
         router = build_rewards(cfg, str(tiny_assets.reward_model_dir), "cpu")
@@ -39,8 +40,8 @@ def test_the_trainers_reward_model_loads_in_the_configured_dtype_on_cpu(tiny_ass
 
 def test_eval_dtype_comes_from_the_run_config_and_is_checked():
     from evaluators.settings import resolve_eval_settings
+
     assert resolve_eval_settings({}, None)["dtype"] == "auto"
     assert resolve_eval_settings({}, {"eval": {"dtype": "bfloat16"}})["dtype"] == "bfloat16"
     with pytest.raises(ConfigError, match="dtype"):
         resolve_eval_settings({}, {"eval": {"dtype": "int8"}})
-

@@ -29,9 +29,17 @@ pytestmark = [pytest.mark.slow, pytest.mark.heavy]  # heavy: `-m "not heavy"` sk
 REPO = Path(__file__).resolve().parents[1]
 
 HEARTBEAT_S, GRACE_S = 1, 6
-TINY_SET = {"train.steps": 4, "train.prompts_per_step": 4, "train.samples_per_prompt": 4,
-            "train.max_new_tokens": 16, "validation.every": 2, "validation.prompts": 8, "checkpoint.every": 2,
-            "rewards.math_verify_workers": 1, "eval.suites": []}
+TINY_SET = {
+    "train.steps": 4,
+    "train.prompts_per_step": 4,
+    "train.samples_per_prompt": 4,
+    "train.max_new_tokens": 16,
+    "validation.every": 2,
+    "validation.prompts": 8,
+    "checkpoint.every": 2,
+    "rewards.math_verify_workers": 1,
+    "eval.suites": [],
+}
 CELLS = ["dpo-s1-seed0", "dpo-s1-seed1", "dpo-sinf-seed0", "dpo-sinf-seed1"]
 
 
@@ -52,6 +60,7 @@ def tracking_server(tracking_server_launched):
 def test_a_worker_waits_for_a_tracking_server_that_is_still_starting(tracking_server_launched):
     """First in this file: the session's server has just been launched and is not answering yet."""
     from harness.tracking import wait_for_tracking_server
+
     if tracking_server_launched.healthy():
         pytest.skip("the tracking server was already up (tests ran in another order)")
     began = time.monotonic()
@@ -72,8 +81,21 @@ def wait_until(predicate, timeout: float, what: str, poll: float = 0.3):
 
 
 def sweep_argv(sweep_file: str, storage: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "harness.sweep", "sweep", sweep_file, "--storage", storage, "--no-progress",
-            "--heartbeat-s", str(HEARTBEAT_S), "--grace-s", str(GRACE_S), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "harness.sweep",
+        "sweep",
+        sweep_file,
+        "--storage",
+        storage,
+        "--no-progress",
+        "--heartbeat-s",
+        str(HEARTBEAT_S),
+        "--grace-s",
+        str(GRACE_S),
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +105,13 @@ def cluster(tiny_assets, postgres, tracking_server, tmp_path_factory):
     root = tmp_path_factory.mktemp("cluster")
     shared = root / "shared"  # the cluster's shared file system: only the sweep's output root lives here
     storage = postgres.create_database("optuna")
-    spec = {"name": "multihost", "base": "runs/tiny.yaml", "output_dir": str(shared / "outputs" / "multihost"),
-            "grid": {"method": ["dpo"], "sync_every": [1, "inf"], "seed": [0, 1]}, "set": TINY_SET}
+    spec = {
+        "name": "multihost",
+        "base": "runs/tiny.yaml",
+        "output_dir": str(shared / "outputs" / "multihost"),
+        "grid": {"method": ["dpo"], "sync_every": [1, "inf"], "seed": [0, 1]},
+        "set": TINY_SET,
+    }
     env = {"MLFLOW_TRACKING_URI": tracking_server.url}
     hosts = {name: Host(name, root, env, Path(tiny_assets.root)) for name in ("head", "host-a", "host-b", "host-c")}
     for host in hosts.values():  # each machine has its own checkout of the sweep file
@@ -122,12 +149,24 @@ def cluster(tiny_assets, postgres, tracking_server, tmp_path_factory):
 
     codes = {name: hosts[name].wait(timeout=420) for name in ("host-b", "host-c")}
     events["sweep_s"] = time.monotonic() - started
-    status = hosts["head"].run([sys.executable, "-m", "harness.sweep", "status", "multihost.yaml", "--storage",
-                                storage], timeout=120)
-    return {"root": root, "shared": shared, "storage": storage, "hosts": hosts, "codes": codes,
-            "victim": victim, "events": events, "handle": open_study(storage, "multihost", create=False),
-            "waiting_after_enqueue": waiting_after_enqueue, "waiting_at_join": waiting_at_join,
-            "busy_at_join": busy_at_join, "status": status, "tracking": tracking_server}
+    status = hosts["head"].run(
+        [sys.executable, "-m", "harness.sweep", "status", "multihost.yaml", "--storage", storage], timeout=120
+    )
+    return {
+        "root": root,
+        "shared": shared,
+        "storage": storage,
+        "hosts": hosts,
+        "codes": codes,
+        "victim": victim,
+        "events": events,
+        "handle": open_study(storage, "multihost", create=False),
+        "waiting_after_enqueue": waiting_after_enqueue,
+        "waiting_at_join": waiting_at_join,
+        "busy_at_join": busy_at_join,
+        "status": status,
+        "tracking": tracking_server,
+    }
 
 
 def trials_by_cell(handle) -> dict[str, list]:
@@ -146,8 +185,10 @@ def test_every_cell_completes_exactly_once_across_hosts(cluster):
     complete = {cell: [t for t in trials if t.state == TrialState.COMPLETE] for cell, trials in grouped.items()}
     duplicates = sum(max(0, len(c) - 1) for c in complete.values())
     lost = sum(1 for c in complete.values() if not c)
-    print(f"multi-host sweep: {len(CELLS)} cells, {duplicates} duplicates, {lost} lost, "
-          f"{cluster['events']['sweep_s']:.0f} s from enqueue to the last worker's exit")
+    print(
+        f"multi-host sweep: {len(CELLS)} cells, {duplicates} duplicates, {lost} lost, "
+        f"{cluster['events']['sweep_s']:.0f} s from enqueue to the last worker's exit"
+    )
     assert duplicates == 0 and lost == 0
     # No attempt was ever run twice at once: apart from the killed host's orphan, nothing failed.
     failed = [t for trials in grouped.values() for t in trials if t.state == TrialState.FAIL]
@@ -160,8 +201,9 @@ def test_a_dead_hosts_trial_is_taken_over_from_its_checkpoint_into_the_same_run(
     orphan = handle.trial(victim.number)
     assert orphan.state == TrialState.FAIL and "harness.outcome" not in orphan.user_attrs  # orphaned, not failed
     detected_s = orphan.datetime_complete.timestamp() - cluster["events"]["killed_at"]
-    print(f"orphan detection: {detected_s:.1f} s after host-a was killed (heartbeat {HEARTBEAT_S} s, "
-          f"grace {GRACE_S} s)")
+    print(
+        f"orphan detection: {detected_s:.1f} s after host-a was killed (heartbeat {HEARTBEAT_S} s, grace {GRACE_S} s)"
+    )
     assert GRACE_S - 1 <= detected_s <= GRACE_S + 8
     cell = victim.user_attrs["cell_key"]
     retry = next(t for t in trials_by_cell(handle)[cell] if t.state == TrialState.COMPLETE)
@@ -173,6 +215,7 @@ def test_a_dead_hosts_trial_is_taken_over_from_its_checkpoint_into_the_same_run(
 
 def test_mlflow_children_sit_under_one_parent_on_the_server_with_served_artifacts(cluster):
     from mlflow.tracking import MlflowClient
+
     tracking = cluster["tracking"]
     client = MlflowClient(tracking.url)
     experiment = client.get_experiment_by_name("multihost")
@@ -208,8 +251,12 @@ def test_a_host_joining_late_takes_only_waiting_work(cluster):
         # Either waiting when it joined, or the dead host's unit re-enqueued after detection.
         assert cell in cluster["waiting_at_join"] or cell == cluster["victim"].user_attrs["cell_key"]
         assert trial.user_attrs["attempt"] == 1 or cell == cluster["victim"].user_attrs["cell_key"]
-    assert not any(t.user_attrs.get("harness.host") == "host-c" and t.user_attrs["cell_key"] in cluster["busy_at_join"]
-                   and t.user_attrs["cell_key"] != cluster["victim"].user_attrs["cell_key"] for t in on_c)
+    assert not any(
+        t.user_attrs.get("harness.host") == "host-c"
+        and t.user_attrs["cell_key"] in cluster["busy_at_join"]
+        and t.user_attrs["cell_key"] != cluster["victim"].user_attrs["cell_key"]
+        for t in on_c
+    )
 
 
 def test_status_on_the_server_storage_shows_host_state_and_run_id_per_cell(cluster):
@@ -226,10 +273,12 @@ def test_status_on_the_server_storage_shows_host_state_and_run_id_per_cell(clust
 
 def test_report_and_dashboard_read_the_tracking_server(cluster, tmp_path):
     from dashboard.data import connect, list_sweeps
+
     tracking = cluster["tracking"]
     sweeps = list_sweeps(connect(tracking.url))
     assert "multihost" in set(sweeps["sweep"])
     from results.report import report_command
+
     path = report_command(None, str(tmp_path / "report"), tracking_uri=tracking.url, experiment="multihost")
     assert path.is_file() and "multihost" in path.read_text()
 
@@ -243,12 +292,26 @@ def test_a_trial_waits_for_a_down_tracking_server_then_fails_clearly_without_a_l
     env.update({"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}", "HARNESS_TRACKING_WAIT_S": "4"})
     began = time.monotonic()
     import subprocess
-    done = subprocess.run([sys.executable, "-m", "harness.cli", "train", str(REPO / "sweeps/runs/tiny.yaml"),
-                           f"output_dir={tmp_path / 'run'}", "train.steps=2", "--no-progress"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "train",
+            str(REPO / "sweeps/runs/tiny.yaml"),
+            f"output_dir={tmp_path / 'run'}",
+            "train.steps=2",
+            "--no-progress",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     waited = time.monotonic() - began
     assert done.returncode == 2, done.stderr[-2000:]
     assert f"http://127.0.0.1:{port}: the MLflow tracking server did not answer" in done.stderr
     assert "Traceback" not in done.stderr and waited >= 3
     assert not [p for p in tmp_path.rglob("*") if p.name in ("mlruns", "mlartifacts", "mlflow.db")]
-

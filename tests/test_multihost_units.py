@@ -29,6 +29,7 @@ def test_study_calls_survive_a_restart_and_heartbeats_are_not_judged_right_after
     monkeypatch.setattr("harness.sweep.study.OUTAGE", resilient.OUTAGE)
 
     import threading
+
     restart = threading.Thread(target=postgres.restart, kwargs={"down_s": GRACE_S + 1})
     restart.start()
     time.sleep(0.5)
@@ -56,6 +57,7 @@ def test_a_connection_dropped_inside_a_transaction_is_retried_on_a_fresh_session
     query on it raises PendingRollbackError. Seen on a worker during the multi-host test's
     restart; it must be retried like any lost connection, not crash the worker."""
     from sqlalchemy import text
+
     monkeypatch.setattr(resilient, "OUTAGE", resilient.Outage())
     url = postgres.create_database("dropped")
     handle = open_study(url, "dropped")
@@ -63,8 +65,10 @@ def test_a_connection_dropped_inside_a_transaction_is_retried_on_a_fresh_session
     session = storage.scoped_session()
     session.execute(text("SELECT 1"))  # a transaction is open on this thread's session
     database = url.rsplit("/", 1)[1]
-    postgres.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}' "
-                     "AND pid <> pg_backend_pid()")
+    postgres.execute(
+        f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}' "
+        "AND pid <> pg_backend_pid()"
+    )
     with pytest.raises(Exception):
         session.execute(text("SELECT 1"))  # the drop is noticed; the transaction is now invalid
     studies = storage.get_all_studies()  # first try: PendingRollbackError; the retry, on a new session, works
@@ -75,6 +79,7 @@ def test_a_connection_dropped_inside_a_transaction_is_retried_on_a_fresh_session
 def test_a_new_sqlite_store_is_seeded_from_a_migrated_template_and_behaves_like_a_new_one(tmp_path, monkeypatch):
     import mlflow
     from harness.tracking import tracking_client
+
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     first = tracking_client(f"sqlite:///{tmp_path / 'a' / 'mlflow.db'}")  # builds the template

@@ -15,8 +15,12 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from evaluators.arena_hard_v2 import bootstrap_mean_score, parse_verdict_v2, question_battles_v2
-from evaluators.arena_style_control import (answer_style, style_control_runs, style_controlled_scores,
-                                             styled_battles_from_rows)
+from evaluators.arena_style_control import (
+    answer_style,
+    style_control_runs,
+    style_controlled_scores,
+    styled_battles_from_rows,
+)
 from evaluators.bradley_terry import arena_hard_score, fit_bradley_terry, game_battles, parse_verdict
 from evaluators.data import load_records
 from evaluators.lc_winrate import NO_DIFFICULTY_NOTE, fit_length_controlled, length_controlled_winrate, winrate_stats
@@ -31,7 +35,10 @@ from test_judges import LoopbackJudgeServer, chat_reply
 FIXTURES = Path(__file__).parent / "fixtures" / "pairwise"
 ALPACA = FIXTURES / "alpaca_eval_gpt4_baseline.json"
 V01_QUESTIONS, V01_ANSWERS = FIXTURES / "arena_hard_v0.1_question.jsonl", FIXTURES / "arena_hard_v0.1_gpt-4-0314.jsonl"
-V20_QUESTIONS, V20_ANSWERS = FIXTURES / "arena_hard_v2.0_question.jsonl", FIXTURES / "arena_hard_v2.0_o3-mini-2025-01-31.jsonl"
+V20_QUESTIONS, V20_ANSWERS = (
+    FIXTURES / "arena_hard_v2.0_question.jsonl",
+    FIXTURES / "arena_hard_v2.0_o3-mini-2025-01-31.jsonl",
+)
 V20_GEMINI = FIXTURES / "arena_hard_v2.0_gemini-2.0-flash-001.jsonl"  # hand-written, longer than o3-mini's
 TINY_CHAT = FIXTURES / "tiny_chat_test.jsonl"
 
@@ -141,7 +148,9 @@ def test_bt_two_player_three_wins_of_four_is_75():
 
 def test_bt_ties_count_half_and_baseline_is_anchored_at_1000():
     assert arena_hard_score([1, 0.5, 0.5, 0])["score"] == pytest.approx(50.0)
-    ratings = fit_bradley_terry([("m", "base", 1.0), ("m", "base", 0.0), ("m", "base", 1.0), ("o", "base", 0.5)], anchor="base")
+    ratings = fit_bradley_terry(
+        [("m", "base", 1.0), ("m", "base", 0.0), ("m", "base", 1.0), ("o", "base", 0.5)], anchor="base"
+    )
     assert ratings["base"] == 1000.0
     assert ratings["o"] == pytest.approx(1000.0, abs=1e-6)
     assert ratings["m"] == pytest.approx(1000 + 400 * math.log10(2), abs=1e-6)
@@ -199,9 +208,16 @@ def length_only_rows(wins_long: int, n_long: int, wins_short: int, n_short: int)
     rows = []
     for count, wins, tokens in ((n_long, wins_long, 200), (n_short, wins_short, 50)):
         for k in range(count):
-            rows.append({"category": "hard_prompt", "output": "x" * tokens, "baseline_output": "y" * 100,
-                         "num_tokens": tokens, "baseline_num_tokens": 100,
-                         "battle_scores": [1.0, 1.0] if k < wins else [0.0, 0.0]})
+            rows.append(
+                {
+                    "category": "hard_prompt",
+                    "output": "x" * tokens,
+                    "baseline_output": "y" * 100,
+                    "num_tokens": tokens,
+                    "baseline_num_tokens": 100,
+                    "battle_scores": [1.0, 1.0] if k < wins else [0.0, 0.0],
+                }
+            )
     return rows
 
 
@@ -230,8 +246,10 @@ def test_style_control_returns_a_model_that_wins_only_by_length_to_50(tmp_path):
 
 
 def test_answer_style_counts_markdown_outside_code_blocks():
-    text = ("# Title\n## Sub\nSome **bold** and __also__ text.\n1. one\n2. two\n- dash\n* star\n"
-            "```\n# not a header\n- not a list\n**not bold**\n```\nend")
+    text = (
+        "# Title\n## Sub\nSome **bold** and __also__ text.\n1. one\n2. two\n- dash\n* star\n"
+        "```\n# not a header\n- not a list\n**not bold**\n```\nend"
+    )
     style = answer_style(text, 40)
     assert (style.token_len, style.headers, style.list_items, style.bold) == (40, 2, 4, 2)
 
@@ -242,10 +260,18 @@ def test_answer_style_counts_markdown_outside_code_blocks():
 def save_tiny_policy(directory: Path, seed: int = 0) -> Path:
     """A throwaway tiny Llama causal LM with the char tokenizer and chat template."""
     tokenizer = build_char_tokenizer(with_chat_template=True)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                         bos_token_id=tokenizer.eos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+    )
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
@@ -255,8 +281,11 @@ def save_tiny_policy(directory: Path, seed: int = 0) -> Path:
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     root = tmp_path_factory.mktemp("pairwise_assets")
-    return {"policy": save_tiny_policy(root / "policy", seed=0), "trained": save_tiny_policy(root / "trained", seed=1),
-            "rm": save_tiny_reward_model(root / "rm", seed=3)}
+    return {
+        "policy": save_tiny_policy(root / "policy", seed=0),
+        "trained": save_tiny_policy(root / "trained", seed=1),
+        "rm": save_tiny_reward_model(root / "rm", seed=3),
+    }
 
 
 def rm_judge(assets, **extra) -> dict:
@@ -306,8 +335,14 @@ def test_alpaca_eval_http_judge_win_rate_matches_the_judge(tmp_path, monkeypatch
     records = load_records(suite, ALPACA)
     outputs = [["a better answer"] if i < 6 else ["meh"] for i in range(8)]
     with LoopbackJudgeServer(judge) as server:
-        config = {"name": "openai_compatible", "base_url": server.base_url, "model": "gpt-4-turbo",
-                  "api_key_env": None, "cache_dir": str(tmp_path / "cache"), "logprobs": False}
+        config = {
+            "name": "openai_compatible",
+            "base_url": server.base_url,
+            "model": "gpt-4-turbo",
+            "api_key_env": None,
+            "cache_dir": str(tmp_path / "cache"),
+            "logprobs": False,
+        }
         metrics, rows = suite.score_outputs(suite, records, outputs, options(config))
     assert metrics["winrate"] == pytest.approx(75.0)
     assert [r["preference"] for r in rows] == [1.0] * 6 + [0.0] * 2
@@ -319,16 +354,25 @@ def test_alpaca_eval_uses_instruction_difficulty_file_when_given(assets, tmp_pat
     difficulty.write_text(",instruction_difficulty\n" + "".join(f"{i},{(i - 4) / 2}\n" for i in range(8)))
     suite = get_suite("alpaca_eval")
     records = load_records(suite, ALPACA)
-    metrics, _ = suite.score_outputs(suite, records, [[f"out {i}" * i] for i in range(8)],
-                                     options(rm_judge(assets, instruction_difficulty=str(difficulty))))
+    metrics, _ = suite.score_outputs(
+        suite,
+        records,
+        [[f"out {i}" * i] for i in range(8)],
+        options(rm_judge(assets, instruction_difficulty=str(difficulty))),
+    )
     assert metrics["lc_difficulty_term"] == 1.0
     difficulty.write_text(",instruction_difficulty\n0,0.1\n1,oops\n")
     with pytest.raises(DataError, match=r"instruction_difficulty\.csv, line 3"):
-        suite.score_outputs(suite, records, [["x"]] * 8, options(rm_judge(assets, instruction_difficulty=str(difficulty))))
+        suite.score_outputs(
+            suite, records, [["x"]] * 8, options(rm_judge(assets, instruction_difficulty=str(difficulty)))
+        )
 
 
 def test_alpaca_eval_offline_without_data_says_how_to_supply_it():
-    with pytest.raises(DataError, match=r"HF_HUB_OFFLINE.*JSON list of \{\"instruction\", \"output\", \"generator\"\}.*--data alpaca_eval=PATH"):
+    with pytest.raises(
+        DataError,
+        match=r"HF_HUB_OFFLINE.*JSON list of \{\"instruction\", \"output\", \"generator\"\}.*--data alpaca_eval=PATH",
+    ):
         load_records(get_suite("alpaca_eval"), None)
 
 
@@ -347,7 +391,9 @@ def test_score_predictions_on_alpaca_eval_reports_the_lc_win_rate(assets, tmp_pa
     opts = options(rm_judge(assets))
     result = score_predictions("alpaca_eval", ALPACA, predictions, options=opts)
     suite = get_suite("alpaca_eval")
-    direct, _ = suite.score_outputs(suite, load_records(suite, ALPACA), [[f"reply {i}" * (i + 1)] for i in range(8)], opts)
+    direct, _ = suite.score_outputs(
+        suite, load_records(suite, ALPACA), [[f"reply {i}" * (i + 1)] for i in range(8)], opts
+    )
     assert (result["suite"], result["n_problems"], result["n_samples"]) == ("alpaca_eval", 8, 8)
     assert result["score"] == pytest.approx(direct["lc_winrate"])  # the headline metric
     assert result["stderr"] == pytest.approx(direct["lc_winrate_se"])
@@ -376,8 +422,10 @@ def longer_wins_judge(body):
 
 def shorter_first_outputs(records, baseline) -> list[list[str]]:
     """The model's answer is shorter than the baseline's on the first question, longer on the others."""
-    return [[baseline[str(r["uid"])][:5]] if i == 0 else [baseline[str(r["uid"])] + " More detail."]
-            for i, r in enumerate(records)]
+    return [
+        [baseline[str(r["uid"])][:5]] if i == 0 else [baseline[str(r["uid"])] + " More detail."]
+        for i, r in enumerate(records)
+    ]
 
 
 def test_arena_hard_v01_http_judge_bradley_terry_score(tmp_path):
@@ -385,8 +433,14 @@ def test_arena_hard_v01_http_judge_bradley_terry_score(tmp_path):
     records = load_records(suite, V01_QUESTIONS)
     outputs = shorter_first_outputs(records, load_baseline_answers(V01_ANSWERS))
     with LoopbackJudgeServer(longer_wins_judge) as server:
-        config = {"name": "openai_compatible", "base_url": server.base_url, "model": "gpt-4-1106-preview",
-                  "api_key_env": None, "cache_dir": str(tmp_path / "cache"), "baseline_answers": str(V01_ANSWERS)}
+        config = {
+            "name": "openai_compatible",
+            "base_url": server.base_url,
+            "model": "gpt-4-1106-preview",
+            "api_key_env": None,
+            "cache_dir": str(tmp_path / "cache"),
+            "baseline_answers": str(V01_ANSWERS),
+        }
         metrics, rows = suite.score_outputs(suite, records, outputs, options(config))
     n = len(records)
     assert len(server.requests) == 2 * n  # both orders
@@ -407,8 +461,14 @@ def test_arena_hard_v20_http_judge_scores_each_category_by_v20_rules(tmp_path):
     records = load_records(suite, V20_QUESTIONS)
     outputs = shorter_first_outputs(records, load_baseline_answers(V20_ANSWERS))
     with LoopbackJudgeServer(longer_wins_judge) as server:
-        config = {"name": "openai_compatible", "base_url": server.base_url, "api_key_env": None,
-                  "cache_dir": str(tmp_path / "cache"), "baseline_answers": str(V20_ANSWERS), "bootstrap_rounds": 2000}
+        config = {
+            "name": "openai_compatible",
+            "base_url": server.base_url,
+            "api_key_env": None,
+            "cache_dir": str(tmp_path / "cache"),
+            "baseline_answers": str(V20_ANSWERS),
+            "bootstrap_rounds": 2000,
+        }
         metrics, rows = suite.score_outputs(suite, records, outputs, options(config))
     assert len(server.requests) == 6
     assert all(r["model"] == "gpt-4.1" and r["max_tokens"] == 16000 for r in server.requests)  # arena-hard-v2.0.yaml
@@ -433,9 +493,13 @@ def test_arena_hard_v20_judges_each_category_against_its_own_baseline(order, tmp
     outputs = [[o3[str(r["uid"])] + " More detail."] for r in records]
     files = [str(V20_ANSWERS), str(V20_GEMINI)]
     with LoopbackJudgeServer(longer_wins_judge) as server:
-        config = {"name": "openai_compatible", "base_url": server.base_url, "api_key_env": None,
-                  "cache_dir": str(tmp_path / "cache"),
-                  "baseline_answers": files if order == "o3-mini first" else files[::-1]}
+        config = {
+            "name": "openai_compatible",
+            "base_url": server.base_url,
+            "api_key_env": None,
+            "cache_dir": str(tmp_path / "cache"),
+            "baseline_answers": files if order == "o3-mini first" else files[::-1],
+        }
         metrics, rows = suite.score_outputs(suite, records, outputs, options(config))
     assert [r["baseline_model"] for r in rows] == ["o3-mini-2025-01-31"] * 2 + ["gemini-2.0-flash-001"]
     assert rows[2]["baseline_output"] == load_baseline_answers(V20_GEMINI)[str(records[2]["uid"])]
@@ -451,8 +515,14 @@ def test_arena_hard_v20_question_with_an_unparsable_game_is_dropped_whole(tmp_pa
     baseline = load_baseline_answers(V20_ANSWERS)
     outputs = [["garbled"], [baseline[str(records[1]["uid"])] + "!!"], [baseline[str(records[2]["uid"])] + "!!"]]
     with LoopbackJudgeServer(longer_wins_judge) as server:
-        config = {"name": "openai_compatible", "base_url": server.base_url, "model": "j", "api_key_env": None,
-                  "cache_dir": str(tmp_path / "cache"), "baseline_answers": str(V20_ANSWERS)}
+        config = {
+            "name": "openai_compatible",
+            "base_url": server.base_url,
+            "model": "j",
+            "api_key_env": None,
+            "cache_dir": str(tmp_path / "cache"),
+            "baseline_answers": str(V20_ANSWERS),
+        }
         metrics, rows = suite.score_outputs(suite, records, outputs, options(config))
     assert (metrics["n_dropped_games"], metrics["n_dropped_questions"]) == (1.0, 1.0)
     assert metrics["hard_prompt_n_battles"] == 2.0
@@ -464,7 +534,9 @@ def test_arena_hard_reward_model_judge_end_to_end(assets):
     suite = get_suite("arena_hard")
     records = load_records(suite, V01_QUESTIONS)
     outputs = [["a short reply"], ["<script>x</script>"], ["ok"], ["prism mount"]]
-    metrics, rows = suite.score_outputs(suite, records, outputs, options(rm_judge(assets, baseline_answers=str(V01_ANSWERS))))
+    metrics, rows = suite.score_outputs(
+        suite, records, outputs, options(rm_judge(assets, baseline_answers=str(V01_ANSWERS)))
+    )
     assert 0 <= metrics["ci_low"] <= metrics["score"] <= metrics["ci_high"] <= 100
     assert metrics["n_dropped_games"] == 0 and metrics["n_battles"] >= 8
     assert rows[1]["output"] == "<script>x</script>"
@@ -485,8 +557,12 @@ def test_arena_hard_missing_baseline_answer_is_named_and_files_can_be_merged(ass
     records = load_records(suite, V20_QUESTIONS)
     with pytest.raises(DataError, match=r"no baseline answer for question '0122ab60646b4961' \(2 missing\)"):
         suite.score_outputs(suite, records, [["a"]] * 3, options({"baseline_answers": str(first)}))
-    metrics, rows = suite.score_outputs(suite, records, [["a"]] * 3, options(rm_judge(assets, baseline_answers=[str(first), str(rest)])))
-    assert metrics["n_samples"] == 3 and [r["baseline_output"] for r in rows] == list(load_baseline_answers(V20_ANSWERS).values())
+    metrics, rows = suite.score_outputs(
+        suite, records, [["a"]] * 3, options(rm_judge(assets, baseline_answers=[str(first), str(rest)]))
+    )
+    assert metrics["n_samples"] == 3 and [r["baseline_output"] for r in rows] == list(
+        load_baseline_answers(V20_ANSWERS).values()
+    )
 
 
 def test_malformed_baseline_answer_names_file_line_and_key(tmp_path):
@@ -519,12 +595,24 @@ def test_unknown_judge_in_suite_options_is_a_config_error():
 
 @pytest.mark.slow
 def test_all_pairwise_suites_end_to_end_through_evaluate_checkpoint(assets, tmp_path):
-    judge = rm_judge(assets, baseline_answers=str(V20_ANSWERS), baseline_policy=str(assets["policy"]),
-                     baseline_cache_dir=str(tmp_path / "baselines"), bootstrap_rounds=20)
+    judge = rm_judge(
+        assets,
+        baseline_answers=str(V20_ANSWERS),
+        baseline_policy=str(assets["policy"]),
+        baseline_cache_dir=str(tmp_path / "baselines"),
+        bootstrap_rounds=20,
+    )
     results = evaluate_checkpoint(
-        assets["trained"], ["alpaca_eval", "arena_hard", "tiny_chat"], samples=1, max_new_tokens=8, batch_size=8,
+        assets["trained"],
+        ["alpaca_eval", "arena_hard", "tiny_chat"],
+        samples=1,
+        max_new_tokens=8,
+        batch_size=8,
         data_paths={"alpaca_eval": str(ALPACA), "arena_hard": str(V20_QUESTIONS), "tiny_chat": str(TINY_CHAT)},
-        judge=judge, out_dir=tmp_path / "eval", show_progress=False)
+        judge=judge,
+        out_dir=tmp_path / "eval",
+        show_progress=False,
+    )
     for suite in ("alpaca_eval", "tiny_chat"):
         assert {"lc_winrate", "lc_winrate_se", "winrate", "winrate_se", "avg_len"} <= set(results[suite])
         assert 0 <= results[suite]["lc_winrate"] <= 100
@@ -564,9 +652,16 @@ def test_tiny_chat_model_equal_to_seed_wins_half(assets, tmp_path):
 def test_tiny_chat_defaults_judge_seed_against_itself_at_50(tiny_assets, tmp_path):
     # no data, no judge settings: the embedded chat test split, the tiny reward model and the
     # seed policy as baseline; the seed evaluated against itself samples identical answers
-    results = evaluate_checkpoint(tiny_assets.policy_dir, ["tiny_chat"], samples=1, max_new_tokens=16, batch_size=16,
-                                  judge={"baseline_cache_dir": str(tmp_path / "baselines")},
-                                  out_dir=tmp_path / "eval", show_progress=False)
+    results = evaluate_checkpoint(
+        tiny_assets.policy_dir,
+        ["tiny_chat"],
+        samples=1,
+        max_new_tokens=16,
+        batch_size=16,
+        judge={"baseline_cache_dir": str(tmp_path / "baselines")},
+        out_dir=tmp_path / "eval",
+        show_progress=False,
+    )
     metrics = results["tiny_chat"]
     assert metrics["winrate"] == pytest.approx(50.0) and metrics["lc_winrate"] == pytest.approx(50.0, abs=1e-6)
     rows = read_jsonl(tmp_path / "eval" / "tiny_chat" / "generations.jsonl")

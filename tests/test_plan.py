@@ -21,8 +21,16 @@ LLAMA = ROOT / "sweeps" / "runs" / "llama31_8b.yaml"
 # random Llama had (hidden 2048, intermediate 8192, 16 heads, 8 KV heads) with 36 layers: 2.79B. The
 # run's micro-batch size was not recorded: 4 (the 8B config's) and 8 are both checked.
 MEASURED_2_8B = {"peak_reserved_gib": 40.9, "peak_allocated_gib": 26.8, "old_plan_gib": 31.2}
-SHAPE_2_8B = Shape(hidden_size=2048, intermediate_size=8192, num_hidden_layers=36, num_attention_heads=16,
-                   num_key_value_heads=8, vocab_size=128256, head_dim=128, source="gpu_check random Llama")
+SHAPE_2_8B = Shape(
+    hidden_size=2048,
+    intermediate_size=8192,
+    num_hidden_layers=36,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    vocab_size=128256,
+    head_dim=128,
+    source="gpu_check random Llama",
+)
 # Same machine: the training logits' forward of 4 x (512 + 2048) tokens at vocabulary 128,256 peaked at
 # 20.7 GiB (the old plan's row said 14.7).
 MEASURED_LOGITS = {"micro_batch": 4, "tokens": 512 + 2048, "vocab": 128256, "forward_peak_gib": 20.7}
@@ -31,11 +39,22 @@ COLOCATED_HF = ["rollout.backend=hf", "rollout.placement=colocated"]
 
 
 def lora_2_8b(micro_batch: int):
-    return load_run_config(ROOT / "sweeps/runs/tiny.yaml", [
-        "method=dpo", "model.lora={rank: 16}", "ref_sync_every=inf", "model.param_dtype=float32",
-        "model.compute_dtype=bfloat16", f"train.micro_batch_size={micro_batch}", "rollout.batch_size=256",
-        "train.prompts_per_step=32", "train.samples_per_prompt=8", "train.max_new_tokens=256",
-        "validation.prompts=8"])
+    return load_run_config(
+        ROOT / "sweeps/runs/tiny.yaml",
+        [
+            "method=dpo",
+            "model.lora={rank: 16}",
+            "ref_sync_every=inf",
+            "model.param_dtype=float32",
+            "model.compute_dtype=bfloat16",
+            f"train.micro_batch_size={micro_batch}",
+            "rollout.batch_size=256",
+            "train.prompts_per_step=32",
+            "train.samples_per_prompt=8",
+            "train.max_new_tokens=256",
+            "validation.prompts=8",
+        ],
+    )
 
 
 @pytest.mark.parametrize("micro_batch", [4, 8])
@@ -78,11 +97,11 @@ def test_8b_plan_matches_a_hand_computation():
     n = 128256 * 4096 * 2 + 32 * (2 * 4096 * 4096 + 2 * 4096 * 1024 + 3 * 4096 * 14336 + 2 * 4096) + 4096
     assert abs(n - 8.03e9) < 0.01e9
     hand = {
-        "policy master weights": n * 4 / 8,      # fp32, sharded over 8
+        "policy master weights": n * 4 / 8,  # fp32, sharded over 8
         "gradients": n * 4 / 8,
         "AdamW moments": 2 * n * 4 / 8,
-        "reference (": n * 2 / 8,                # bf16, sharded
-        "generator copy": n * 2,                 # bf16, whole, on rank 0
+        "reference (": n * 2 / 8,  # bf16, sharded
+        "generator copy": n * 2,  # bf16, whole, on rank 0
         "generator KV cache": 64 * (512 + 2048) * 32 * 2 * 1024 * 2,  # seqs x tokens x layers x K,V x kv dim x bf16
         # checkpointed: each layer's input (4 x 2560 tokens x 4096 x bf16 x 32 layers) + one layer's internals
         "activations": 4 * 2560 * 4096 * 2 * 32 + 4 * 2560 * (2 * (6 * 4096 + 2 * 1024 + 4 * 14336) + 8 * 4096),
@@ -124,10 +143,12 @@ def test_host_memory_rows_count_one_whole_model_on_rank_0_only():
     plan = plan_memory(load_run_config(LLAMA, ["task_mix=verifiable"]), gpus=6, capacity_gib=140, generator_gpus=2)
     assert plan.host_total == pytest.approx(n * (4 + 2) + 2 * n * 2, rel=0.01)
     # an offloaded reference lives on the host in shards: the whole bf16 reference, over the ranks
-    offloaded = plan_memory(load_run_config(LLAMA, [*COLOCATED_HF, "model.reference_offload=true"]), gpus=8,
-                            capacity_gib=140)
-    assert offloaded.host_total - plan_memory(load_run_config(LLAMA, COLOCATED_HF), gpus=8,
-                                              capacity_gib=140).host_total == pytest.approx(n * 2, rel=0.01)
+    offloaded = plan_memory(
+        load_run_config(LLAMA, [*COLOCATED_HF, "model.reference_offload=true"]), gpus=8, capacity_gib=140
+    )
+    assert offloaded.host_total - plan_memory(
+        load_run_config(LLAMA, COLOCATED_HF), gpus=8, capacity_gib=140
+    ).host_total == pytest.approx(n * 2, rel=0.01)
 
 
 def test_max_prompt_tokens_replaces_the_default_allowance():
@@ -137,14 +158,36 @@ def test_max_prompt_tokens_replaces_the_default_allowance():
 
 
 def test_plan_command_prints_the_table_and_says_it_fits():
-    done = subprocess.run([sys.executable, "-m", "harness", "plan", str(LLAMA), *COLOCATED_HF, "--gpus", "8", "--gpu-memory-gib", "140"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "plan", str(LLAMA), *COLOCATED_HF, "--gpus", "8", "--gpu-memory-gib", "140"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "FITS" in done.stdout and "AdamW moments (2 x float32, 1/8)" in done.stdout
     assert "<- peak" in done.stdout and "host memory" in done.stdout
-    done = subprocess.run([sys.executable, "-m", "harness", "plan", str(LLAMA), *COLOCATED_HF, "train.parallel=none",
-                           "model.gradient_checkpointing=false", "--gpus", "1", "--gpu-memory-gib", "140"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "plan",
+            str(LLAMA),
+            *COLOCATED_HF,
+            "train.parallel=none",
+            "model.gradient_checkpointing=false",
+            "--gpus",
+            "1",
+            "--gpu-memory-gib",
+            "140",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert done.returncode == 1 and "DOES NOT FIT" in done.stdout
 
 
@@ -160,6 +203,7 @@ def test_shapes_come_from_config_json_first(tiny_assets):
     shape = model_shape(str(tiny_assets.policy_dir))
     assert shape.source.endswith("config.json")
     from safetensors.torch import load_file
+
     weights = load_file(str(Path(tiny_assets.policy_dir) / "model.safetensors"))
     assert shape.params == sum(t.numel() for t in weights.values())
     with pytest.raises(ConfigError, match="no config.json"):
@@ -168,8 +212,25 @@ def test_shapes_come_from_config_json_first(tiny_assets):
 
 def test_the_shipped_8b_config_plans_the_6_plus_2_split_it_launches():
     """sweeps/runs/llama31_8b.yaml (and so the full grid): 6 FSDP ranks, vLLM on 2 GPUs of its own."""
-    done = subprocess.run([sys.executable, "-m", "harness", "plan", str(LLAMA), "--gpus", "6", "--generator-gpus", "2",
-                           "--gpu-memory-gib", "140"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "plan",
+            str(LLAMA),
+            "--gpus",
+            "6",
+            "--generator-gpus",
+            "2",
+            "--gpu-memory-gib",
+            "140",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "generator worker (vllm) on 2 GPU(s)" in done.stdout and "1/6)" in done.stdout
     assert "vLLM reservation (gpu_memory_utilization 0.85 x 140 GiB" in done.stdout

@@ -14,8 +14,17 @@ from harness.train.trainer import train
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "sweeps" / "runs" / "tiny.yaml"
-ONE_STEP = ["method=dpo", "train.steps=1", "train.lr=1e-6", "train.prompts_per_step=8", "train.samples_per_prompt=4",
-            "train.max_new_tokens=24", "validation.prompts=2", "validation.every=100", "model.compute_dtype=bfloat16"]
+ONE_STEP = [
+    "method=dpo",
+    "train.steps=1",
+    "train.lr=1e-6",
+    "train.prompts_per_step=8",
+    "train.samples_per_prompt=4",
+    "train.max_new_tokens=24",
+    "validation.prompts=2",
+    "validation.every=100",
+    "model.compute_dtype=bfloat16",
+]
 
 
 def changed_fraction(tmp_path: Path, param_dtype: str, seed: dict[str, torch.Tensor]) -> float:

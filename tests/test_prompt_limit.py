@@ -16,8 +16,7 @@ LIMIT = 26  # the tiny math prompts are 22 to 31 tokens long with the chat templ
 
 
 def templated_length(tokenizer, text: str) -> int:
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                        tokenize=True)
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True)
     return len(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
 
 
@@ -51,12 +50,22 @@ def test_long_prompts_are_cut_to_fit(math_prompts):
 @pytest.mark.slow
 def test_training_drops_them_and_logs_the_count(tiny_assets, tmp_path):
     from harness.train.trainer import train
+
     tokenizer = load_tokenizer(tiny_assets.policy_dir)
     train_split = load_split("tiny_math", "train")
     expected = sum(templated_length(tokenizer, r["prompt"]) > LIMIT for r in train_split)
-    cfg = load_run_config(ROOT / "sweeps/runs/tiny.yaml", [
-        f"data.max_prompt_tokens={LIMIT}", "train.steps=1", "train.prompts_per_step=4", "train.samples_per_prompt=2",
-        "train.max_new_tokens=8", "validation.prompts=4", f"output_dir={tmp_path}"])
+    cfg = load_run_config(
+        ROOT / "sweeps/runs/tiny.yaml",
+        [
+            f"data.max_prompt_tokens={LIMIT}",
+            "train.steps=1",
+            "train.prompts_per_step=4",
+            "train.samples_per_prompt=2",
+            "train.max_new_tokens=8",
+            "validation.prompts=4",
+            f"output_dir={tmp_path}",
+        ],
+    )
     tracker = MemoryTracker()
     train(cfg, tracker=tracker, progress=False)
     assert tracker.series("data/long_prompts_dropped") == [(0, expected)]

@@ -19,8 +19,11 @@ REG = Registry("shape", {"point": "tests.test_registry:make_point", "path": "os.
 
 
 def test_unknown_name_lists_the_known_ones():
-    with pytest.raises(ConfigError, match=r"shape\.kind is 'circle', which is not a known shape\. "
-                                          r"Known shapes: path, point\."):
+    with pytest.raises(
+        ConfigError,
+        match=r"shape\.kind is 'circle', which is not a known shape\. "
+        r"Known shapes: path, point\.",
+    ):
         REG.get("circle", where="shape.kind")
 
 
@@ -38,11 +41,13 @@ def test_entries_may_name_dotted_attributes_and_objects():
 
 
 def test_importing_the_packages_imports_no_backend_or_suite_module():
-    code = ("import sys, harness.rollout, harness.rewards, evaluators, evaluators.registry, harness.selection, "
-            "evaluators.judges, harness.sweep.launch; "
-            "from evaluators.registry import list_suites; list_suites(); "
-            "print(sorted(m for m in ('vllm', 'submitit', 'evaluators.math_suites', 'evaluators.pairwise', "
-            "'harness.rewards.reward_model', 'harness.rollout.vllm_engine') if m in sys.modules))")
+    code = (
+        "import sys, harness.rollout, harness.rewards, evaluators, evaluators.registry, harness.selection, "
+        "evaluators.judges, harness.sweep.launch; "
+        "from evaluators.registry import list_suites; list_suites(); "
+        "print(sorted(m for m in ('vllm', 'submitit', 'evaluators.math_suites', 'evaluators.pairwise', "
+        "'harness.rewards.reward_model', 'harness.rollout.vllm_engine') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

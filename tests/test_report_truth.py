@@ -64,8 +64,16 @@ def test_lc_identifiability_rule():
 
 
 def test_quality_is_never_the_headline():
-    frame = pd.DataFrame([{"eval/tiny_chat/quality": 0.5, "eval/tiny_chat/lc_winrate": 60.0,
-                           "eval/tiny_chat/lc_length_overlap": 0.2, "eval/tiny_chat/winrate": 61.0}])
+    frame = pd.DataFrame(
+        [
+            {
+                "eval/tiny_chat/quality": 0.5,
+                "eval/tiny_chat/lc_winrate": 60.0,
+                "eval/tiny_chat/lc_length_overlap": 0.2,
+                "eval/tiny_chat/winrate": 61.0,
+            }
+        ]
+    )
     assert headline_columns(frame) == ["eval/tiny_chat/lc_winrate"]
 
 
@@ -74,41 +82,80 @@ def test_quality_is_never_the_headline():
 # (method, s, variant params, seed) -> (lc_winrate, quality, overlap); online - offline quality per seed:
 # 0.10, 0.20, -0.03 -> mean 0.09, SE sqrt(((0.01)^2 + 0.11^2 + 0.12^2) / 2 / 3) = 0.066583.
 SCORES = {
-    ("dpo", "1", "0.0", 0): (80.0, 0.60, 0.30), ("dpo", "1", "0.0", 1): (82.0, 0.70, 0.25),
+    ("dpo", "1", "0.0", 0): (80.0, 0.60, 0.30),
+    ("dpo", "1", "0.0", 1): (82.0, 0.70, 0.25),
     ("dpo", "1", "0.0", 2): (79.0, 0.47, 0.20),
-    ("dpo", "inf", "0.0", 0): (60.0, 0.50, 0.40), ("dpo", "inf", "0.0", 1): (61.0, 0.50, 0.35),
+    ("dpo", "inf", "0.0", 0): (60.0, 0.50, 0.40),
+    ("dpo", "inf", "0.0", 1): (61.0, 0.50, 0.35),
     ("dpo", "inf", "0.0", 2): (62.0, 0.50, 0.45),
-    ("grpo", "1", "0.0", 0): (90.0, 0.26, 0.00), ("grpo", "1", "0.0", 1): (91.0, 0.28, 0.02),
-    ("grpo", "1", "0.001", 0): (70.0, 0.55, 0.30), ("grpo", "1", "0.001", 1): (72.0, 0.57, 0.30),
+    ("grpo", "1", "0.0", 0): (90.0, 0.26, 0.00),
+    ("grpo", "1", "0.0", 1): (91.0, 0.28, 0.02),
+    ("grpo", "1", "0.001", 0): (70.0, 0.55, 0.30),
+    ("grpo", "1", "0.001", 1): (72.0, 0.57, 0.30),
 }
 
 
 def add_run(client, experiment, method, sync_every, entropy, seed, index, search_lr=None):
-    tags = {"harness.kind": "train", "method": method, "sync_every": sync_every, "ref_sync_every": "inf",
-            "task_mix": "non_verifiable", "seed": str(seed),
-            "cell_key": f"{method}-s{sync_every}-seed{seed}-grpo.entropy_coef={entropy}"}
-    run_id = client.create_run(experiment, run_name=f"{method}-s{sync_every}-e{entropy}-seed{seed}"
-                               + (f"-lr{search_lr}" if search_lr else ""), tags=tags).info.run_id
-    params = {"method": method, "sync_every": sync_every, "seed": str(seed), "train.lr": search_lr or "5e-05",
-              "grpo.entropy_coef": entropy, "dpo.beta": "0.01", "model.device": f"cuda:{index % 2}",
-              "output_dir": f"/runs/{index}"}
+    tags = {
+        "harness.kind": "train",
+        "method": method,
+        "sync_every": sync_every,
+        "ref_sync_every": "inf",
+        "task_mix": "non_verifiable",
+        "seed": str(seed),
+        "cell_key": f"{method}-s{sync_every}-seed{seed}-grpo.entropy_coef={entropy}",
+    }
+    run_id = client.create_run(
+        experiment,
+        run_name=f"{method}-s{sync_every}-e{entropy}-seed{seed}" + (f"-lr{search_lr}" if search_lr else ""),
+        tags=tags,
+    ).info.run_id
+    params = {
+        "method": method,
+        "sync_every": sync_every,
+        "seed": str(seed),
+        "train.lr": search_lr or "5e-05",
+        "grpo.entropy_coef": entropy,
+        "dpo.beta": "0.01",
+        "model.device": f"cuda:{index % 2}",
+        "output_dir": f"/runs/{index}",
+    }
     win, quality, overlap = SCORES[(method, sync_every, entropy, seed)]
     if search_lr:  # a worse search trial of the same cell and seed
         win, quality = win - 30.0, quality - 0.3
     client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
     # validation: step 20 has the best length-normalized reward, step 40 the highest reward
-    log_history(client, run_id, {"val/reward": [(20, 0.5), (40, 0.8)], "val/response_len": [(20, 10.0), (40, 40.0)],
-                                 "val/len_norm_reward": [(20, 0.04 if search_lr else 0.05), (40, 0.02)], "val/entropy": [(20, 1.0), (40, 0.9)],
-                                 "val/quality": [(20, quality), (40, quality - 0.1)],
-                                 **{f"time/{p}_s": [(1, 1.0)] for p in ("generate", "score", "train", "sync")}})
-    metrics = {"selected_step": 20, "eval/tiny_chat/lc_winrate": win, "eval/tiny_chat/lc_winrate_se": 2.0,
-               "eval/tiny_chat/winrate": win + 1, "eval/tiny_chat/winrate_se": 2.0,
-               "eval/tiny_chat/quality": quality, "eval/tiny_chat/quality_se": 0.03,
-               "eval/tiny_chat/lc_length_overlap": overlap}
+    log_history(
+        client,
+        run_id,
+        {
+            "val/reward": [(20, 0.5), (40, 0.8)],
+            "val/response_len": [(20, 10.0), (40, 40.0)],
+            "val/len_norm_reward": [(20, 0.04 if search_lr else 0.05), (40, 0.02)],
+            "val/entropy": [(20, 1.0), (40, 0.9)],
+            "val/quality": [(20, quality), (40, quality - 0.1)],
+            **{f"time/{p}_s": [(1, 1.0)] for p in ("generate", "score", "train", "sync")},
+        },
+    )
+    metrics = {
+        "selected_step": 20,
+        "eval/tiny_chat/lc_winrate": win,
+        "eval/tiny_chat/lc_winrate_se": 2.0,
+        "eval/tiny_chat/winrate": win + 1,
+        "eval/tiny_chat/winrate_se": 2.0,
+        "eval/tiny_chat/quality": quality,
+        "eval/tiny_chat/quality_se": 0.03,
+        "eval/tiny_chat/lc_length_overlap": overlap,
+    }
     if method == "dpo" and sync_every == "1" and seed == 0:  # evaluated with --as-alternative
-        metrics.update({"selected_step_max_val_reward": 40, "eval_max_val_reward/tiny_chat/lc_winrate": 88.0,
-                        "eval_max_val_reward/tiny_chat/lc_winrate_se": 2.5,
-                        "eval_max_val_reward/tiny_chat/quality": 0.31})
+        metrics.update(
+            {
+                "selected_step_max_val_reward": 40,
+                "eval_max_val_reward/tiny_chat/lc_winrate": 88.0,
+                "eval_max_val_reward/tiny_chat/lc_winrate_se": 2.5,
+                "eval_max_val_reward/tiny_chat/quality": 0.31,
+            }
+        )
     client.log_batch(run_id, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
     client.set_terminated(run_id, "FINISHED")
     return run_id
@@ -131,11 +178,11 @@ def store(tmp_path_factory):
 def section(text: str, heading: str) -> str:
     start = text.index(heading + "\n") + len(heading) + 1
     stop = re.search(r"^#{1,%d} " % len(heading.split(" ", 1)[0]), text[start:], flags=re.M)
-    return text[start:start + stop.start()] if stop else text[start:]
+    return text[start : start + stop.start()] if stop else text[start:]
 
 
 def table(text: str) -> dict[str, dict[str, str]]:
-    lines = text[text.index("\n|") + 1:].split("\n\n")[0].splitlines()
+    lines = text[text.index("\n|") + 1 :].split("\n\n")[0].splitlines()
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     rows = [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
     return {r[header[0]] + (f" · {r['run']}" if "run" in r else ""): r for r in rows}
@@ -143,14 +190,12 @@ def table(text: str) -> dict[str, dict[str, str]]:
 
 def test_a_non_axis_param_keeps_cells_apart_but_search_trials_and_placement_do_not(store):
     frame = runs_frame(store["client"], [store["experiment"]])
-    assert set(frame.loc[frame["method"] == "grpo", "variant"]) == {"grpo.entropy_coef=0.0",
-                                                                   "grpo.entropy_coef=0.001"}
+    assert set(frame.loc[frame["method"] == "grpo", "variant"]) == {"grpo.entropy_coef=0.0", "grpo.entropy_coef=0.001"}
     # the DPO runs differ in model.device and output_dir (placement) and, for one cell and seed, in the
     # searched train.lr: neither makes a cell of its own
     assert set(frame.loc[frame["method"] == "dpo", "variant"]) == {""}
     rows = table(section(store["text"], "### non_verifiable"))
-    assert list(rows) == ["offline DPO", "online DPO", "GRPO [grpo.entropy_coef=0.0]",
-                          "GRPO [grpo.entropy_coef=0.001]"]
+    assert list(rows) == ["offline DPO", "online DPO", "GRPO [grpo.entropy_coef=0.0]", "GRPO [grpo.entropy_coef=0.001]"]
     assert rows["GRPO [grpo.entropy_coef=0.001]"]["n seeds"] == "2"
     assert rows["online DPO"]["n seeds"] == "3"  # the worse lr trial of seed 1 is not a fourth seed
 
@@ -165,12 +210,18 @@ def test_results_table_sets_quality_beside_the_win_rate_and_hides_an_unidentifia
     # GRPO without entropy bonus: its answers outgrew every baseline (overlap 0.00, 0.02 < 0.1)
     assert rows["GRPO [grpo.entropy_coef=0.0]"]["tiny_chat lc_winrate"] == "— (not identifiable)"
     notes = section(store["text"], "## Notes")
-    assert re.search(r"Run grpo-s1-e0.0-seed0 \(\w{8}\): eval/tiny_chat/lc_winrate not identifiable \(only 0% "
-                     r"of answers on one side of the baseline's length \(< 10%\): equal length is an extrapolation", notes)
+    assert re.search(
+        r"Run grpo-s1-e0.0-seed0 \(\w{8}\): eval/tiny_chat/lc_winrate not identifiable \(only 0% "
+        r"of answers on one side of the baseline's length \(< 10%\): equal length is an extrapolation",
+        notes,
+    )
     assert "grpo-s1-e0.0-seed1 (" in notes and "missing in grpo" not in notes
     # blanked for every reader: the paper comparison and the paired table have no LC for that cell either
-    paper = table(section(store["text"], "#### non_verifiable: comparison with the paper")[
-        section(store["text"], "#### non_verifiable: comparison with the paper").index("stand in for"):])
+    paper = table(
+        section(store["text"], "#### non_verifiable: comparison with the paper")[
+            section(store["text"], "#### non_verifiable: comparison with the paper").index("stand in for") :
+        ]
+    )
     assert paper["GRPO [grpo.entropy_coef=0.0]"]["tiny_chat (ours)"] == "—"
     paired = table(section(store["text"], "#### non_verifiable: paired by seed"))
     assert paired["GRPO [grpo.entropy_coef=0.0]"]["tiny_chat lc_winrate − online DPO"] == "— (no seed scored in both)"
@@ -180,8 +231,9 @@ def test_results_table_sets_quality_beside_the_win_rate_and_hides_an_unidentifia
 def test_cells_are_compared_paired_by_seed(store):
     rows = table(section(store["text"], "#### non_verifiable: paired by seed"))
     offline = rows["offline DPO"]  # offline - online, per seed: quality -0.10, -0.20, +0.03
-    assert offline["tiny_chat quality (truth) − online DPO"] == \
-        "-0.090 ± 0.067 (2 of 3 seeds agree in sign; within 2 SE)"
+    assert (
+        offline["tiny_chat quality (truth) − online DPO"] == "-0.090 ± 0.067 (2 of 3 seeds agree in sign; within 2 SE)"
+    )
     # win rate: 60-80, 61-82, 62-79 = -20, -21, -17 -> mean -19.33, SE sqrt((0.44+2.78+5.44)/2/3) = 1.20
     assert offline["tiny_chat lc_winrate − online DPO"] == "-19.3 ± 1.2 (3 of 3 seeds agree in sign; beyond 2 SE)"
     observations = section(store["text"], "## Observations")
@@ -189,8 +241,9 @@ def test_cells_are_compared_paired_by_seed(store):
 
 
 def test_selection_section_gives_quality_at_both_picks_for_every_run(store):
-    rows = table(section(store["text"], "#### non_verifiable: ground truth at the length-normalized and the "
-                                        "max-val-reward pick"))
+    rows = table(
+        section(store["text"], "#### non_verifiable: ground truth at the length-normalized and the max-val-reward pick")
+    )
     evaluated = rows["online DPO · dpo-s1-e0.0-seed0"]
     assert evaluated["len-norm step"] == "20" and evaluated["max-val-reward step"] == "40"
     assert evaluated["tiny_chat quality (truth) @len-norm"] == "0.600"

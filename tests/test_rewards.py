@@ -56,8 +56,7 @@ def test_math_verify_reward_boxed_answer_wins_over_other_numbers():
 def _math_batch(n: int) -> tuple[list[str], list[str]]:
     golds = [str(i % 37) for i in range(n)]
     predictions = [
-        rf"We compute {i} steps. The final answer is $\boxed{{{i % 37 if i % 3 else i % 5}}}$."
-        for i in range(n)
+        rf"We compute {i} steps. The final answer is $\boxed{{{i % 37 if i % 3 else i % 5}}}$." for i in range(n)
     ]
     return golds, predictions
 
@@ -162,9 +161,7 @@ def test_reward_model_batch_scores_equal_one_by_one_scores(tiny_rm_dir):
     assert batch == pytest.approx(single, abs=1e-5)
     assert len(set(round(s, 6) for s in batch)) == len(batch)  # scores really differ
     # Deterministic, and the same with batches smaller than the input.
-    assert RewardModelScorer(tiny_rm_dir, batch_size=3).score(PROMPTS, RESPONSES) == pytest.approx(
-        batch, abs=1e-5
-    )
+    assert RewardModelScorer(tiny_rm_dir, batch_size=3).score(PROMPTS, RESPONSES) == pytest.approx(batch, abs=1e-5)
 
 
 def test_reward_model_uses_the_chat_template(tiny_rm_dir):

@@ -22,8 +22,13 @@ from harness.train import checkpoint as ckpt
 from harness.config import INF, load_run_config
 from harness.errors import ConfigError
 from harness.rollout import placement, worker_client
-from harness.rollout.schedule import (GeneratorScheduleError, check_generator_version, scheduled_version, step_seed,
-                                      window_end)
+from harness.rollout.schedule import (
+    GeneratorScheduleError,
+    check_generator_version,
+    scheduled_version,
+    step_seed,
+    window_end,
+)
 from harness.rollout.snapshots import ROOT_PREFIX, SnapshotStore, read_snapshot, remove_orphans
 from harness.tracking import MemoryTracker
 from harness.train.trainer import train
@@ -31,8 +36,17 @@ from harness.train.trainer import train
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "sweeps" / "runs" / "tiny.yaml"
 # sync_every 5 over 6 steps: one window of five steps generated ahead, then a sync.
-COMMON = ["train.prompts_per_step=4", "train.samples_per_prompt=4", "train.max_new_tokens=32", "validation.prompts=4",
-          "validation.every=100", "checkpoint.every=100", "train.lr=1e-3", "sync_every=5", "train.steps=6"]
+COMMON = [
+    "train.prompts_per_step=4",
+    "train.samples_per_prompt=4",
+    "train.max_new_tokens=32",
+    "validation.prompts=4",
+    "validation.every=100",
+    "checkpoint.every=100",
+    "train.lr=1e-3",
+    "sync_every=5",
+    "train.steps=6",
+]
 
 
 def recorded_run(out_dir: Path, *overrides, tracker=None, resume=False):
@@ -43,11 +57,17 @@ def recorded_run(out_dir: Path, *overrides, tracker=None, resume=False):
     def spy(original):
         def rollouts(self, step):
             produced = original(self, step)
-            received.append({"step": step, "version": produced.version,
-                             "tokens": [[r.token_ids for r in group] for group in produced.groups],
-                             "requested_until": getattr(self, "next_step", None),
-                             "outstanding": len(getattr(self, "requests", ()))})
+            received.append(
+                {
+                    "step": step,
+                    "version": produced.version,
+                    "tokens": [[r.token_ids for r in group] for group in produced.groups],
+                    "requested_until": getattr(self, "next_step", None),
+                    "outstanding": len(getattr(self, "requests", ())),
+                }
+            )
             return produced
+
         return rollouts
 
     tracker = tracker or MemoryTracker()
@@ -101,8 +121,12 @@ def test_placement_keys_are_validated_before_any_work():
         load_run_config(TINY, ["rollout.placement=nowhere"])
     with pytest.raises(ConfigError, match=r"rollout.worker_device.*cuda:1.*replaced by `rollout.devices`"):
         load_run_config(TINY, ["rollout.placement=worker", "rollout.worker_device=cuda:1"])
-    for bad, expected in (("rollout.devices=gpu0", "CUDA device indexes"), ("rollout.devices=[1,1]", "once"),
-                          ("rollout.devices=-1", "CUDA device indexes"), ("rollout.devices=[]", "non-empty")):
+    for bad, expected in (
+        ("rollout.devices=gpu0", "CUDA device indexes"),
+        ("rollout.devices=[1,1]", "once"),
+        ("rollout.devices=-1", "CUDA device indexes"),
+        ("rollout.devices=[]", "non-empty"),
+    ):
         with pytest.raises(ConfigError, match=rf"rollout.devices.*{expected}"):
             load_run_config(TINY, ["rollout.placement=worker", "rollout.backend=vllm", bad])
     with pytest.raises(ConfigError, match=r"rollout.devices.*need `rollout.placement=worker`"):
@@ -110,8 +134,15 @@ def test_placement_keys_are_validated_before_any_work():
     with pytest.raises(ConfigError, match=r"hf backend runs on one device"):
         load_run_config(TINY, ["rollout.placement=worker", "rollout.devices=6,7"])
     with pytest.raises(ConfigError, match=r"tensor_parallel_size` = 4 is more than the 2 GPU"):
-        load_run_config(TINY, ["rollout.placement=worker", "rollout.backend=vllm", "rollout.devices=6,7",
-                               "rollout.vllm.tensor_parallel_size=4"])
+        load_run_config(
+            TINY,
+            [
+                "rollout.placement=worker",
+                "rollout.backend=vllm",
+                "rollout.devices=6,7",
+                "rollout.vllm.tensor_parallel_size=4",
+            ],
+        )
     with pytest.raises(ConfigError, match=r"rollout.queue_depth"):
         load_run_config(TINY, ["rollout.queue_depth=0"])
     cfg = load_run_config(TINY, ["rollout.placement=worker", "rollout.devices=1", "rollout.queue_depth=2"])
@@ -121,14 +152,19 @@ def test_placement_keys_are_validated_before_any_work():
 
 def test_generator_devices_come_from_the_key_else_the_launcher_and_set_the_tensor_parallel_size(monkeypatch):
     from harness.rollout import generator_options
+
     vllm_worker = ["rollout.placement=worker", "rollout.backend=vllm"]
     monkeypatch.delenv("HARNESS_GENERATOR_DEVICES", raising=False)
     assert generator_options(load_run_config(TINY, vllm_worker))["tensor_parallel_size"] == 1
     assert generator_options(load_run_config(TINY, [*vllm_worker, "rollout.devices=6,7"]))["tensor_parallel_size"] == 2
     monkeypatch.setenv("HARNESS_GENERATOR_DEVICES", "4,5,6")  # as the submitit launcher exports them
     assert generator_options(load_run_config(TINY, vllm_worker))["tensor_parallel_size"] == 3
-    assert generator_options(load_run_config(TINY, [*vllm_worker, "rollout.vllm.tensor_parallel_size=1"])
-                             )["tensor_parallel_size"] == 1  # an explicit size wins
+    assert (
+        generator_options(load_run_config(TINY, [*vllm_worker, "rollout.vllm.tensor_parallel_size=1"]))[
+            "tensor_parallel_size"
+        ]
+        == 1
+    )  # an explicit size wins
     assert generator_options(load_run_config(TINY, ["rollout.backend=vllm"]))["tensor_parallel_size"] == 1  # colocated
     monkeypatch.setenv("HARNESS_GENERATOR_DEVICES", "4,x")
     with pytest.raises(ConfigError, match=r"HARNESS_GENERATOR_DEVICES = '4,x'.*CUDA device indexes"):
@@ -139,10 +175,12 @@ def test_a_worker_started_with_devices_sees_exactly_those_devices(tiny_assets, m
     """The real spawned worker's environment (/proc/<pid>/environ), checked without CUDA: the worker
     then fails to build on cuda:0, which is expected here and stopped by close()."""
     from harness.models import load_policy
+
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")  # the trainer's own view: the worker must not inherit it
     monkeypatch.setenv("HARNESS_GENERATOR_DEVICES", "2")  # the key wins over the launcher's export
-    cfg = load_run_config(TINY, ["rollout.placement=worker", "rollout.backend=hf", "rollout.devices=3",
-                                 "model.device=cpu"])
+    cfg = load_run_config(
+        TINY, ["rollout.placement=worker", "rollout.backend=hf", "rollout.devices=3", "model.device=cpu"]
+    )
     model, tokenizer = load_policy(tiny_assets.policy_dir)
     client = worker_client.WorkerRollouts(cfg, model, tokenizer, plan=None)
     try:
@@ -163,6 +201,7 @@ def test_a_worker_started_with_devices_sees_exactly_those_devices(tiny_assets, m
 
 def test_snapshots_are_whole_versioned_folders_with_tied_weights_apart(tiny_assets, tmp_path):
     from harness.models import load_policy
+
     model, tokenizer = load_policy(tiny_assets.policy_dir)
     state = model.state_dict()
     state["lm_head.weight"] = state["model.embed_tokens.weight"]  # tied: one storage, two names
@@ -246,8 +285,9 @@ def test_a_hung_worker_is_killed_after_the_timeout_and_the_run_is_unchanged(colo
     caplog.set_level(logging.WARNING, logger="harness.rollout")
     # Stopped after step 1, while steps 2-5 are requested: alive, silent. Without the timeout: wait forever.
     tracker = StopWorkerAt(step=1)
-    tracker, result, received = recorded_run(tmp_path / "hung", "rollout.placement=worker",
-                                             "rollout.worker_timeout_s=3", tracker=tracker)
+    tracker, result, received = recorded_run(
+        tmp_path / "hung", "rollout.placement=worker", "rollout.worker_timeout_s=3", tracker=tracker
+    )
     assert tracker.killed
     assert f"rollout worker pid {tracker.killed[0]} has not delivered step" in caplog.text
     assert f"rollout worker pid {tracker.killed[0]} died (hung: no rollouts for step" in caplog.text
@@ -259,16 +299,18 @@ def test_a_hung_worker_is_killed_after_the_timeout_and_the_run_is_unchanged(colo
 def test_running_past_the_sync_boundary_is_caught(tiny_assets, tmp_path, monkeypatch):
     # A scheduler bug that lets the worker generate the next window from the old snapshot.
     monkeypatch.setattr(worker_client, "window_end", lambda step, sync_every, total: total)
-    cfg = load_run_config(TINY, [*COMMON, "sync_every=2", "train.steps=3", "rollout.placement=worker",
-                                 f"output_dir={tmp_path / 'run'}"])
+    cfg = load_run_config(
+        TINY, [*COMMON, "sync_every=2", "train.steps=3", "rollout.placement=worker", f"output_dir={tmp_path / 'run'}"]
+    )
     with pytest.raises(GeneratorScheduleError, match="step 3: its rollouts came from generator version 0"):
         train(cfg, tracker=MemoryTracker(), progress=False)
     assert not [p for p in multiprocessing.active_children() if p.name == worker_client.WORKER_NAME]
 
 
 def test_offline_runs_every_step_ahead_within_the_queue_depth(tiny_assets, tmp_path):
-    tracker, _, received = recorded_run(tmp_path / "offline", "rollout.placement=worker", "sync_every=inf",
-                                        "train.steps=4", "rollout.queue_depth=2")
+    tracker, _, received = recorded_run(
+        tmp_path / "offline", "rollout.placement=worker", "sync_every=inf", "train.steps=4", "rollout.queue_depth=2"
+    )
     assert [r["requested_until"] for r in received] == [3, 4, 4, 4]
     assert max(r["outstanding"] for r in received) <= 2  # memory stays flat
     assert series(tracker, "train/generator_version") == [0, 0, 0, 0]
@@ -289,10 +331,32 @@ def test_resume_with_worker_placement_is_exact(colocated, tmp_path):
 
 
 def test_bench_compares_sync_intervals_and_ends_with_one_json_list(tiny_assets, tmp_path):
-    small = ["train.prompts_per_step=2", "train.samples_per_prompt=2", "train.max_new_tokens=16", "validation.prompts=2"]
-    out = subprocess.run([sys.executable, "-m", "harness.cli", "bench", str(TINY), "--sync-every", "1,inf",
-                          "rollout.placement=worker", *small, "--steps", "2", "--json"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    small = [
+        "train.prompts_per_step=2",
+        "train.samples_per_prompt=2",
+        "train.max_new_tokens=16",
+        "validation.prompts=2",
+    ]
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "bench",
+            str(TINY),
+            "--sync-every",
+            "1,inf",
+            "rollout.placement=worker",
+            *small,
+            "--steps",
+            "2",
+            "--json",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     rows = json.loads(out.stdout.strip().splitlines()[-1])
     assert [row["sync_every"] for row in rows] == [1, "inf"]
@@ -304,7 +368,12 @@ def test_bench_compares_sync_intervals_and_ends_with_one_json_list(tiny_assets, 
 
 
 def test_bench_rejects_a_bad_interval_list_before_any_work(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "harness.cli", "bench", str(TINY), "--sync-every", "1,ten"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "bench", str(TINY), "--sync-every", "1,ten"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "--sync-every 1,ten" in out.stderr and "'ten'" in out.stderr

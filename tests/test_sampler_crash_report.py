@@ -32,16 +32,20 @@ def test_a_sampler_crash_is_logged_with_its_shapes_and_re_raised(generator, monk
     capacity = width + NEW_TOKENS - short
     real_cache = hf.preallocated_cache
     monkeypatch.setattr(hf, "preallocated_cache", lambda model, size: real_cache(model, size - short))
-    with caplog.at_level(logging.ERROR, logger="harness.rollout.hf"), \
-            pytest.raises(RuntimeError, match=f"KV cache capacity {capacity} exceeded"):
+    with (
+        caplog.at_level(logging.ERROR, logger="harness.rollout.hf"),
+        pytest.raises(RuntimeError, match=f"KV cache capacity {capacity} exceeded"),
+    ):
         generator.generate(prompts, SamplingParams(n=n, temperature=1.0, max_new_tokens=NEW_TOKENS, seed=0))
 
     records = [r for r in caplog.records if r.name == "harness.rollout.hf" and r.levelno == logging.ERROR]
     assert len(records) == 1 and records[0].exc_info[0] is RuntimeError  # the traceback goes with it
     report = records[0].getMessage().splitlines()
     assert report[0].startswith(f"sampler crashed in the {phase}: RuntimeError: KV cache capacity {capacity}")
-    assert f"batch {n * len(prompts)}, prompt lengths {min(lengths)}..{width}, width {width}, distinct prompts 3" \
+    assert (
+        f"batch {n * len(prompts)}, prompt lengths {min(lengths)}..{width}, width {width}, distinct prompts 3"
         in report[0]
+    )
     assert f"prompt lengths: {sorted(lengths * n, reverse=True)}" in report  # longest first, as batched
     config = generator.model.config
     kv_heads, head_dim = config.num_key_value_heads, config.hidden_size // config.num_attention_heads
@@ -49,11 +53,15 @@ def test_a_sampler_crash_is_logged_with_its_shapes_and_re_raised(generator, monk
     layers = [line for line in report if line.startswith("cache layer ")]
     assert len(layers) == config.num_hidden_layers
     if phase == "prefill":  # layer 0 allocated its buffer for the 3 distinct prompts, then overflowed
-        assert layers[0].startswith(f"cache layer 0: PreallocatedLayer length 0 capacity {capacity}, "
-                                    f"key_buffer {(3, kv_heads, capacity, head_dim)}")
+        assert layers[0].startswith(
+            f"cache layer 0: PreallocatedLayer length 0 capacity {capacity}, "
+            f"key_buffer {(3, kv_heads, capacity, head_dim)}"
+        )
         assert "key_buffer none" in layers[1]  # never reached
     else:  # every layer full: the prompts' copies for their samples (rows), prefill plus two tokens
         rows = int(next(line for line in report if "rows decoding" in line).split("rows decoding (")[1].split(",")[0])
         for index, line in enumerate(layers):
-            assert line.startswith(f"cache layer {index}: PreallocatedLayer length {capacity} capacity {capacity}, "
-                                   f"key_buffer {(rows, kv_heads, capacity, head_dim)}")
+            assert line.startswith(
+                f"cache layer {index}: PreallocatedLayer length {capacity} capacity {capacity}, "
+                f"key_buffer {(rows, kv_heads, capacity, head_dim)}"
+            )

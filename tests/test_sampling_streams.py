@@ -54,9 +54,12 @@ def _texts(groups):
 
 
 def test_samples_do_not_depend_on_batch_size_or_on_the_other_prompts(generator):
-    prompts = [generator.tokenizer.apply_chat_template([{"role": "user", "content": f"Compute {a} + {b}."}],
-                                                       add_generation_prompt=True, tokenize=False)
-               for a, b in [(3, 4), (12, 9), (7, 7), (3, 4), (25, 1)]]
+    prompts = [
+        generator.tokenizer.apply_chat_template(
+            [{"role": "user", "content": f"Compute {a} + {b}."}], add_generation_prompt=True, tokenize=False
+        )
+        for a, b in [(3, 4), (12, 9), (7, 7), (3, 4), (25, 1)]
+    ]
     params = SamplingParams(n=3, temperature=1.0, top_p=0.9, max_new_tokens=24, seed=7)
     keys = ["a", "b", "c", "d", "e"]
     reference = _texts(generator.generate(prompts, params, keys=keys))
@@ -83,11 +86,24 @@ def test_eval_scores_do_not_change_with_batch_size(tiny_assets, tmp_path):
     results, generations = [], []
     for batch_size in (2, 5, 64):
         out = tmp_path / f"bs{batch_size}"
-        results.append(evaluate_checkpoint(tiny_assets.policy_dir, ["tiny_math"], samples=3, temperature=1.0,
-                                           top_p=0.95, max_new_tokens=24, batch_size=batch_size, seed=3,
-                                           data_paths={"tiny_math": str(data)}, out_dir=out, show_progress=False))
-        generations.append([json.loads(line)["output"] for line in
-                            (out / "tiny_math" / "generations.jsonl").read_text().splitlines()])
+        results.append(
+            evaluate_checkpoint(
+                tiny_assets.policy_dir,
+                ["tiny_math"],
+                samples=3,
+                temperature=1.0,
+                top_p=0.95,
+                max_new_tokens=24,
+                batch_size=batch_size,
+                seed=3,
+                data_paths={"tiny_math": str(data)},
+                out_dir=out,
+                show_progress=False,
+            )
+        )
+        generations.append(
+            [json.loads(line)["output"] for line in (out / "tiny_math" / "generations.jsonl").read_text().splitlines()]
+        )
     assert generations[0] == generations[1] == generations[2]
     assert results[0] == results[1] == results[2]
 
@@ -97,13 +113,17 @@ def test_the_fast_decoding_path_samples_what_the_plain_kv_cache_loop_samples(gen
     nothing: the same tokens and log-probs as the model's own concatenating cache over every row."""
     import harness.rollout.hf as hf
 
-    prompts = [generator.tokenizer.apply_chat_template([{"role": "user", "content": f"Compute {a} + {b} * 2."}],
-                                                       add_generation_prompt=True, tokenize=False)
-               for a, b in [(3, 4), (12, 9), (7, 17)]]
+    prompts = [
+        generator.tokenizer.apply_chat_template(
+            [{"role": "user", "content": f"Compute {a} + {b} * 2."}], add_generation_prompt=True, tokenize=False
+        )
+        for a, b in [(3, 4), (12, 9), (7, 17)]
+    ]
     params = SamplingParams(n=8, temperature=1.0, max_new_tokens=48, seed=11, return_logprobs=True)
     sizes = []
     hook = generator.model.register_forward_pre_hook(
-        lambda module, args, kwargs: sizes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+        lambda module, args, kwargs: sizes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
     try:
         fast = generator.generate(prompts, params)
         prefill, decode_sizes = sizes[0], [rows for rows, _ in sizes[1:]]
@@ -117,8 +137,9 @@ def test_the_fast_decoding_path_samples_what_the_plain_kv_cache_loop_samples(gen
     assert lengths[0] < lengths[-1] and decode_sizes[-1] < 24  # rows finished at different times and left
     assert [[r.token_ids for r in g] for g in fast] == [[r.token_ids for r in g] for g in plain]
     assert [[r.finish_reason for r in g] for g in fast] == [[r.finish_reason for r in g] for g in plain]
-    worst = max(abs(a - b) for gf, gp in zip(fast, plain) for rf, rp in zip(gf, gp)
-                for a, b in zip(rf.logprobs, rp.logprobs))
+    worst = max(
+        abs(a - b) for gf, gp in zip(fast, plain) for rf, rp in zip(gf, gp) for a, b in zip(rf.logprobs, rp.logprobs)
+    )
     assert worst < 1e-5
 
 
@@ -140,8 +161,10 @@ def test_the_decoding_loop_reads_the_device_only_every_few_tokens(generator):
             self.count, self.in_model = 0, 0
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default) \
-                    and not self.in_model:
+            if (
+                func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default)
+                and not self.in_model
+            ):
                 self.count += 1
             return func(*args, **(kwargs or {}))
 
@@ -154,11 +177,16 @@ def test_the_decoding_loop_reads_the_device_only_every_few_tokens(generator):
     def leave(module, args, kwargs, output):
         reads.in_model -= 1
 
-    prompts = [generator.tokenizer.apply_chat_template([{"role": "user", "content": f"Compute {a} + {b}."}],
-                                                       add_generation_prompt=True, tokenize=False)
-               for a, b in [(3, 4), (12, 9)]]
-    hooks = [generator.model.register_forward_pre_hook(enter, with_kwargs=True),
-             generator.model.register_forward_hook(leave, with_kwargs=True)]
+    prompts = [
+        generator.tokenizer.apply_chat_template(
+            [{"role": "user", "content": f"Compute {a} + {b}."}], add_generation_prompt=True, tokenize=False
+        )
+        for a, b in [(3, 4), (12, 9)]
+    ]
+    hooks = [
+        generator.model.register_forward_pre_hook(enter, with_kwargs=True),
+        generator.model.register_forward_hook(leave, with_kwargs=True),
+    ]
     params = SamplingParams(n=4, temperature=1.0, max_new_tokens=40, seed=5, return_logprobs=True)
     every_token = generator.generate(prompts, params)
     generator.check_finished_every = hf.CHECK_FINISHED_EVERY
@@ -173,8 +201,9 @@ def test_the_decoding_loop_reads_the_device_only_every_few_tokens(generator):
     assert steps >= 16
     assert reads.count <= 2 * math.ceil(steps / hf.CHECK_FINISHED_EVERY), (reads.count, steps)
     # the same samples, bit for bit
-    assert [[(r.token_ids, r.logprobs) for r in g] for g in every_few] == \
-        [[(r.token_ids, r.logprobs) for r in g] for g in every_token]
+    assert [[(r.token_ids, r.logprobs) for r in g] for g in every_few] == [
+        [(r.token_ids, r.logprobs) for r in g] for g in every_token
+    ]
 
 
 def test_a_shared_policy_left_training_with_checkpointing_samples_what_it_samples_in_eval_mode(tiny_assets):
@@ -185,9 +214,12 @@ def test_a_shared_policy_left_training_with_checkpointing_samples_what_it_sample
 
     model, tokenizer = load_policy(tiny_assets.policy_dir)
     generator = HFGenerator(model, tokenizer, copy_model=False)
-    prompts = [generator.tokenizer.apply_chat_template([{"role": "user", "content": f"Compute {a} + {b}."}],
-                                                       add_generation_prompt=True, tokenize=False)
-               for a, b in [(3, 4), (12, 9)]]
+    prompts = [
+        generator.tokenizer.apply_chat_template(
+            [{"role": "user", "content": f"Compute {a} + {b}."}], add_generation_prompt=True, tokenize=False
+        )
+        for a, b in [(3, 4), (12, 9)]
+    ]
     params = SamplingParams(n=3, temperature=1.0, max_new_tokens=24, seed=2)
     reference = _texts(generator.generate(prompts, params))
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

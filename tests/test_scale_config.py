@@ -25,8 +25,13 @@ FAST = ["train.prompts_per_step=4", "train.samples_per_prompt=4", "train.max_new
 def test_old_model_dtype_is_refused_naming_the_new_keys(tmp_path):
     with pytest.raises(ConfigError, match="model.param_dtype.*model.compute_dtype"):
         load_run_config(TINY, ["model.dtype=bfloat16"])
-    done = subprocess.run([sys.executable, "-m", "harness", "train", str(TINY), "model.dtype=float32"],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "train", str(TINY), "model.dtype=float32"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr and "model.param_dtype" in done.stderr
     assert not any(tmp_path.iterdir())  # nothing created
 
@@ -44,7 +49,9 @@ def test_launch_mismatches_are_refused(monkeypatch):
         check_launch(load_run_config(TINY, []))
     too_many = usable_cores()  # x 2 processes > cores
     with pytest.raises(ConfigError, match="model.cpu_threads.*more than"):
-        check_launch(load_run_config(TINY, ["train.parallel=fsdp", "model.device=cpu", f"model.cpu_threads={too_many}"]))
+        check_launch(
+            load_run_config(TINY, ["train.parallel=fsdp", "model.device=cpu", f"model.cpu_threads={too_many}"])
+        )
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA device"):
             check_launch(load_run_config(TINY, ["train.parallel=fsdp", "model.device=cuda"]))
@@ -61,8 +68,17 @@ def test_rank_shares_cover_every_item_once_with_equal_chunk_counts():
 
 
 def test_keep_last_prunes_old_checkpoints_but_keeps_the_selected_one(tiny_assets, tmp_path):
-    cfg = load_run_config(TINY, [*FAST, "train.steps=5", "checkpoint.every=1", "validation.every=1",
-                                 "checkpoint.keep_last=2", f"output_dir={tmp_path / 'run'}"])
+    cfg = load_run_config(
+        TINY,
+        [
+            *FAST,
+            "train.steps=5",
+            "checkpoint.every=1",
+            "validation.every=1",
+            "checkpoint.keep_last=2",
+            f"output_dir={tmp_path / 'run'}",
+        ],
+    )
     train(cfg, tracker=MemoryTracker(), progress=False)
     listed = json.loads((tmp_path / "run" / "checkpoints.json").read_text())
     on_disk = [step for step, _ in ckpt.list_checkpoints(tmp_path / "run")]
@@ -75,8 +91,16 @@ def test_keep_last_prunes_old_checkpoints_but_keeps_the_selected_one(tiny_assets
 def test_submitit_trials_run_as_torchrun_over_the_training_gpus():
     command = [sys.executable, "-m", "harness.cli", "train", "base.yaml", "method=dpo", "--resume", "--tag", "a=b"]
     wrapped = torchrun_command(command, 6)
-    assert wrapped[:8] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "6",
-                           "-m", "harness.cli"]
+    assert wrapped[:8] == [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "6",
+        "-m",
+        "harness.cli",
+    ]
     assert wrapped[8:] == ["train", "base.yaml", "train.parallel=fsdp", "method=dpo", "--resume", "--tag", "a=b"]
     assert torchrun_command(command, 1) == command
     params = {"gpus_per_node": 8, "train_gpus": 6, "generator_gpus": 2, "timeout_min": 10}
@@ -84,6 +108,7 @@ def test_submitit_trials_run_as_torchrun_over_the_training_gpus():
     with pytest.raises(ConfigError, match="more than `gpus_per_node`"):
         split_gpus({"gpus_per_node": 4, "train_gpus": 4, "generator_gpus": 2}, "sweep")
     from harness.sweep.spec import load_sweep  # the shipped full grid names the paper's split
+
     sweep = load_sweep(ROOT / "sweeps" / "full_grid.yaml")
     assert split_gpus(dict(sweep.spec.submitit), "full_grid") == (6, 2)
 
@@ -91,16 +116,27 @@ def test_submitit_trials_run_as_torchrun_over_the_training_gpus():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: resume must restore the CUDA RNG states")
 def test_cuda_resume_continues_exactly(tiny_assets, tmp_path):
     common = [*FAST, "model.device=cuda", "sync_every=2", "train.lr=1e-3", "checkpoint.every=3", "validation.every=100"]
-    straight = train(load_run_config(TINY, [*common, "train.steps=5", f"output_dir={tmp_path / 'a'}"]),
-                     tracker=MemoryTracker(), progress=False)
-    train(load_run_config(TINY, [*common, "train.steps=3", f"output_dir={tmp_path / 'b'}"]), tracker=MemoryTracker(),
-          progress=False)
+    straight = train(
+        load_run_config(TINY, [*common, "train.steps=5", f"output_dir={tmp_path / 'a'}"]),
+        tracker=MemoryTracker(),
+        progress=False,
+    )
+    train(
+        load_run_config(TINY, [*common, "train.steps=3", f"output_dir={tmp_path / 'b'}"]),
+        tracker=MemoryTracker(),
+        progress=False,
+    )
     tracker = MemoryTracker()
-    resumed = train(load_run_config(TINY, [*common, "train.steps=5", f"output_dir={tmp_path / 'b'}"]), tracker=tracker,
-                    resume=True, progress=False)
+    resumed = train(
+        load_run_config(TINY, [*common, "train.steps=5", f"output_dir={tmp_path / 'b'}"]),
+        tracker=tracker,
+        resume=True,
+        progress=False,
+    )
     meta, tensors = ckpt.load_trainer_state(ckpt.list_checkpoints(resumed.output_dir)[0][1])
     assert "rng.cuda.0" in tensors
     from safetensors.torch import load_file
+
     a = load_file(str(ckpt.list_checkpoints(straight.output_dir)[-1][1] / "model.safetensors"))
     b = load_file(str(ckpt.list_checkpoints(resumed.output_dir)[-1][1] / "model.safetensors"))
     for key in a:

@@ -6,8 +6,16 @@ import pandas as pd
 import pytest
 
 from harness.errors import ConfigError, DataError
-from harness.selection import (SELECTION_RULES, CheckpointEntry, metrics_by_step, parse_listing, read_listing,
-                               select_checkpoint, select_from_listing, write_listing)
+from harness.selection import (
+    SELECTION_RULES,
+    CheckpointEntry,
+    metrics_by_step,
+    parse_listing,
+    read_listing,
+    select_checkpoint,
+    select_from_listing,
+    write_listing,
+)
 
 
 def ckpts(*steps: int) -> list[CheckpointEntry]:
@@ -32,15 +40,20 @@ def test_len_norm_and_max_val_reward_disagree_on_length_hacked_run():
 
 
 def test_ties_go_to_the_earlier_step():
-    history = [{"step": s, "val/len_norm_reward": v, "val/reward": v} for s, v in [(5, 0.2), (10, 0.3), (15, 0.3), (20, 0.1)]]
+    history = [
+        {"step": s, "val/len_norm_reward": v, "val/reward": v} for s, v in [(5, 0.2), (10, 0.3), (15, 0.3), (20, 0.1)]
+    ]
     assert select_checkpoint(history, ckpts(5, 10, 15, 20), "len_norm")[0] == 10
     assert select_checkpoint(history, ckpts(5, 10, 15, 20), "max_val_reward")[0] == 10
 
 
 def test_only_checkpointed_steps_are_eligible():
     # best len_norm is at step 20, which has no checkpoint; among 10 and 30, step 30 wins
-    history = [{"step": 10, "val/len_norm_reward": 0.1}, {"step": 20, "val/len_norm_reward": 0.9},
-               {"step": 30, "val/len_norm_reward": 0.2}]
+    history = [
+        {"step": 10, "val/len_norm_reward": 0.1},
+        {"step": 20, "val/len_norm_reward": 0.9},
+        {"step": 30, "val/len_norm_reward": 0.2},
+    ]
     assert select_checkpoint(history, ckpts(10, 30)) == (30, "/ckpt/step_30")
 
 
@@ -53,8 +66,12 @@ def test_final_is_last_checkpoint_even_without_validation():
 
 def test_history_as_per_metric_rows_and_dataframe():
     # MLflow keeps one history per metric: rows for the same step are merged
-    rows = [{"step": 10, "val/reward": 0.5}, {"step": 20, "val/reward": 0.7},
-            {"step": 10, "val/len_norm_reward": 0.05}, {"step": 20, "val/len_norm_reward": 0.01}]
+    rows = [
+        {"step": 10, "val/reward": 0.5},
+        {"step": 20, "val/reward": 0.7},
+        {"step": 10, "val/len_norm_reward": 0.05},
+        {"step": 20, "val/len_norm_reward": 0.01},
+    ]
     assert metrics_by_step(rows)[10] == {"val/reward": 0.5, "val/len_norm_reward": 0.05}
     assert select_checkpoint(rows, ckpts(10, 20))[0] == 10
     frame = pd.DataFrame(LENGTH_HACKED)
@@ -78,11 +95,18 @@ def test_unknown_rule_and_missing_metric_fail_loudly():
 
 
 def test_the_listing_round_trips_and_other_formats_fail(tmp_path):
-    entries = [CheckpointEntry(2, "c2", False), CheckpointEntry(4, "c4", True, {"val/reward": 0.5, "val/len_norm_reward": 0.1})]
+    entries = [
+        CheckpointEntry(2, "c2", False),
+        CheckpointEntry(4, "c4", True, {"val/reward": 0.5, "val/len_norm_reward": 0.1}),
+    ]
     write_listing(tmp_path, entries)
     assert read_listing(tmp_path / "checkpoints.json") == entries
     assert select_from_listing(entries) == (4, "c4")
-    for data in ({"checkpoints": []}, [{"step": 1, "path": "c1"}], [{"step": "1", "path": "c1", "validated": True}],
-                 [{"step": 1, "path": "c1", "validated": True, "val": {"reward": 1.0}}]):
+    for data in (
+        {"checkpoints": []},
+        [{"step": 1, "path": "c1"}],
+        [{"step": "1", "path": "c1", "validated": True}],
+        [{"step": 1, "path": "c1", "validated": True, "val": {"reward": 1.0}}],
+    ):
         with pytest.raises(DataError, match="expected"):
             parse_listing(data, "here")

@@ -11,8 +11,13 @@ import pytest
 
 from harness.config import load_run_config
 from harness.errors import DataError
-from harness.selection import (CheckpointEntry, negative_reward_warning, parse_listing,
-                               select_checkpoint, select_from_listing)
+from harness.selection import (
+    CheckpointEntry,
+    negative_reward_warning,
+    parse_listing,
+    select_checkpoint,
+    select_from_listing,
+)
 from harness.tracking import MemoryTracker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,11 +27,13 @@ FAST = ["train.prompts_per_step=2", "train.samples_per_prompt=2", "train.max_new
 
 # -- bug 1: checkpoints.json carried the last validation's numbers into unvalidated checkpoints ----
 
+
 def test_checkpoints_json_records_metrics_only_for_validated_steps(tiny_assets, tmp_path):
     from harness.train.trainer import train
 
-    cfg = load_run_config(TINY, [*FAST, "validation.every=2", "checkpoint.every=3", "train.steps=6",
-                                 f"output_dir={tmp_path / 'run'}"])
+    cfg = load_run_config(
+        TINY, [*FAST, "validation.every=2", "checkpoint.every=3", "train.steps=6", f"output_dir={tmp_path / 'run'}"]
+    )
     tracker = MemoryTracker()
     train(cfg, tracker=tracker, progress=False)
     entries = json.loads((tmp_path / "run" / "checkpoints.json").read_text())
@@ -46,8 +53,10 @@ def test_checkpoints_json_records_metrics_only_for_validated_steps(tiny_assets, 
 
 def test_a_checkpoint_marked_unvalidated_is_never_picked_by_a_metric_rule():
     # a history where step 3 has (better) numbers of its own; the entry's flag keeps it out
-    history = [{"step": 3, "val/len_norm_reward": 0.9, "val/reward": 0.9, "val/response_len": 1.0},
-               {"step": 6, "val/len_norm_reward": 0.1, "val/reward": 0.1, "val/response_len": 1.0}]
+    history = [
+        {"step": 3, "val/len_norm_reward": 0.9, "val/reward": 0.9, "val/response_len": 1.0},
+        {"step": 6, "val/len_norm_reward": 0.1, "val/reward": 0.1, "val/response_len": 1.0},
+    ]
     entries = [CheckpointEntry(3, "c3", False), CheckpointEntry(6, "c6", True, history[1])]
     for rule in ("len_norm", "max_val_reward", "len_norm_shifted"):
         assert select_checkpoint(history, entries, rule)[0] == 6
@@ -62,17 +71,21 @@ def test_sweep_objective_ignores_unvalidated_checkpoints(tmp_path):
     from harness.sweep.objective import selected_objective
     from harness.sweep.spec import ObjectiveSpec
 
-    entries = [{"step": 3, "path": "c3", "validated": False},
-               {"step": 6, "path": "c6", "validated": True, "val/len_norm_reward": 0.1}]
+    entries = [
+        {"step": 3, "path": "c3", "validated": False},
+        {"step": 6, "path": "c6", "validated": True, "val/len_norm_reward": 0.1},
+    ]
     (tmp_path / "checkpoints.json").write_text(json.dumps(entries))
     assert selected_objective(tmp_path, ObjectiveSpec()) == (0.1, 6)
 
 
 # -- bug 5: len_norm with negative rewards prefers longer answers --------------------------------
 
-NEGATIVE = [{"step": 0, "val/reward": -3.0, "val/response_len": 10.0, "val/len_norm_reward": -0.3},
-            {"step": 10, "val/reward": -2.0, "val/response_len": 10.0, "val/len_norm_reward": -0.2},
-            {"step": 20, "val/reward": -2.0, "val/response_len": 40.0, "val/len_norm_reward": -0.05}]
+NEGATIVE = [
+    {"step": 0, "val/reward": -3.0, "val/response_len": 10.0, "val/len_norm_reward": -0.3},
+    {"step": 10, "val/reward": -2.0, "val/response_len": 10.0, "val/len_norm_reward": -0.2},
+    {"step": 20, "val/reward": -2.0, "val/response_len": 40.0, "val/len_norm_reward": -0.05},
+]
 
 
 def test_len_norm_with_negative_rewards_prefers_length_and_the_shifted_rule_does_not():
@@ -86,8 +99,10 @@ def test_len_norm_with_negative_rewards_prefers_length_and_the_shifted_rule_does
 
 
 def test_shifted_rule_equals_len_norm_when_rewards_are_non_negative():
-    history = [{"step": s, "val/reward": r, "val/response_len": n, "val/len_norm_reward": r / n}
-               for s, r, n in [(10, 0.4, 100.0), (20, 0.55, 110.0), (30, 0.6, 200.0)]]
+    history = [
+        {"step": s, "val/reward": r, "val/response_len": n, "val/len_norm_reward": r / n}
+        for s, r, n in [(10, 0.4, 100.0), (20, 0.55, 110.0), (30, 0.6, 200.0)]
+    ]
     checkpoints = [CheckpointEntry(s, f"c{s}", True) for s in (10, 20, 30)]
     assert select_checkpoint(history, checkpoints, "len_norm_shifted") == select_checkpoint(history, checkpoints)
     assert negative_reward_warning(history, "len_norm") is None
@@ -102,8 +117,17 @@ def test_training_run_with_negative_validation_reward_is_tagged(tiny_assets, tmp
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    cfg = load_run_config(TINY, [*FAST, "task_mix=non_verifiable", "train.steps=1", "validation.every=1",
-                                 "checkpoint.every=1", f"output_dir={tmp_path / 'run'}"])
+    cfg = load_run_config(
+        TINY,
+        [
+            *FAST,
+            "task_mix=non_verifiable",
+            "train.steps=1",
+            "validation.every=1",
+            "checkpoint.every=1",
+            f"output_dir={tmp_path / 'run'}",
+        ],
+    )
     result = run_training(cfg, progress=False)
     run = MlflowClient(uri).get_run(result.run_id)
     assert run.info.status == "FINISHED"
@@ -114,6 +138,7 @@ def test_training_run_with_negative_validation_reward_is_tagged(tiny_assets, tmp
 
 
 # -- bug 2: harness eval RUN_ID used 64 tokens / 4 samples / CPU whatever the run said -------------
+
 
 def test_eval_of_a_run_inherits_its_settings_and_flags_override(tiny_assets, tmp_path, capsys):
     from mlflow.tracking import MlflowClient
@@ -129,18 +154,43 @@ def test_eval_of_a_run_inherits_its_settings_and_flags_override(tiny_assets, tmp
     client.log_param(run_id, "output_dir", str(output_dir))
     client.log_metric(run_id, "val/len_norm_reward", 0.1, step=5)
     client.log_metric(run_id, "val/reward", 0.5, step=5)
-    (tmp_path / "checkpoints.json").write_text(json.dumps([{"step": 5, "path": "checkpoints/step_5", "validated": True}]))
+    (tmp_path / "checkpoints.json").write_text(
+        json.dumps([{"step": 5, "path": "checkpoints/step_5", "validated": True}])
+    )
     client.log_artifact(run_id, str(tmp_path / "checkpoints.json"))
-    cfg = load_run_config(TINY, ["eval.samples=3", "eval.temperature=0.8", "eval.top_p=0.7",
-                                 "train.max_new_tokens=12", "seed=5", "rollout.batch_size=7",
-                                 "data.math_prompt_template='Q: {problem} A:'"])
+    cfg = load_run_config(
+        TINY,
+        [
+            "eval.samples=3",
+            "eval.temperature=0.8",
+            "eval.top_p=0.7",
+            "train.max_new_tokens=12",
+            "seed=5",
+            "rollout.batch_size=7",
+            "data.math_prompt_template='Q: {problem} A:'",
+        ],
+    )
     client.log_text(run_id, cfg.to_yaml(), "config.yaml")
     rows = [json.loads(line) for line in (tiny_assets.data_dir / "math" / "test.jsonl").read_text().splitlines()][:2]
     data = tmp_path / "two.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
-    code = main(["eval", run_id, "--suites", "tiny_math", "--tracking-uri", uri, "--data", f"tiny_math={data}",
-                 "--temperature", "0.3", "--out", str(tmp_path / "gen")])
+    code = main(
+        [
+            "eval",
+            run_id,
+            "--suites",
+            "tiny_math",
+            "--tracking-uri",
+            uri,
+            "--data",
+            f"tiny_math={data}",
+            "--temperature",
+            "0.3",
+            "--out",
+            str(tmp_path / "gen"),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     summary = json.loads(out.strip().splitlines()[-1])
@@ -152,7 +202,9 @@ def test_eval_of_a_run_inherits_its_settings_and_flags_override(tiny_assets, tmp
     assert "eval settings:" in out and '"max_new_tokens": 12' in out
     tag = json.loads(client.get_run(run_id).data.tags["harness.eval_settings"])
     assert tag["samples"] == 3 and tag["temperature"] == 0.3
-    generations = [json.loads(line) for line in
-                   (tmp_path / "gen" / "step_5" / "tiny_math" / "generations.jsonl").read_text().splitlines()]
+    generations = [
+        json.loads(line)
+        for line in (tmp_path / "gen" / "step_5" / "tiny_math" / "generations.jsonl").read_text().splitlines()
+    ]
     assert len(generations) == 2 * 3  # 3 samples per problem, as the run's eval.samples says
     assert all(g["prompt"].startswith("Q: ") for g in generations)  # the run's template

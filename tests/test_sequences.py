@@ -31,8 +31,16 @@ def _best_cost_by_brute_force(lengths, call_cost):
     return best
 
 
-@pytest.mark.parametrize("lengths,call_cost", [([5, 3, 3, 9, 9, 9, 2, 40, 41], 4), ([7, 1, 30, 2, 29, 8], 10),
-                                               ([4, 4, 4], 0), ([12], 64), ([3, 50, 3, 50, 26], 1000)])
+@pytest.mark.parametrize(
+    "lengths,call_cost",
+    [
+        ([5, 3, 3, 9, 9, 9, 2, 40, 41], 4),
+        ([7, 1, 30, 2, 29, 8], 10),
+        ([4, 4, 4], 0),
+        ([12], 64),
+        ([3, 50, 3, 50, 26], 1000),
+    ],
+)
 def test_length_buckets_cover_every_row_once_at_minimal_cost(lengths, call_cost):
     buckets = length_buckets(lengths, call_cost)
     assert sorted(r for rows in buckets for r in rows) == list(range(len(lengths)))
@@ -50,8 +58,15 @@ def llama():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=PAD)
+    config = LlamaConfig(
+        vocab_size=40,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        pad_token_id=PAD,
+    )
     return LlamaForCausalLM(config)
 
 
@@ -133,8 +148,9 @@ def test_shared_prompts_run_once_and_give_the_full_sequence_logprobs_and_gradien
     batch = _shared_prompt_batch()
     mask = batch.response_mask
     calls = []
-    hook = llama.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs["input_ids"].shape),
-                                           with_kwargs=True)
+    hook = llama.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
     try:
         logp, entropy = policy_logprobs(llama, batch, temperature, with_entropy=True, entropy_grad=True)
     finally:
@@ -153,8 +169,9 @@ def test_shared_prompts_run_once_and_give_the_full_sequence_logprobs_and_gradien
     assert (logp[~mask] == 0).all()
     # unbucketed (the FSDP path: one full-sequence forward per batch, the same calls on every rank)
     calls.clear()
-    hook = llama.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs["input_ids"].shape),
-                                           with_kwargs=True)
+    hook = llama.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
     try:
         with torch.no_grad():
             single, _ = policy_logprobs(llama, batch, temperature, bucketed=False)

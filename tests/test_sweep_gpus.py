@@ -54,8 +54,13 @@ def record(folder: Path, name: str) -> dict:
 def start(launcher, tmp_path: Path, trial: str, **env: str):
     records = tmp_path / "records"
     records.mkdir(exist_ok=True)
-    return launcher.start(list(COMMAND), trial_env(records, trial, **env), str(tmp_path), tmp_path / f"{trial}.log",
-                          tmp_path / f"{trial}.pid")
+    return launcher.start(
+        list(COMMAND),
+        trial_env(records, trial, **env),
+        str(tmp_path),
+        tmp_path / f"{trial}.log",
+        tmp_path / f"{trial}.pid",
+    )
 
 
 def test_concurrent_trials_hold_disjoint_gpus_given_back_when_they_end(tmp_path):
@@ -117,8 +122,14 @@ def test_a_submitit_job_places_its_trial_on_the_job_gpus(tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,6,7,9")
     records = tmp_path / "records"
     records.mkdir()
-    code = run_trial_command(list(COMMAND), trial_env(records, "job"), str(tmp_path), str(tmp_path / "job.log"),
-                             str(tmp_path / "job.pid"), GpuSplit(2, 1, "test"))
+    code = run_trial_command(
+        list(COMMAND),
+        trial_env(records, "job"),
+        str(tmp_path),
+        str(tmp_path / "job.log"),
+        str(tmp_path / "job.pid"),
+        GpuSplit(2, 1, "test"),
+    )
     assert code == 0
     envs = [record(records, f"job-{rank}")["env"] for rank in (0, 1)]
     assert {e["CUDA_VISIBLE_DEVICES"] for e in envs} == {"5,6,7"}

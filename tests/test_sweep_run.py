@@ -18,8 +18,17 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from harness.sweep.study import (claim_next, default_storage_url, enqueue_missing, fail_orphans, finish, group_units,
-                                 open_study, units_to_reap, unit_state)
+from harness.sweep.study import (
+    claim_next,
+    default_storage_url,
+    enqueue_missing,
+    fail_orphans,
+    finish,
+    group_units,
+    open_study,
+    units_to_reap,
+    unit_state,
+)
 
 pytestmark = pytest.mark.slow  # real sweeps of `harness train` trials
 
@@ -100,9 +109,17 @@ def test_a_live_coordinators_trial_is_not_orphaned(study):
 
 # -- end to end: real `harness train` trials -------------------------------------------------
 
-TINY_SET = {"train.steps": 4, "train.prompts_per_step": 4, "train.samples_per_prompt": 4,
-            "train.max_new_tokens": 16, "validation.every": 2, "validation.prompts": 8, "checkpoint.every": 2,
-            "rewards.math_verify_workers": 1, "eval.suites": []}
+TINY_SET = {
+    "train.steps": 4,
+    "train.prompts_per_step": 4,
+    "train.samples_per_prompt": 4,
+    "train.max_new_tokens": 16,
+    "validation.every": 2,
+    "validation.prompts": 8,
+    "checkpoint.every": 2,
+    "rewards.math_verify_workers": 1,
+    "eval.suites": [],
+}
 
 
 def write_grid(folder: Path, name: str, grid: dict, **extra) -> Path:
@@ -125,8 +142,14 @@ def sweep_argv(path: Path, *args: str) -> list[str]:
 
 
 def run_sweep_cli(path: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(sweep_argv(path, *args), cwd=path.parent, env=sweep_env(path.parent), text=True,
-                          capture_output=True, timeout=timeout)
+    return subprocess.run(
+        sweep_argv(path, *args),
+        cwd=path.parent,
+        env=sweep_env(path.parent),
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
 
 
 def study_of(path: Path):
@@ -136,6 +159,7 @@ def study_of(path: Path):
 
 def mlflow_runs(folder: Path, experiment: str) -> list:
     from mlflow.tracking import MlflowClient
+
     client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
     found = client.get_experiment_by_name(experiment)
     return client.search_runs([found.experiment_id]) if found else []
@@ -157,9 +181,13 @@ def small_sweep(tiny_assets, tmp_path_factory):
     broken = folder / "no-such-policy"
     shutil.copytree(tiny_assets.policy_dir, broken)
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
-    path = write_grid(folder, "small", {"method": ["dpo", "grpo"], "seed": [0, 1]},
-                      exclude=[{"method": "grpo", "seed": 1}],
-                      overrides=[{"when": {"seed": 1}, "set": {"model.policy": str(folder / "no-such-policy")}}])
+    path = write_grid(
+        folder,
+        "small",
+        {"method": ["dpo", "grpo"], "seed": [0, 1]},
+        exclude=[{"method": "grpo", "seed": 1}],
+        overrides=[{"when": {"seed": 1}, "set": {"model.policy": str(folder / "no-such-policy")}}],
+    )
     started = time.monotonic()
     done = run_sweep_cli(path, "--jobs", "2")
     return folder, path, done, time.monotonic() - started
@@ -185,6 +213,7 @@ def test_small_grid_runs_to_completion_as_children_of_one_sweep_run(small_sweep)
         best = max(checkpoints, key=lambda c: (c["val/len_norm_reward"], -c["step"]))
         assert trial.value == best["val/len_norm_reward"] and trial.user_attrs["selected_step"] == best["step"]
     from mlflow.tracking import MlflowClient
+
     client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"sweep.yaml", "summary.csv"}
     assert "dpo-seed0" in (folder / "outputs" / "small" / "summary.csv").read_text()
@@ -205,6 +234,7 @@ def test_raising_trial_is_isolated_and_recorded(small_sweep):
 
 def test_status_prints_state_objective_and_run_id_per_cell(small_sweep, capsys, monkeypatch):
     from harness.sweep.commands import status_command
+
     folder, path, _, _ = small_sweep
     monkeypatch.chdir(folder)
     assert status_command(str(path)) == 0
@@ -218,10 +248,18 @@ def test_status_prints_state_objective_and_run_id_per_cell(small_sweep, capsys, 
 
 
 def test_search_samples_params_per_trial_and_records_their_curves(tiny_assets, tmp_path):
-    path = write_grid(tmp_path, "search", {"method": ["dpo"]},
-                      search={"trials_per_cell": 2, "sampler": "random", "seed": 3,
-                              "params": {"train.lr": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True}},
-                              "pruner": "none"})
+    path = write_grid(
+        tmp_path,
+        "search",
+        {"method": ["dpo"]},
+        search={
+            "trials_per_cell": 2,
+            "sampler": "random",
+            "seed": 3,
+            "params": {"train.lr": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True}},
+            "pruner": "none",
+        },
+    )
     done = run_sweep_cli(path, "--jobs", "2")
     assert done.returncode == 0, done.stderr[-3000:]
     completed = study_of(path).trials((TrialState.COMPLETE,))

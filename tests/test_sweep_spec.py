@@ -48,12 +48,21 @@ def test_full_grid_resolves_the_papers_hyperparameter_table():
         assert cfg.model.policy.endswith("Llama-3.1-8B-Instruct") and cfg.data.verifiable == "numinamath"
         assert cfg.data.non_verifiable == "wildchat" and cfg.model.reward_model.endswith("Athene-RM-8B")
         if cfg.task_mix == "verifiable":
-            assert (cfg.dpo.beta, cfg.train.adam_eps, cfg.train.max_new_tokens, cfg.train.prompts_per_step) == \
-                (0.1, 1e-4, 2048, 64), cell.key
+            assert (cfg.dpo.beta, cfg.train.adam_eps, cfg.train.max_new_tokens, cfg.train.prompts_per_step) == (
+                0.1,
+                1e-4,
+                2048,
+                64,
+            ), cell.key
             assert cfg.eval.suites == MATH_SUITES
         else:
-            assert (cfg.dpo.beta, cfg.train.adam_eps, cfg.train.max_new_tokens, cfg.train.prompts_per_step,
-                    cfg.train.steps) == (0.01, 1e-8, 1024, 32, 1500), cell.key
+            assert (
+                cfg.dpo.beta,
+                cfg.train.adam_eps,
+                cfg.train.max_new_tokens,
+                cfg.train.prompts_per_step,
+                cfg.train.steps,
+            ) == (0.01, 1e-8, 1024, 32, 1500), cell.key
             assert cfg.eval.suites == (CHAT_SUITES if cfg.task_mix == "non_verifiable" else MATH_SUITES + CHAT_SUITES)
         # Paper: the reference follows the generator only for verifiable semi-online/online DPO.
         follows = cfg.method == "dpo" and cfg.task_mix == "verifiable" and cfg.sync_every != INF
@@ -97,19 +106,27 @@ def test_dry_run_prints_each_cell_and_creates_nothing(tmp_path, monkeypatch, cap
 
 
 def test_exclusion_and_conditions_accept_any_spelling_of_inf(tmp_path):
-    path = write_sweep(tmp_path, grid={"method": ["dpo"], "sync_every": [1, "inf"]},
-                       exclude=[{"sync_every": "offline"}],
-                       overrides=[{"when": {"sync_every": 1.0}, "set": {"dpo.beta": 0.3}}])
+    path = write_sweep(
+        tmp_path,
+        grid={"method": ["dpo"], "sync_every": [1, "inf"]},
+        exclude=[{"sync_every": "offline"}],
+        overrides=[{"when": {"sync_every": 1.0}, "set": {"dpo.beta": 0.3}}],
+    )
     sweep = load_sweep(path)
     assert [c.key for c in sweep.cells] == ["dpo-s1"]
     assert sweep.cells[0].config.dpo.beta == 0.3
 
 
 def test_later_overrides_win_and_dotted_or_nested_keys_are_equal(tmp_path):
-    path = write_sweep(tmp_path, grid={"train": {"lr": [1e-4, 3e-4]}},
-                       set={"train": {"adam_eps": 1e-6}},
-                       overrides=[{"when": {}, "set": {"dpo.beta": 0.2}},
-                                  {"when": {"train.lr": 3e-4}, "set": {"dpo": {"beta": 0.05}}}])
+    path = write_sweep(
+        tmp_path,
+        grid={"train": {"lr": [1e-4, 3e-4]}},
+        set={"train": {"adam_eps": 1e-6}},
+        overrides=[
+            {"when": {}, "set": {"dpo.beta": 0.2}},
+            {"when": {"train.lr": 3e-4}, "set": {"dpo": {"beta": 0.05}}},
+        ],
+    )
     sweep = load_sweep(path)
     assert [c.key for c in sweep.cells] == ["train.lr=0.0001", "train.lr=0.0003"]
     assert [c.config.dpo.beta for c in sweep.cells] == [0.2, 0.05]
@@ -130,24 +147,41 @@ def write_sweep(tmp_path: Path, **changes) -> Path:
 BAD = {
     "unknown top-level key": ({"gird": {"method": ["dpo"]}}, ["unknown key `gird`"]),
     "unknown run-config key": ({"set": {"train.lrr": 1e-4}}, ["`set.train.lrr`", "not a run-config key"]),
-    "bad value in an override": ({"overrides": [{"when": {"method": "dpo"}, "set": {"train.lr": 1e-4}},
-                                                {"when": {"method": "dpo"}, "set": {"dpo.beta": -1}}]},
-                                 ["`overrides[1].set.dpo.beta` = -1", "for cell dpo:", "greater than 0"]),
+    "bad value in an override": (
+        {
+            "overrides": [
+                {"when": {"method": "dpo"}, "set": {"train.lr": 1e-4}},
+                {"when": {"method": "dpo"}, "set": {"dpo.beta": -1}},
+            ]
+        },
+        ["`overrides[1].set.dpo.beta` = -1", "for cell dpo:", "greater than 0"],
+    ),
     "exclude names a non-axis": ({"exclude": [{"task_mix": "joint"}]}, ["`exclude[0].task_mix` names no grid axis"]),
-    "when value not on the axis": ({"overrides": [{"when": {"method": "ppo"}, "set": {"dpo.beta": 0.1}}]},
-                                   ["`overrides[0].when.method` = 'ppo' is not a value of the grid axis"]),
+    "when value not on the axis": (
+        {"overrides": [{"when": {"method": "ppo"}, "set": {"dpo.beta": 0.1}}]},
+        ["`overrides[0].when.method` = 'ppo' is not a value of the grid axis"],
+    ),
     "set overrides an axis": ({"set": {"method": "dpo"}}, ["`set.method` sets the grid axis"]),
-    "invalid cell": ({"grid": {"method": ["grpo"], "sync_every": [1, 5]}},
-                     ["cell grpo-s5 is invalid", "importance_sampling", "exclude"]),
+    "invalid cell": (
+        {"grid": {"method": ["grpo"], "sync_every": [1, 5]}},
+        ["cell grpo-s5 is invalid", "importance_sampling", "exclude"],
+    ),
     "missing base": ({"base": "runs/nope.yaml"}, ["`base` = 'runs/nope.yaml' names no run config file"]),
     "bad axis value": ({"grid": {"sync_every": [1, 0]}}, ["`grid.sync_every` = [1, 0] is invalid"]),
     "axis not a list": ({"grid": {"seed": 3}}, ["`grid.seed` = 3 is invalid", "non-empty list"]),
-    "search bounds": ({"search": {"params": {"train.lr": {"type": "float", "low": 1e-3, "high": 1e-4}}}},
-                      ["`search.params.train.lr`", "`low` < `high`"]),
-    "search range invalid in a cell": ({"search": {"params": {"train.lr": {"type": "float", "low": 0.1, "high": 2.0}}}},
-                                       ["`search.params.train.lr` = 2.0 is invalid"]),
+    "search bounds": (
+        {"search": {"params": {"train.lr": {"type": "float", "low": 1e-3, "high": 1e-4}}}},
+        ["`search.params.train.lr`", "`low` < `high`"],
+    ),
+    "search range invalid in a cell": (
+        {"search": {"params": {"train.lr": {"type": "float", "low": 0.1, "high": 2.0}}}},
+        ["`search.params.train.lr` = 2.0 is invalid"],
+    ),
     "unknown selection rule": ({"objective": {"rule": "best"}}, ["`objective.rule` = 'best'", "len_norm"]),
-    "unknown eval suite": ({"eval": {"suites": ["math5000"]}}, ["`eval.suites` names the unknown evaluation suite 'math5000'"]),
+    "unknown eval suite": (
+        {"eval": {"suites": ["math5000"]}},
+        ["`eval.suites` names the unknown evaluation suite 'math5000'"],
+    ),
     "everything excluded": ({"exclude": [{"method": ["dpo", "grpo"]}]}, ["remove every cell"]),
     "missing name": ({"name": None}, ["`name` = None is invalid"]),
 }
@@ -182,9 +216,11 @@ def test_bad_storage_url_fails_before_anything_is_created(tmp_path, monkeypatch)
 
 
 def test_objective_is_the_metric_at_the_len_norm_selected_checkpoint(tmp_path):
-    entries = [{"step": 2, "path": "a", "validated": True, "val/reward": 0.5, "val/len_norm_reward": 0.02},
-               {"step": 4, "path": "b", "validated": True, "val/reward": 0.7, "val/len_norm_reward": 0.05},
-               {"step": 6, "path": "c", "validated": True, "val/reward": 0.9, "val/len_norm_reward": 0.03}]
+    entries = [
+        {"step": 2, "path": "a", "validated": True, "val/reward": 0.5, "val/len_norm_reward": 0.02},
+        {"step": 4, "path": "b", "validated": True, "val/reward": 0.7, "val/len_norm_reward": 0.05},
+        {"step": 6, "path": "c", "validated": True, "val/reward": 0.9, "val/len_norm_reward": 0.03},
+    ]
     (tmp_path / "checkpoints.json").write_text(json.dumps(entries))
     assert selected_objective(tmp_path, ObjectiveSpec()) == (0.05, 4)
     assert selected_objective(tmp_path, ObjectiveSpec(metric="val/reward", rule="max_val_reward")) == (0.9, 6)
@@ -197,8 +233,14 @@ def test_objective_without_checkpoints_is_a_clear_error(tmp_path):
 
 def test_search_samples_within_bounds_from_the_cells_own_trials():
     import optuna
-    spec = SearchSpec(trials_per_cell=4, params={"train.lr": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True},
-                                                 "dpo.beta": {"type": "categorical", "choices": [0.05, 0.1]}})
+
+    spec = SearchSpec(
+        trials_per_cell=4,
+        params={
+            "train.lr": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True},
+            "dpo.beta": {"type": "categorical", "choices": [0.05, 0.1]},
+        },
+    )
     params = [sample_params(spec, "maximize", [], number) for number in range(5)]
     assert all(1e-5 <= p["train.lr"] <= 1e-3 and p["dpo.beta"] in (0.05, 0.1) for p in params)
     assert len({p["train.lr"] for p in params}) == 5  # seeded per trial number: distinct draws
@@ -209,10 +251,19 @@ def test_search_samples_within_bounds_from_the_cells_own_trials():
 def test_median_pruner_stops_a_trial_below_the_cells_median():
     from optuna.distributions import FloatDistribution
     from optuna.trial import TrialState, create_trial
+
     spec = SearchSpec(trials_per_cell=4, pruner={"type": "median", "startup_trials": 2})
     dist = {"x": FloatDistribution(0, 1)}
-    done = [create_trial(state=TrialState.COMPLETE, value=v, params={"x": 0.5}, distributions=dist,
-                         intermediate_values={10: v, 20: v}) for v in (0.5, 0.6)]
+    done = [
+        create_trial(
+            state=TrialState.COMPLETE,
+            value=v,
+            params={"x": 0.5},
+            distributions=dist,
+            intermediate_values={10: v, 20: v},
+        )
+        for v in (0.5, 0.6)
+    ]
     bad = create_trial(state=TrialState.RUNNING, params={"x": 0.1}, distributions=dist, intermediate_values={10: 0.1})
     good = create_trial(state=TrialState.RUNNING, params={"x": 0.9}, distributions=dist, intermediate_values={10: 0.9})
     assert should_prune(spec, "maximize", done, bad) and not should_prune(spec, "maximize", done, good)

@@ -26,18 +26,29 @@ from harness.tiny import (
 from harness.tiny import chat_task, math_task
 from harness.tiny.build import sample_math_accuracy, sample_responses, score_responses
 
-TRICKY = ["", " ", "  two  spaces  ", "tab-free\nnew\nlines\n", "\\boxed{42} $x^2$ {a}[b]",
-          "~!@#%^&*()_+`-=|;:'\",.<>/?", "Compute (17 + 25) * 3 - 8.", "\n\n"]
+TRICKY = [
+    "",
+    " ",
+    "  two  spaces  ",
+    "tab-free\nnew\nlines\n",
+    "\\boxed{42} $x^2$ {a}[b]",
+    "~!@#%^&*()_+`-=|;:'\",.<>/?",
+    "Compute (17 + 25) * 3 - 8.",
+    "\n\n",
+]
 
 # A build small enough to run in seconds, for the cache and lock mechanics.
-MICRO = {"math": {"splits": {"train": 200, "validation": 8, "test": 8}},
-         "chat": {"splits": {"train": 60, "validation": 8, "test": 8}},
-         "sft": {"steps": 2, "bf16_autocast": False},  # fp32: no bf16 kernel warm-up
-         "reward_model": {"steps": 2, "heldout_pairs": 8, "bf16_autocast": False},
-         "seed_eval": {"problems": 8, "max_new_tokens": 8}}
+MICRO = {
+    "math": {"splits": {"train": 200, "validation": 8, "test": 8}},
+    "chat": {"splits": {"train": 60, "validation": 8, "test": 8}},
+    "sft": {"steps": 2, "bf16_autocast": False},  # fp32: no bf16 kernel warm-up
+    "reward_model": {"steps": 2, "heldout_pairs": 8, "bf16_autocast": False},
+    "seed_eval": {"problems": 8, "max_new_tokens": 8},
+}
 
 
 # ----------------------------------------------------------------------------- tokenizer
+
 
 def test_tokenizer_round_trip_is_exact_on_tricky_strings():
     tokenizer = build_tiny_tokenizer()
@@ -55,11 +66,13 @@ def test_tokenizer_maps_non_ascii_to_unk_and_adds_no_bos():
 
 def test_chat_template_renders_turns_and_generation_prompt():
     tokenizer = build_tiny_tokenizer()
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "hi there"}],
-                                           add_generation_prompt=True, tokenize=False)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi there"}], add_generation_prompt=True, tokenize=False
+    )
     assert prompt == "<|bos|><|user|>hi there<|eos|><|assistant|>"
-    full = tokenizer.apply_chat_template([{"role": "user", "content": "q"},
-                                          {"role": "assistant", "content": "a b"}], tokenize=False)
+    full = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a b"}], tokenize=False
+    )
     assert full == "<|bos|><|user|>q<|eos|><|assistant|>a b<|eos|>"
     assert tokenizer.eos_token == "<|eos|>" and tokenizer.pad_token == "<|pad|>"
     assert len({tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id}) == 3
@@ -77,13 +90,13 @@ def test_tokenizer_save_and_autotokenizer_load_round_trip(tmp_path):
     loaded = AutoTokenizer.from_pretrained(tmp_path)
     assert loaded.get_vocab() == tokenizer.get_vocab()
     assert loaded.chat_template == tokenizer.chat_template
-    assert (loaded.eos_token_id, loaded.pad_token_id) == (tokenizer.eos_token_id,
-                                                          tokenizer.pad_token_id)
+    assert (loaded.eos_token_id, loaded.pad_token_id) == (tokenizer.eos_token_id, tokenizer.pad_token_id)
     for text in TRICKY:
         assert loaded.decode(loaded.encode(text, add_special_tokens=False)) == text
 
 
 # ----------------------------------------------------------------------------- math task
+
 
 @pytest.fixture(scope="module")
 def math_splits():
@@ -111,8 +124,7 @@ def test_math_verify_accepts_the_tiny_solutions(math_splits):
 
 
 def test_math_splits_are_sized_disjoint_and_deterministic(math_splits):
-    assert {name: len(records) for name, records in math_splits.items()} == \
-        math_task.DEFAULT_MATH_SPLITS
+    assert {name: len(records) for name, records in math_splits.items()} == math_task.DEFAULT_MATH_SPLITS
     problems = [{r["problem"] for r in records} for records in math_splits.values()]
     assert sum(len(p) for p in problems) == len(set().union(*problems))
     again = math_task.generate_math_splits(0, {"train": 50, "validation": 5, "test": 5})
@@ -131,6 +143,7 @@ def test_math_template_and_lengths(math_splits):
 
 # ----------------------------------------------------------------------------- chat task
 
+
 def test_chat_quality_rewards_the_reference_and_ignores_filler():
     rng = random.Random(0)
     for record in chat_task.generate_chat_splits(0, {"train": 0, "validation": 60})["validation"]:
@@ -145,8 +158,9 @@ def test_chat_utility_prefers_longer_among_equal_quality():
     plain = record["reference"]
     padded = "Sure! " + plain + " I hope this helps!"
     assert chat_task.preference_probability(record, padded, plain) > 0.8
-    worst = min(chat_task.core_variants(record, random.Random(0)),
-                key=lambda response: chat_task.quality(record, response))
+    worst = min(
+        chat_task.core_variants(record, random.Random(0)), key=lambda response: chat_task.quality(record, response)
+    )
     assert chat_task.preference_probability(record, plain, worst) > 0.99
 
 
@@ -163,6 +177,7 @@ def test_chat_held_out_prompts_never_appear_in_train():
 
 
 # ----------------------------------------------------------------------------- recipe and cache
+
 
 def test_recipe_hash_changes_with_the_recipe_and_rejects_unknown_keys():
     assert recipe_hash(tiny_recipe()) == recipe_hash(tiny_recipe())
@@ -184,29 +199,33 @@ def test_cache_root_prefers_argument_then_environment(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_concurrent_builders_share_one_atomic_build(tmp_path):
-    code = ("import json, sys; from harness.tiny import ensure_tiny_assets, tiny_recipe; "
-            "a = ensure_tiny_assets(sys.argv[1], progress=False, "
-            "recipe=tiny_recipe(**json.loads(sys.argv[2]))); "
-            "print(a.root, a.summary['built_by_pid'])")
+    code = (
+        "import json, sys; from harness.tiny import ensure_tiny_assets, tiny_recipe; "
+        "a = ensure_tiny_assets(sys.argv[1], progress=False, "
+        "recipe=tiny_recipe(**json.loads(sys.argv[2]))); "
+        "print(a.root, a.summary['built_by_pid'])"
+    )
     args = [sys.executable, "-c", code, str(tmp_path), json.dumps(MICRO)]
     runs = [subprocess.Popen(args, stdout=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [run.communicate(timeout=600)[0].split() for run in runs]
     assert all(run.returncode == 0 for run in runs)
     assert outputs[0] == outputs[1]  # same folder, built by the same single process
-    assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == \
-        [".lock", recipe_hash(tiny_recipe(**MICRO))]  # no temp folders left behind
+    assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == [
+        ".lock",
+        recipe_hash(tiny_recipe(**MICRO)),
+    ]  # no temp folders left behind
 
 
 @pytest.mark.slow
 def test_failed_build_leaves_nothing_behind(tmp_path):
-    recipe = tiny_recipe(**{**MICRO, "reward_model": {**MICRO["reward_model"],
-                                                      "num_hidden_layers": 9}})
+    recipe = tiny_recipe(**{**MICRO, "reward_model": {**MICRO["reward_model"], "num_hidden_layers": 9}})
     with pytest.raises(ConfigError, match="num_hidden_layers"):  # raised after SFT
         ensure_tiny_assets(tmp_path, progress=False, recipe=recipe)
     assert [p.name for p in (tmp_path / "tiny").iterdir()] == [".lock"]
 
 
 # ----------------------------------------------------------------------------- built assets
+
 
 def test_assets_load_through_auto_classes(tiny_assets):
     tokenizer = AutoTokenizer.from_pretrained(tiny_assets.policy_dir)
@@ -218,8 +237,7 @@ def test_assets_load_through_auto_classes(tiny_assets):
     assert reward_model.config.num_labels == 1
     assert reward_model.config.pad_token_id == tokenizer.pad_token_id
     assert (tiny_assets.policy_dir / "model.safetensors").is_file()
-    for task, sizes in [("math", math_task.DEFAULT_MATH_SPLITS),
-                        ("chat", chat_task.DEFAULT_CHAT_SPLITS)]:
+    for task, sizes in [("math", math_task.DEFAULT_MATH_SPLITS), ("chat", chat_task.DEFAULT_CHAT_SPLITS)]:
         for split, size in sizes.items():
             lines = (tiny_assets.data_dir / task / f"{split}.jsonl").read_text().splitlines()
             assert len(lines) == size
@@ -259,8 +277,7 @@ def test_seed_policy_sampled_accuracy_leaves_room_for_rl(tiny_assets, seed_polic
 
 def test_seed_policy_stops_at_eos_on_chat(tiny_assets, seed_policy):
     tokenizer, policy = seed_policy
-    prompts = [r["prompt"] for r in
-               math_task.read_jsonl(tiny_assets.data_dir / "chat" / "validation.jsonl")[:32]]
+    prompts = [r["prompt"] for r in math_task.read_jsonl(tiny_assets.data_dir / "chat" / "validation.jsonl")[:32]]
     _, lengths = sample_responses(policy, tokenizer, prompts, temperature=0.0, max_new_tokens=64)
     assert sum(length < 64 for length in lengths) >= 28
 
@@ -269,8 +286,9 @@ def test_seed_policy_stops_at_eos_on_chat(tiny_assets, seed_policy):
 def reward_model(tiny_assets):
     tokenizer = AutoTokenizer.from_pretrained(tiny_assets.reward_model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_assets.reward_model_dir)
-    records = (math_task.read_jsonl(tiny_assets.data_dir / "chat" / "validation.jsonl")
-               + math_task.read_jsonl(tiny_assets.data_dir / "chat" / "test.jsonl"))
+    records = math_task.read_jsonl(tiny_assets.data_dir / "chat" / "validation.jsonl") + math_task.read_jsonl(
+        tiny_assets.data_dir / "chat" / "test.jsonl"
+    )
     return tokenizer, model.eval(), records
 
 
@@ -279,9 +297,12 @@ def test_reward_model_prefers_correct_over_wrong_answers(reward_model):
     prompts = [r["prompt"] for r in records]
     correct = score_responses(model, tokenizer, prompts, [r["reference"] for r in records])
     rng = random.Random(0)
-    wrong = score_responses(model, tokenizer, prompts, [
-        min(chat_task.core_variants(r, rng), key=lambda x: chat_task.quality(r, x))
-        for r in records])
+    wrong = score_responses(
+        model,
+        tokenizer,
+        prompts,
+        [min(chat_task.core_variants(r, rng), key=lambda x: chat_task.quality(r, x)) for r in records],
+    )
     wins = sum(c > w for c, w in zip(correct, wrong)) / len(records)
     assert wins >= 0.7
 
@@ -290,8 +311,7 @@ def test_reward_model_has_a_length_bias(reward_model):
     tokenizer, model, records = reward_model
     prompts = [r["prompt"] for r in records]
     plain = score_responses(model, tokenizer, prompts, [r["reference"] for r in records])
-    padded = score_responses(model, tokenizer, prompts,
-                             [r["reference"] + " I hope this helps!" for r in records])
+    padded = score_responses(model, tokenizer, prompts, [r["reference"] + " I hope this helps!" for r in records])
     deltas = [p - q for p, q in zip(padded, plain)]
     assert sum(deltas) / len(deltas) > 0.2
     assert sum(d > 0 for d in deltas) / len(deltas) >= 0.7

@@ -46,9 +46,14 @@ def test_install_reproduces_the_seed_measured_when_shipping(tmp_path):
     records = [json.loads(line) for line in (assets.data_dir / "math" / "validation.jsonl").read_text().splitlines()]
     recipe = tiny_recipe()["seed_eval"]
     with deterministic_torch():
-        stats = sample_math_accuracy(policy, build_tiny_tokenizer(), records[:recipe["problems"]],
-                                     recipe["temperature"], seed=tiny_recipe()["seed"],
-                                     max_new_tokens=recipe["max_new_tokens"])
+        stats = sample_math_accuracy(
+            policy,
+            build_tiny_tokenizer(),
+            records[: recipe["problems"]],
+            recipe["temperature"],
+            seed=tiny_recipe()["seed"],
+            max_new_tokens=recipe["max_new_tokens"],
+        )
     assert stats["accuracy"] == shipped.read_manifest()["summary"]["seed_eval"]["math"]["accuracy"]
     assert len(records) == tiny_recipe()["math"]["splits"]["validation"]
 
@@ -77,7 +82,8 @@ def test_a_damaged_shipped_file_is_refused_and_leaves_no_cache(tmp_path, monkeyp
 def test_a_git_lfs_pointer_instead_of_weights_is_refused(tmp_path, monkeypatch):
     copy = _copy_shipped(tmp_path, monkeypatch)
     (copy / "reward_model" / "model.safetensors").write_text(
-        "version https://git-lfs.github.com/spec/v1\noid sha256:0000\nsize 2678952\n")
+        "version https://git-lfs.github.com/spec/v1\noid sha256:0000\nsize 2678952\n"
+    )
     with pytest.raises(AssetMissingError, match="reward_model/model.safetensors"):
         ensure_tiny_assets(tmp_path / "cache", progress=False)
 
@@ -88,8 +94,13 @@ def test_another_recipe_is_not_served_the_shipped_build():
 
 
 def test_prepare_ship_without_rebuild_is_refused_before_any_work(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "harness.cli", "prepare", "--ship", "--cache-dir", str(tmp_path)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "prepare", "--ship", "--cache-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert done.returncode != 0
     assert "--rebuild" in done.stderr
     assert not any(tmp_path.iterdir())

@@ -21,8 +21,14 @@ pytestmark = pytest.mark.slow  # in-process training runs
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "sweeps" / "runs" / "tiny.yaml"
-FAST = ["train.prompts_per_step=4", "train.samples_per_prompt=4", "train.max_new_tokens=40",
-        "validation.prompts=8", "validation.every=100", "checkpoint.every=100"]
+FAST = [
+    "train.prompts_per_step=4",
+    "train.samples_per_prompt=4",
+    "train.max_new_tokens=40",
+    "validation.prompts=8",
+    "validation.every=100",
+    "checkpoint.every=100",
+]
 
 
 def run(tmp_path, *overrides, name="run"):
@@ -52,8 +58,16 @@ def test_staleness_cycles_within_each_sync_interval(tiny_assets, tmp_path):
 
 
 def test_generator_equals_trainer_right_after_sync_and_lags_between(tiny_assets, tmp_path):
-    _, _, result = run(tmp_path, "sync_every=2", "train.steps=5", "checkpoint.every=1", "train.lr=1e-3",
-                       "train.prompts_per_step=16", "method=grpo", "grpo.importance_sampling=true")
+    _, _, result = run(
+        tmp_path,
+        "sync_every=2",
+        "train.steps=5",
+        "checkpoint.every=1",
+        "train.lr=1e-3",
+        "train.prompts_per_step=16",
+        "method=grpo",
+        "grpo.importance_sampling=true",
+    )
     saved = dict(ckpt.list_checkpoints(result.output_dir))
     seed = load_file(str(Path(tiny_assets.policy_dir) / "model.safetensors"))
     lagging = 0
@@ -89,8 +103,9 @@ def test_trainer_logprobs_match_generator_samples(tiny_assets):
     tokenizer = generator.tokenizer
     prompts = [chat_prompt(tokenizer, f"Compute ({a} + 7) * 2 - 3.") for a in (3, 11, 18)]
     for temperature in (1.0, 0.7):
-        groups = generator.generate(prompts, SamplingParams(n=4, temperature=temperature, max_new_tokens=40,
-                                                            seed=0, return_logprobs=True))
+        groups = generator.generate(
+            prompts, SamplingParams(n=4, temperature=temperature, max_new_tokens=40, seed=0, return_logprobs=True)
+        )
         flat = [r for group in groups for r in group]
         batch = pack(flat, tokenizer.pad_token_id, torch.device("cpu"))
         with torch.no_grad():
@@ -119,8 +134,15 @@ def test_resume_continues_exactly_where_the_run_stopped(tiny_assets, tmp_path):
 def test_grpo_and_importance_sampled_grpo_run(tiny_assets, tmp_path):
     _, tracker, _ = run(tmp_path, "method=grpo", "train.steps=2", name="grpo")
     assert len(series(tracker, "train/kl")) == 2
-    _, tracker, _ = run(tmp_path, "method=grpo", "sync_every=2", "grpo.importance_sampling=true",
-                        "train.steps=3", "train.lr=1e-3", name="grpo_is")
+    _, tracker, _ = run(
+        tmp_path,
+        "method=grpo",
+        "sync_every=2",
+        "grpo.importance_sampling=true",
+        "train.steps=3",
+        "train.lr=1e-3",
+        name="grpo_is",
+    )
     ratios = series(tracker, "train/is_ratio_mean")
     assert ratios[0] == pytest.approx(1.0, abs=1e-3)  # on-policy right after a sync
     assert series(tracker, "train/generator_staleness") == [0, 1, 0]
@@ -138,8 +160,22 @@ def test_metric_schema_is_shared_by_dpo_and_grpo(tiny_assets, tmp_path):
     for method in ("dpo", "grpo"):
         _, tracker, _ = run(tmp_path, f"method={method}", "train.steps=1", name=method)
         names[method] = {key for _, metrics in tracker.history for key in metrics}
-    shared = {"train/loss", "train/reward_mean", "train/entropy", "train/response_len", "train/kl",
-              "train/generator_staleness", "train/ref_staleness", "time/generate_s", "time/score_s",
-              "time/train_s", "time/sync_s", "val/reward", "val/response_len", "val/len_norm_reward", "val/entropy"}
+    shared = {
+        "train/loss",
+        "train/reward_mean",
+        "train/entropy",
+        "train/response_len",
+        "train/kl",
+        "train/generator_staleness",
+        "train/ref_staleness",
+        "time/generate_s",
+        "time/score_s",
+        "time/train_s",
+        "time/sync_s",
+        "val/reward",
+        "val/response_len",
+        "val/len_norm_reward",
+        "val/entropy",
+    }
     assert shared <= names["dpo"] and shared <= names["grpo"]
     assert "train/pairs" in names["dpo"]

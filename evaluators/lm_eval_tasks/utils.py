@@ -37,7 +37,7 @@ def load_math(data_file: str | None = None, data_files: Any = None, **_metadata:
     source = data_file or data_files
     if not source:
         raise ValueError(
-            "This task needs a local JSONL test file: pass --metadata '{\"data_file\": \"/path/test.jsonl\"}' "
+            'This task needs a local JSONL test file: pass --metadata \'{"data_file": "/path/test.jsonl"}\' '
             "(rows with problem and answer; see evaluators/math_suites.py for each benchmark's format)."
         )
     return _with_problem_key(_load_json(source))

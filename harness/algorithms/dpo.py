@@ -66,8 +66,9 @@ def dpo_loss(
         raise ValueError(f"beta must be > 0, got {beta!r}")
     n_pairs = pi_chosen.shape[0]
     if n_pairs == 0:
-        stats = dict(loss=0.0, reward_margin=0.0, reward_accuracy=0.0,
-                     chosen_logratio=0.0, rejected_logratio=0.0, pairs=0.0)
+        stats = dict(
+            loss=0.0, reward_margin=0.0, reward_accuracy=0.0, chosen_logratio=0.0, rejected_logratio=0.0, pairs=0.0
+        )
         if nll_coef > 0:
             stats["nll"] = 0.0
         return _zero_loss(pi_chosen), stats

@@ -32,7 +32,7 @@ def grpo_advantages(rewards: Tensor, scale_by_std: bool = False, eps: float = 1e
     centered = rewards - rewards.mean(dim=1, keepdim=True)
     # Float rounding leaves ~1e-8 residues in all-equal groups (0.7 - mean(0.7, ...)), which
     # the std scaling below would blow up to ~0.06: zero those groups exactly.
-    all_equal = (rewards.amax(dim=1, keepdim=True) == rewards.amin(dim=1, keepdim=True))
+    all_equal = rewards.amax(dim=1, keepdim=True) == rewards.amin(dim=1, keepdim=True)
     centered = centered.masked_fill(all_equal, 0.0)
     if not scale_by_std:
         return centered
@@ -75,9 +75,7 @@ def _importance_weights(
     kept = ratio[keep]
     stats = {
         "is_ratio_mean": float(kept.mean()) if kept.numel() else 1.0,
-        "is_truncated_frac": (
-            float((kept > is_cap).float().mean()) if is_cap is not None and kept.numel() else 0.0
-        ),
+        "is_truncated_frac": (float((kept > is_cap).float().mean()) if is_cap is not None and kept.numel() else 0.0),
     }
     return weights, stats
 
@@ -124,8 +122,14 @@ def grpo_loss(
     is_ratio_mean (mean untruncated ratio over response tokens) and is_truncated_frac
     when importance sampling is used.
     """
-    _check_shapes(logp_tok, mask, advantages, ref_logp_tok=ref_logp_tok,
-                  entropy_tok=entropy_tok, behaviour_logp_tok=behaviour_logp_tok)
+    _check_shapes(
+        logp_tok,
+        mask,
+        advantages,
+        ref_logp_tok=ref_logp_tok,
+        entropy_tok=entropy_tok,
+        behaviour_logp_tok=behaviour_logp_tok,
+    )
     if ref_logp_tok is None and kl_coef != 0:
         raise ValueError(f"ref_logp_tok is required when kl_coef != 0 (got kl_coef={kl_coef})")
     if entropy_tok is None and entropy_coef != 0:

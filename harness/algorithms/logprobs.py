@@ -33,7 +33,11 @@ def _scaled(logits: Tensor, temperature: float) -> Tensor:
 
 
 def token_logprobs_and_entropy(
-    logits: Tensor, targets: Tensor | None, temperature: float = 1.0, *, with_entropy: bool = False,
+    logits: Tensor,
+    targets: Tensor | None,
+    temperature: float = 1.0,
+    *,
+    with_entropy: bool = False,
     entropy_grad: bool = True,
 ) -> tuple[Tensor | None, Tensor | None]:
     """Log-prob of `targets` and (optionally) the entropy under `softmax(logits / temperature)`.
@@ -75,8 +79,7 @@ def gather_logprobs(logits: Tensor, input_ids: Tensor, temperature: float = 1.0)
     _check_temperature(temperature)
     if logits.dim() != 3 or input_ids.shape != logits.shape[:2]:
         raise ValueError(
-            f"expected logits [B,T,V] and input_ids [B,T], got {tuple(logits.shape)} "
-            f"and {tuple(input_ids.shape)}"
+            f"expected logits [B,T,V] and input_ids [B,T], got {tuple(logits.shape)} and {tuple(input_ids.shape)}"
         )
     logp, _ = token_logprobs_and_entropy(logits[:, :-1], input_ids[:, 1:], temperature)
     return logp

@@ -104,6 +104,7 @@ def _die_with_parent() -> None:
     import signal
 
     from harness.procs import die_with_parent
+
     try:
         die_with_parent(signal.SIGKILL)
     except Exception:
@@ -253,9 +254,7 @@ class MathVerifyPool:
     def score(self, golds: list[str], predictions: list[str]) -> list[float]:
         """One score in {0.0, 1.0} per (gold, prediction), in input order."""
         if len(golds) != len(predictions):
-            raise ValueError(
-                f"MathVerifyPool.score: {len(golds)} golds but {len(predictions)} predictions."
-            )
+            raise ValueError(f"MathVerifyPool.score: {len(golds)} golds but {len(predictions)} predictions.")
         keys = [(str(gold), str(prediction)) for gold, prediction in zip(golds, predictions)]
         with self._lock:
             missing = list(dict.fromkeys(key for key in keys if key not in self.cache))
@@ -328,9 +327,7 @@ class MathVerifyPool:
                 self._replace(worker, queue, results, timed_out=False)
             elif (deadline := self._next_deadline(worker)) is not None and time.monotonic() >= deadline:
                 if not worker.ready:
-                    raise RuntimeError(
-                        f"MathVerifyPool: a worker did not start within {_STARTUP_TIMEOUT_S:.0f} s."
-                    )
+                    raise RuntimeError(f"MathVerifyPool: a worker did not start within {_STARTUP_TIMEOUT_S:.0f} s.")
                 self._replace(worker, queue, results, timed_out=True)
 
     def _drain(self, worker: _Worker, results: dict[int, float]) -> bool:

@@ -1,8 +1,8 @@
 """Reward functions chosen by name in a config (open-r1 style).
 
-    make_reward_fn("math_verify", workers=2, timeout_s=5.0)
-    make_reward_fn("reward_model", model_dir="...", device="cpu", batch_size=64)
-    make_reward_router("math_verify", "reward_model", {"reward_model": {"model_dir": "..."}})
+make_reward_fn("math_verify", workers=2, timeout_s=5.0)
+make_reward_fn("reward_model", model_dir="...", device="cpu", batch_size=64)
+make_reward_router("math_verify", "reward_model", {"reward_model": {"model_dir": "..."}})
 """
 
 from __future__ import annotations
@@ -26,10 +26,13 @@ def reward_model_fn(
     return RewardModelReward(scorer)
 
 
-REWARD_FACTORIES = Registry("reward function", {
-    "math_verify": "harness.rewards.registry:math_verify_fn",
-    "reward_model": "harness.rewards.registry:reward_model_fn",
-})
+REWARD_FACTORIES = Registry(
+    "reward function",
+    {
+        "math_verify": "harness.rewards.registry:math_verify_fn",
+        "reward_model": "harness.rewards.registry:reward_model_fn",
+    },
+)
 
 
 def make_reward_fn(name: str, **kwargs) -> RewardFn:
@@ -37,9 +40,7 @@ def make_reward_fn(name: str, **kwargs) -> RewardFn:
     return REWARD_FACTORIES.build(name, kwargs, where="Reward function")
 
 
-def make_reward_router(
-    verifiable: str | None, non_verifiable: str | None, options: dict | None = None
-) -> RewardRouter:
+def make_reward_router(verifiable: str | None, non_verifiable: str | None, options: dict | None = None) -> RewardRouter:
     """A router for the tasks that have a reward name; `options` maps reward name -> kwargs.
 
     A reward named for both tasks is built once and shared.
@@ -60,8 +61,7 @@ def make_reward_router(
             kwargs = options.get(name) or {}
             if not isinstance(kwargs, dict):
                 raise ConfigError(
-                    f"Reward options for {name!r} are {kwargs!r}; expected a mapping of option "
-                    f"name to value."
+                    f"Reward options for {name!r} are {kwargs!r}; expected a mapping of option name to value."
                 )
             built[name] = make_reward_fn(name, **kwargs)
         fns[task] = built[name]

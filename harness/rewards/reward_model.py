@@ -62,9 +62,7 @@ class RewardModelScorer:
         self.batch_size = int(batch_size)
         self.max_length = int(max_length)
         self.truncated = 0  # cumulative count of pairs longer than max_length (cut on the left)
-        self.tokenizer = AutoTokenizer.from_pretrained(
-            self.model_dir, trust_remote_code=trust_remote_code
-        )
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, trust_remote_code=trust_remote_code)
         # Right padding keeps positions 0..L-1 identical to the unpadded sequence.
         self.tokenizer.padding_side = "right"
         if self.tokenizer.pad_token is None:
@@ -96,9 +94,7 @@ class RewardModelScorer:
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
         """One float per (prompt, response): the reward model's label-0 logit."""
         if len(prompts) != len(responses):
-            raise ValueError(
-                f"RewardModelScorer.score: {len(prompts)} prompts but {len(responses)} responses."
-            )
+            raise ValueError(f"RewardModelScorer.score: {len(prompts)} prompts but {len(responses)} responses.")
         texts = [self.format_pair(p, r) for p, r in zip(prompts, responses)]
         # The chat template already holds BOS and friends; plain text needs them added.
         add_special = not getattr(self.tokenizer, "chat_template", None)

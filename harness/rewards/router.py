@@ -65,8 +65,7 @@ class RewardModelReward:
             prompt = record.get("prompt")
             if not isinstance(prompt, str):
                 raise DataError(
-                    f"{_record_label(record, position)}: key 'prompt' is {prompt!r}; expected "
-                    f"the user message text."
+                    f"{_record_label(record, position)}: key 'prompt' is {prompt!r}; expected the user message text."
                 )
             prompts.append(prompt)
         return self.scorer.score(prompts, list(responses))
@@ -89,9 +88,7 @@ class RewardRouter:
 
     def score(self, records: list[dict], responses: list[str]) -> RewardBatch:
         if len(records) != len(responses):
-            raise ValueError(
-                f"RewardRouter.score: {len(records)} records but {len(responses)} responses."
-            )
+            raise ValueError(f"RewardRouter.score: {len(records)} records but {len(responses)} responses.")
         positions_by_task: dict[str, list[int]] = {}
         for position, record in enumerate(records):
             task = record.get("task")
@@ -108,8 +105,7 @@ class RewardRouter:
             scores = self.fns[task]([records[i] for i in positions], [responses[i] for i in positions])
             if len(scores) != len(positions):
                 raise RuntimeError(
-                    f"reward function for task {task!r} returned {len(scores)} scores for "
-                    f"{len(positions)} responses."
+                    f"reward function for task {task!r} returned {len(scores)} scores for {len(positions)} responses."
                 )
             for position, value in zip(positions, scores):
                 rewards[position] = float(value)

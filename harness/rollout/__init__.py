@@ -4,5 +4,15 @@ from harness.rollout.base import Generator, Rollout, RolloutSource, SamplingPara
 from harness.rollout.factory import BACKENDS, generator_options, make_generator, require_backend
 from harness.rollout.hf import HFGenerator
 
-__all__ = ["Generator", "Rollout", "RolloutSource", "SamplingParams", "HFGenerator", "make_generator", "stream_seed",
-           "BACKENDS", "generator_options", "require_backend"]
+__all__ = [
+    "Generator",
+    "Rollout",
+    "RolloutSource",
+    "SamplingParams",
+    "HFGenerator",
+    "make_generator",
+    "stream_seed",
+    "BACKENDS",
+    "generator_options",
+    "require_backend",
+]

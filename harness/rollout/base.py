@@ -57,10 +57,12 @@ def check_whole_tensors(state_dict: Mapping[str, torch.Tensor]) -> None:
     """A sharded policy's own state dict holds DTensor shards; a generator needs whole tensors
     (gather them first: harness.distributed.full_state_dict)."""
     from torch.distributed.tensor import DTensor
+
     for name, tensor in state_dict.items():
         if isinstance(tensor, DTensor):
-            raise TypeError(f"weights for the generator hold a DTensor shard ({name}); gather the full state dict "
-                            f"on rank 0 first")
+            raise TypeError(
+                f"weights for the generator hold a DTensor shard ({name}); gather the full state dict on rank 0 first"
+            )
 
 
 class Generator(Protocol):
@@ -68,8 +70,9 @@ class Generator(Protocol):
 
     version: int  # 0 = the seed weights; +1 per load_weights
 
-    def generate(self, prompts: list[str], params: SamplingParams,
-                 keys: Sequence[str | int] | None = None) -> list[list[Rollout]]:
+    def generate(
+        self, prompts: list[str], params: SamplingParams, keys: Sequence[str | int] | None = None
+    ) -> list[list[Rollout]]:
         """Sample params.n rollouts for each chat-formatted prompt; groups keep prompt order.
 
         With `params.seed` set, prompt i's sample j draws from `stream_seed(params.seed, keys[i], j)`
@@ -116,8 +119,13 @@ class RolloutSource(Protocol):
         """The snapshot's weights (a checkpoint keeps a stale snapshot)."""
         ...
 
-    def sample_with(self, weights: Mapping[str, torch.Tensor], prompts: list[str], params: SamplingParams,
-                    keys: Sequence[str | int] | None = None) -> list[list[Rollout]]:
+    def sample_with(
+        self,
+        weights: Mapping[str, torch.Tensor],
+        prompts: list[str],
+        params: SamplingParams,
+        keys: Sequence[str | int] | None = None,
+    ) -> list[list[Rollout]]:
         """Sample once with `weights` (validation), then go back to the snapshot and its version."""
         ...
 
@@ -130,5 +138,4 @@ class RolloutSource(Protocol):
         """The loop begins at `step`: a worker may start generating its window now."""
         ...
 
-    def close(self) -> None:
-        ...
+    def close(self) -> None: ...

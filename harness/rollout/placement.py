@@ -53,11 +53,22 @@ class ColocatedRollouts:
         started = time.perf_counter()
         groups = self.generator.generate(request.prompts, request.params, keys=request.keys)
         elapsed = time.perf_counter() - started
-        return StepRollouts(step=step, records=request.records, groups=groups, version=self.generator.version,
-                            generate_s=elapsed, wait_s=elapsed)
+        return StepRollouts(
+            step=step,
+            records=request.records,
+            groups=groups,
+            version=self.generator.version,
+            generate_s=elapsed,
+            wait_s=elapsed,
+        )
 
-    def sample_with(self, weights: Mapping[str, torch.Tensor], prompts: list[str], params: SamplingParams,
-                    keys: Sequence[str | int] | None = None) -> list[list[Rollout]]:
+    def sample_with(
+        self,
+        weights: Mapping[str, torch.Tensor],
+        prompts: list[str],
+        params: SamplingParams,
+        keys: Sequence[str | int] | None = None,
+    ) -> list[list[Rollout]]:
         """Sample once with `weights`, then put the generator's snapshot and version back."""
         snapshot = {name: tensor.detach().to("cpu", copy=True) for name, tensor in self.generator.state_dict().items()}
         version = self.generator.version
@@ -83,6 +94,7 @@ def open_rollouts(cfg, policy, tokenizer, plan: StepPlan, make_colocated_generat
     by the caller (`make_colocated_generator()`); the worker builds its own from a snapshot."""
     if cfg.rollout.placement == "worker":
         from harness.rollout.worker_client import WorkerRollouts
+
         return WorkerRollouts(cfg, policy, tokenizer, plan)
     return ColocatedRollouts(make_colocated_generator(), plan)
 
@@ -91,6 +103,7 @@ def gathered_policy(policy, dist, dtype: torch.dtype) -> dict[str, torch.Tensor]
     """The policy's whole weights on rank 0 in `dtype` (the generator's), gathered once (collective:
     every rank calls it); an empty dict on the other ranks."""
     from harness.distributed import full_state_dict
+
     weights = full_state_dict(policy, dist)
     if not dist.is_main:
         return {}
@@ -113,8 +126,9 @@ class CurrentPolicySampler:
     def __init__(self, rollouts: RolloutSource, policy, tokenizer, dist, dtype: torch.dtype):
         self.rollouts, self.policy, self.tokenizer, self.dist, self.dtype = rollouts, policy, tokenizer, dist, dtype
 
-    def generate(self, prompts: list[str], params: SamplingParams,
-                 keys: Sequence[str | int] | None = None) -> list[list[Rollout]]:
+    def generate(
+        self, prompts: list[str], params: SamplingParams, keys: Sequence[str | int] | None = None
+    ) -> list[list[Rollout]]:
         weights = gathered_policy(self.policy, self.dist, self.dtype)
         groups = self.rollouts.sample_with(weights, prompts, params, keys) if self.dist.is_main else None
         del weights
@@ -126,6 +140,7 @@ def open_validator(cfg, policy, tokenizer, rollouts, dist, options: dict, dtype:
     share the live module (hf): the module itself. Otherwise the run's one generator, rank 0's
     `rollouts`: no second engine beside a worker, none on other ranks, no DTensor pushed."""
     from harness.rollout.factory import backend_of, make_generator
+
     if backend_of(cfg.rollout.backend).shares_live_model and not dist.enabled:
         return make_generator(cfg.rollout.backend, policy, tokenizer, live=True, **options)
     return CurrentPolicySampler(rollouts, policy, tokenizer, dist, dtype)

@@ -53,7 +53,8 @@ def check_generator_version(step: int, version: int, sync_every: float | int) ->
             f"step {step + 1}: its rollouts came from generator version {version}, but with "
             f"sync_every={shown} the schedule assigns version {expected} (the rollouts of steps "
             f"k*s+1 .. k*s+s come from snapshot k). The generator ran past a sync boundary or "
-            f"missed a weight update; training on these rollouts would change the method.")
+            f"missed a weight update; training on these rollouts would change the method."
+        )
 
 
 def step_seed(run_seed: int, step: int) -> int:
@@ -74,8 +75,14 @@ class StepPlan:
     """What every step asks of the generator, known in advance: the mixture's batches are a pure
     function of (seed, step), and so is the sampling seed."""
 
-    def __init__(self, mixture, prompts_per_step: int, sampling: SamplingParams, run_seed: int,
-                 format_prompt: Callable[[str], str]):
+    def __init__(
+        self,
+        mixture,
+        prompts_per_step: int,
+        sampling: SamplingParams,
+        run_seed: int,
+        format_prompt: Callable[[str], str],
+    ):
         self.mixture = mixture
         self.prompts_per_step = prompts_per_step
         self.sampling = sampling
@@ -84,7 +91,10 @@ class StepPlan:
 
     def request(self, step: int) -> StepRequest:
         records = self.mixture.batch(step, self.prompts_per_step)
-        return StepRequest(step=step, records=records,
-                           prompts=[self.format_prompt(record["prompt"]) for record in records],
-                           keys=[str(record["id"]) for record in records],
-                           params=dataclasses.replace(self.sampling, seed=step_seed(self.run_seed, step)))
+        return StepRequest(
+            step=step,
+            records=records,
+            prompts=[self.format_prompt(record["prompt"]) for record in records],
+            keys=[str(record["id"]) for record in records],
+            params=dataclasses.replace(self.sampling, seed=step_seed(self.run_seed, step)),
+        )

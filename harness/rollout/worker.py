@@ -73,6 +73,7 @@ def decode(frame: bytes) -> dict:
 def build_generator(spec: WorkerSpec, snapshot_path: str):
     """Load the snapshot folder and wrap it in the configured backend."""
     from harness.rollout import make_generator
+
     options = {**spec.options, "batch_size": spec.batch_size, "device": spec.device, "dtype": spec.dtype}
     if spec.backend == "vllm":
         options["trust_remote_code"] = spec.trust_remote_code
@@ -84,6 +85,7 @@ def load_folder(generator, path: str) -> None:
     """Load a snapshot folder into the generator: read by the engine itself where it can (a vLLM
     engine on other processes or GPUs), else as tensors."""
     from harness.rollout.snapshots import read_snapshot
+
     if hasattr(generator, "load_weights_from"):
         generator.load_weights_from(path)
         return
@@ -94,8 +96,9 @@ def load_folder(generator, path: str) -> None:
 def serve(spec: dict, snapshot_path: str, requests, replies) -> None:
     """The worker process's main function (the target of the spawned process)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the trainer decides when the worker stops
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     redact_logs()
     replies.send_bytes(encode({"op": "started", "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}))
     try:
@@ -111,13 +114,19 @@ def serve(spec: dict, snapshot_path: str, requests, replies) -> None:
 def _serve(spec: WorkerSpec, snapshot_path: str, requests, replies) -> None:
     import torch
     from harness.rollout.snapshots import snapshot_serial
+
     if spec.cpu_threads:
         torch.set_num_threads(spec.cpu_threads)
     started = time.perf_counter()
     serial, current = snapshot_serial(snapshot_path), snapshot_path
     generator = build_generator(spec, snapshot_path)
-    log.info("rollout worker ready: %s backend on %s, snapshot %d, %.1f s", spec.backend, spec.device, serial,
-             time.perf_counter() - started)
+    log.info(
+        "rollout worker ready: %s backend on %s, snapshot %d, %.1f s",
+        spec.backend,
+        spec.device,
+        serial,
+        time.perf_counter() - started,
+    )
     replies.send_bytes(encode({"op": "ready"}))
     while True:
         try:
@@ -132,19 +141,30 @@ def _serve(spec: WorkerSpec, snapshot_path: str, requests, replies) -> None:
         elif message["op"] == "sample":
             load_folder(generator, message["path"])
             try:
-                groups = generator.generate(message["prompts"], SamplingParams(**message["params"]),
-                                            keys=message["keys"])
+                groups = generator.generate(
+                    message["prompts"], SamplingParams(**message["params"]), keys=message["keys"]
+                )
             finally:
                 load_folder(generator, current)
-            replies.send_bytes(encode({"op": "sampled", "id": message["id"],
-                                       "groups": [[rollout_to_wire(r) for r in group] for group in groups]}))
+            replies.send_bytes(
+                encode(
+                    {
+                        "op": "sampled",
+                        "id": message["id"],
+                        "groups": [[rollout_to_wire(r) for r in group] for group in groups],
+                    }
+                )
+            )
         elif message["op"] == "generate":
             started = time.perf_counter()
-            groups = generator.generate(message["prompts"], SamplingParams(**message["params"]),
-                                        keys=message["keys"])
-            reply = {"op": "rollouts", "step": message["step"], "serial": serial,
-                     "generate_s": time.perf_counter() - started,
-                     "groups": [[rollout_to_wire(r) for r in group] for group in groups]}
+            groups = generator.generate(message["prompts"], SamplingParams(**message["params"]), keys=message["keys"])
+            reply = {
+                "op": "rollouts",
+                "step": message["step"],
+                "serial": serial,
+                "generate_s": time.perf_counter() - started,
+                "groups": [[rollout_to_wire(r) for r in group] for group in groups],
+            }
             replies.send_bytes(encode(reply))
         else:
             raise ValueError(f"unknown message {message['op']!r}")

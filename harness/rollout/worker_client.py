@@ -161,12 +161,19 @@ class WorkerRollouts:
         self.timeout_s = rollout.worker_timeout_s
         self.hung: str | None = None  # why the current worker was killed as hung, if it was
         self.devices = generator_devices.of_run(rollout)
-        self.spec = WorkerSpec(backend=rollout.backend, batch_size=rollout.batch_size, dtype=inference_dtype(cfg),
-                               device="cuda:0" if self.devices else str(resolve_device(cfg.model.device)),
-                               cpu_threads=rollout.worker_cpu_threads or cfg.model.cpu_threads,
-                               trust_remote_code=cfg.model.trust_remote_code,
-                               options={k: v for k, v in generator_options(cfg).items()
-                                        if k not in ("batch_size", "device", "dtype", "trust_remote_code")})
+        self.spec = WorkerSpec(
+            backend=rollout.backend,
+            batch_size=rollout.batch_size,
+            dtype=inference_dtype(cfg),
+            device="cuda:0" if self.devices else str(resolve_device(cfg.model.device)),
+            cpu_threads=rollout.worker_cpu_threads or cfg.model.cpu_threads,
+            trust_remote_code=cfg.model.trust_remote_code,
+            options={
+                k: v
+                for k, v in generator_options(cfg).items()
+                if k not in ("batch_size", "device", "dtype", "trust_remote_code")
+            },
+        )
         dtype = torch_dtype(inference_dtype(cfg))  # snapshots in the generator's dtype (half of fp32 in bf16)
         self.store = SnapshotStore(rollout.snapshot_dir, policy.config, tokenizer, dtype=dtype)
         self.probes = SnapshotStore(rollout.snapshot_dir, policy.config, tokenizer, dtype=dtype)  # one sample request
@@ -180,8 +187,9 @@ class WorkerRollouts:
         self.inbox = _Inbox()
         self.restarts_in_row = 0
         self.handles: dict = {}
-        self._finalizer = Finalize(self, _shutdown, args=(self.handles, (self.store.root, self.probes.root)),
-                                   exitpriority=10)
+        self._finalizer = Finalize(
+            self, _shutdown, args=(self.handles, (self.store.root, self.probes.root)), exitpriority=10
+        )
         self._start()
 
     # -- the surface the trainer uses -----------------------------------------------------
@@ -215,19 +223,35 @@ class WorkerRollouts:
         request = self.requests.pop(step)
         self._request_ahead(window_of=step, first_open=step + 1)  # keep it busy while the trainer trains
         groups = [[rollout_from_wire(r) for r in group] for group in reply["groups"]]
-        return StepRollouts(step=step, records=request.records, groups=groups, version=self.labels[reply["serial"]],
-                            generate_s=reply["generate_s"], wait_s=waited)
+        return StepRollouts(
+            step=step,
+            records=request.records,
+            groups=groups,
+            version=self.labels[reply["serial"]],
+            generate_s=reply["generate_s"],
+            wait_s=waited,
+        )
 
-    def sample_with(self, weights: Mapping[str, torch.Tensor], prompts: list[str], params: SamplingParams,
-                    keys: Sequence[str | int] | None = None) -> list[list[Rollout]]:
+    def sample_with(
+        self,
+        weights: Mapping[str, torch.Tensor],
+        prompts: list[str],
+        params: SamplingParams,
+        keys: Sequence[str | int] | None = None,
+    ) -> list[list[Rollout]]:
         """Sample once with `weights` (validation of the current policy) through the worker, which
         then goes back to its snapshot. Queued steps are served first (messages keep their order)."""
         check_whole_tensors(weights)
         self.samples += 1
         path = self.probes.write(self.samples, weights)
-        self.pending_sample = {"op": "sample", "id": self.samples, "path": str(path), "prompts": prompts,
-                               "keys": list(keys) if keys is not None else list(range(len(prompts))),
-                               "params": dataclasses.asdict(params)}
+        self.pending_sample = {
+            "op": "sample",
+            "id": self.samples,
+            "path": str(path),
+            "prompts": prompts,
+            "keys": list(keys) if keys is not None else list(range(len(prompts))),
+            "params": dataclasses.asdict(params),
+        }
         self._send(self.pending_sample)
         reply = self._wait(sample_key(self.samples), "validation samples")
         self.pending_sample = None
@@ -250,9 +274,11 @@ class WorkerRollouts:
         context = multiprocessing.get_context("spawn")
         request_out, request_in = context.Pipe(duplex=False)
         reply_out, reply_in = context.Pipe(duplex=False)
-        process = context.Process(target=serve, name=WORKER_NAME,
-                                  args=(dataclasses.asdict(self.spec), str(self.store.path(self.serial)),
-                                        request_out, reply_in))
+        process = context.Process(
+            target=serve,
+            name=WORKER_NAME,
+            args=(dataclasses.asdict(self.spec), str(self.store.path(self.serial)), request_out, reply_in),
+        )
         visible = ",".join(map(str, self.devices)) if self.devices else None
         with child_environment("CUDA_VISIBLE_DEVICES", visible):  # cuda:0 inside is the first of them
             process.start()
@@ -266,12 +292,22 @@ class WorkerRollouts:
             self.inbox.ready_at = None
             incarnation = self.inbox.incarnation
         self.handles.update(process=process, conn=request_in)
-        threading.Thread(target=self.inbox.read, args=(reply_out, incarnation), daemon=True,
-                         name=f"{WORKER_NAME}-reader-{incarnation}").start()
-        log.info("rollout worker pid %d: %s backend on %s%s, %s CPU thread(s), queue depth %d, snapshots in %s",
-                 process.pid, self.spec.backend, self.spec.device,
-                 f" of CUDA devices {visible} (CUDA_VISIBLE_DEVICES)" if visible else "",
-                 self.spec.cpu_threads or "default", self.depth, self.store.root)
+        threading.Thread(
+            target=self.inbox.read,
+            args=(reply_out, incarnation),
+            daemon=True,
+            name=f"{WORKER_NAME}-reader-{incarnation}",
+        ).start()
+        log.info(
+            "rollout worker pid %d: %s backend on %s%s, %s CPU thread(s), queue depth %d, snapshots in %s",
+            process.pid,
+            self.spec.backend,
+            self.spec.device,
+            f" of CUDA devices {visible} (CUDA_VISIBLE_DEVICES)" if visible else "",
+            self.spec.cpu_threads or "default",
+            self.depth,
+            self.store.root,
+        )
 
     def _send(self, message: dict) -> None:
         try:
@@ -293,8 +329,13 @@ class WorkerRollouts:
 
     @staticmethod
     def _generate_message(request: StepRequest) -> dict:
-        return {"op": "generate", "step": request.step, "prompts": request.prompts, "keys": request.keys,
-                "params": dataclasses.asdict(request.params)}
+        return {
+            "op": "generate",
+            "step": request.step,
+            "prompts": request.prompts,
+            "keys": request.keys,
+            "params": dataclasses.asdict(request.params),
+        }
 
     def _wait(self, key: int | str, what: str) -> dict:
         """The reply for `key` (a step, or a sample request), restarting a dead or hung worker."""
@@ -311,8 +352,11 @@ class WorkerRollouts:
                     raise RolloutWorkerError(f"the rollout worker failed:\n{inbox.failure}")
                 if self.handles["process"].is_alive() and not inbox.eof:
                     # The clock runs from when the worker is ready (loading a large model can take minutes).
-                    if (self.timeout_s is None or inbox.ready_at is None
-                            or time.monotonic() < max(waiting_since, inbox.ready_at) + self.timeout_s):
+                    if (
+                        self.timeout_s is None
+                        or inbox.ready_at is None
+                        or time.monotonic() < max(waiting_since, inbox.ready_at) + self.timeout_s
+                    ):
                         inbox.cond.wait(0.5)
                         continue
                     self._kill_hung(what)
@@ -329,8 +373,12 @@ class WorkerRollouts:
         restart that follows asks the new one for every undelivered request)."""
         process = self.handles["process"]
         self.hung = f"hung: no rollouts for {what} in {self.timeout_s:g} s, rollout.worker_timeout_s; killed"
-        log.warning("rollout worker pid %d has not delivered %s in %g s (rollout.worker_timeout_s); killing it "
-                    "as hung", process.pid, what, self.timeout_s)
+        log.warning(
+            "rollout worker pid %d has not delivered %s in %g s (rollout.worker_timeout_s); killing it as hung",
+            process.pid,
+            what,
+            self.timeout_s,
+        )
         process.kill()
 
     def _restart(self) -> None:
@@ -344,15 +392,22 @@ class WorkerRollouts:
         if self.restarts_in_row > self.max_restarts:
             raise RolloutWorkerError(
                 f"the rollout worker died {self.restarts_in_row} times in a row without delivering a step "
-                f"(last: {reason}); rollout.worker_restarts = {self.max_restarts}. Its log lines are above.")
+                f"(last: {reason}); rollout.worker_restarts = {self.max_restarts}. Its log lines are above."
+            )
         try:
             self.handles["conn"].close()
         except OSError:
             pass
         missing = sorted(step for step in self.requests if step not in self.inbox.results)
-        log.warning("rollout worker pid %d died (%s); restarting it from snapshot %d (generator version %d) and "
-                    "requesting steps %s again", old.pid, reason, self.serial, self.version,
-                    ", ".join(str(s + 1) for s in missing) or "none")
+        log.warning(
+            "rollout worker pid %d died (%s); restarting it from snapshot %d (generator version %d) and "
+            "requesting steps %s again",
+            old.pid,
+            reason,
+            self.serial,
+            self.version,
+            ", ".join(str(s + 1) for s in missing) or "none",
+        )
         self._start()
         for step in missing:
             self._send(self._generate_message(self.requests[step]))

@@ -17,8 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     add_sweep_arguments(sub.add_parser("sweep", help="run or resume a sweep"))
     add_status_arguments(sub.add_parser("status", help="one row per cell"))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     redact_logs()
     for noisy in ("alembic", "mlflow", "urllib3", "httpx", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

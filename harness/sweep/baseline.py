@@ -29,8 +29,7 @@ from harness.sweep.study import storage_lock
 from harness.tracking import atomic_write_text
 
 log = logging.getLogger("harness.sweep")
-SEED_TAGS = {"harness.kind": "train", "method": "seed", "sync_every": "-", "ref_sync_every": "-",
-             "task_mix": "-"}
+SEED_TAGS = {"harness.kind": "train", "method": "seed", "sync_every": "-", "ref_sync_every": "-", "task_mix": "-"}
 STALE_AFTER_S = 3600  # a RUNNING baseline this old was left by a dead process: redo it
 POLL_S = 0.5
 
@@ -66,8 +65,13 @@ def claim(client, sweep: Sweep, storage_url: str, parent_run_id: str) -> str | N
             age_s = time.time() - run.info.start_time / 1000
             if run.info.status == "FINISHED" or (run.info.status == "RUNNING" and age_s < STALE_AFTER_S):
                 return None
-        tags = {**SEED_TAGS, "seed": "0", "mlflow.parentRunId": parent_run_id,
-                "harness.sweep": sweep.name, "harness.study": sweep.study_name}
+        tags = {
+            **SEED_TAGS,
+            "seed": "0",
+            "mlflow.parentRunId": parent_run_id,
+            "harness.sweep": sweep.name,
+            "harness.study": sweep.study_name,
+        }
         return client.create_run(experiment_id, run_name="seed-model", tags=tags).info.run_id
 
 
@@ -78,12 +82,30 @@ def eval_command(plan: BaselinePlan, run_id: str, out_dir: Path) -> list[str]:
     config_path = out_dir / "config.yaml"
     cfg = plan.config.model_copy(update={"eval": plan.config.eval.model_copy(update={"suites": plan.suites})})
     atomic_write_text(config_path, cfg.to_yaml())
-    return [sys.executable, "-m", "harness.cli", "eval", cfg.model.policy, "--config", str(config_path),
-            "--log-run", run_id, "--out", str(out_dir)]
+    return [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "eval",
+        cfg.model.policy,
+        "--config",
+        str(config_path),
+        "--log-run",
+        run_id,
+        "--out",
+        str(out_dir),
+    ]
 
 
-def run_seed_baseline(sweep: Sweep, client, storage_url: str, parent_run_id: str, launcher, env: dict[str, str],
-                      should_stop: Callable[[], bool] = lambda: False) -> str | None:
+def run_seed_baseline(
+    sweep: Sweep,
+    client,
+    storage_url: str,
+    parent_run_id: str,
+    launcher,
+    env: dict[str, str],
+    should_stop: Callable[[], bool] = lambda: False,
+) -> str | None:
     """Evaluate the seed policy once per sweep (see the module docstring) as a `harness eval`
     process started by the sweep's launcher; returns the run id."""
     plan = baseline_plan(sweep)
@@ -92,8 +114,11 @@ def run_seed_baseline(sweep: Sweep, client, storage_url: str, parent_run_id: str
     run_id = claim(client, sweep, storage_url, parent_run_id)
     if run_id is None:
         return None
-    log.info("evaluating the seed model (%s) on %s for the tables' first row", plan.config.model.policy,
-             ", ".join(plan.suites))
+    log.info(
+        "evaluating the seed model (%s) on %s for the tables' first row",
+        plan.config.model.policy,
+        ", ".join(plan.suites),
+    )
     out_dir = sweep.output_dir / "seed_baseline"
     status = "FAILED"
     try:

@@ -21,6 +21,7 @@ from pathlib import Path
 from harness.files import atomic_write_json
 from harness.procs import die_with_parent, process_start_time
 
+
 def main(argv: list[str]) -> int:
     if len(argv) < 4 or argv[0] != "--pid-file" or argv[2] != "--":
         print("usage: python -m harness.sweep.child --pid-file PATH -- COMMAND ...", file=sys.stderr)

@@ -37,9 +37,9 @@ GENERATOR_DEVICES_ENV = "HARNESS_GENERATOR_DEVICES"
 
 @dataclass(frozen=True)
 class GpuSplit:
-    train: int       # FSDP ranks (torchrun processes), one GPU each
-    generator: int   # GPUs after them for the generator worker
-    origin: str      # where the numbers came from, for messages
+    train: int  # FSDP ranks (torchrun processes), one GPU each
+    generator: int  # GPUs after them for the generator worker
+    origin: str  # where the numbers came from, for messages
 
     @property
     def per_trial(self) -> int:
@@ -51,22 +51,34 @@ def torchrun_command(command: list[str], train_gpus: int) -> list[str]:
     if train_gpus <= 1 or "train" not in command:
         return command
     at = command.index("train")
-    head, config, rest = command[:at], command[at + 1], command[at + 2:]
+    head, config, rest = command[:at], command[at + 1], command[at + 2 :]
     module = head.index("-m")
-    return [*head[:module], "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(train_gpus),
-            *head[module:], "train", config, "train.parallel=fsdp", *rest]
+    return [
+        *head[:module],
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(train_gpus),
+        *head[module:],
+        "train",
+        config,
+        "train.parallel=fsdp",
+        *rest,
+    ]
 
 
-def place_trial(command: list[str], env: dict[str, str], split: GpuSplit,
-                devices: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
+def place_trial(
+    command: list[str], env: dict[str, str], split: GpuSplit, devices: list[str] | None = None
+) -> tuple[list[str], dict[str, str]]:
     """The trial's command and environment on its GPUs (see the module docstring). Without
     `devices` the environment's GPUs are left as they are and the generator's are named by index."""
     env = dict(env)
     ids = list(devices) if devices is not None else [str(i) for i in range(split.per_trial)]
     if devices is not None:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(ids[:split.per_trial])
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(ids[: split.per_trial])
     if split.generator:
-        env[GENERATOR_DEVICES_ENV] = ",".join(ids[split.train:split.per_trial])
+        env[GENERATOR_DEVICES_ENV] = ",".join(ids[split.train : split.per_trial])
     else:
         env.pop(GENERATOR_DEVICES_ENV, None)
     return torchrun_command(command, split.train), env
@@ -76,8 +88,9 @@ def visible_gpus(env: dict[str, str] | None = None) -> tuple[list[str], str]:
     """This node's GPUs as (ids, where they were read), without importing torch."""
     env = os.environ if env is None else env
     if "CUDA_VISIBLE_DEVICES" in env:
-        return parse_gpu_list(env["CUDA_VISIBLE_DEVICES"], "CUDA_VISIBLE_DEVICES", allow_empty=True), \
-            "CUDA_VISIBLE_DEVICES"
+        return parse_gpu_list(
+            env["CUDA_VISIBLE_DEVICES"], "CUDA_VISIBLE_DEVICES", allow_empty=True
+        ), "CUDA_VISIBLE_DEVICES"
     try:
         listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
@@ -89,8 +102,10 @@ def visible_gpus(env: dict[str, str] | None = None) -> tuple[list[str], str]:
 def parse_gpu_list(text: str, where: str, allow_empty: bool = False) -> list[str]:
     ids = [part.strip() for part in text.split(",")] if text.strip() else []
     if (not ids and not allow_empty) or any(not i or not re.fullmatch(r"[A-Za-z0-9:_-]+", i) for i in ids):
-        raise ConfigError(f"{where} = {text!r}: expected GPU ids separated by commas, e.g. 0,1,2,3 (indexes "
-                          f"or GPU-/MIG- UUIDs as CUDA_VISIBLE_DEVICES takes them).")
+        raise ConfigError(
+            f"{where} = {text!r}: expected GPU ids separated by commas, e.g. 0,1,2,3 (indexes "
+            f"or GPU-/MIG- UUIDs as CUDA_VISIBLE_DEVICES takes them)."
+        )
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{where} = {text!r} names a GPU twice; each GPU can be given to one trial at a time.")
     return ids
@@ -107,21 +122,26 @@ def trial_gpu_split(sweep, gpus_per_trial: int | None = None, gpus_flag: str | N
     if gpus_per_trial is not None:
         train = gpus_per_trial - generator
         if train < 1:
-            raise ConfigError(f"--gpus-per-trial {gpus_per_trial} leaves no training GPU beside the "
-                              f"{generator} generator GPU(s) of {where} (`generator_gpus`); give at least "
-                              f"{generator + 1}.")
+            raise ConfigError(
+                f"--gpus-per-trial {gpus_per_trial} leaves no training GPU beside the "
+                f"{generator} generator GPU(s) of {where} (`generator_gpus`); give at least "
+                f"{generator + 1}."
+            )
         if block and block.train_gpus is not None and block.train_gpus != train:
-            raise ConfigError(f"--gpus-per-trial {gpus_per_trial} disagrees with {where}: `train_gpus` "
-                              f"{block.train_gpus} + `generator_gpus` {generator} = "
-                              f"{block.train_gpus + generator} GPUs per trial; drop the flag or change the block.")
+            raise ConfigError(
+                f"--gpus-per-trial {gpus_per_trial} disagrees with {where}: `train_gpus` "
+                f"{block.train_gpus} + `generator_gpus` {generator} = "
+                f"{block.train_gpus + generator} GPUs per trial; drop the flag or change the block."
+            )
         return GpuSplit(train, generator, f"--gpus-per-trial {gpus_per_trial}" + (f" and {where}" if block else ""))
     if block:
         return GpuSplit(block.train_gpus or 1, generator, where)
     return GpuSplit(1, 0, "--gpus (one GPU per trial)") if gpus_flag is not None else None
 
 
-def assign_local_gpus(split: GpuSplit | None, jobs: int, gpus_flag: str | None = None,
-                      env: dict[str, str] | None = None) -> "DevicePool | None":
+def assign_local_gpus(
+    split: GpuSplit | None, jobs: int, gpus_flag: str | None = None, env: dict[str, str] | None = None
+) -> "DevicePool | None":
     """The pool the local launcher hands out; refuses `--jobs` x GPUs per trial beyond the node's."""
     if split is None:
         return None
@@ -136,7 +156,8 @@ def assign_local_gpus(split: GpuSplit | None, jobs: int, gpus_flag: str | None =
         raise ConfigError(
             f"--jobs {jobs} x {split.per_trial} GPUs per trial ({split.train} training + {split.generator} "
             f"generator, from {split.origin}) needs {needed} GPUs, but {where} gives {len(devices)} "
-            f"({','.join(devices) or 'none'}): {advice}, or name the GPUs to share with --gpus (e.g. --gpus 0,1,2,3).")
+            f"({','.join(devices) or 'none'}): {advice}, or name the GPUs to share with --gpus (e.g. --gpus 0,1,2,3)."
+        )
     return DevicePool(devices)
 
 

@@ -56,31 +56,39 @@ def check_rules(spec, grid: dict[str, list[Any]], source: str) -> None:
             if getattr(spec.eval, key) is not None and f"eval.{key}" in flatten(spec.set_):
                 raise ConfigError(f"{source}: `eval.{key}` is given twice, in `eval` and in `set`; keep one.")
     from harness.selection import SELECTION_RULES
+
     if spec.objective.rule not in SELECTION_RULES:
-        raise ConfigError(f"{source}: `objective.rule` = {spec.objective.rule!r} is invalid: expected one of "
-                          f"{', '.join(SELECTION_RULES)}.")
+        raise ConfigError(
+            f"{source}: `objective.rule` = {spec.objective.rule!r} is invalid: expected one of "
+            f"{', '.join(SELECTION_RULES)}."
+        )
 
 
 def check_condition(rule: dict[str, Any], grid: dict[str, list[Any]], where: str, source: str) -> None:
     for axis, wanted in flatten(rule).items():
         if axis not in grid:
-            raise ConfigError(f"{source}: `{where}.{axis}` names no grid axis; conditions may use "
-                              f"{', '.join(grid) or '(no axes)'}.")
+            raise ConfigError(
+                f"{source}: `{where}.{axis}` names no grid axis; conditions may use {', '.join(grid) or '(no axes)'}."
+            )
         for value in wanted if isinstance(wanted, list) else [wanted]:
             try:
                 normal = normalize_axis_value(axis, value)
             except ValueError as exc:
                 raise ConfigError(f"{source}: `{where}.{axis}` = {value!r} is invalid: {exc}.") from None
             if normal not in grid[axis]:
-                raise ConfigError(f"{source}: `{where}.{axis}` = {value!r} is not a value of the grid axis "
-                                  f"(grid.{axis} = {[show_value(axis, v) for v in grid[axis]]}).")
+                raise ConfigError(
+                    f"{source}: `{where}.{axis}` = {value!r} is not a value of the grid axis "
+                    f"(grid.{axis} = {[show_value(axis, v) for v in grid[axis]]})."
+                )
 
 
 def check_not_axes(keys: dict[str, Any], grid: dict[str, list[Any]], where: str, source: str) -> None:
     for key in keys:
         if key in grid:
-            raise ConfigError(f"{source}: `{where}.{key}` sets the grid axis `{key}`; a cell's axis values come "
-                              f"from `grid` only (use `exclude` to drop combinations).")
+            raise ConfigError(
+                f"{source}: `{where}.{key}` sets the grid axis `{key}`; a cell's axis values come "
+                f"from `grid` only (use `exclude` to drop combinations)."
+            )
 
 
 def matches(rule: dict[str, Any], axes: dict[str, Any]) -> bool:

@@ -38,11 +38,16 @@ from typing import Any
 
 from harness.errors import ConfigError
 from harness.registry import Registry
-from harness.sweep.gpus import (GENERATOR_DEVICES_ENV, DevicePool, GpuSplit, place_trial,  # noqa: F401
-                                torchrun_command)  # torchrun_command: re-exported
+from harness.sweep.gpus import (
+    GENERATOR_DEVICES_ENV,
+    DevicePool,
+    GpuSplit,
+    place_trial,  # noqa: F401
+    torchrun_command,
+)  # torchrun_command: re-exported
 from harness.procs import process_start_time
 
-STOP_GRACE_S = 15.0   # SIGINT lets the trainer close its MLflow run; SIGKILL after this
+STOP_GRACE_S = 15.0  # SIGINT lets the trainer close its MLflow run; SIGKILL after this
 
 
 def wrap(command: list[str], pid_file: Path) -> list[str]:
@@ -87,11 +92,14 @@ def split_gpus(parameters: dict[str, Any], source: str) -> tuple[int, int]:
     generator_gpus = int(parameters.pop("generator_gpus", 0) or 0)
     train_gpus = int(train_gpus if train_gpus is not None else max(per_node - generator_gpus, 1))
     if int(parameters.get("nodes", 1) or 1) > 1:
-        raise ConfigError(f"{source}: `nodes` = {parameters['nodes']}; a trial runs on one node (torchrun --standalone).")
+        raise ConfigError(
+            f"{source}: `nodes` = {parameters['nodes']}; a trial runs on one node (torchrun --standalone)."
+        )
     if per_node and train_gpus + generator_gpus > per_node:
         raise ConfigError(
             f"{source}: `train_gpus` ({train_gpus}) + `generator_gpus` ({generator_gpus}) is more than "
-            f"`gpus_per_node` ({per_node}); lower one of them or ask for more GPUs.")
+            f"`gpus_per_node` ({per_node}); lower one of them or ask for more GPUs."
+        )
     return train_gpus, generator_gpus
 
 
@@ -107,15 +115,22 @@ def job_devices(split: GpuSplit) -> list[str] | None:
     return ids if len(ids) >= split.per_trial else None
 
 
-def run_trial_command(command: list[str], env: dict[str, str], cwd: str, log_path: str, pid_file: str,
-                      split: GpuSplit) -> int:
+def run_trial_command(
+    command: list[str], env: dict[str, str], cwd: str, log_path: str, pid_file: str, split: GpuSplit
+) -> int:
     """The submitit job: place the trial on the job's GPUs, run it logging to `log_path`, return its exit code."""
     command, env = place_trial(command, env, split, job_devices(split))
     with open(log_path, "a") as log:
         log.write(placement_note(command, env))
         log.flush()
-        process = subprocess.Popen(wrap(command, Path(pid_file)), env=env, cwd=cwd, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            wrap(command, Path(pid_file)),
+            env=env,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             return process.wait()
         except BaseException:
@@ -147,11 +162,18 @@ class LocalHandle:
 class LocalLauncher:
     """Trials as subprocesses of the sweep. With a GPU pool (`gpus`: the split per trial and the
     node's GPUs, harness/sweep/gpus.py) each trial runs on its own GPUs, through `place_trial`."""
+
     name = "local"
 
     @classmethod
-    def from_sweep(cls, folder: Path, parameters: dict[str, Any], job_name: str, source: str = "submitit",
-                   gpus: tuple[GpuSplit, DevicePool] | None = None):
+    def from_sweep(
+        cls,
+        folder: Path,
+        parameters: dict[str, Any],
+        job_name: str,
+        source: str = "submitit",
+        gpus: tuple[GpuSplit, DevicePool] | None = None,
+    ):
         return cls(*(gpus or (None, None)))  # a subprocess needs none of the sweep's submitit settings
 
     def __init__(self, split: GpuSplit | None = None, pool: DevicePool | None = None) -> None:
@@ -166,8 +188,15 @@ class LocalLauncher:
                 command, env = place_trial(command, env, self.split, devices)
                 log.write(placement_note(command, env))
                 log.flush()
-            process = subprocess.Popen(wrap(command, pid_file), env=env, cwd=cwd, stdout=log,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            process = subprocess.Popen(
+                wrap(command, pid_file),
+                env=env,
+                cwd=cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         except BaseException:
             if release is not None:
                 release()
@@ -218,6 +247,7 @@ class SubmititLauncher:
 
     def _executor(self, folder: Path):
         import submitit
+
         try:
             executor = submitit.AutoExecutor(folder=str(folder), cluster=self.cluster_name)
             executor.update_parameters(**self.parameters)
@@ -225,7 +255,9 @@ class SubmititLauncher:
             raise ConfigError(f"{self.source} is invalid: {exc}".replace("\n", " ")) from None
         return executor
 
-    def start(self, command: list[str], env: dict[str, str], cwd: str, log_path: Path, pid_file: Path) -> SubmititHandle:
+    def start(
+        self, command: list[str], env: dict[str, str], cwd: str, log_path: Path, pid_file: Path
+    ) -> SubmititHandle:
         self.executor = self.executor or self._executor(self.folder)
         job = self.executor.submit(run_trial_command, command, env, cwd, str(log_path), str(pid_file), self.split)
         return SubmititHandle(job, log_path)
@@ -235,24 +267,37 @@ class SubmititLauncher:
         job_id = attrs.get("harness.job_id")
         if self.cluster == "slurm" and job_id:
             import submitit
+
             submitit.SlurmJob(self.folder, str(job_id)).cancel(check=False)
             reaped = True
         return reaped
 
 
 # `--launcher` names (harness/registry.py): each entry builds a launcher from the sweep's settings.
-LAUNCHERS = Registry("launcher", {
-    "local": "harness.sweep.launch:LocalLauncher.from_sweep",
-    "submitit": "harness.sweep.launch:SubmititLauncher.from_sweep",
-})
+LAUNCHERS = Registry(
+    "launcher",
+    {
+        "local": "harness.sweep.launch:LocalLauncher.from_sweep",
+        "submitit": "harness.sweep.launch:SubmititLauncher.from_sweep",
+    },
+)
 
 
-def make_launcher(name: str, folder: Path, parameters: dict[str, Any], job_name: str, source: str = "submitit",
-                  gpus: tuple[GpuSplit, DevicePool] | None = None):
+def make_launcher(
+    name: str,
+    folder: Path,
+    parameters: dict[str, Any],
+    job_name: str,
+    source: str = "submitit",
+    gpus: tuple[GpuSplit, DevicePool] | None = None,
+):
     """`gpus` (the local launcher's GPU split and pool) is ignored by submitit, whose block says its own."""
     factory = LAUNCHERS.get(name, where="--launcher")
-    return factory(folder, parameters, job_name, source, gpus=gpus) if name == "local" else \
-        factory(folder, parameters, job_name, source)
+    return (
+        factory(folder, parameters, job_name, source, gpus=gpus)
+        if name == "local"
+        else factory(folder, parameters, job_name, source)
+    )
 
 
 def child_env(tracking_uri: str, base: dict[str, str] | None = None) -> dict[str, str]:

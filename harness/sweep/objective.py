@@ -38,7 +38,9 @@ def read_run_file(trial_dir: Path) -> dict[str, Any]:
         return {}
 
 
-def selected_objective(trial_dir: Path, objective: ObjectiveSpec, client=None, run_id: str | None = None) -> tuple[float, int]:
+def selected_objective(
+    trial_dir: Path, objective: ObjectiveSpec, client=None, run_id: str | None = None
+) -> tuple[float, int]:
     """(objective value, selected step) of a finished trial."""
     listing = trial_dir / LISTING_FILE
     if not listing.is_file():
@@ -56,8 +58,10 @@ def selected_objective(trial_dir: Path, objective: ObjectiveSpec, client=None, r
     else:
         value = client.get_run(run_id).data.metrics.get(objective.metric) if client and run_id else None
     if value is None or not math.isfinite(float(value)):
-        raise DataError(f"{trial_dir}: objective `{objective.metric}` is {value!r} at the selected step {step} "
-                        f"(rule {objective.rule}); expected a finite number.")
+        raise DataError(
+            f"{trial_dir}: objective `{objective.metric}` is {value!r} at the selected step {step} "
+            f"(rule {objective.rule}); expected a finite number."
+        )
     return float(value), step
 
 
@@ -104,6 +108,7 @@ def sample_params(search: SearchSpec, direction: str, cell_trials: list[FrozenTr
 def should_prune(search: SearchSpec, direction: str, cell_trials: list[FrozenTrial], current: FrozenTrial) -> bool:
     if search.pruner.type == "none":
         return False
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=search.pruner.startup_trials,
-                                         n_warmup_steps=search.pruner.warmup_steps)
+    pruner = optuna.pruners.MedianPruner(
+        n_startup_trials=search.pruner.startup_trials, n_warmup_steps=search.pruner.warmup_steps
+    )
     return pruner.prune(cell_study(direction, cell_trials), current)

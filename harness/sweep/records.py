@@ -31,6 +31,7 @@ def client_for(uri: str | None = None):
 def ensure_parent_run(client, study, sweep, storage_url: str) -> str:
     """The sweep's parent run: the one named in the study's user attrs, else a new one."""
     from mlflow.exceptions import MlflowException
+
     run_id = study.user_attrs.get(PARENT_ATTR)
     if run_id:
         try:
@@ -41,8 +42,13 @@ def ensure_parent_run(client, study, sweep, storage_url: str) -> str:
         except MlflowException:
             log.warning("the sweep's MLflow parent run %s is gone; creating a new one", run_id)
     experiment_id = ensure_experiment(client, sweep.experiment)
-    tags = {"harness.kind": "sweep", "harness.sweep": sweep.name, "harness.study": sweep.study_name,
-            "harness.storage": redact(storage_url), "harness.cells": str(len(sweep.cells))}
+    tags = {
+        "harness.kind": "sweep",
+        "harness.sweep": sweep.name,
+        "harness.study": sweep.study_name,
+        "harness.storage": redact(storage_url),
+        "harness.cells": str(len(sweep.cells)),
+    }
     run_id = client.create_run(experiment_id, run_name=f"sweep-{sweep.name}", tags=tags).info.run_id
     client.log_text(run_id, sweep.text, "sweep.yaml")
     study.set_user_attr(PARENT_ATTR, run_id)
@@ -66,8 +72,9 @@ def tag_run(client, run_id: str | None, tags: dict[str, Any]) -> None:
             best_effort(f"tag run {run_id}", client.set_tag, run_id, key, str(value)[:5000])
 
 
-def record_failure(client, run_id: str | None, parent_id: str, label: str, reason: str, tail: str,
-                   log_path: Path) -> None:
+def record_failure(
+    client, run_id: str | None, parent_id: str, label: str, reason: str, tail: str, log_path: Path
+) -> None:
     """Put a failed trial's last log lines on its run (or, with no run yet, on the parent)."""
     if run_id:
         tag_run(client, run_id, {"harness.error": reason, "harness.log_tail": tail})
@@ -76,8 +83,9 @@ def record_failure(client, run_id: str | None, parent_id: str, label: str, reaso
         if run is not None and run.info.status == "RUNNING":  # killed too hard to close its own run
             best_effort("close the trial run", client.set_terminated, run_id, "FAILED")
     else:
-        best_effort("attach the failure log", client.log_text, parent_id, f"{reason}\n\n{tail}",
-                    f"failures/{label}.txt")
+        best_effort(
+            "attach the failure log", client.log_text, parent_id, f"{reason}\n\n{tail}", f"failures/{label}.txt"
+        )
 
 
 def summary_csv(rows: list[dict[str, Any]]) -> str:

@@ -38,17 +38,36 @@ MAX_WAIT_S = 10.0
 
 # The storage methods a sweep calls (directly or through optuna.Study); each is retried.
 RETRIED_METHODS = (
-    "create_new_study", "get_study_id_from_name", "get_study_user_attrs", "get_study_system_attrs",
-    "get_study_directions", "set_study_user_attr", "set_study_system_attr", "get_all_studies",
-    "create_new_trial", "set_trial_param", "set_trial_state_values", "set_trial_intermediate_value",
-    "set_trial_user_attr", "set_trial_system_attr", "get_trial", "get_all_trials", "get_n_trials",
-    "get_trial_id_from_study_id_trial_number", "get_trial_number_from_id", "get_best_trial",
+    "create_new_study",
+    "get_study_id_from_name",
+    "get_study_user_attrs",
+    "get_study_system_attrs",
+    "get_study_directions",
+    "set_study_user_attr",
+    "set_study_system_attr",
+    "get_all_studies",
+    "create_new_trial",
+    "set_trial_param",
+    "set_trial_state_values",
+    "set_trial_intermediate_value",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+    "get_trial",
+    "get_all_trials",
+    "get_n_trials",
+    "get_trial_id_from_study_id_trial_number",
+    "get_trial_number_from_id",
+    "get_best_trial",
     "record_heartbeat",
     # Private: optuna.Study wraps an RDBStorage in its _CachedStorage, which calls these methods of
     # it (and fail_stale_trials calls the last one). Names checked against Optuna 5.0 (pyproject
     # pins >=4.9,<6); a name that is gone is skipped below, so a rename loses its retry, not the
     # sweep.
-    "_get_trials", "_create_new_trial", "_set_trial_param", "_get_best_trial_id", "_get_stale_trial_ids",
+    "_get_trials",
+    "_create_new_trial",
+    "_set_trial_param",
+    "_get_best_trial_id",
+    "_get_stale_trial_ids",
 )
 
 
@@ -74,8 +93,8 @@ class Outage:
     """Logs one warning when the database goes away and one line when it is back."""
 
     def __init__(self) -> None:
-        self.since: float | None = None      # the current outage began (None: no outage now)
-        self.ended: float | None = None      # the last outage ended (the first call that went through)
+        self.since: float | None = None  # the current outage began (None: no outage now)
+        self.ended: float | None = None  # the last outage ended (the first call that went through)
 
     def seconds_since_outage(self) -> float:
         """Since this process's last outage ended: 0 during one, inf if it never had one."""
@@ -87,8 +106,13 @@ class Outage:
         if self.since is None:
             self.since = time.monotonic()
             reason = str(exc.__cause__ or exc).strip().splitlines()[0][:200]
-            log.warning("the study database is unreachable (%s: %s); retrying %s with backoff for up to %.0f s",
-                        type(exc.__cause__ or exc).__name__, reason, what, retry_budget_s())
+            log.warning(
+                "the study database is unreachable (%s: %s); retrying %s with backoff for up to %.0f s",
+                type(exc.__cause__ or exc).__name__,
+                reason,
+                what,
+                retry_budget_s(),
+            )
         log.debug("database retry of %s in %.1f s", what, wait_s)
 
     def recovered(self) -> None:
@@ -101,8 +125,9 @@ class Outage:
 OUTAGE = Outage()
 
 
-def call_with_retry(what: str, fn: Callable[..., Any], *args: Any, reset: Callable[[], None] | None = None,
-                    **kwargs: Any) -> Any:
+def call_with_retry(
+    what: str, fn: Callable[..., Any], *args: Any, reset: Callable[[], None] | None = None, **kwargs: Any
+) -> Any:
     """`reset` runs before each retry (the storage drops its session, whose connection is dead)."""
     deadline = time.monotonic() + retry_budget_s()
     wait = FIRST_WAIT_S
@@ -126,6 +151,7 @@ def _retrying(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     def wrapper(self, *args: Any, **kwargs: Any) -> Any:
         return call_with_retry(name, method, self, *args, reset=self.scoped_session.remove, **kwargs)
+
     return wrapper
 
 

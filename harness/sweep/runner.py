@@ -28,21 +28,44 @@ from harness.sweep import records
 from harness.sweep.baseline import run_seed_baseline
 from harness.sweep.gpus import assign_local_gpus, trial_gpu_split
 from harness.sweep.launch import child_env, make_launcher
-from harness.sweep.objective import (distributions, prune_metric, read_run_file, sample_params, selected_objective,
-                                     should_prune)
+from harness.sweep.objective import (
+    distributions,
+    prune_metric,
+    read_run_file,
+    sample_params,
+    selected_objective,
+    should_prune,
+)
 from harness.sweep.spec import Cell, Sweep, search_overrides
 from harness.sweep.grid import show_value
 from harness.sweep.trial import describe_exit, log_tail, prepare_trial_dir, trial_command, trial_dir_of
 from harness.sweep.status import ProgressLine, counts, durations, unit_rows
-from harness.sweep.study import (ENQUEUED_PARAMS, GRACE_S, HEARTBEAT_S, OUTCOME, StudyHandle, claim_next,
-                                 default_storage_url, enqueue_missing,
-                                 fail_orphans, finish, group_units, heartbeat, open_study, set_attrs, storage_kind,
-                                 storage_lock, unit_of, unit_state, units_to_reap)
+from harness.sweep.study import (
+    ENQUEUED_PARAMS,
+    GRACE_S,
+    HEARTBEAT_S,
+    OUTCOME,
+    StudyHandle,
+    claim_next,
+    default_storage_url,
+    enqueue_missing,
+    fail_orphans,
+    finish,
+    group_units,
+    heartbeat,
+    open_study,
+    set_attrs,
+    storage_kind,
+    storage_lock,
+    unit_of,
+    unit_state,
+    units_to_reap,
+)
 from harness.tracking import sweep_tracking_uri
 
 log = logging.getLogger("harness.sweep")
 POLL_S = 0.5
-IDLE_POLL_S = 2.0   # standing by for other workers' trials
+IDLE_POLL_S = 2.0  # standing by for other workers' trials
 RECONCILE_S = 15.0
 PRUNE_POLL_S = 5.0
 
@@ -82,8 +105,17 @@ class SweepResult:
 
 
 class Coordinator:
-    def __init__(self, sweep: Sweep, handle: StudyHandle, launcher, jobs: int, parent_run_id: str, client,
-                 progress: ProgressLine, heartbeat_s: float = HEARTBEAT_S) -> None:
+    def __init__(
+        self,
+        sweep: Sweep,
+        handle: StudyHandle,
+        launcher,
+        jobs: int,
+        parent_run_id: str,
+        client,
+        progress: ProgressLine,
+        heartbeat_s: float = HEARTBEAT_S,
+    ) -> None:
         self.sweep, self.handle, self.launcher, self.jobs = sweep, handle, launcher, jobs
         self.parent_run_id, self.client, self.progress = parent_run_id, client, progress
         self.env = child_env(client.tracking_uri)
@@ -134,11 +166,19 @@ class Coordinator:
     def seed_baseline(self) -> None:
         """The seed model's scores (harness/sweep/baseline.py); its failure fails no trial."""
         try:
-            run_id = run_seed_baseline(self.sweep, self.client, self.handle.url, self.parent_run_id, self.launcher,
-                                       self.env, should_stop=lambda: self.stop_signal is not None)
+            run_id = run_seed_baseline(
+                self.sweep,
+                self.client,
+                self.handle.url,
+                self.parent_run_id,
+                self.launcher,
+                self.env,
+                should_stop=lambda: self.stop_signal is not None,
+            )
         except Exception as exc:  # noqa: BLE001 - reported, and the trials' results stand
-            self.progress.note(f"the seed-model baseline failed ({type(exc).__name__}: {exc}); rerun the sweep "
-                               "command to retry it")
+            self.progress.note(
+                f"the seed-model baseline failed ({type(exc).__name__}: {exc}); rerun the sweep command to retry it"
+            )
             return
         if run_id:
             self.progress.note(f"seed-model baseline logged (MLflow run {run_id})")
@@ -150,8 +190,10 @@ class Coordinator:
         others = [t for t in self.handle.trials((TrialState.RUNNING,)) if unit_of(t) in mine]
         if others and not self.waiting_noted:
             hosts = sorted({str(t.user_attrs.get("harness.host", "?")) for t in others})
-            self.progress.note(f"nothing left to claim; standing by while {len(others)} trial(s) run on "
-                               f"{', '.join(hosts)} (any whose worker dies is taken over here)")
+            self.progress.note(
+                f"nothing left to claim; standing by while {len(others)} trial(s) run on "
+                f"{', '.join(hosts)} (any whose worker dies is taken over here)"
+            )
         self.waiting_noted = bool(others)
         return len(others)
 
@@ -167,8 +209,12 @@ class Coordinator:
                 self.start(trial)
             except Exception as exc:  # e.g. the output folder is not writable: record, go on
                 log.error("could not start trial %d: %s", trial.number, exc)
-                finish(self.handle, trial.number, TrialState.FAIL,
-                       attrs={OUTCOME: "failed", "harness.error": f"launch failed: {exc}"})
+                finish(
+                    self.handle,
+                    trial.number,
+                    TrialState.FAIL,
+                    attrs={OUTCOME: "failed", "harness.error": f"launch failed: {exc}"},
+                )
 
     def show_progress(self, force: bool = False) -> None:
         trials = self.handle.trials()
@@ -181,16 +227,34 @@ class Coordinator:
         trial_dir = trial_dir_of(self.sweep, cell_key, slot)
         prepare_trial_dir(trial_dir, cell, self.client.tracking_uri)
         params = self.search_params(trial, cell)
-        command = trial_command(self.sweep, cell, slot, trial.number, search_overrides(params), trial_dir,
-                                self.parent_run_id, resume=(trial_dir / "run.json").is_file())
+        command = trial_command(
+            self.sweep,
+            cell,
+            slot,
+            trial.number,
+            search_overrides(params),
+            trial_dir,
+            self.parent_run_id,
+            resume=(trial_dir / "run.json").is_file(),
+        )
         log_path = trial_dir / "trial.log"
         offset = log_path.stat().st_size if log_path.exists() else 0
         with open(log_path, "a") as handle:
-            handle.write(f"\n===== harness sweep {self.sweep.name}: trial #{trial.number}, attempt "
-                         f"{trial.user_attrs.get('attempt', 1)}, {datetime.now().isoformat(timespec='seconds')} =====\n"
-                         f"{shlex.join(command)}\n")
-        set_attrs(self.handle, trial.number, {"harness.launched": True, "output_dir": str(trial_dir),
-                                                 "log_path": str(log_path), "launcher": self.launcher.name})
+            handle.write(
+                f"\n===== harness sweep {self.sweep.name}: trial #{trial.number}, attempt "
+                f"{trial.user_attrs.get('attempt', 1)}, {datetime.now().isoformat(timespec='seconds')} =====\n"
+                f"{shlex.join(command)}\n"
+            )
+        set_attrs(
+            self.handle,
+            trial.number,
+            {
+                "harness.launched": True,
+                "output_dir": str(trial_dir),
+                "log_path": str(log_path),
+                "launcher": self.launcher.name,
+            },
+        )
         process = self.launcher.start(command, self.env, str(Path.cwd()), log_path, trial_dir / "trial.pid")
         set_attrs(self.handle, trial.number, {"harness.job_id": process.ident})
         self.running[trial.number] = Running(trial, cell, slot, trial_dir, log_path, offset, process)
@@ -202,18 +266,25 @@ class Coordinator:
             return {}
         fixed = trial.user_attrs.get(ENQUEUED_PARAMS) or {}  # a retry reuses its first attempt's
         cell_trials = [t for t in self.handle.trials() if unit_of(t) and unit_of(t)[0] == cell.key]
-        params = fixed if set(fixed) == set(search.params) else sample_params(
-            search, self.sweep.spec.objective.direction, cell_trials, trial.number)
+        params = (
+            fixed
+            if set(fixed) == set(search.params)
+            else sample_params(search, self.sweep.spec.objective.direction, cell_trials, trial.number)
+        )
         for name, dist in distributions(search).items():
-            self.handle.storage.set_trial_param(self.handle.trial_id(trial.number), name,
-                                                dist.to_internal_repr(params[name]), dist)
+            self.handle.storage.set_trial_param(
+                self.handle.trial_id(trial.number), name, dist.to_internal_repr(params[name]), dist
+            )
         return {name: params[name] for name in search.params}
 
     def complete(self, item: Running, code: int) -> None:
         del self.running[item.number]
         item.run_id = item.run_id or read_run_file(item.trial_dir).get("run_id")
-        attrs: dict[str, Any] = {"exit_code": code, "duration_s": round(time.monotonic() - item.started, 1),
-                                 "mlflow_run_id": item.run_id}
+        attrs: dict[str, Any] = {
+            "exit_code": code,
+            "duration_s": round(time.monotonic() - item.started, 1),
+            "mlflow_run_id": item.run_id,
+        }
         search = self.sweep.spec.search
         if item.run_id and search is not None and search.trials_per_cell > 1:
             # The whole validation curve, so the pruner can compare later trials with this one.
@@ -223,11 +294,19 @@ class Coordinator:
                 value, step = selected_objective(item.trial_dir, self.sweep.spec.objective, self.client, item.run_id)
             except (HarnessError, ValueError, KeyError, StopIteration) as exc:
                 return self.fail(item, attrs, f"no objective: {exc}")
-            if finish(self.handle, item.number, TrialState.COMPLETE, value,
-                      {**attrs, OUTCOME: "completed", "selected_step": step}):
+            if finish(
+                self.handle,
+                item.number,
+                TrialState.COMPLETE,
+                value,
+                {**attrs, OUTCOME: "completed", "selected_step": step},
+            ):
                 self.result.completed += 1
-                records.tag_run(self.client, item.run_id, {"harness.trial": item.trial.number,
-                                                            "harness.objective": value, "harness.selected_step": step})
+                records.tag_run(
+                    self.client,
+                    item.run_id,
+                    {"harness.trial": item.trial.number, "harness.objective": value, "harness.selected_step": step},
+                )
             return None
         if code == REQUEUE_EXIT_CODE and self.stop_signal is None:
             return self.requeue(item)
@@ -238,14 +317,20 @@ class Coordinator:
         once; its run.json makes the new attempt `--resume` into the same MLflow run."""
         requeues = int(item.trial.user_attrs.get("harness.requeues", 0)) + 1
         set_attrs(self.handle, item.number, {"harness.requeues": requeues})
-        self.progress.note(f"trial #{item.trial.number} ({item.cell.key}) was preempted after a checkpoint; "
-                           f"requeued (requeue {requeues}), it resumes into MLflow run {item.run_id}")
+        self.progress.note(
+            f"trial #{item.trial.number} ({item.cell.key}) was preempted after a checkpoint; "
+            f"requeued (requeue {requeues}), it resumes into MLflow run {item.run_id}"
+        )
         self.start(self.handle.trial(item.number))
 
     def fail(self, item: Running, attrs: dict[str, Any], reason: str) -> None:
         tail = log_tail(item.log_path, item.log_offset)
-        finish(self.handle, item.number, TrialState.FAIL,
-               attrs={**attrs, OUTCOME: "failed", "harness.error": reason, "log_tail": tail})
+        finish(
+            self.handle,
+            item.number,
+            TrialState.FAIL,
+            attrs={**attrs, OUTCOME: "failed", "harness.error": reason, "log_tail": tail},
+        )
         self.result.failed += 1
         label = f"{item.cell.key}-{item.slot}-trial{item.trial.number}"
         records.record_failure(self.client, item.run_id, self.parent_run_id, label, reason, tail, item.log_path)
@@ -303,8 +388,7 @@ class Coordinator:
         history = records.best_effort("read the validation curve", self.client.get_metric_history, item.run_id, metric)
         fresh = [m for m in history or [] if m.step not in item.reported and m.step > 0 and math.isfinite(m.value)]
         for point in fresh:
-            self.handle.storage.set_trial_intermediate_value(self.handle.trial_id(item.number), point.step,
-                                                             point.value)
+            self.handle.storage.set_trial_intermediate_value(self.handle.trial_id(item.number), point.step, point.value)
             item.reported.add(point.step)
         return bool(fresh)
 
@@ -315,8 +399,13 @@ class Coordinator:
             return
         item.handle.stop()
         del self.running[item.number]
-        if finish(self.handle, item.number, TrialState.PRUNED, None,
-                  {OUTCOME: "pruned", "mlflow_run_id": item.run_id, "pruned_at_step": current.last_step}):
+        if finish(
+            self.handle,
+            item.number,
+            TrialState.PRUNED,
+            None,
+            {OUTCOME: "pruned", "mlflow_run_id": item.run_id, "pruned_at_step": current.last_step},
+        ):
             self.result.pruned += 1
             records.tag_run(self.client, item.run_id, {"harness.trial": item.trial.number, "harness.pruned": "true"})
 
@@ -343,24 +432,36 @@ class Coordinator:
             records.finish_parent(self.client, self.parent_run_id, "FAILED" if "FAIL" in states else "FINISHED")
 
 
-def local_gpus(sweep: Sweep, launcher: str, jobs: int, gpus_per_trial: int | None, gpus: str | None,
-               enqueue_only: bool = False):
+def local_gpus(
+    sweep: Sweep, launcher: str, jobs: int, gpus_per_trial: int | None, gpus: str | None, enqueue_only: bool = False
+):
     """(GPU split per trial, the node's GPU pool) for the local launcher, or None (no assignment);
     refuses --jobs x GPUs per trial beyond the node's GPUs before anything is created."""
     if launcher != "local":
         if gpus_per_trial is not None or gpus is not None:
-            raise HarnessError(f"--gpus-per-trial / --gpus are for --launcher local; with --launcher {launcher} "
-                               f"a trial's GPUs come from the sweep file's `{launcher}` block (train_gpus, "
-                               f"generator_gpus, gpus_per_node).")
+            raise HarnessError(
+                f"--gpus-per-trial / --gpus are for --launcher local; with --launcher {launcher} "
+                f"a trial's GPUs come from the sweep file's `{launcher}` block (train_gpus, "
+                f"generator_gpus, gpus_per_node)."
+            )
         return None
     split = trial_gpu_split(sweep, gpus_per_trial, gpus)
     pool = None if enqueue_only else assign_local_gpus(split, jobs, gpus)
     return (split, pool) if pool is not None else None
 
 
-def run_sweep(sweep: Sweep, jobs: int = 1, storage: str | None = None, launcher: str = "local",
-              progress: bool = True, enqueue_only: bool = False, heartbeat_s: int = HEARTBEAT_S,
-              grace_s: int = GRACE_S, gpus_per_trial: int | None = None, gpus: str | None = None) -> SweepResult:
+def run_sweep(
+    sweep: Sweep,
+    jobs: int = 1,
+    storage: str | None = None,
+    launcher: str = "local",
+    progress: bool = True,
+    enqueue_only: bool = False,
+    heartbeat_s: int = HEARTBEAT_S,
+    grace_s: int = GRACE_S,
+    gpus_per_trial: int | None = None,
+    gpus: str | None = None,
+) -> SweepResult:
     """Run (or resume) a sweep until no trial is waiting or running; see the module docstring.
     `gpus_per_trial` / `gpus`: the local launcher's GPU assignment (harness/sweep/gpus.py)."""
     url = storage or default_storage_url(sweep.output_dir)
@@ -368,14 +469,20 @@ def run_sweep(sweep: Sweep, jobs: int = 1, storage: str | None = None, launcher:
     if jobs < 1:
         raise HarnessError(f"--jobs {jobs}: expected an integer >= 1.")
     if not 1 <= heartbeat_s < grace_s:
-        raise HarnessError(f"--heartbeat-s {heartbeat_s} / --grace-s {grace_s}: expected 1 <= heartbeat < grace "
-                           f"(a trial silent for the grace period is taken over; defaults {HEARTBEAT_S} / {GRACE_S}).")
-    runner = make_launcher(launcher, sweep.output_dir / "submitit", sweep.spec.submitit, f"harness-{sweep.name}",
-                           source=f"{sweep.path}: the `submitit` block",
-                           gpus=local_gpus(sweep, launcher, jobs, gpus_per_trial, gpus, enqueue_only))
+        raise HarnessError(
+            f"--heartbeat-s {heartbeat_s} / --grace-s {grace_s}: expected 1 <= heartbeat < grace "
+            f"(a trial silent for the grace period is taken over; defaults {HEARTBEAT_S} / {GRACE_S})."
+        )
+    runner = make_launcher(
+        launcher,
+        sweep.output_dir / "submitit",
+        sweep.spec.submitit,
+        f"harness-{sweep.name}",
+        source=f"{sweep.path}: the `submitit` block",
+        gpus=local_gpus(sweep, launcher, jobs, gpus_per_trial, gpus, enqueue_only),
+    )
     sweep.output_dir.mkdir(parents=True, exist_ok=True)
-    handle = open_study(url, sweep.study_name, sweep.spec.objective.direction, heartbeat_s=heartbeat_s,
-                        grace_s=grace_s)
+    handle = open_study(url, sweep.study_name, sweep.spec.objective.direction, heartbeat_s=heartbeat_s, grace_s=grace_s)
     # Every worker logs where the study's first worker did, unless told otherwise; an HTTP server
     # is waited for; a fresh SQLite store is created here, once, before any trial starts.
     client = records.client_for(sweep_tracking_uri(handle.study.user_attrs.get("mlflow_tracking_uri")))

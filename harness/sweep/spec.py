@@ -20,10 +20,18 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from harness.config import (AXIS_KEYS, RunConfig, apply_override, flatten, format_interval, parse_interval,
-                            parse_override, read_yaml)
+from harness.config import (
+    AXIS_KEYS,
+    RunConfig,
+    apply_override,
+    flatten,
+    format_interval,
+    parse_interval,
+    parse_override,
+    read_yaml,
+)
 from harness.errors import ConfigError
-from harness.sweep.grid import (INTERVAL_AXES, cell_key, check_rules, expand_grid, matches, normalized_grid, yaml_value)
+from harness.sweep.grid import INTERVAL_AXES, cell_key, check_rules, expand_grid, matches, normalized_grid, yaml_value
 
 REPO_SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
 
@@ -33,8 +41,9 @@ class _Strict(BaseModel):
 
 
 class SearchParam(_Strict):
-    type: Literal["float", "int", "categorical"] = Field(description="Optuna's suggest_float / suggest_int / "
-                                                         "suggest_categorical")
+    type: Literal["float", "int", "categorical"] = Field(
+        description="Optuna's suggest_float / suggest_int / suggest_categorical"
+    )
     low: float | None = Field(None, description="float / int: lower bound (inclusive)")
     high: float | None = Field(None, description="float / int: upper bound (inclusive); must exceed `low`")
     log: bool = Field(False, description="sample on a log scale (needs `low` > 0; excludes `step`)")
@@ -57,8 +66,9 @@ class SearchParam(_Strict):
         if self.log and self.low <= 0:
             raise ValueError("a log-scale parameter needs `low` > 0")
         if self.log and self.step is not None:
-            raise ValueError("`log: true` and `step` cannot be combined (Optuna samples a log scale "
-                             "continuously); drop one of them")
+            raise ValueError(
+                "`log: true` and `step` cannot be combined (Optuna samples a log scale continuously); drop one of them"
+            )
         if self.step is not None and not 0 < self.step <= self.high - self.low:
             raise ValueError(f"`step` must be > 0 and at most high - low = {self.high - self.low}")
         if self.type == "int":
@@ -70,21 +80,25 @@ class SearchParam(_Strict):
 
 
 class PrunerSpec(_Strict):
-    type: Literal["median", "none"] = Field("median", description="`median`: stop a trial whose validation curve "
-                                            "is below the median of the cell's finished trials at the same step")
+    type: Literal["median", "none"] = Field(
+        "median",
+        description="`median`: stop a trial whose validation curve "
+        "is below the median of the cell's finished trials at the same step",
+    )
     startup_trials: int = Field(2, ge=0, description="finished trials of the cell before pruning starts")
     warmup_steps: int = Field(0, ge=0, description="optimizer steps before a trial can be pruned")
 
 
 class SearchSpec(_Strict):
-    trials_per_cell: int = Field(1, ge=1, le=100_000, description="search trials per cell, each a full training "
-                                 "run")
+    trials_per_cell: int = Field(1, ge=1, le=100_000, description="search trials per cell, each a full training run")
     sampler: Literal["tpe", "random"] = Field("tpe", description="Optuna sampler, fitted on the cell's own trials only")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="sampler seed (+ trial number): numpy's 32-bit range")
-    params: dict[str, SearchParam] = Field(default_factory=dict, description="run-config key path (not a grid "
-                                           "axis) -> its range (`search.params.KEY.*`)")
-    pruner: PrunerSpec = Field(default_factory=PrunerSpec, description="`none`, `median`, or a mapping "
-                               "(`search.pruner.*`)")
+    params: dict[str, SearchParam] = Field(
+        default_factory=dict, description="run-config key path (not a grid axis) -> its range (`search.params.KEY.*`)"
+    )
+    pruner: PrunerSpec = Field(
+        default_factory=PrunerSpec, description="`none`, `median`, or a mapping (`search.pruner.*`)"
+    )
 
     @field_validator("pruner", mode="before")
     @classmethod
@@ -93,16 +107,25 @@ class SearchSpec(_Strict):
 
 
 class ObjectiveSpec(_Strict):
-    metric: str = Field("val/len_norm_reward", description="`val/*`: read from the trial's `checkpoints.json` at "
-                        "the checkpoint `rule` picks; anything else (`eval/...`): from the trial's MLflow run")
+    metric: str = Field(
+        "val/len_norm_reward",
+        description="`val/*`: read from the trial's `checkpoints.json` at "
+        "the checkpoint `rule` picks; anything else (`eval/...`): from the trial's MLflow run",
+    )
     direction: Literal["maximize", "minimize"] = Field("maximize", description="what the study optimises")
-    rule: str = Field("len_norm", description="checkpoint selection rule (harness.selection): `len_norm`, "
-                      "`max_val_reward`, `final`, `len_norm_shifted`")
+    rule: str = Field(
+        "len_norm",
+        description="checkpoint selection rule (harness.selection): `len_norm`, "
+        "`max_val_reward`, `final`, `len_norm_shifted`",
+    )
 
 
 class OverrideRule(_Strict):
-    when: dict[str, Any] = Field(default_factory=dict, description="grid axis -> value or list of values; the rule "
-                                 "applies to cells matching all of them (empty: every cell)")
+    when: dict[str, Any] = Field(
+        default_factory=dict,
+        description="grid axis -> value or list of values; the rule "
+        "applies to cells matching all of them (empty: every cell)",
+    )
     set_: dict[str, Any] = Field(alias="set", description="run-config keys (dotted or nested) to set; not grid axes")
 
 
@@ -112,53 +135,77 @@ class EvalSpec(_Strict):
 
 
 class TrackingSpec(_Strict):
-    experiment: str | None = Field(None, description="MLflow experiment of the sweep run and its trials; none = "
-                                   "the sweep's `name`")
+    experiment: str | None = Field(
+        None, description="MLflow experiment of the sweep run and its trials; none = the sweep's `name`"
+    )
 
 
 class LocalSpec(_Strict):  # --launcher local: GPUs per trial (harness/sweep/gpus.py)
-    train_gpus: int | None = Field(None, ge=1, le=1024, description="training GPUs (FSDP ranks) per trial; "
-                                   "none = `--gpus-per-trial` - `generator_gpus`")
-    generator_gpus: int = Field(0, ge=0, le=1024, description="GPUs after the training ones, for the generator "
-                                "worker")
+    train_gpus: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="training GPUs (FSDP ranks) per trial; none = `--gpus-per-trial` - `generator_gpus`",
+    )
+    generator_gpus: int = Field(0, ge=0, le=1024, description="GPUs after the training ones, for the generator worker")
 
 
 class SweepSpec(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="names the study, the MLflow "
-                      "experiment (default) and `outputs/<name>`")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="names the study, the MLflow experiment (default) and `outputs/<name>`",
+    )
     description: str = Field("", description="free text, for people")
-    base: str = Field(description="the run config every cell starts from, relative to the sweep file's folder or "
-                      "to `sweeps/` (e.g. `runs/tiny.yaml`)")
-    output_dir: str | None = Field(None, description="none = `outputs/<name>`; trials go to "
-                                   "`<output_dir>/trials/<cell>/<slot>/`; `--out-dir` overrides it")
+    base: str = Field(
+        description="the run config every cell starts from, relative to the sweep file's folder or "
+        "to `sweeps/` (e.g. `runs/tiny.yaml`)"
+    )
+    output_dir: str | None = Field(
+        None,
+        description="none = `outputs/<name>`; trials go to "
+        "`<output_dir>/trials/<cell>/<slot>/`; `--out-dir` overrides it",
+    )
     study: str | None = Field(None, description="Optuna study name; none = `name`")
-    grid: dict[str, Any] = Field(default_factory=dict, description="axes: run-config key path (top-level or dotted) "
-                                 "-> non-empty list of values; cells are their product")
-    exclude: list[dict[str, Any]] = Field(default_factory=list, description="rules, each axis -> value or list; "
-                                          "drops every cell matching all of a rule's keys")
-    overrides: list[OverrideRule] = Field(default_factory=list, description="conditional `when` / `set` rules, "
-                                          "applied in order after `set` and the axes (later wins)")
-    set_: dict[str, Any] = Field(default_factory=dict, alias="set", description="run-config keys (dotted or "
-                                 "nested) set for every cell")
-    search: SearchSpec | None = Field(None, description="Optuna search within each cell (`search.*`); none = one "
-                                      "trial per cell")
+    grid: dict[str, Any] = Field(
+        default_factory=dict,
+        description="axes: run-config key path (top-level or dotted) "
+        "-> non-empty list of values; cells are their product",
+    )
+    exclude: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="rules, each axis -> value or list; drops every cell matching all of a rule's keys",
+    )
+    overrides: list[OverrideRule] = Field(
+        default_factory=list,
+        description="conditional `when` / `set` rules, applied in order after `set` and the axes (later wins)",
+    )
+    set_: dict[str, Any] = Field(
+        default_factory=dict, alias="set", description="run-config keys (dotted or nested) set for every cell"
+    )
+    search: SearchSpec | None = Field(
+        None, description="Optuna search within each cell (`search.*`); none = one trial per cell"
+    )
     objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec, description="what the study optimises")
     eval: EvalSpec | None = Field(None, description="shorthand for `set: {eval.suites, eval.samples}`")
     seed_baseline: bool = Field(True, description="evaluate the starting policy once, as the tables' seed row")
     tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="MLflow names")
-    submitit: dict[str, Any] = Field(default_factory=dict, description="`--launcher submitit`: passed to "
-                                     "`executor.update_parameters(...)` (`slurm_partition`, `gpus_per_node`, "
-                                     "`timeout_min`, ...), plus `train_gpus` / `generator_gpus`, the trial's split "
-                                     "of the node")
-    local: LocalSpec | None = Field(None, description="`--launcher local`: GPUs per trial (`local.*`, "
-                                    "docs/multi_gpu.md)")
+    submitit: dict[str, Any] = Field(
+        default_factory=dict,
+        description="`--launcher submitit`: passed to "
+        "`executor.update_parameters(...)` (`slurm_partition`, `gpus_per_node`, "
+        "`timeout_min`, ...), plus `train_gpus` / `generator_gpus`, the trial's split "
+        "of the node",
+    )
+    local: LocalSpec | None = Field(
+        None, description="`--launcher local`: GPUs per trial (`local.*`, docs/multi_gpu.md)"
+    )
 
 
 @dataclass(frozen=True)
 class Cell:
     key: str
     axes: dict[str, Any]
-    overrides: tuple[str, ...]          # `key.path=value`, in order, after the base config
+    overrides: tuple[str, ...]  # `key.path=value`, in order, after the base config
     config: RunConfig
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -224,8 +271,10 @@ def describe_sweep_error(source: str, exc: ValidationError) -> str:
         where = key_location(err["loc"])
         value = err.get("input")
         if err["type"] == "extra_forbidden":
-            lines.append(f"{source}: unknown key `{where}` (value {value!r}); a sweep file has keys "
-                         f"{', '.join(f.alias or n for n, f in SweepSpec.model_fields.items())}.")
+            lines.append(
+                f"{source}: unknown key `{where}` (value {value!r}); a sweep file has keys "
+                f"{', '.join(f.alias or n for n, f in SweepSpec.model_fields.items())}."
+            )
         elif err["type"] == "missing":
             lines.append(f"{source}: required key `{where}` is missing.")
         else:
@@ -251,8 +300,10 @@ def resolve_base(base: str, sweep_path: Path) -> Path:
         if candidate.is_file():
             return candidate.resolve()
     tried = ", ".join(str(c) for c in dict.fromkeys(candidates))
-    raise ConfigError(f"{sweep_path}: `base` = {base!r} names no run config file (tried {tried}); "
-                      f"expected a path under sweeps/, e.g. `runs/tiny.yaml`.")
+    raise ConfigError(
+        f"{sweep_path}: `base` = {base!r} names no run config file (tried {tried}); "
+        f"expected a path under sweeps/, e.g. `runs/tiny.yaml`."
+    )
 
 
 # -- one cell --------------------------------------------------------------------------------
@@ -267,8 +318,10 @@ def override_text(key: str, value: Any, where: str, source: str) -> str:
     text = yaml_value(value)
     _, back = parse_override(f"{key}={text}")
     if back != value:
-        raise ConfigError(f"{source}: `{where}` = {value!r} cannot be passed on a command line unchanged "
-                          f"(it reads back as {back!r}); write it as a plain YAML scalar or list.")
+        raise ConfigError(
+            f"{source}: `{where}` = {value!r} cannot be passed on a command line unchanged "
+            f"(it reads back as {back!r}); write it as a plain YAML scalar or list."
+        )
     return f"{key}={text}"
 
 
@@ -309,11 +362,15 @@ def validate_cell(data: dict[str, Any], key: str, sources: dict[str, str], sourc
             where = origin(path, sources) or f"the base config {base_path} (key `{path}`)"
             message = err["msg"].removeprefix("Value error, ")
             if not path:
-                lines.append(f"{source}: cell {key} is invalid: {message} (drop the cell with an `exclude` "
-                             f"rule, or change it with an `overrides` entry).")
+                lines.append(
+                    f"{source}: cell {key} is invalid: {message} (drop the cell with an `exclude` "
+                    f"rule, or change it with an `overrides` entry)."
+                )
             elif err["type"] == "extra_forbidden":
-                lines.append(f"{source}: `{where}`: `{path}` is not a run-config key; check the spelling "
-                             f"(sections: {', '.join(k for k in RunConfig.model_fields if k not in AXIS_KEYS)}).")
+                lines.append(
+                    f"{source}: `{where}`: `{path}` is not a run-config key; check the spelling "
+                    f"(sections: {', '.join(k for k in RunConfig.model_fields if k not in AXIS_KEYS)})."
+                )
             else:
                 value = err.get("input")
                 lines.append(f"{source}: `{where}` = {value!r} is invalid for cell {key}: {message}.")
@@ -326,7 +383,7 @@ def origin(path: str, sources: dict[str, str]) -> str | None:
     for end in range(len(parts), 0, -1):
         prefix = ".".join(parts[:end])
         if prefix in sources:
-            return sources[prefix] + path[len(prefix):]
+            return sources[prefix] + path[len(prefix) :]
     return None
 
 
@@ -334,12 +391,15 @@ def check_suites(config: RunConfig, key: str, sources: dict[str, str], source: s
     if not config.eval.suites:
         return
     from evaluators.registry import list_suites
+
     known = list_suites()
     for suite in config.eval.suites:
         if suite not in known:
             where = origin("eval.suites", sources) or "the base config's eval.suites"
-            raise ConfigError(f"{source}: `{where}` names the unknown evaluation suite {suite!r} (cell {key}); "
-                              f"known suites: {', '.join(known)}.")
+            raise ConfigError(
+                f"{source}: `{where}` names the unknown evaluation suite {suite!r} (cell {key}); "
+                f"known suites: {', '.join(known)}."
+            )
 
 
 # -- search ----------------------------------------------------------------------------------
@@ -365,4 +425,3 @@ def check_search(spec: SweepSpec, cells: list[Cell], source: str) -> None:
 
 def search_overrides(params: dict[str, Any]) -> list[str]:
     return [override_text(name, value, f"search.params.{name}", "search") for name, value in params.items()]
-

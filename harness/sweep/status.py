@@ -1,8 +1,8 @@
 """Tables: the dry-run cell table, `harness status` (one row per cell), and the live progress line.
 
-    print(cell_table(sweep))                    # what each cell resolves to; creates nothing
-    rows = unit_rows(sweep, trials, client)     # state, progress, objective, MLflow run id
-    print(format_table(rows))
+print(cell_table(sweep))                    # what each cell resolves to; creates nothing
+rows = unit_rows(sweep, trials, client)     # state, progress, objective, MLflow run id
+print(format_table(rows))
 """
 
 from __future__ import annotations
@@ -19,8 +19,18 @@ from harness.sweep.spec import Sweep
 from harness.sweep.study import group_units, outcome_of, representative, unit_state
 
 # Always shown in the dry-run table (the paper's hyperparameter table), plus any key that varies.
-KEY_COLUMNS = ("ref_sync_every", "dpo.beta", "grpo.kl_coef", "train.adam_eps", "train.grad_clip", "train.lr",
-               "train.max_new_tokens", "train.prompts_per_step", "train.steps", "eval.suites")
+KEY_COLUMNS = (
+    "ref_sync_every",
+    "dpo.beta",
+    "grpo.kl_coef",
+    "train.adam_eps",
+    "train.grad_clip",
+    "train.lr",
+    "train.max_new_tokens",
+    "train.prompts_per_step",
+    "train.steps",
+    "eval.suites",
+)
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -29,8 +39,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     headers = list(rows[0])
     cells = [[_text(row.get(h)) for h in headers] for row in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)),
-             "  ".join("-" * w for w in widths)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
     return "\n".join(line.rstrip() for line in lines)
 
@@ -72,16 +81,20 @@ def dry_run_text(sweep: Sweep, storage_url: str, example_command: list[str]) -> 
     seeds = sorted({c.config.seed for c in sweep.cells})
     per_seed = len(sweep.cells) // max(len(seeds), 1)
     trials = f", {sweep.slots} search trials each" if sweep.slots > 1 else ""
-    head = [f"sweep {sweep.name}: {len(sweep.cells)} cells ({per_seed} per seed x {len(seeds)} seed"
-            f"{'s' if len(seeds) != 1 else ''}){trials}",
-            f"  base config: {sweep.base_path}",
-            f"  output dir:  {sweep.output_dir}",
-            f"  study:       {sweep.study_name} at {redact(storage_url)}",
-            f"  experiment:  {sweep.experiment}   objective: {sweep.spec.objective.direction} "
-            f"{sweep.spec.objective.metric} at the checkpoint picked by rule {sweep.spec.objective.rule}"]
+    head = [
+        f"sweep {sweep.name}: {len(sweep.cells)} cells ({per_seed} per seed x {len(seeds)} seed"
+        f"{'s' if len(seeds) != 1 else ''}){trials}",
+        f"  base config: {sweep.base_path}",
+        f"  output dir:  {sweep.output_dir}",
+        f"  study:       {sweep.study_name} at {redact(storage_url)}",
+        f"  experiment:  {sweep.experiment}   objective: {sweep.spec.objective.direction} "
+        f"{sweep.spec.objective.metric} at the checkpoint picked by rule {sweep.spec.objective.rule}",
+    ]
     if sweep.spec.search:
-        head.append(f"  search:      {', '.join(sweep.spec.search.params)} ({sweep.spec.search.sampler}, "
-                    f"pruner {sweep.spec.search.pruner.type})")
+        head.append(
+            f"  search:      {', '.join(sweep.spec.search.params)} ({sweep.spec.search.sampler}, "
+            f"pruner {sweep.spec.search.pruner.type})"
+        )
     tail = ["", f"first cell runs: {shlex.join(example_command)}", "(dry run: nothing was created)"]
     return "\n".join(head + ["", cell_table(sweep)] + tail)
 
@@ -100,14 +113,18 @@ def unit_rows(sweep: Sweep, trials: list, client=None) -> list[dict[str, Any]]:
             if sweep.slots > 1:
                 row["slot"] = slot
             row.update({axis: show_value(axis, value) for axis, value in cell.axes.items()})
-            row.update({"state": state if state != "FAIL" else f"FAIL({outcome_of(trial)})",
-                        "attempts": len(attempts),
-                        "progress": progress_text(client, attrs.get("mlflow_run_id"), cell.config.train.steps, state),
-                        "objective": trial.value if trial is not None and state == "COMPLETE" else None,
-                        "selected_step": attrs.get("selected_step"),
-                        "trial": trial.number if trial else None,
-                        "mlflow_run_id": attrs.get("mlflow_run_id"),
-                        "host": attrs.get("harness.host")})
+            row.update(
+                {
+                    "state": state if state != "FAIL" else f"FAIL({outcome_of(trial)})",
+                    "attempts": len(attempts),
+                    "progress": progress_text(client, attrs.get("mlflow_run_id"), cell.config.train.steps, state),
+                    "objective": trial.value if trial is not None and state == "COMPLETE" else None,
+                    "selected_step": attrs.get("selected_step"),
+                    "trial": trial.number if trial else None,
+                    "mlflow_run_id": attrs.get("mlflow_run_id"),
+                    "host": attrs.get("harness.host"),
+                }
+            )
             if sweep.spec.search is not None:
                 row.update({f"param:{k}": trial.params.get(k) if trial else None for k in sweep.spec.search.params})
             rows.append(row)
@@ -139,8 +156,11 @@ def counts(sweep: Sweep, trials: list) -> dict[str, int]:
 
 
 def durations(trials: list) -> list[float]:
-    return [(t.datetime_complete - t.datetime_start).total_seconds() for t in trials
-            if t.state.name == "COMPLETE" and t.datetime_start and t.datetime_complete]
+    return [
+        (t.datetime_complete - t.datetime_start).total_seconds()
+        for t in trials
+        if t.state.name == "COMPLETE" and t.datetime_start and t.datetime_complete
+    ]
 
 
 class ProgressLine:
@@ -179,8 +199,10 @@ class ProgressLine:
             eta = _clock(mean * -(-left // max(self.jobs, 1)))
         elif not left:
             eta = "0s"
-        return (f"[sweep {self.name}] {tally['done']}/{tally['total']} done, {tally['running']} running, "
-                f"{tally['failed']} failed, {tally['waiting']} waiting | {_clock(elapsed)} | ETA {eta}")
+        return (
+            f"[sweep {self.name}] {tally['done']}/{tally['total']} done, {tally['running']} running, "
+            f"{tally['failed']} failed, {tally['waiting']} waiting | {_clock(elapsed)} | ETA {eta}"
+        )
 
     def note(self, message: str) -> None:
         """A line of its own (a failure, an interruption), shown even without the progress line."""

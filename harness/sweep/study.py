@@ -50,14 +50,14 @@ from harness.procs import process_start_time
 from harness.tracking_uri import sqlite_path
 from harness.sweep.resilient import OUTAGE, retrying_rdb_storage
 
-HEARTBEAT_S = 10          # Optuna's heartbeat interval (RDB storages) and our journal heartbeat
-GRACE_S = 60              # a RUNNING trial silent this long is dead
-JOURNAL_BEAT = "harness.heartbeat"   # our heartbeat on journal files (a user attr: wall-clock seconds)
+HEARTBEAT_S = 10  # Optuna's heartbeat interval (RDB storages) and our journal heartbeat
+GRACE_S = 60  # a RUNNING trial silent this long is dead
+JOURNAL_BEAT = "harness.heartbeat"  # our heartbeat on journal files (a user attr: wall-clock seconds)
 OUTCOME = "harness.outcome"
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 ACTIVE_STATES = (TrialState.RUNNING, TrialState.WAITING)
-RETRYABLE_OUTCOMES = (None, "interrupted", "lease_lost")   # retried even within one invocation
-ENQUEUED_PARAMS = "harness.params"   # search params a retry must reuse (user attr set at enqueue)
+RETRYABLE_OUTCOMES = (None, "interrupted", "lease_lost")  # retried even within one invocation
+ENQUEUED_PARAMS = "harness.params"  # search params a retry must reuse (user attr set at enqueue)
 
 log = logging.getLogger("harness.sweep")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -86,9 +86,11 @@ def storage_kind(url: str) -> str:
         return "journal"
     if "://" in url and url.split("://", 1)[0].split("+")[0] in ("postgresql", "postgres", "mysql", "mariadb"):
         return "server"
-    raise ConfigError(f"--storage {url!r}: expected a SQLAlchemy URL (postgresql://user:pass@host/db, "
-                      f"mysql://..., sqlite:////abs/path/study.db) or a journal file (journal:PATH or a path "
-                      f"ending in .log).")
+    raise ConfigError(
+        f"--storage {url!r}: expected a SQLAlchemy URL (postgresql://user:pass@host/db, "
+        f"mysql://..., sqlite:////abs/path/study.db) or a journal file (journal:PATH or a path "
+        f"ending in .log)."
+    )
 
 
 def storage_file(url: str) -> Path | None:
@@ -100,8 +102,9 @@ def storage_file(url: str) -> Path | None:
     return None
 
 
-def open_storage(url: str, create: bool = True, heartbeat_s: int = HEARTBEAT_S,
-                 grace_s: int = GRACE_S) -> BaseStorage | None:
+def open_storage(
+    url: str, create: bool = True, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S
+) -> BaseStorage | None:
     """The storage at `url`; None when `create` is False and its file does not exist. RDB
     storages retry transient connection errors (harness/sweep/resilient.py)."""
     kind, path = storage_kind(url), storage_file(url)
@@ -113,16 +116,25 @@ def open_storage(url: str, create: bool = True, heartbeat_s: int = HEARTBEAT_S,
         return JournalStorage(JournalFileBackend(str(path)))
     engine = {"connect_args": {"timeout": 120}} if kind == "sqlite" else {"pool_pre_ping": True}
     with _heartbeat_api():
-        return retrying_rdb_storage(url, engine_kwargs=engine, heartbeat_interval=int(heartbeat_s),
-                                    grace_period=int(grace_s), heartbeat_stale_trial_callback=note_stale_trial)
+        return retrying_rdb_storage(
+            url,
+            engine_kwargs=engine,
+            heartbeat_interval=int(heartbeat_s),
+            grace_period=int(grace_s),
+            heartbeat_stale_trial_callback=note_stale_trial,
+        )
 
 
 def note_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     """Optuna's heartbeat-stale callback: say which host's trial went silent, and when."""
     attrs = trial.user_attrs
-    log.warning("trial #%d (%s) on host %s sent no heartbeat within the grace period: its worker is gone; "
-                "it will be retried from its last checkpoint", trial.number, attrs.get("cell_key", "?"),
-                attrs.get("harness.host", "?"))
+    log.warning(
+        "trial #%d (%s) on host %s sent no heartbeat within the grace period: its worker is gone; "
+        "it will be retried from its last checkpoint",
+        trial.number,
+        attrs.get("cell_key", "?"),
+        attrs.get("harness.host", "?"),
+    )
 
 
 @contextlib.contextmanager
@@ -158,14 +170,25 @@ class StudyHandle:
         return self.storage.get_trial(self.trial_id(number))
 
 
-def open_study(url: str, name: str, direction: str = "maximize", create: bool = True,
-               heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S) -> StudyHandle | None:
+def open_study(
+    url: str,
+    name: str,
+    direction: str = "maximize",
+    create: bool = True,
+    heartbeat_s: int = HEARTBEAT_S,
+    grace_s: int = GRACE_S,
+) -> StudyHandle | None:
     # Creating a fresh SQLite file's tables from two processes at once fails in one: hold the lock.
     with storage_lock(url) if create else contextlib.nullcontext():
         storage = open_storage(url, create=create, heartbeat_s=heartbeat_s, grace_s=grace_s)
         if storage is not None and create:
-            study = optuna.create_study(study_name=name, storage=storage, direction=direction, load_if_exists=True,
-                                        sampler=optuna.samplers.RandomSampler())
+            study = optuna.create_study(
+                study_name=name,
+                storage=storage,
+                direction=direction,
+                load_if_exists=True,
+                sampler=optuna.samplers.RandomSampler(),
+            )
     if storage is None:
         return None
     if not create:
@@ -217,8 +240,9 @@ def outcome_of(trial: FrozenTrial) -> str | None:
     return trial.user_attrs.get(OUTCOME)
 
 
-def enqueue_missing(handle: StudyHandle, units: list[tuple[str, int]], axes: dict[str, dict[str, str]],
-                    retry_failed: bool) -> int:
+def enqueue_missing(
+    handle: StudyHandle, units: list[tuple[str, int]], axes: dict[str, dict[str, str]], retry_failed: bool
+) -> int:
     """Enqueue one WAITING trial for each unit that has none active and none done. A unit whose
     last attempt failed is retried only when `retry_failed` (a rerun); orphaned or interrupted
     ones always. A retry keeps the failed attempt's sampled search params (same checkpoints)."""
@@ -232,10 +256,16 @@ def enqueue_missing(handle: StudyHandle, units: list[tuple[str, int]], axes: dic
             if attempts and not retry_failed and outcome_of(attempts[-1]) not in (*RETRYABLE_OUTCOMES, "orphaned"):
                 continue
             params = dict(attempts[-1].params) if attempts else {}
-            handle.study.enqueue_trial(params, user_attrs={"cell_key": cell_key, "slot": slot,
-                                                           "axes": axes.get(cell_key, {}),
-                                                           "attempt": len(attempts) + 1,
-                                                           ENQUEUED_PARAMS: params})
+            handle.study.enqueue_trial(
+                params,
+                user_attrs={
+                    "cell_key": cell_key,
+                    "slot": slot,
+                    "axes": axes.get(cell_key, {}),
+                    "attempt": len(attempts) + 1,
+                    ENQUEUED_PARAMS: params,
+                },
+            )
             count += 1
         return count
 
@@ -244,8 +274,11 @@ def enqueue_missing(handle: StudyHandle, units: list[tuple[str, int]], axes: dic
 
 
 def owner_attrs() -> dict[str, Any]:
-    return {"harness.host": socket.gethostname(), "harness.owner_pid": os.getpid(),
-            "harness.owner_start": process_start_time(os.getpid())}
+    return {
+        "harness.host": socket.gethostname(),
+        "harness.owner_pid": os.getpid(),
+        "harness.owner_start": process_start_time(os.getpid()),
+    }
 
 
 def claim_next(handle: StudyHandle, units: set[tuple[str, int]] | None = None) -> FrozenTrial | None:
@@ -280,15 +313,18 @@ def is_duplicate(handle: StudyHandle, mine: FrozenTrial) -> bool:
             continue
         if other.state in DONE_STATES:
             return True
-        if other.state == TrialState.RUNNING and (other.user_attrs.get("harness.launched") or other.number < mine.number):
+        if other.state == TrialState.RUNNING and (
+            other.user_attrs.get("harness.launched") or other.number < mine.number
+        ):
             return True
         if other.state == TrialState.WAITING and other.number < mine.number:
             return True
     return False
 
 
-def finish(handle: StudyHandle, number: int, state: TrialState, value: float | None = None,
-           attrs: dict[str, Any] | None = None) -> bool:
+def finish(
+    handle: StudyHandle, number: int, state: TrialState, value: float | None = None, attrs: dict[str, Any] | None = None
+) -> bool:
     """Record attrs, then the final state through `study.tell` (a PRUNED trial's value is its last
     reported one). False when someone else already finished the trial (it was declared orphaned
     while we ran: our lease was lost)."""
@@ -367,4 +403,3 @@ def units_to_reap(handle: StudyHandle) -> list[tuple[str, int]]:
         if unit_state(attempts) == "FAIL" and outcome_of(attempts[-1]) == "orphaned":
             found.append(unit)
     return found
-

@@ -24,16 +24,41 @@ def trial_dir_of(sweep: Sweep, cell_key: str, slot: int) -> Path:
     return sweep.output_dir / "trials" / cell_key / str(slot)
 
 
-def trial_command(sweep: Sweep, cell: Cell, slot: int, trial_number: int, params: list[str], trial_dir: Path,
-                  parent_run_id: str, resume: bool = False) -> list[str]:
+def trial_command(
+    sweep: Sweep,
+    cell: Cell,
+    slot: int,
+    trial_number: int,
+    params: list[str],
+    trial_dir: Path,
+    parent_run_id: str,
+    resume: bool = False,
+) -> list[str]:
     run_name = cell.key if sweep.slots == 1 else f"{cell.key}-t{slot}"
-    tags = {"cell_key": cell.key, "harness.sweep": sweep.name, "harness.study": sweep.study_name,
-            "harness.trial": trial_number, **{axis: show_value(axis, v) for axis, v in cell.axes.items()}}
+    tags = {
+        "cell_key": cell.key,
+        "harness.sweep": sweep.name,
+        "harness.study": sweep.study_name,
+        "harness.trial": trial_number,
+        **{axis: show_value(axis, v) for axis, v in cell.axes.items()},
+    }
     if sweep.slots > 1:
         tags["harness.slot"] = slot
-    command = [sys.executable, "-m", "harness.cli", "train", str(sweep.base_path), *cell.overrides, *params,
-               f"output_dir={yaml_value(str(trial_dir))}", f"tracking.experiment={yaml_value(sweep.experiment)}",
-               f"tracking.run_name={yaml_value(run_name)}", "--parent-run-id", parent_run_id, "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "train",
+        str(sweep.base_path),
+        *cell.overrides,
+        *params,
+        f"output_dir={yaml_value(str(trial_dir))}",
+        f"tracking.experiment={yaml_value(sweep.experiment)}",
+        f"tracking.run_name={yaml_value(run_name)}",
+        "--parent-run-id",
+        parent_run_id,
+        "--no-progress",
+    ]
     if resume:  # an earlier attempt made a run: continue it, from its last checkpoint if any
         command.append("--resume")
     for key, value in tags.items():
@@ -59,9 +84,11 @@ def describe_exit(code: int) -> str:
             name = f"signal {-code}"
         hint = " (often the out-of-memory killer)" if -code == signal.SIGKILL else ""
         return f"killed by {name}{hint}"
-    return {2: "exit code 2 (a config or data error)", 130: "exit code 130 (interrupted)",
-            REQUEUE_EXIT_CODE: f"exit code {REQUEUE_EXIT_CODE} (preempted after a checkpoint; the rerun resumes it)"
-            }.get(code, f"exit code {code}")
+    return {
+        2: "exit code 2 (a config or data error)",
+        130: "exit code 130 (interrupted)",
+        REQUEUE_EXIT_CODE: f"exit code {REQUEUE_EXIT_CODE} (preempted after a checkpoint; the rerun resumes it)",
+    }.get(code, f"exit code {code}")
 
 
 def prepare_trial_dir(trial_dir: Path, cell: Cell, tracking_uri: str) -> None:

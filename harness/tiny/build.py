@@ -47,18 +47,37 @@ from harness.tiny.tokenizer import build_tiny_tokenizer
 from harness.tiny.train_utils import special_ids, use_bf16
 from harness.files import resolve_cache_root
 
-__all__ = ["RECIPE_VERSION", "TinyAssets", "build_tiny_assets", "ensure_tiny_assets", "prepare_main", "recipe_hash",
-           "resolve_cache_root", "sample_math_accuracy", "sample_responses", "score_responses", "tiny_recipe"]
+__all__ = [
+    "RECIPE_VERSION",
+    "TinyAssets",
+    "build_tiny_assets",
+    "ensure_tiny_assets",
+    "prepare_main",
+    "recipe_hash",
+    "resolve_cache_root",
+    "sample_math_accuracy",
+    "sample_responses",
+    "score_responses",
+    "tiny_recipe",
+]
 
 RECIPE_VERSION = 1
 _DEFAULT_RECIPE = {
     "version": RECIPE_VERSION,
     "seed": 0,
     "math": {"splits": dict(math_task.DEFAULT_MATH_SPLITS), **math_task.DEFAULT_MATH_PARAMS},
-    "chat": {"splits": dict(chat_task.DEFAULT_CHAT_SPLITS),
-             "length_bias": chat_task.DEFAULT_LENGTH_BIAS, "preference_temperature": 0.1},
-    "policy": {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 4,
-               "num_attention_heads": 4, "max_position_embeddings": 256},
+    "chat": {
+        "splits": dict(chat_task.DEFAULT_CHAT_SPLITS),
+        "length_bias": chat_task.DEFAULT_LENGTH_BIAS,
+        "preference_temperature": 0.1,
+    },
+    "policy": {
+        "hidden_size": 256,
+        "intermediate_size": 512,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 256,
+    },
     # `direct_answer_fraction` of the math SFT targets are the bare boxed answer, the rest work the
     # chain step by step. The seed then mixes a guessing style (about 5% correct at T=1.0) with a
     # reliable one (about 54%), as a model that sometimes skips its reasoning does: RL has a
@@ -66,16 +85,32 @@ _DEFAULT_RECIPE = {
     # arithmetic slips barely move in that budget. Measured at 600 steps and 0.3: 30% of answers
     # direct, 39% correct at T=1.0 and 53% at T=0.6; online DPO reached 67% at T=0.6 in 40 steps.
     # (Without direct answers, 400 steps gave 37% and RL moved it by less than its noise.)
-    "sft": {"steps": 600, "direct_answer_fraction": 0.3, "math_per_batch": 56, "chat_per_batch": 16,
-            "lr": 2e-3, "warmup_steps": 30,
-            "min_lr_ratio": 0.1, "grad_clip": 1.0, "bf16_autocast": "auto", "pack_length": 128},
+    "sft": {
+        "steps": 600,
+        "direct_answer_fraction": 0.3,
+        "math_per_batch": 56,
+        "chat_per_batch": 16,
+        "lr": 2e-3,
+        "warmup_steps": 30,
+        "min_lr_ratio": 0.1,
+        "grad_clip": 1.0,
+        "bf16_autocast": "auto",
+        "pack_length": 128,
+    },
     # The reward model starts from the SFT policy's embeddings and first 2 layers (as RLHF reward
     # models start from the SFT model): a from-scratch one learned the task worse in budget.
     # Each step scores `group_size` synthetic responses to each of `prompts_per_batch` prompts
     # and trains on every pair within a group.
-    "reward_model": {"num_hidden_layers": 2, "steps": 200,
-                     "prompts_per_batch": 16, "group_size": 4,
-                     "lr": 1e-3, "warmup_steps": 20, "heldout_pairs": 512, "bf16_autocast": "auto"},
+    "reward_model": {
+        "num_hidden_layers": 2,
+        "steps": 200,
+        "prompts_per_batch": 16,
+        "group_size": 4,
+        "lr": 1e-3,
+        "warmup_steps": 20,
+        "heldout_pairs": 512,
+        "bf16_autocast": "auto",
+    },
     "seed_eval": {"problems": 256, "temperature": 1.0, "max_new_tokens": 48},
 }
 
@@ -113,8 +148,9 @@ def tiny_recipe(**overrides) -> dict:
                 raise ConfigError(f"tiny recipe: {key} must be a mapping of overrides, got {value!r}.")
             unknown = sorted(set(value) - set(recipe[key]))
             if unknown:
-                raise ConfigError(f"tiny recipe: unknown keys {unknown} under {key!r}; expected "
-                                  f"some of {sorted(recipe[key])}.")
+                raise ConfigError(
+                    f"tiny recipe: unknown keys {unknown} under {key!r}; expected some of {sorted(recipe[key])}."
+                )
             recipe[key].update(copy.deepcopy(value))
         else:
             recipe[key] = value
@@ -135,8 +171,13 @@ def _load_assets(folder: Path) -> TinyAssets | None:
     return TinyAssets(root=folder, recipe_hash=summary["recipe_hash"], summary=summary)
 
 
-def ensure_tiny_assets(cache_root: str | os.PathLike | None = None, progress: bool = True,
-                       recipe: dict | None = None, force: bool = False, rebuild: bool = False) -> TinyAssets:
+def ensure_tiny_assets(
+    cache_root: str | os.PathLike | None = None,
+    progress: bool = True,
+    recipe: dict | None = None,
+    force: bool = False,
+    rebuild: bool = False,
+) -> TinyAssets:
     """Return the cached assets for `recipe` (default `tiny_recipe()`), making them if missing (or if
     `force`): installed from the package's shipped build when it matches the recipe (seconds, the
     same weights on every machine; harness.tiny.shipped), else trained from the recipe (minutes,
@@ -187,8 +228,9 @@ def _replace_folder(new: Path, final: Path) -> None:
         os.rename(new, final)
 
 
-def prepare_main(cache_root: str | os.PathLike | None = None, force: bool = False, rebuild: bool = False,
-                 ship: bool = False) -> TinyAssets:
+def prepare_main(
+    cache_root: str | os.PathLike | None = None, force: bool = False, rebuild: bool = False, ship: bool = False
+) -> TinyAssets:
     """What `harness prepare` runs: ensure the assets (installed from the package, or with
     `rebuild` trained from the recipe; `ship` then replaces the package's shipped files with
     that build), then print paths and the build summary."""
@@ -197,28 +239,33 @@ def prepare_main(cache_root: str | os.PathLike | None = None, force: bool = Fals
         ship_build(assets.root, assets.summary["recipe"], evaluate_shipped, log=_logger(True))
     summary = assets.summary
     seed, rm = summary["seed_eval"], summary["reward_model"]
-    source = (f"shipped build {summary['shipped_digest']} (made on {summary.get('built_on', 'unknown CPU')})"
-              if summary.get("source") == "shipped" else "trained on this machine from the recipe")
+    source = (
+        f"shipped build {summary['shipped_digest']} (made on {summary.get('built_on', 'unknown CPU')})"
+        if summary.get("source") == "shipped"
+        else "trained on this machine from the recipe"
+    )
     print(f"tiny assets {assets.recipe_hash}: {assets.root}")
     print(f"  source:       {source}")
     print(f"  policy:       {assets.policy_dir} ({summary['policy']['params']:,} params)")
     print(f"  reward model: {assets.reward_model_dir} ({rm['params']:,} params)")
     print(f"  data:         {assets.data_dir}")
-    print(f"  seed math accuracy (T={seed['math']['temperature']}, {seed['math']['problems']} "
-          f"validation problems): {seed['math']['accuracy']:.3f}")
-    print(f"  seed chat quality: {seed['chat']['mean_quality']:.3f}, RM score "
-          f"{seed['chat']['mean_rm_score']:.2f}")
-    print(f"  reward model held-out pair accuracy: {rm['heldout_pair_accuracy']:.3f} "
-          f"(correct vs wrong: {rm['correct_vs_wrong_accuracy']:.3f}); filler suffix adds "
-          f"{rm['filler_suffix_delta']:+.2f} to the score")
+    print(
+        f"  seed math accuracy (T={seed['math']['temperature']}, {seed['math']['problems']} "
+        f"validation problems): {seed['math']['accuracy']:.3f}"
+    )
+    print(f"  seed chat quality: {seed['chat']['mean_quality']:.3f}, RM score {seed['chat']['mean_rm_score']:.2f}")
+    print(
+        f"  reward model held-out pair accuracy: {rm['heldout_pair_accuracy']:.3f} "
+        f"(correct vs wrong: {rm['correct_vs_wrong_accuracy']:.3f}); filler suffix adds "
+        f"{rm['filler_suffix_delta']:+.2f} to the score"
+    )
     phases = ", ".join(f"{name} {t['wall_s']:.1f}s" for name, t in summary["timings"].items())
     where = f" on {summary['built_on']}" if summary.get("built_on") else ""
     print(f"  recipe build seconds{where}: {summary['total_wall_s']:.1f} ({phases})")
     return assets
 
 
-def build_tiny_assets(out_dir: str | os.PathLike, recipe: dict | None = None,
-                      progress: bool = True) -> dict:
+def build_tiny_assets(out_dir: str | os.PathLike, recipe: dict | None = None, progress: bool = True) -> dict:
     """Build everything into `out_dir` (data/, policy/, reward_model/, then DONE.json) and
     return the summary written to DONE.json. Prefer `ensure_tiny_assets`, which caches."""
     recipe = tiny_recipe() if recipe is None else recipe
@@ -234,8 +281,9 @@ def build_tiny_assets(out_dir: str | os.PathLike, recipe: dict | None = None,
         reward_model, rm_stats = train_reward_model(tokenizer, chat_splits, recipe, policy, log)
         _save_pretrained(reward_model, tokenizer, out_dir / "reward_model")
     with deterministic_torch(), _phase(timings, "seed_eval"):
-        seed_eval = evaluate_seed(policy, reward_model, tokenizer, math_splits["validation"],
-                                  chat_splits["validation"], recipe, log)
+        seed_eval = evaluate_seed(
+            policy, reward_model, tokenizer, math_splits["validation"], chat_splits["validation"], recipe, log
+        )
     summary = {
         "recipe_hash": recipe_hash(recipe),
         "recipe": recipe,
@@ -244,23 +292,28 @@ def build_tiny_assets(out_dir: str | os.PathLike, recipe: dict | None = None,
         "policy": {"params": sum(p.numel() for p in policy.parameters())},
         "reward_model": {"params": sum(p.numel() for p in reward_model.parameters()), **rm_stats},
         "seed_eval": seed_eval,
-        "bf16_autocast": {"sft": use_bf16(recipe["sft"]["bf16_autocast"]),
-                          "reward_model": use_bf16(recipe["reward_model"]["bf16_autocast"])},
+        "bf16_autocast": {
+            "sft": use_bf16(recipe["sft"]["bf16_autocast"]),
+            "reward_model": use_bf16(recipe["reward_model"]["bf16_autocast"]),
+        },
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "built_by_pid": os.getpid(),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     (out_dir / "DONE.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    log(f"tiny assets built in {summary['total_wall_s']:.0f}s: seed math accuracy "
+    log(
+        f"tiny assets built in {summary['total_wall_s']:.0f}s: seed math accuracy "
         f"{seed_eval['math']['accuracy']:.3f}, RM held-out accuracy "
-        f"{rm_stats['heldout_pair_accuracy']:.3f}")
+        f"{rm_stats['heldout_pair_accuracy']:.3f}"
+    )
     return summary
 
 
 def generate_splits(recipe: dict) -> tuple[dict, dict]:
     """The recipe's math and chat splits (seeded pure Python: the same on every machine)."""
     math_splits = math_task.generate_math_splits(
-        recipe["seed"], recipe["math"]["splits"], {key: recipe["math"][key] for key in math_task.DEFAULT_MATH_PARAMS})
+        recipe["seed"], recipe["math"]["splits"], {key: recipe["math"][key] for key in math_task.DEFAULT_MATH_PARAMS}
+    )
     chat_splits = chat_task.generate_chat_splits(recipe["seed"] + 1, recipe["chat"]["splits"])
     return math_splits, chat_splits
 
@@ -295,6 +348,7 @@ def _logger(progress: bool):
     def log(message: str) -> None:
         if progress:
             print(f"[tiny] {message}", file=sys.stderr, flush=True)
+
     return log
 
 
@@ -304,8 +358,7 @@ def _phase(timings: dict, name: str):
     means the cores were shared)."""
     wall, cpu = time.perf_counter(), time.process_time()
     yield
-    timings[name] = {"wall_s": round(time.perf_counter() - wall, 2),
-                     "cpu_s": round(time.process_time() - cpu, 2)}
+    timings[name] = {"wall_s": round(time.perf_counter() - wall, 2), "cpu_s": round(time.process_time() - cpu, 2)}
 
 
 @contextlib.contextmanager
@@ -331,7 +384,14 @@ def evaluate_shipped(manifest: dict, recipe: dict, shipped_dir: Path) -> dict:
         write_data(Path(scratch), recipe)
         policy = AutoModelForCausalLM.from_pretrained(Path(scratch) / "policy", dtype=torch.float32).eval()
         reward_model = AutoModelForSequenceClassification.from_pretrained(
-            Path(scratch) / "reward_model", dtype=torch.float32).eval()
+            Path(scratch) / "reward_model", dtype=torch.float32
+        ).eval()
         with deterministic_torch():
-            return evaluate_seed(policy, reward_model, build_tiny_tokenizer(), math_splits["validation"],
-                                 chat_splits["validation"], recipe)
+            return evaluate_seed(
+                policy,
+                reward_model,
+                build_tiny_tokenizer(),
+                math_splits["validation"],
+                chat_splits["validation"],
+                recipe,
+            )

@@ -29,8 +29,7 @@ CATEGORIES = {
 SINGULAR = {"fruits": "fruit", "colors": "color", "animals": "animal"}
 NAMES = ["Anna", "Ben", "Cara", "Dan", "Eve", "Finn", "Gina", "Hugo", "Ida", "Jack", "Kim", "Leo"]
 PHRASES = {
-    "list": ["List {n} {category}.", "Name {n} {category}.", "Give me {n} {category}.",
-             "Write {n} {category}."],
+    "list": ["List {n} {category}.", "Name {n} {category}.", "Give me {n} {category}.", "Write {n} {category}."],
     "yesno": ["Is {thing} {kind}?", "Question: is {thing} {kind}?"],
     "count": ["Count from {start} to {end}.", "Count up from {start} to {end}."],
     "greet": ["Say hello to {name}.", "Greet {name}.", "Write a greeting for {name}."],
@@ -42,7 +41,7 @@ FILLER_SUFFIXES = [" I hope this helps!", " Have a nice day!", " Enjoy!"]
 
 DEFAULT_CHAT_SPLITS = {"train": 4000, "validation": 128, "test": 200}
 DEFAULT_LENGTH_BIAS = 0.01  # utility per response character; a full quality point = 100 chars
-HELD_OUT_SHARE = 0.2        # of each family's distinct prompts, split between validation and test
+HELD_OUT_SHARE = 0.2  # of each family's distinct prompts, split between validation and test
 
 
 def _with_article(word: str) -> str:
@@ -59,8 +58,11 @@ def family_prompts(family: str) -> list[tuple[str, dict]]:
         if family == "list":
             grid = [{"category": c, "n": n} for c in CATEGORIES for n in (2, 3, 4)]
         elif family == "yesno":
-            grid = [{"word": w, "category": c} for c in CATEGORIES
-                    for w in sorted({x for items in CATEGORIES.values() for x in items})]
+            grid = [
+                {"word": w, "category": c}
+                for c in CATEGORIES
+                for w in sorted({x for items in CATEGORIES.values() for x in items})
+            ]
         elif family == "count":
             grid = [{"start": a, "end": a + span} for a in range(0, 41) for span in range(2, 7)]
         else:
@@ -68,8 +70,7 @@ def family_prompts(family: str) -> list[tuple[str, dict]]:
         for params in grid:
             fields = dict(params)
             if family == "yesno":
-                fields.update(thing=_with_article(params["word"]),
-                              kind=_with_article(SINGULAR[params["category"]]))
+                fields.update(thing=_with_article(params["word"]), kind=_with_article(SINGULAR[params["category"]]))
             prompts.append((phrase.format(**fields), params))
     return prompts
 
@@ -99,16 +100,22 @@ def generate_chat_splits(seed: int, sizes: dict = DEFAULT_CHAT_SPLITS) -> dict[s
         held = max(len(held_out_names), round(HELD_OUT_SHARE * len(prompts)))
         pools.setdefault("train", {})[family] = prompts[held:]
         for index, name in enumerate(held_out_names):
-            pools[name][family] = prompts[index:held:len(held_out_names)]
+            pools[name][family] = prompts[index : held : len(held_out_names)]
     splits = {}
     for name, size in sizes.items():
         records = []
         for index in range(size):
             family = rng.choice(FAMILIES)
             prompt, params = rng.choice(pools[name][family])
-            records.append({"id": f"tiny_chat-{name}-{index:05d}", "prompt": prompt,
-                            "family": family, "params": params,
-                            "reference": reference_answer(family, params, rng)})
+            records.append(
+                {
+                    "id": f"tiny_chat-{name}-{index:05d}",
+                    "prompt": prompt,
+                    "family": family,
+                    "params": params,
+                    "reference": reference_answer(family, params, rng),
+                }
+            )
         splits[name] = records
     return splits
 
@@ -120,10 +127,10 @@ def strip_filler(response: str) -> str:
         changed = False
         for prefix in FILLER_PREFIXES:
             if core.startswith(prefix.strip()):
-                core, changed = core[len(prefix.strip()):].strip(), True
+                core, changed = core[len(prefix.strip()) :].strip(), True
         for suffix in FILLER_SUFFIXES:
             if core.endswith(suffix.strip()):
-                core, changed = core[:-len(suffix.strip())].strip(), True
+                core, changed = core[: -len(suffix.strip())].strip(), True
     return core
 
 
@@ -137,18 +144,28 @@ def quality(record: dict, response: str) -> float:
     elif family == "yesno":
         answer = record["reference"].rstrip(".")
         opposite = "No" if answer == "Yes" else "Yes"
-        score = (1.0 if core.startswith(answer) else 0.0 if core.startswith(opposite)
-                 else 0.3 if core.startswith("Maybe") else 0.0)
+        score = (
+            1.0
+            if core.startswith(answer)
+            else 0.0
+            if core.startswith(opposite)
+            else 0.3
+            if core.startswith("Maybe")
+            else 0.0
+        )
     elif family == "count":
         expected = record["reference"].split()
         got = core.replace(",", " ").split()
-        score = (1.0 if got == expected else
-                 len(set(got) & set(expected)) / len(expected) - 0.25 * abs(len(got) - len(expected))
-                 - 0.25)
+        score = (
+            1.0
+            if got == expected
+            else len(set(got) & set(expected)) / len(expected) - 0.25 * abs(len(got) - len(expected)) - 0.25
+        )
     else:
         name = params["name"]
-        score = ((0.5 if core.startswith(("Hello", "Hi")) else 0.2 if core else 0.0)
-                 + (0.5 if core.rstrip("!. ").endswith(name) else 0.0))
+        score = (0.5 if core.startswith(("Hello", "Hi")) else 0.2 if core else 0.0) + (
+            0.5 if core.rstrip("!. ").endswith(name) else 0.0
+        )
     return max(0.0, min(1.0, score))
 
 
@@ -157,9 +174,9 @@ def utility(record: dict, response: str, length_bias: float = DEFAULT_LENGTH_BIA
     return quality(record, response) + length_bias * len(response)
 
 
-def preference_probability(record: dict, response_a: str, response_b: str,
-                           length_bias: float = DEFAULT_LENGTH_BIAS,
-                           temperature: float = 0.1) -> float:
+def preference_probability(
+    record: dict, response_a: str, response_b: str, length_bias: float = DEFAULT_LENGTH_BIAS, temperature: float = 0.1
+) -> float:
     """Soft Bradley-Terry label P(a preferred over b) = sigmoid(du / temperature)."""
     delta = utility(record, response_a, length_bias) - utility(record, response_b, length_bias)
     return 1.0 / (1.0 + math.exp(-delta / temperature))
@@ -173,12 +190,14 @@ def core_variants(record: dict, rng: random.Random) -> list[str]:
         other = rng.choice([c for c in sorted(CATEGORIES) if c != params["category"]])
         items = reference.split(", ")
         extra = [x for x in pool if x not in items]
-        return [reference,
-                ", ".join(items + rng.sample(extra, 1)),                  # one item too many
-                ", ".join(items + rng.sample(extra, 2)),                  # two too many
-                ", ".join(items[:-1]),                                    # one too few
-                ", ".join(items[:-1] + [rng.choice(CATEGORIES[other])]),  # wrong category
-                ", ".join(rng.sample(CATEGORIES[other], n))]              # all wrong
+        return [
+            reference,
+            ", ".join(items + rng.sample(extra, 1)),  # one item too many
+            ", ".join(items + rng.sample(extra, 2)),  # two too many
+            ", ".join(items[:-1]),  # one too few
+            ", ".join(items[:-1] + [rng.choice(CATEGORIES[other])]),  # wrong category
+            ", ".join(rng.sample(CATEGORIES[other], n)),
+        ]  # all wrong
     if family == "yesno":
         word, singular = params["word"], SINGULAR[params["category"]]
         thing, kind = _with_article(word), _with_article(singular)
@@ -189,16 +208,24 @@ def core_variants(record: dict, rng: random.Random) -> list[str]:
     if family == "count":
         numbers = reference.split()
         start, end = params["start"], params["end"]
-        return [reference,
-                " ".join(numbers + [str(end + 1)]),                       # one too far
-                " ".join(numbers[:-1]),                                   # stops early
-                " ".join(numbers[:1] + numbers[2:]),                      # skips one
-                ", ".join(numbers),                                       # comma style, still right
-                " ".join(str(k) for k in range(start + 1, end + 2))]      # shifted
+        return [
+            reference,
+            " ".join(numbers + [str(end + 1)]),  # one too far
+            " ".join(numbers[:-1]),  # stops early
+            " ".join(numbers[:1] + numbers[2:]),  # skips one
+            ", ".join(numbers),  # comma style, still right
+            " ".join(str(k) for k in range(start + 1, end + 2)),
+        ]  # shifted
     name = params["name"]
     other = rng.choice([n for n in NAMES if n != name])
-    return [reference, f"Hi, {name}!", "Hello!", f"Hello, {other}!", f"Goodbye, {name}!",
-            f"Hello there, my dear friend {name}!"]
+    return [
+        reference,
+        f"Hi, {name}!",
+        "Hello!",
+        f"Hello, {other}!",
+        f"Goodbye, {name}!",
+        f"Hello there, my dear friend {name}!",
+    ]
 
 
 def add_filler(response: str, rng: random.Random) -> str:
@@ -223,8 +250,7 @@ def sft_response(record: dict, rng: random.Random) -> str:
     return add_filler(response, rng) if rng.random() < 0.2 else response
 
 
-def make_preference_groups(records: list[dict], count: int, rng: random.Random,
-                           group_size: int = 4) -> list[dict]:
+def make_preference_groups(records: list[dict], count: int, rng: random.Random, group_size: int = 4) -> list[dict]:
     """``count`` groups ``{"record", "responses"}`` of `group_size` distinct synthetic responses
     to one prompt; every pair within a group is a training comparison (more pairs per forward
     pass than independent pairs)."""
@@ -242,9 +268,13 @@ def make_preference_groups(records: list[dict], count: int, rng: random.Random,
     return groups
 
 
-def make_preference_pairs(records: list[dict], count: int, rng: random.Random,
-                          length_bias: float = DEFAULT_LENGTH_BIAS,
-                          temperature: float = 0.1) -> list[dict]:
+def make_preference_pairs(
+    records: list[dict],
+    count: int,
+    rng: random.Random,
+    length_bias: float = DEFAULT_LENGTH_BIAS,
+    temperature: float = 0.1,
+) -> list[dict]:
     """``count`` pairs ``{"prompt", "a", "b", "p_a", "quality_a", "quality_b"}`` with distinct
     responses; ``p_a`` is the soft label that `a` is preferred."""
     pairs = []
@@ -253,7 +283,14 @@ def make_preference_pairs(records: list[dict], count: int, rng: random.Random,
         a, b = sample_response(record, rng), sample_response(record, rng)
         if a == b:
             continue
-        pairs.append({"prompt": record["prompt"], "a": a, "b": b,
-                      "p_a": preference_probability(record, a, b, length_bias, temperature),
-                      "quality_a": quality(record, a), "quality_b": quality(record, b)})
+        pairs.append(
+            {
+                "prompt": record["prompt"],
+                "a": a,
+                "b": b,
+                "p_a": preference_probability(record, a, b, length_bias, temperature),
+                "quality_a": quality(record, a),
+                "quality_b": quality(record, b),
+            }
+        )
     return pairs

@@ -25,9 +25,9 @@ TINY_MATH_PROMPT_TEMPLATE = "{problem}"
 DEFAULT_MATH_PARAMS = {
     "min_ops": 2,
     "max_ops": 3,
-    "max_operand": 20,   # operands of + and - are 1..max_operand
-    "max_factor": 5,     # multipliers are 2..max_factor
-    "max_value": 99,     # every intermediate result stays in 0..max_value
+    "max_operand": 20,  # operands of + and - are 1..max_operand
+    "max_factor": 5,  # multipliers are 2..max_factor
+    "max_value": 99,  # every intermediate result stays in 0..max_value
 }
 DEFAULT_MATH_SPLITS = {"train": 20000, "validation": 256, "test": 400}
 
@@ -87,13 +87,14 @@ def generate_math_splits(
             seen.add(record["problem"])
             records.append(record)
     if len(records) < total:
-        raise ValueError(f"math task params {params} give only {len(records)} distinct problems, "
-                         f"{total} were asked for")
+        raise ValueError(
+            f"math task params {params} give only {len(records)} distinct problems, {total} were asked for"
+        )
     splits, start = {}, 0
     for name, size in sizes.items():
         splits[name] = [
             {"id": f"tiny_math-{name}-{index:05d}", **record}
-            for index, record in enumerate(records[start:start + size])
+            for index, record in enumerate(records[start : start + size])
         ]
         start += size
     return splits
@@ -122,6 +123,7 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
 def read_jsonl(path: Path) -> list[dict]:
     """Read a JSONL file written by `write_jsonl`."""
     from harness.files import read_json_objects
+
     return read_json_objects(path, "tiny task file")
 
 

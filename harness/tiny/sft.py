@@ -14,31 +14,32 @@ from harness.tiny import chat_task
 from harness.tiny.train_utils import index_stream, padded_width, special_ids, use_bf16, warmup_cosine
 
 
-def train_policy(tokenizer, math_records: list[dict], chat_records: list[dict], recipe: dict,
-                 log=print):
+def train_policy(tokenizer, math_records: list[dict], chat_records: list[dict], recipe: dict, log=print):
     """SFT a fresh Llama on math solutions mixed with chat responses (assistant tokens only)."""
     sft, seed = recipe["sft"], recipe["seed"]
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), num_key_value_heads=recipe["policy"][
-        "num_attention_heads"], tie_word_embeddings=True, **recipe["policy"],
-        **special_ids(tokenizer))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        num_key_value_heads=recipe["policy"]["num_attention_heads"],
+        tie_word_embeddings=True,
+        **recipe["policy"],
+        **special_ids(tokenizer),
+    )
     model = LlamaForCausalLM(config)
     rng = random.Random(seed)
     style_rng = random.Random(seed + 7)
-    math_examples = [encode_conversation(tokenizer, r["problem"], sft_math_target(r, sft, style_rng))
-                     for r in math_records]
-    chat_examples = [encode_conversation(tokenizer, r["prompt"], chat_task.sft_response(r, rng))
-                     for r in chat_records]
+    math_examples = [
+        encode_conversation(tokenizer, r["problem"], sft_math_target(r, sft, style_rng)) for r in math_records
+    ]
+    chat_examples = [encode_conversation(tokenizer, r["prompt"], chat_task.sft_response(r, rng)) for r in chat_records]
     math_batches = index_stream(len(math_examples), sft["math_per_batch"], seed)
     chat_batches = index_stream(len(chat_examples), sft["chat_per_batch"], seed + 1)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=sft["lr"], betas=(0.9, 0.98),
-                                  weight_decay=0.0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=sft["lr"], betas=(0.9, 0.98), weight_decay=0.0)
     schedule = warmup_cosine(optimizer, sft["warmup_steps"], sft["steps"], sft["min_lr_ratio"])
     model.train()
     running, started = 0.0, time.perf_counter()
     for step in range(1, sft["steps"] + 1):
-        examples = ([math_examples[i] for i in next(math_batches)]
-                    + [chat_examples[i] for i in next(chat_batches)])
+        examples = [math_examples[i] for i in next(math_batches)] + [chat_examples[i] for i in next(chat_batches)]
         if sft["pack_length"]:
             inputs = pack_examples(examples, tokenizer.pad_token_id, sft["pack_length"])
         else:
@@ -53,8 +54,7 @@ def train_policy(tokenizer, math_records: list[dict], chat_records: list[dict], 
         running += loss.item()
         if step % 50 == 0 or step == sft["steps"]:
             window = 50 if step % 50 == 0 else step % 50
-            log(f"SFT step {step}/{sft['steps']} loss {running / window:.3f} "
-                f"({time.perf_counter() - started:.0f}s)")
+            log(f"SFT step {step}/{sft['steps']} loss {running / window:.3f} ({time.perf_counter() - started:.0f}s)")
             running = 0.0
     model.eval()
     return model
@@ -72,8 +72,8 @@ def encode_conversation(tokenizer, prompt: str, response: str) -> tuple[list[int
     everywhere but the response and its closing eos token."""
     prompt_ids = tokenizer.encode(chat_prompt(tokenizer, prompt), add_special_tokens=False)
     full_ids = tokenizer.encode(chat_conversation(tokenizer, prompt, response), add_special_tokens=False)
-    assert full_ids[:len(prompt_ids)] == prompt_ids, "chat template prefix is not stable"
-    return full_ids, [-100] * len(prompt_ids) + full_ids[len(prompt_ids):]
+    assert full_ids[: len(prompt_ids)] == prompt_ids, "chat template prefix is not stable"
+    return full_ids, [-100] * len(prompt_ids) + full_ids[len(prompt_ids) :]
 
 
 def collate(examples, pad_id: int):
@@ -106,6 +106,8 @@ def pack_examples(examples, pad_id: int, row_length: int) -> dict:
         row[1].extend([pad_id] * tail)
         row[2].extend([-100] * tail)
         row[3].extend(range(tail))
-    return {"input_ids": torch.tensor([row[1] for row in rows]),
-            "labels": torch.tensor([row[2] for row in rows]),
-            "position_ids": torch.tensor([row[3] for row in rows])}
+    return {
+        "input_ids": torch.tensor([row[1] for row in rows]),
+        "labels": torch.tensor([row[2] for row in rows]),
+        "position_ids": torch.tensor([row[3] for row in rows]),
+    }

@@ -72,7 +72,8 @@ def verify_shipped(manifest: dict, shipped_dir: Path | None = None) -> None:
             raise AssetMissingError(
                 f"{path}: the shipped tiny asset has sha256 {got}, but {Path(shipped_dir) / MANIFEST} expects "
                 f"{expected}. The package's copy is damaged or partial (a Git LFS pointer, an interrupted "
-                f"checkout?); reinstall it, or train the assets on this machine with `harness prepare --rebuild`.")
+                f"checkout?); reinstall it, or train the assets on this machine with `harness prepare --rebuild`."
+            )
 
 
 def install_shipped(out_dir: Path, manifest: dict, recipe: dict, shipped_dir: Path | None = None) -> dict:
@@ -89,8 +90,13 @@ def install_shipped(out_dir: Path, manifest: dict, recipe: dict, shipped_dir: Pa
             save_file(tensors, target, metadata={"format": "pt"})
         else:
             shutil.copyfile(source, target)
-    summary = {**manifest["summary"], "recipe_hash": manifest["recipe_hash"], "recipe": recipe,
-               "source": "shipped", "shipped_digest": manifest_digest(manifest)}
+    summary = {
+        **manifest["summary"],
+        "recipe_hash": manifest["recipe_hash"],
+        "recipe": recipe,
+        "source": "shipped",
+        "shipped_digest": manifest_digest(manifest),
+    }
     (out_dir / "DONE.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
 
@@ -115,9 +121,22 @@ def ship_build(build_dir: Path, recipe: dict, seed_eval, shipped_dir: Path | Non
                 else:
                     shutil.copyfile(source, target)
                 files[name] = sha256_file(target)
-        manifest = {"recipe_hash": built["recipe_hash"], "files": files,
-                    "summary": {key: built[key] for key in ("timings", "total_wall_s", "policy", "reward_model",
-                                                            "bf16_autocast", "versions", "built_at")}}
+        manifest = {
+            "recipe_hash": built["recipe_hash"],
+            "files": files,
+            "summary": {
+                key: built[key]
+                for key in (
+                    "timings",
+                    "total_wall_s",
+                    "policy",
+                    "reward_model",
+                    "bf16_autocast",
+                    "versions",
+                    "built_at",
+                )
+            },
+        }
         manifest["summary"]["built_on"] = _cpu_name()
         log("measuring the seed on the bf16-rounded weights")
         manifest["summary"]["seed_eval"] = seed_eval(manifest, recipe, staging)

@@ -15,7 +15,12 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 PAD, BOS, EOS, USER, ASSISTANT, UNK = (
-    "<|pad|>", "<|bos|>", "<|eos|>", "<|user|>", "<|assistant|>", "<|unk|>",
+    "<|pad|>",
+    "<|bos|>",
+    "<|eos|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|unk|>",
 )
 SPECIAL_TOKENS = [PAD, BOS, EOS, USER, ASSISTANT, UNK]
 CHARACTERS = ["\n"] + [chr(code) for code in range(32, 127)]

@@ -31,6 +31,7 @@ def warmup_cosine(optimizer, warmup: int, total: int, floor: float):
         progress = min(step, total) / max(total, 1)
         cosine = 0.5 * (1 + math.cos(math.pi * progress))
         return min(1.0, (step + 1) / max(warmup, 1)) * (floor + (1 - floor) * cosine)
+
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
@@ -47,8 +48,11 @@ def use_bf16(setting) -> bool:
 
 
 def special_ids(tokenizer) -> dict:
-    return {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id}
+    return {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
 
 
 def mean4(values) -> float:

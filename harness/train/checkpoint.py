@@ -78,8 +78,11 @@ def _rng_key(rank: int, name: str) -> str:
 def restore_rng(tensors: dict[str, torch.Tensor], rank: int = 0) -> None:
     torch.set_rng_state(tensors[_rng_key(rank, "torch")])
     if torch.cuda.is_available():
-        states = [tensors[_rng_key(rank, f"cuda.{i}")] for i in range(torch.cuda.device_count())
-                  if _rng_key(rank, f"cuda.{i}") in tensors]
+        states = [
+            tensors[_rng_key(rank, f"cuda.{i}")]
+            for i in range(torch.cuda.device_count())
+            if _rng_key(rank, f"cuda.{i}") in tensors
+        ]
         if states:
             torch.cuda.set_rng_state_all(states)
 
@@ -97,6 +100,7 @@ def write_sharded(tmp: Path, model, optimizer: torch.optim.Optimizer) -> None:
     """Every rank writes its shard of the weights and Adam moments (collective)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
+
     model_state, optim_state = get_state_dict(model, optimizer)
     dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp / "sharded"))
 
@@ -105,16 +109,26 @@ def read_sharded(checkpoint: Path, model, optimizer: torch.optim.Optimizer) -> N
     """Load this rank's shard of the weights and Adam moments back (collective)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
     model_state, optim_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optim": optim_state}
     dcp.load(state, checkpoint_id=str(checkpoint / "sharded"))
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
 
 
-def commit_checkpoint(tmp: Path, output_dir: Path, step: int, model, tokenizer, optimizer: torch.optim.Optimizer | None,
-                      meta: dict[str, Any], extra_weights: dict[str, dict[str, torch.Tensor]],
-                      rng_states: list[dict[str, torch.Tensor]], model_weights: dict[str, torch.Tensor] | None = None,
-                      export_dtype: torch.dtype | None = None) -> Path:
+def commit_checkpoint(
+    tmp: Path,
+    output_dir: Path,
+    step: int,
+    model,
+    tokenizer,
+    optimizer: torch.optim.Optimizer | None,
+    meta: dict[str, Any],
+    extra_weights: dict[str, dict[str, torch.Tensor]],
+    rng_states: list[dict[str, torch.Tensor]],
+    model_weights: dict[str, torch.Tensor] | None = None,
+    export_dtype: torch.dtype | None = None,
+) -> Path:
     """Rank 0: the model export, tokenizer and trainer state into `tmp`, then rename into place.
 
     `optimizer` None means its state is in `sharded/`; `model_weights` is the consolidated state
@@ -146,8 +160,11 @@ def export_model(folder: Path, model, weights: dict[str, torch.Tensor] | None, d
         model.save_pretrained(folder, safe_serialization=True)
         return
     weights = weights if weights is not None else model.state_dict()
-    weights = {k: (v.detach().to(dtype) if dtype is not None and v.is_floating_point() else v.detach())
-               for k, v in weights.items() if k not in tied_keys(model)}
+    weights = {
+        k: (v.detach().to(dtype) if dtype is not None and v.is_floating_point() else v.detach())
+        for k, v in weights.items()
+        if k not in tied_keys(model)
+    }
     model.save_pretrained(folder, safe_serialization=True, state_dict=weights)
     if dtype is not None:
         config = folder / "config.json"
@@ -166,19 +183,33 @@ def tied_keys(model) -> set[str]:
     return set(tied if isinstance(tied, (dict, list, set, tuple)) else [])
 
 
-def payload_bytes(model, optimizer: torch.optim.Optimizer | None, extra_weights: dict[str, dict[str, torch.Tensor]],
-                  export_dtype: torch.dtype | None, sharded: bool) -> int:
+def payload_bytes(
+    model,
+    optimizer: torch.optim.Optimizer | None,
+    extra_weights: dict[str, dict[str, torch.Tensor]],
+    export_dtype: torch.dtype | None,
+    sharded: bool,
+) -> int:
     """The bytes of tensors a checkpoint writes: the export, Adam moments, the extra state dicts and,
     under FSDP, the sharded masters (a DTensor's numel is the whole tensor's, so this is the job's total)."""
+
     def size(p: torch.Tensor, dtype: torch.dtype | None) -> int:
-        item = torch.empty((), dtype=dtype).element_size() if dtype is not None and p.is_floating_point() \
+        item = (
+            torch.empty((), dtype=dtype).element_size()
+            if dtype is not None and p.is_floating_point()
             else p.element_size()
+        )
         return p.numel() * item
+
     params = list(model.parameters())
     total = sum(size(p, export_dtype) for p in params)
     if optimizer is not None:
-        total += sum(t.numel() * t.element_size() for slots in optimizer.state.values() for t in slots.values()
-                     if torch.is_tensor(t))
+        total += sum(
+            t.numel() * t.element_size()
+            for slots in optimizer.state.values()
+            for t in slots.values()
+            if torch.is_tensor(t)
+        )
     if sharded:
         total += sum(size(p, None) for p in params)
     return total + sum(size(t, None) for weights in extra_weights.values() for t in weights.values())
@@ -207,5 +238,5 @@ def load_trainer_state(checkpoint: Path) -> tuple[dict[str, Any], dict[str, torc
 
 def weights_with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor] | None:
     start = prefix + "."
-    found = {key[len(start):]: value for key, value in tensors.items() if key.startswith(start)}
+    found = {key[len(start) :]: value for key, value in tensors.items() if key.startswith(start)}
     return found or None

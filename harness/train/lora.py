@@ -23,10 +23,17 @@ def apply_lora(policy, settings):
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
-        raise ConfigError("model.lora is set but peft is not installed; install the extra: "
-                          "pip install -e '.[lora]'.") from None
-    config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                        target_modules=list(settings.target_modules), bias="none", task_type="CAUSAL_LM")
+        raise ConfigError(
+            "model.lora is set but peft is not installed; install the extra: pip install -e '.[lora]'."
+        ) from None
+    config = LoraConfig(
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(policy, config)
 
 
@@ -58,6 +65,7 @@ class AdapterDisabled:
 def merged_state_dict(policy) -> dict[str, torch.Tensor]:
     """The base model's state dict with every adapter folded in, under the base's own names."""
     from peft.tuners.lora import LoraLayer
+
     base = policy.get_base_model()
     merged: dict[str, torch.Tensor] = {}
     for name, module in base.named_modules():
@@ -75,9 +83,11 @@ def merged_state_dict(policy) -> dict[str, torch.Tensor]:
 
 def adapter_state_dict(policy) -> dict[str, torch.Tensor]:
     from peft import get_peft_model_state_dict
+
     return {k: v.detach() for k, v in get_peft_model_state_dict(policy).items()}
 
 
 def load_adapter_state(policy, tensors: dict[str, torch.Tensor]) -> None:
     from peft import set_peft_model_state_dict
+
     set_peft_model_state_dict(policy, tensors)

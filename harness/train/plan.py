@@ -26,18 +26,34 @@ from harness.tasks import task_types
 
 log = logging.getLogger("harness.train.plan")
 
-GIB = 2 ** 30
+GIB = 2**30
 PROMPT_TOKENS = 512  # planning allowance for the prompt part of a sequence (chat templates included)
 CONTEXT_GIB = 2.0  # CUDA context, NCCL buffers, allocator slack
 FRAGMENTATION = 0.05
 
 # Built-in shapes (from the models' published config.json) for planning without the weights.
 KNOWN_SHAPES = {
-    "llama-3.1-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                         num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False, head_dim=128),
-    "athene-rm-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                         num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False, head_dim=128,
-                         classifier=True),
+    "llama-3.1-8b": dict(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        tie_word_embeddings=False,
+        head_dim=128,
+    ),
+    "athene-rm-8b": dict(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        tie_word_embeddings=False,
+        head_dim=128,
+        classifier=True,
+    ),
 }
 
 
@@ -77,8 +93,15 @@ class Shape:
 
     def lora_params(self, rank: int, targets: list[str]) -> int:
         h, q, kv, i = self.hidden_size, self.q_dim, self.kv_dim, self.intermediate_size
-        dims = {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h), "gate_proj": (h, i),
-                "up_proj": (h, i), "down_proj": (i, h)}
+        dims = {
+            "q_proj": (h, q),
+            "k_proj": (h, kv),
+            "v_proj": (h, kv),
+            "o_proj": (q, h),
+            "gate_proj": (h, i),
+            "up_proj": (h, i),
+            "down_proj": (i, h),
+        }
         return self.num_hidden_layers * sum(rank * sum(dims[t]) for t in targets if t in dims)
 
     @property
@@ -90,6 +113,7 @@ def model_shape(path: str, classifier: bool = False) -> Shape:
     """The shape of a model folder (its config.json) or of a known model named in the path."""
     if path == "tiny":
         from harness.tiny import ensure_tiny_assets
+
         assets = ensure_tiny_assets(progress=False)
         path = str(assets.reward_model_dir if classifier else assets.policy_dir)
     config = Path(path) / "config.json"
@@ -106,7 +130,8 @@ def model_shape(path: str, classifier: bool = False) -> Shape:
             return Shape(**{"classifier": classifier, **fields}, source=f"built-in {name} shape")
     raise ConfigError(
         f"model path {path}: no config.json there and not a model the planner knows "
-        f"({', '.join(KNOWN_SHAPES)}); put the model's config.json there to plan its memory.")
+        f"({', '.join(KNOWN_SHAPES)}); put the model's config.json there to plan its memory."
+    )
 
 
 # Training logits, measured on an H200 (2026-12-04, /work/shared/GPU.md): the forward of 4 x (512 + 2048)
@@ -157,8 +182,14 @@ class Plan:
     def allocated(self) -> float:
         """The peak of what tensors occupy (torch.cuda.max_memory_allocated's counterpart): no CUDA
         context, no allocator slack and no cached blocks of an earlier phase."""
-        return max(sum(v for where, name, v in self.rows if where in ("resident", phase)
-                       and name != KV_CARRY and not name.startswith("CUDA context")) for phase in PHASES)
+        return max(
+            sum(
+                v
+                for where, name, v in self.rows
+                if where in ("resident", phase) and name != KV_CARRY and not name.startswith("CUDA context")
+            )
+            for phase in PHASES
+        )
 
     @property
     def generator_total(self) -> float:
@@ -185,13 +216,22 @@ def planned_prompt_tokens(cfg, prompt_tokens: int | None) -> int:
 
 def reward_model_dtype(cfg) -> str:
     from harness.precision import resolve_dtype
+
     return resolve_dtype(getattr(cfg.rewards, "reward_model_dtype", "auto"), "cuda")
 
 
-def plan_memory(cfg, gpus: int, capacity_gib: float, generator_gpus: int = 0, policy: Shape | None = None,
-                reward_model: Shape | None = None, prompt_tokens: int | None = None) -> Plan:
+def plan_memory(
+    cfg,
+    gpus: int,
+    capacity_gib: float,
+    generator_gpus: int = 0,
+    policy: Shape | None = None,
+    reward_model: Shape | None = None,
+    prompt_tokens: int | None = None,
+) -> Plan:
     """Bytes per trainer GPU (rank 0) for the config, with `gpus` FSDP ranks, phase by phase."""
     from harness.train.setup import reference_dtype
+
     policy = policy or model_shape(cfg.model.policy)
     uses_rm = "non_verifiable" in task_types(cfg.task_mix) and cfg.rewards.non_verifiable == "reward_model"
     if uses_rm and reward_model is None:
@@ -212,19 +252,34 @@ def plan_memory(cfg, gpus: int, capacity_gib: float, generator_gpus: int = 0, po
     rollout_rows = min(cfg.rollout.batch_size, cfg.train.prompts_per_step * cfg.train.samples_per_prompt)
     kv_cache = rollout_rows * seq * kv_token * r
     rows: list[tuple[str, str, float]] = [
-        ("resident", f"policy master weights ({cfg.model.param_dtype}, {share})", (n + (trained if lora else 0)) * p / shards),
+        (
+            "resident",
+            f"policy master weights ({cfg.model.param_dtype}, {share})",
+            (n + (trained if lora else 0)) * p / shards,
+        ),
         ("resident", f"AdamW moments ({what}2 x {cfg.model.param_dtype}, {share})", 2 * trained * p / shards),
     ]
     if lora:
         rows.append(("resident", "reference (the base, adapter switched off)", 0.0))
     else:
-        rows.append(("resident", f"reference ({reference_dtype(cfg)}, {'on CPU' if cfg.model.reference_offload else share})",
-                     0.0 if cfg.model.reference_offload else n * r / shards))
+        rows.append(
+            (
+                "resident",
+                f"reference ({reference_dtype(cfg)}, {'on CPU' if cfg.model.reference_offload else share})",
+                0.0 if cfg.model.reference_offload else n * r / shards,
+            )
+        )
         if sharded and REFERENCE_ROOT_STAYS_GATHERED:
-            rows.append(("resident", f"reference root left gathered by FSDP ({cfg.model.compute_dtype}: embeddings + head)",
-                         policy.root_params * c))
-    rows += generator_on_trainer_gpu(cfg, placement, generator_gpus, n * r, kv_cache, rollout_rows, seq, vocab,
-                                     capacity_gib)
+            rows.append(
+                (
+                    "resident",
+                    f"reference root left gathered by FSDP ({cfg.model.compute_dtype}: embeddings + head)",
+                    policy.root_params * c,
+                )
+            )
+    rows += generator_on_trainer_gpu(
+        cfg, placement, generator_gpus, n * r, kv_cache, rollout_rows, seq, vocab, capacity_gib
+    )
     if uses_rm:
         dtype = reward_model_dtype(cfg)
         rows.append(("resident", f"reward model ({dtype}, rank 0)", reward_model.params * BYTES[dtype]))
@@ -234,40 +289,88 @@ def plan_memory(cfg, gpus: int, capacity_gib: float, generator_gpus: int = 0, po
         rows.append(("train", KV_CARRY, sum(v for phase, _, v in rows if phase == "generate")))
     rows += validation_rows(cfg, policy, c if sharded else p, seq, gathered)
     peak = max(sum(v for where, _, v in rows if where in ("resident", phase)) for phase in PHASES)
-    rows.append(("resident", f"CUDA context and allocator slack ({CONTEXT_GIB:g} GiB + {FRAGMENTATION:.0%})",
-                 CONTEXT_GIB * GIB + FRAGMENTATION * peak))
-    generator_rows = generator_gpu_rows(cfg, placement, generator_gpus, n * r, kv_cache, rollout_rows, seq,
-                                        capacity_gib)
-    header = (f"policy {policy.params / 1e9:.2f}B parameters ({policy.source}); {gpus} trainer GPU(s)"
-              f"{' with FSDP' if sharded else ''}; generator {placement} ({cfg.rollout.backend})"
-              f"{f' on {generator_gpus} GPU(s)' if generator_rows else ''}; sequences of {seq} tokens")
-    return Plan(rows, generator_rows, host_rows(cfg, policy, reward_model if uses_rm else None, gpus, placement),
-                capacity_gib * GIB, gpus, generator_gpus, header)
+    rows.append(
+        (
+            "resident",
+            f"CUDA context and allocator slack ({CONTEXT_GIB:g} GiB + {FRAGMENTATION:.0%})",
+            CONTEXT_GIB * GIB + FRAGMENTATION * peak,
+        )
+    )
+    generator_rows = generator_gpu_rows(
+        cfg, placement, generator_gpus, n * r, kv_cache, rollout_rows, seq, capacity_gib
+    )
+    header = (
+        f"policy {policy.params / 1e9:.2f}B parameters ({policy.source}); {gpus} trainer GPU(s)"
+        f"{' with FSDP' if sharded else ''}; generator {placement} ({cfg.rollout.backend})"
+        f"{f' on {generator_gpus} GPU(s)' if generator_rows else ''}; sequences of {seq} tokens"
+    )
+    return Plan(
+        rows,
+        generator_rows,
+        host_rows(cfg, policy, reward_model if uses_rm else None, gpus, placement),
+        capacity_gib * GIB,
+        gpus,
+        generator_gpus,
+        header,
+    )
 
 
-def generator_on_trainer_gpu(cfg, placement: str, generator_gpus: int, weights: float, kv_cache: float,
-                             rollout_rows: int, seq: int, vocab: int, capacity_gib: float) -> list[tuple[str, str, float]]:
+def generator_on_trainer_gpu(
+    cfg,
+    placement: str,
+    generator_gpus: int,
+    weights: float,
+    kv_cache: float,
+    rollout_rows: int,
+    seq: int,
+    vocab: int,
+    capacity_gib: float,
+) -> list[tuple[str, str, float]]:
     """Rank 0's generator rows: a colocated copy, or a worker process sharing the GPU, or nothing."""
     from harness.train.setup import reference_dtype
+
     dtype = reference_dtype(cfg)
     if cfg.rollout.backend == "vllm" and (placement == "colocated" or not generator_gpus):
         share = cfg.rollout.vllm.gpu_memory_utilization
         where = "colocated" if placement == "colocated" else "worker process on this GPU"
-        return [("resident", f"vLLM engine ({where}: gpu_memory_utilization {share:g} x {capacity_gib:g} GiB)",
-                 share * capacity_gib * GIB)]
+        return [
+            (
+                "resident",
+                f"vLLM engine ({where}: gpu_memory_utilization {share:g} x {capacity_gib:g} GiB)",
+                share * capacity_gib * GIB,
+            )
+        ]
     if placement == "colocated":
-        return [("resident", f"generator copy ({dtype}, colocated on rank 0)", weights),
-                ("generate", f"generator KV cache ({rollout_rows} sequences x {seq} tokens)", kv_cache),
-                ("generate", "sampling logits (fp32 softmax, per sequence)", rollout_rows * vocab * 12)]
+        return [
+            ("resident", f"generator copy ({dtype}, colocated on rank 0)", weights),
+            ("generate", f"generator KV cache ({rollout_rows} sequences x {seq} tokens)", kv_cache),
+            ("generate", "sampling logits (fp32 softmax, per sequence)", rollout_rows * vocab * 12),
+        ]
     if generator_gpus:  # validation samples through the same worker (weights gathered to rank 0's host memory)
         return [("resident", "generator (worker: on its own GPUs)", 0.0)]
     # A worker with no GPUs of its own runs on model.device, beside rank 0, and generates while it trains.
-    return [("resident", f"rollout worker on this GPU (weights {dtype} + KV cache + its CUDA context)",
-             weights + kv_cache + WORKER_CONTEXT_GIB * GIB)]
+    return [
+        (
+            "resident",
+            f"rollout worker on this GPU (weights {dtype} + KV cache + its CUDA context)",
+            weights + kv_cache + WORKER_CONTEXT_GIB * GIB,
+        )
+    ]
 
 
-def training_rows(cfg, policy: Shape, trained: int, p: int, c: int, shards: int, what: str, share: str,
-                  tokens: int, seq: int, gathered: float) -> list[tuple[str, str, float]]:
+def training_rows(
+    cfg,
+    policy: Shape,
+    trained: int,
+    p: int,
+    c: int,
+    shards: int,
+    what: str,
+    share: str,
+    tokens: int,
+    seq: int,
+    gathered: float,
+) -> list[tuple[str, str, float]]:
     h = policy.hidden_size
     per_token_layer = c * (6 * h + 2 * policy.kv_dim + 4 * policy.intermediate_size) + 8 * h  # + fp32 norms
     if cfg.model.gradient_checkpointing:  # each layer's input kept, one layer recomputed at a time
@@ -279,11 +382,22 @@ def training_rows(cfg, policy: Shape, trained: int, p: int, c: int, shards: int,
         rows.append(("train", f"FSDP all-gathered units ({cfg.model.compute_dtype}: root + 2 layers)", gathered))
     elif c != p and not cfg.model.lora:  # autocast caches a compute-dtype copy of every trained weight
         rows.append(("train", f"autocast's {cfg.model.compute_dtype} weight copies", policy.params * c))
-    rows.append(("train", f"activations ({cfg.train.micro_batch_size} x {seq} tokens"
-                          f"{', checkpointed' if cfg.model.gradient_checkpointing else ''})", activations))
-    rows.append(("train", f"logits and log-prob temporaries ({policy.vocab_size} vocab, "
-                          f"{logits_bytes(c):.1f} B per token and entry, measured)",
-                 tokens * policy.vocab_size * logits_bytes(c)))
+    rows.append(
+        (
+            "train",
+            f"activations ({cfg.train.micro_batch_size} x {seq} tokens"
+            f"{', checkpointed' if cfg.model.gradient_checkpointing else ''})",
+            activations,
+        )
+    )
+    rows.append(
+        (
+            "train",
+            f"logits and log-prob temporaries ({policy.vocab_size} vocab, "
+            f"{logits_bytes(c):.1f} B per token and entry, measured)",
+            tokens * policy.vocab_size * logits_bytes(c),
+        )
+    )
     return rows
 
 
@@ -295,30 +409,56 @@ def validation_rows(cfg, policy: Shape, sample_bytes: int, seq: int, gathered: f
     kv = rows_sampled * seq * policy.num_hidden_layers * 2 * policy.kv_dim * sample_bytes
     c = BYTES[cfg.model.compute_dtype]
     micro = min(cfg.train.micro_batch_size, cfg.validation.prompts)
-    rows = [] if cfg.rollout.backend == "vllm" else [  # vLLM samples inside its own reservation
-        ("validate", f"validation KV cache ({rows_sampled} sequences x {seq} tokens)", kv)]
-    rows += [("validate", f"validation entropy pass ({micro} x {seq} tokens, no grad)",
-             micro * seq * policy.vocab_size * logits_bytes(c))]
+    rows = (
+        []
+        if cfg.rollout.backend == "vllm"
+        else [  # vLLM samples inside its own reservation
+            ("validate", f"validation KV cache ({rows_sampled} sequences x {seq} tokens)", kv)
+        ]
+    )
+    rows += [
+        (
+            "validate",
+            f"validation entropy pass ({micro} x {seq} tokens, no grad)",
+            micro * seq * policy.vocab_size * logits_bytes(c),
+        )
+    ]
     if gathered:
         rows.append(("validate", "FSDP all-gathered units (root + 2 layers)", gathered))
     return rows
 
 
-def generator_gpu_rows(cfg, placement: str, generator_gpus: int, weights: float, kv_cache: float, rollout_rows: int,
-                       seq: int, capacity_gib: float) -> list[tuple[str, float]]:
+def generator_gpu_rows(
+    cfg,
+    placement: str,
+    generator_gpus: int,
+    weights: float,
+    kv_cache: float,
+    rollout_rows: int,
+    seq: int,
+    capacity_gib: float,
+) -> list[tuple[str, float]]:
     """Per generator GPU in worker placement on GPUs of its own: vLLM reserves its share of each GPU
     up front (weights and KV cache inside it); the hf backend holds one whole copy on one GPU."""
     if placement == "colocated" or not generator_gpus:
         return []
     from harness.train.setup import reference_dtype
+
     if cfg.rollout.backend == "vllm":
         share = cfg.rollout.vllm.gpu_memory_utilization
-        return [(f"vLLM reservation (gpu_memory_utilization {share:g} x {capacity_gib:g} GiB; weights "
-                 f"{weights / generator_gpus / GIB:.1f} GiB of it, KV cache the rest)", share * capacity_gib * GIB),
-                (f"CUDA context ({WORKER_CONTEXT_GIB:g} GiB)", WORKER_CONTEXT_GIB * GIB)]
-    return [(f"generator weights ({reference_dtype(cfg)}, hf: one whole copy)", weights),
-            (f"KV cache ({rollout_rows} sequences x {seq} tokens)", kv_cache),
-            (f"CUDA context ({CONTEXT_GIB:g} GiB)", CONTEXT_GIB * GIB)]
+        return [
+            (
+                f"vLLM reservation (gpu_memory_utilization {share:g} x {capacity_gib:g} GiB; weights "
+                f"{weights / generator_gpus / GIB:.1f} GiB of it, KV cache the rest)",
+                share * capacity_gib * GIB,
+            ),
+            (f"CUDA context ({WORKER_CONTEXT_GIB:g} GiB)", WORKER_CONTEXT_GIB * GIB),
+        ]
+    return [
+        (f"generator weights ({reference_dtype(cfg)}, hf: one whole copy)", weights),
+        (f"KV cache ({rollout_rows} sequences x {seq} tokens)", kv_cache),
+        (f"CUDA context ({CONTEXT_GIB:g} GiB)", CONTEXT_GIB * GIB),
+    ]
 
 
 def host_rows(cfg, policy: Shape, reward_model: Shape | None, gpus: int, placement: str) -> list[tuple[str, float]]:
@@ -326,9 +466,14 @@ def host_rows(cfg, policy: Shape, reward_model: Shape | None, gpus: int, placeme
     dtype) and reference (inference dtype) on the CPU; under FSDP the other ranks build them on the
     meta device and receive only their shards, one tensor at a time (harness.distributed.shard_from_rank0)."""
     from harness.train.setup import reference_dtype
+
     n, p, r = policy.params, BYTES[cfg.model.param_dtype], BYTES[reference_dtype(cfg)]
-    rows = [(f"policy + reference loaded on the CPU by rank 0 only ({cfg.model.param_dtype} + {reference_dtype(cfg)})",
-             n * (p + r))]
+    rows = [
+        (
+            f"policy + reference loaded on the CPU by rank 0 only ({cfg.model.param_dtype} + {reference_dtype(cfg)})",
+            n * (p + r),
+        )
+    ]
     if cfg.train.parallel == "fsdp" and cfg.model.reference_offload:
         rows.append((f"reference shards kept on the CPU (model.reference_offload, 1/{gpus} per rank)", n * r))
     if placement == "colocated":
@@ -336,8 +481,12 @@ def host_rows(cfg, policy: Shape, reward_model: Shape | None, gpus: int, placeme
     else:
         rows.append((f"weight snapshots for the worker (/dev/shm: the newest 2, {reference_dtype(cfg)})", 2 * n * r))
     if reward_model is not None:
-        rows.append((f"reward model ({reward_model_dtype(cfg)}), loaded by rank 0", reward_model.params *
-                     BYTES[reward_model_dtype(cfg)]))
+        rows.append(
+            (
+                f"reward model ({reward_model_dtype(cfg)}), loaded by rank 0",
+                reward_model.params * BYTES[reward_model_dtype(cfg)],
+            )
+        )
     return rows
 
 
@@ -347,11 +496,15 @@ def format_plan(plan: Plan) -> str:
     width = max(len(name) for name in names) + 2
     lines = [plan.header, "", f"{'per trainer GPU (rank 0)':<{width}}{'phase':<10}{'GiB':>7}"]
     for phase in ("resident", *PHASES):
-        lines += [f"{name:<{width}}{phase:<10}{value / GIB:>7.1f}" for where, name, value in plan.rows if where == phase]
+        lines += [
+            f"{name:<{width}}{phase:<10}{value / GIB:>7.1f}" for where, name, value in plan.rows if where == phase
+        ]
     for phase in PHASES:
         mark = "  <- peak" if phase == plan.peak_phase else ""
-        lines.append(f"{'total while ' + phase + ' runs (resident + ' + phase + ')':<{width}}{'':<10}"
-                     f"{plan.phase_total(phase) / GIB:>7.1f}{mark}")
+        lines.append(
+            f"{'total while ' + phase + ' runs (resident + ' + phase + ')':<{width}}{'':<10}"
+            f"{plan.phase_total(phase) / GIB:>7.1f}{mark}"
+        )
     if plan.generator_rows:
         lines += ["", f"{'per generator GPU':<{width}}{'':<10}{'GiB':>7}"]
         lines += [f"{name:<{width}}{'':<10}{value / GIB:>7.1f}" for name, value in plan.generator_rows]
@@ -360,21 +513,26 @@ def format_plan(plan: Plan) -> str:
     lines += [f"{name:<{width}}{'':<10}{value / GIB:>7.1f}" for name, value in plan.host_rows]
     lines.append(f"{'total':<{width}}{'':<10}{plan.host_total / GIB:>7.1f}")
     verdict = "FITS" if plan.fits else "DOES NOT FIT"
-    lines += ["", f"{verdict}: {plan.total / GIB:.1f} GiB needed on the fullest trainer GPU (peak phase: "
-                  f"{plan.peak_phase}), {plan.capacity / GIB:.1f} GiB available"]
+    lines += [
+        "",
+        f"{verdict}: {plan.total / GIB:.1f} GiB needed on the fullest trainer GPU (peak phase: "
+        f"{plan.peak_phase}), {plan.capacity / GIB:.1f} GiB available",
+    ]
     return "\n".join(lines)
 
 
 def not_fitting_message(plan: Plan, source: str) -> str:
     phase = plan.peak_phase
     biggest = sorted([row for row in plan.rows if row[0] in ("resident", phase)], key=lambda row: -row[2])[:3]
-    return (f"{source}: the run needs {plan.total / GIB:.1f} GiB on its fullest GPU (while {phase} runs) but "
-            f"each has {plan.capacity / GIB:.1f} GiB (largest parts: "
-            + ", ".join(f"{name} {value / GIB:.1f} GiB" for _, name, value in biggest)
-            + "). Shrink it with `train.micro_batch_size`, `model.gradient_checkpointing=true`, "
-              "`rollout.batch_size`, `train.max_new_tokens`, `model.reference_offload=true`, "
-              "`model.compute_dtype=bfloat16`, or more GPUs (`train.parallel=fsdp` under torchrun "
-              "--nproc-per-node N); `harness plan CONFIG --gpus N` prints the whole table.")
+    return (
+        f"{source}: the run needs {plan.total / GIB:.1f} GiB on its fullest GPU (while {phase} runs) but "
+        f"each has {plan.capacity / GIB:.1f} GiB (largest parts: "
+        + ", ".join(f"{name} {value / GIB:.1f} GiB" for _, name, value in biggest)
+        + "). Shrink it with `train.micro_batch_size`, `model.gradient_checkpointing=true`, "
+        "`rollout.batch_size`, `train.max_new_tokens`, `model.reference_offload=true`, "
+        "`model.compute_dtype=bfloat16`, or more GPUs (`train.parallel=fsdp` under torchrun "
+        "--nproc-per-node N); `harness plan CONFIG --gpus N` prints the whole table."
+    )
 
 
 def check_fits(cfg, source: str = "config") -> Plan | None:
@@ -382,6 +540,7 @@ def check_fits(cfg, source: str = "config") -> Plan | None:
     import torch
     from harness.distributed import launch_env
     from harness.models import resolve_device
+
     if resolve_device(cfg.model.device).type != "cuda":
         return None
     _, world, local_rank, _ = launch_env()
@@ -398,6 +557,7 @@ def check_fits(cfg, source: str = "config") -> Plan | None:
 
 def default_capacity_gib() -> float:
     import torch
+
     if torch.cuda.is_available():
         return torch.cuda.get_device_properties(0).total_memory / GIB
     raise ConfigError("--gpu-memory-gib is required on a machine without a GPU (an H200 has about 140 GiB).")

@@ -39,8 +39,9 @@ def cut_to_fit(tokenizer, text: str, max_tokens: int) -> str | None:
     return tokenizer.decode(ids[:low])
 
 
-def limit_prompts(records: list[dict[str, Any]], tokenizer, max_tokens: int, mode: str
-                  ) -> tuple[list[dict[str, Any]], int]:
+def limit_prompts(
+    records: list[dict[str, Any]], tokenizer, max_tokens: int, mode: str
+) -> tuple[list[dict[str, Any]], int]:
     """(records that fit, how many were dropped or cut)."""
     lengths = prompt_tokens(tokenizer, [record["prompt"] for record in records])
     kept, changed = [], 0
@@ -55,8 +56,9 @@ def limit_prompts(records: list[dict[str, Any]], tokenizer, max_tokens: int, mod
     return kept, changed
 
 
-def limit_pools(pools: dict[str, list[dict[str, Any]]], tokenizer, data_cfg, split: str
-                ) -> tuple[dict[str, list[dict[str, Any]]], int]:
+def limit_pools(
+    pools: dict[str, list[dict[str, Any]]], tokenizer, data_cfg, split: str
+) -> tuple[dict[str, list[dict[str, Any]]], int]:
     """Every pool through `limit_prompts` when `data.max_prompt_tokens` is set; logs the count."""
     if not data_cfg.max_prompt_tokens:
         return pools, 0
@@ -66,6 +68,13 @@ def limit_pools(pools: dict[str, list[dict[str, Any]]], tokenizer, data_cfg, spl
         total += changed
         if changed:
             verb = "dropped" if data_cfg.long_prompts == "drop" else "cut"
-            log.warning("%s %s: %d of %d prompts are longer than data.max_prompt_tokens=%d tokens and were %s",
-                        split, task, changed, len(records), data_cfg.max_prompt_tokens, verb)
+            log.warning(
+                "%s %s: %d of %d prompts are longer than data.max_prompt_tokens=%d tokens and were %s",
+                split,
+                task,
+                changed,
+                len(records),
+                data_cfg.max_prompt_tokens,
+                verb,
+            )
     return limited, total

@@ -32,13 +32,14 @@ def pack(rollouts: list[Rollout], pad_id: int, device: torch.device) -> Sequence
     input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     attention = torch.zeros_like(input_ids)
     for row, seq in enumerate(sequences):
-        input_ids[row, :len(seq)] = torch.tensor(seq)
-        attention[row, :len(seq)] = 1
+        input_ids[row, : len(seq)] = torch.tensor(seq)
+        attention[row, : len(seq)] = 1
     prompt_end = torch.tensor([len(r.prompt_ids) for r in rollouts])
     response_end = torch.tensor([len(seq) for seq in sequences])
     mask = response_mask_from_lengths(width, prompt_end, response_end)
-    return SequenceBatch(input_ids.to(device), attention.to(device), mask.to(device),
-                         (response_end - prompt_end).to(device))
+    return SequenceBatch(
+        input_ids.to(device), attention.to(device), mask.to(device), (response_end - prompt_end).to(device)
+    )
 
 
 # One extra forward call costs about as much as this many padded tokens (Python and kernel-launch
@@ -46,8 +47,14 @@ def pack(rollouts: list[Rollout], pad_id: int, device: torch.device) -> Sequence
 CALL_COST_TOKENS = 64
 
 
-def policy_logprobs(model, batch: SequenceBatch, temperature: float, with_entropy: bool = False,
-                    entropy_grad: bool = False, bucketed: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+def policy_logprobs(
+    model,
+    batch: SequenceBatch,
+    temperature: float,
+    with_entropy: bool = False,
+    entropy_grad: bool = False,
+    bucketed: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-token log-probs [B, T-1] of the batch's response tokens (and optionally entropies).
 
     Only response positions are computed, and entries outside `batch.response_mask` are 0. With
@@ -65,19 +72,25 @@ def policy_logprobs(model, batch: SequenceBatch, temperature: float, with_entrop
     else:
         lengths = batch.attention_mask.sum(-1)
         found = []
-        for part_rows in (length_buckets(lengths.tolist(), CALL_COST_TOKENS) if bucketed
-                          else [list(range(len(lengths)))]):
+        for part_rows in (
+            length_buckets(lengths.tolist(), CALL_COST_TOKENS) if bucketed else [list(range(len(lengths)))]
+        ):
             index = torch.tensor(part_rows, device=batch.input_ids.device)
             width = max(int(lengths[index].max()), 2)
-            part = SequenceBatch(batch.input_ids[index, :width], batch.attention_mask[index, :width],
-                                 batch.response_mask[index, :width - 1], batch.response_lengths[index])
+            part = SequenceBatch(
+                batch.input_ids[index, :width],
+                batch.attention_mask[index, :width],
+                batch.response_mask[index, : width - 1],
+                batch.response_lengths[index],
+            )
             bucket_rows, bucket_cols, bucket_logits = _response_logits(model, part)
             found.append((index[bucket_rows], bucket_cols, bucket_logits))
         rows, cols = torch.cat([f[0] for f in found]), torch.cat([f[1] for f in found])
         logits = torch.cat([f[2] for f in found])
     targets = batch.input_ids[rows, cols + 1]
-    logp, entropy = token_logprobs_and_entropy(logits, targets, temperature, with_entropy=with_entropy,
-                                               entropy_grad=entropy_grad)
+    logp, entropy = token_logprobs_and_entropy(
+        logits, targets, temperature, with_entropy=with_entropy, entropy_grad=entropy_grad
+    )
     logp = logp.new_zeros(batch.response_mask.shape).index_put((rows, cols), logp)
     if with_entropy:
         entropy = entropy.new_zeros(batch.response_mask.shape).index_put((rows, cols), entropy)
@@ -122,10 +135,15 @@ def _shared_prompt_logits(model, batch: SequenceBatch, prompts: list[tuple[int, 
     prompt_ids = torch.zeros((len(distinct), width), dtype=torch.long, device=device)
     prompt_mask = torch.zeros_like(prompt_ids)
     for i, prompt in enumerate(distinct):  # left padding: every prompt ends at column width - 1
-        prompt_ids[i, width - len(prompt):] = torch.tensor(prompt, device=device)
-        prompt_mask[i, width - len(prompt):] = 1
-    out = model(input_ids=prompt_ids, attention_mask=prompt_mask,
-                position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True, logits_to_keep=1)
+        prompt_ids[i, width - len(prompt) :] = torch.tensor(prompt, device=device)
+        prompt_mask[i, width - len(prompt) :] = 1
+    out = model(
+        input_ids=prompt_ids,
+        attention_mask=prompt_mask,
+        position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0),
+        use_cache=True,
+        logits_to_keep=1,
+    )
     states = cache_states(cache_of(out))
     all_rows = torch.arange(len(ends), device=device)
     found = [(all_rows, ends - 1, out.logits[:, -1][source])]  # each row's first response token
@@ -142,8 +160,9 @@ def _shared_prompt_logits(model, batch: SequenceBatch, prompts: list[tuple[int, 
         cache = cache_from_states([(k[source[index]], v[source[index]]) for k, v in states])
         mask = torch.cat([prompt_mask[source[index]], valid.long()], dim=1)
         positions = prompt_lengths[source[index]].unsqueeze(1) + offsets
-        logits = model(input_ids=tokens, attention_mask=mask, position_ids=positions, use_cache=True,
-                       **{CACHE_KWARG: cache}).logits
+        logits = model(
+            input_ids=tokens, attention_mask=mask, position_ids=positions, use_cache=True, **{CACHE_KWARG: cache}
+        ).logits
         keep_rows, keep_steps = valid.nonzero(as_tuple=True)
         # input token j of the response sits at column end + j and predicts the target at column end + j + 1,
         # i.e. [B, T-1] column end + j
@@ -193,7 +212,7 @@ def _forward_logits(model, batch: SequenceBatch, keep: int) -> torch.Tensor:
     if _accepts_logits_to_keep(model):
         return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=keep).logits
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    return logits[:, logits.shape[1] - keep:]
+    return logits[:, logits.shape[1] - keep :]
 
 
 def _accepts_logits_to_keep(model) -> bool:
@@ -209,4 +228,4 @@ _TRIM_SUPPORT: dict = {}
 
 
 def chunks(items: list, size: int) -> list[list]:
-    return [items[start:start + size] for start in range(0, len(items), size)]
+    return [items[start : start + size] for start in range(0, len(items), size)]

@@ -76,16 +76,24 @@ def build_models(cfg, policy_path: str, dist: Dist, open_generator: Callable[[An
         policy.config.use_cache = False  # training forwards keep no KV cache; the generators ask for one
     if dist.enabled:
         shard_from_rank0(policy, dist, cfg.model.compute_dtype)
-        shard_from_rank0(reference, dist, cfg.model.compute_dtype, offload=cfg.model.reference_offload,
-                         trainable=False)
+        shard_from_rank0(reference, dist, cfg.model.compute_dtype, offload=cfg.model.reference_offload, trainable=False)
     trainable = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.train.lr, eps=cfg.train.adam_eps,
-                                  betas=(cfg.train.adam_beta1, cfg.train.adam_beta2),
-                                  weight_decay=cfg.train.weight_decay)
-    log.info("policy: %.1fM parameters (%.2fM trained), master weights %s, compute %s%s%s", _millions(policy),
-             sum(p.numel() for p in trainable) / 1e6, cfg.model.param_dtype, cfg.model.compute_dtype,
-             f", sharded over {dist.world} ranks" if dist.enabled else "",
-             ", gradient checkpointing" if cfg.model.gradient_checkpointing else "")
+    optimizer = torch.optim.AdamW(
+        trainable,
+        lr=cfg.train.lr,
+        eps=cfg.train.adam_eps,
+        betas=(cfg.train.adam_beta1, cfg.train.adam_beta2),
+        weight_decay=cfg.train.weight_decay,
+    )
+    log.info(
+        "policy: %.1fM parameters (%.2fM trained), master weights %s, compute %s%s%s",
+        _millions(policy),
+        sum(p.numel() for p in trainable) / 1e6,
+        cfg.model.param_dtype,
+        cfg.model.compute_dtype,
+        f", sharded over {dist.world} ranks" if dist.enabled else "",
+        ", gradient checkpointing" if cfg.model.gradient_checkpointing else "",
+    )
     return Models(policy, reference, generator, tokenizer, optimizer, device)
 
 

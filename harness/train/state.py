@@ -42,8 +42,9 @@ def validation_due(cfg: RunConfig, step: int) -> bool:
     return step % cfg.validation.every == 0 or step == cfg.train.steps
 
 
-def save(output_dir: Path, cfg: RunConfig, state: LoopState, models, val: dict[str, float], tracker,
-         dist: Dist) -> None:
+def save(
+    output_dir: Path, cfg: RunConfig, state: LoopState, models, val: dict[str, float], tracker, dist: Dist
+) -> None:
     """Every rank calls this (the gathers and the sharded write are collective)."""
     # A snapshot the next step will not overwrite cannot be rebuilt from the policy on resume,
     # so it travels with the checkpoint; an offline generator or fixed reference is the seed.
@@ -76,20 +77,36 @@ def save(output_dir: Path, cfg: RunConfig, state: LoopState, models, val: dict[s
         if dist.enabled:
             ckpt.write_sharded(tmp, models.policy, models.optimizer)
         if dist.is_main:
-            meta = {"last_sync": state.last_sync, "last_ref_sync": state.last_ref_sync,
-                    "generator_version": models.generator.version, "run_id": tracker.run_id, "world_size": dist.world}
+            meta = {
+                "last_sync": state.last_sync,
+                "last_ref_sync": state.last_ref_sync,
+                "generator_version": models.generator.version,
+                "run_id": tracker.run_id,
+                "world_size": dist.world,
+            }
             exported = models.policy.get_base_model() if lora else models.policy  # merged weights, plain names
-            path = ckpt.commit_checkpoint(tmp, output_dir, state.step, exported, models.tokenizer,
-                                          None if dist.enabled else models.optimizer, meta, extra, rng_states,
-                                          weights, export_dtype=export_dtype)
+            path = ckpt.commit_checkpoint(
+                tmp,
+                output_dir,
+                state.step,
+                exported,
+                models.tokenizer,
+                None if dist.enabled else models.optimizer,
+                meta,
+                extra,
+                rng_states,
+                weights,
+                export_dtype=export_dtype,
+            )
     if dist.is_main:
         state.checkpoints = [c for c in state.checkpoints if c.step != state.step]
         # Only a step that was validated carries metrics: `val` is the last validation, which belongs
         # to an earlier step when this one was not validated (selection must never pick it by them).
         validated = validation_due(cfg, state.step)
         state.checkpoints.append(CheckpointEntry(state.step, str(path), validated, dict(val) if validated else {}))
-        state.checkpoints = ckpt.prune_checkpoints(state.checkpoints, cfg.checkpoint.keep_last,
-                                                   keep=_selected_so_far(state.checkpoints, cfg.eval.rule))
+        state.checkpoints = ckpt.prune_checkpoints(
+            state.checkpoints, cfg.checkpoint.keep_last, keep=_selected_so_far(state.checkpoints, cfg.eval.rule)
+        )
         tracker.log_text(write_listing(output_dir, state.checkpoints), LISTING_FILE)
         log.info("saved checkpoint step %d -> %s", state.step, path)
     dist.barrier()
@@ -118,11 +135,13 @@ def restore(output_dir: Path, cfg: RunConfig, models, dist: Dist) -> LoopState:
             f"--resume: {path} was written by {saved_world} process(es) "
             f"({'FSDP' if meta.get('sharded') else 'no sharding'}), this run has {dist.world} "
             f"({'FSDP' if dist.enabled else 'no sharding'}); resume with the same `train.parallel` and "
-            f"--nproc-per-node, or evaluate its model.safetensors instead.")
+            f"--nproc-per-node, or evaluate its model.safetensors instead."
+        )
     if dist.enabled:
         ckpt.read_sharded(path, models.policy, models.optimizer)
     else:
         from safetensors.torch import load_file
+
         adapter = ckpt.weights_with_prefix(tensors, ADAPTER_PREFIX)
         if is_lora(models.policy):  # the base is frozen: only the adapters come back
             load_adapter_state(models.policy, adapter or {})
@@ -148,5 +167,9 @@ def restore(output_dir: Path, cfg: RunConfig, models, dist: Dist) -> LoopState:
     listing = output_dir / LISTING_FILE
     checkpoints = read_listing(listing) if listing.is_file() else []
     log.info("resumed from %s (step %d)", path, step)
-    return LoopState(step=step, last_sync=meta["last_sync"], last_ref_sync=meta["last_ref_sync"],
-                     checkpoints=[c for c in checkpoints if c.step <= step])
+    return LoopState(
+        step=step,
+        last_sync=meta["last_sync"],
+        last_ref_sync=meta["last_ref_sync"],
+        checkpoints=[c for c in checkpoints if c.step <= step],
+    )

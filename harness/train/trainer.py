@@ -25,8 +25,15 @@ from pathlib import Path
 import torch
 
 from harness import distributed
-from harness.algorithms import (build_preference_pairs, build_verifiable_pairs, dpo_loss, grpo_advantages,
-                                grpo_loss, k3_kl, masked_sum)
+from harness.algorithms import (
+    build_preference_pairs,
+    build_verifiable_pairs,
+    dpo_loss,
+    grpo_advantages,
+    grpo_loss,
+    k3_kl,
+    masked_sum,
+)
 from harness.chat import chat_prompt
 from harness.config import RunConfig, flatten, format_interval
 from harness.errors import HarnessError
@@ -64,8 +71,9 @@ def train(cfg: RunConfig, tracker=None, resume: bool = False, progress: bool = T
     distributed.check_launch(cfg)
     dist = distributed.setup(cfg)
     try:
-        return _train(cfg, tracker if dist.is_main and tracker else NullTracker(), resume, progress and dist.is_main,
-                      dist)
+        return _train(
+            cfg, tracker if dist.is_main and tracker else NullTracker(), resume, progress and dist.is_main, dist
+        )
     finally:
         dist.close()
 
@@ -84,9 +92,13 @@ def _train(cfg: RunConfig, tracker, resume: bool, progress: bool, dist: distribu
 
     pools, val_pools, long_prompts = prompt_pools(cfg, policy_path)
     mixture = TaskMixture(pools, cfg.data.joint_verifiable_fraction, cfg.seed)
-    sampling = SamplingParams(n=cfg.train.samples_per_prompt, temperature=cfg.train.temperature,
-                              top_p=cfg.train.top_p, max_new_tokens=cfg.train.max_new_tokens,
-                              return_logprobs=cfg.method == "grpo" and cfg.grpo.importance_sampling)
+    sampling = SamplingParams(
+        n=cfg.train.samples_per_prompt,
+        temperature=cfg.train.temperature,
+        top_p=cfg.train.top_p,
+        max_new_tokens=cfg.train.max_new_tokens,
+        return_logprobs=cfg.method == "grpo" and cfg.grpo.importance_sampling,
+    )
     rollout_options = generator_options(cfg)  # checks the launcher's generator devices, if any
     # The generator's dtype: syncs and validation gather the policy in it, on rank 0.
     generator_dtype = torch_dtype(rollout_options.get("dtype") or inference_dtype(cfg))
@@ -94,10 +106,16 @@ def _train(cfg: RunConfig, tracker, resume: bool, progress: bool, dist: distribu
     def open_generator(policy, tokenizer):
         """Rank 0, before sharding. rollout.placement: colocated (a copy here, generated when due) or
         worker (its own process, fed snapshots, running ahead within the sync window)."""
-        plan = StepPlan(mixture, cfg.train.prompts_per_step, sampling, cfg.seed,
-                        lambda text: chat_prompt(tokenizer, text))
-        return open_rollouts(cfg, policy, tokenizer, plan,
-                             lambda: make_generator(cfg.rollout.backend, policy, tokenizer, **rollout_options))
+        plan = StepPlan(
+            mixture, cfg.train.prompts_per_step, sampling, cfg.seed, lambda text: chat_prompt(tokenizer, text)
+        )
+        return open_rollouts(
+            cfg,
+            policy,
+            tokenizer,
+            plan,
+            lambda: make_generator(cfg.rollout.backend, policy, tokenizer, **rollout_options),
+        )
 
     models = build_models(cfg, policy_path, dist, open_generator)
     policy, reference, generator, tokenizer = models.policy, models.reference, models.generator, models.tokenizer
@@ -113,16 +131,25 @@ def _train(cfg: RunConfig, tracker, resume: bool, progress: bool, dist: distribu
     if resume:
         state = restore(output_dir, cfg, models, dist)
     if state.step == 0:  # a fresh run, or --resume before any checkpoint existed
-        tracker.log_params({**{k: v for k, v in flatten(cfg.to_dict()).items()},
-                            "ref_sync_every": format_interval(cfg.ref_sync_every)})
+        tracker.log_params(
+            {**{k: v for k, v in flatten(cfg.to_dict()).items()}, "ref_sync_every": format_interval(cfg.ref_sync_every)}
+        )
         tracker.log_text(cfg.to_yaml(), "config.yaml")
         if cfg.data.max_prompt_tokens:
-            tracker.log_metrics({f"data/long_prompts_{'dropped' if cfg.data.long_prompts == 'drop' else 'cut'}":
-                                 long_prompts}, step=0)
+            tracker.log_metrics(
+                {f"data/long_prompts_{'dropped' if cfg.data.long_prompts == 'drop' else 'cut'}": long_prompts}, step=0
+            )
 
-    log.info("training %s: %s, sync_every=%s, ref_sync_every=%s, %d steps of %d prompts x %d samples",
-             cfg.run_name, cfg.method, format_interval(cfg.sync_every), format_interval(cfg.ref_sync_every),
-             cfg.train.steps, cfg.train.prompts_per_step, cfg.train.samples_per_prompt)
+    log.info(
+        "training %s: %s, sync_every=%s, ref_sync_every=%s, %d steps of %d prompts x %d samples",
+        cfg.run_name,
+        cfg.method,
+        format_interval(cfg.sync_every),
+        format_interval(cfg.ref_sync_every),
+        cfg.train.steps,
+        cfg.train.prompts_per_step,
+        cfg.train.samples_per_prompt,
+    )
     if dist.is_main:
         generator.start(state.step)  # a worker starts on the first window while the seed is validated
     if state.step == 0:
@@ -160,8 +187,9 @@ def _train(cfg: RunConfig, tracker, resume: bool, progress: bool, dist: distribu
             # 3. score
             started = time.perf_counter()
             flat = [rollout for group in groups for rollout in group]
-            scored = rewards.score([records[r.prompt_index] for r in flat], [r.text for r in flat]) \
-                if dist.is_main else None
+            scored = (
+                rewards.score([records[r.prompt_index] for r in flat], [r.text for r in flat]) if dist.is_main else None
+            )
             scored = dist.broadcast(scored)
             reward_grid = torch.tensor(scored.rewards, dtype=torch.float32).view(len(groups), -1)
             metrics["time/score_s"] = time.perf_counter() - started
@@ -173,15 +201,17 @@ def _train(cfg: RunConfig, tracker, resume: bool, progress: bool, dist: distribu
             pair_rng.manual_seed(cfg.seed * 1_000_003 + state.step)  # stateless: resume draws the same pairs
             with autocast(cfg.model.compute_dtype, models.device, sharded=dist.enabled):
                 if cfg.method == "dpo":
-                    step_stats = dpo_update(cfg, policy, reference, tokenizer, records, groups, reward_grid, pair_rng,
-                                            dist)
+                    step_stats = dpo_update(
+                        cfg, policy, reference, tokenizer, records, groups, reward_grid, pair_rng, dist
+                    )
                 else:
                     step_stats = grpo_update(cfg, policy, reference, tokenizer, groups, reward_grid, dist)
             if not math.isfinite(step_stats["train/loss"]):
                 raise TrainingDiverged(
                     f"step {state.step + 1}: the loss is {step_stats['train/loss']} (diverged). Lower train.lr "
                     f"(now {cfg.train.lr}) or raise train.adam_eps (now {cfg.train.adam_eps}; the paper uses 1e-4 "
-                    f"for math DPO).")
+                    f"for math DPO)."
+                )
             if step_stats.pop("_has_grad"):
                 metrics["train/grad_norm"] = distributed.clip_grad_norm(policy, cfg.train.grad_clip)
                 optimizer.step()
@@ -202,13 +232,18 @@ def _train(cfg: RunConfig, tracker, resume: bool, progress: bool, dist: distribu
             if state.step % cfg.checkpoint.every == 0 or state.step == cfg.train.steps or preempted:
                 save(output_dir, cfg, state, models, val, tracker, dist)
             bar.update(1)
-            bar.set_postfix(reward=f"{metrics['train/reward_mean']:.3f}", loss=f"{metrics['train/loss']:.3f}",
-                            stale=metrics["train/generator_staleness"], refresh=False)
+            bar.set_postfix(
+                reward=f"{metrics['train/reward_mean']:.3f}",
+                loss=f"{metrics['train/loss']:.3f}",
+                stale=metrics["train/generator_staleness"],
+                refresh=False,
+            )
             if preempted and state.step < cfg.train.steps:
                 raise Preempted(
                     f"{cfg.run_name}: {watch.signal_name()} received; stopped after step {state.step} of "
                     f"{cfg.train.steps} with a checkpoint in {output_dir}. Resume with `harness train ... --resume` "
-                    f"(exit code {Preempted.exit_code} asks a launcher to requeue it).")
+                    f"(exit code {Preempted.exit_code} asks a launcher to requeue it)."
+                )
     finally:
         watch.close()
         bar.close()
@@ -227,30 +262,41 @@ def prompt_pools(cfg: RunConfig, policy_path: str) -> tuple[dict, dict, int]:
     if cfg.data.max_prompt_tokens:
         from harness.models import load_tokenizer
         from harness.train.prompt_limit import limit_pools
+
         tokenizer = load_tokenizer(policy_path, cfg.model.trust_remote_code)
         pools, changed = limit_pools(pools, tokenizer, cfg.data, "train")
         val_pools, _ = limit_pools(val_pools, tokenizer, cfg.data, "validation")
-    return pools, {task: records[:cfg.validation.prompts] for task, records in val_pools.items()}, changed
+    return pools, {task: records[: cfg.validation.prompts] for task, records in val_pools.items()}, changed
 
 
 def build_rewards(cfg: RunConfig, reward_model_path: str | None, device: str):
     """One reward function per task type the mix uses, chosen by name in config."""
-    options = {"math_verify": {"workers": cfg.rewards.math_verify_workers,
-                               "timeout_s": cfg.rewards.math_verify_timeout_s},
-               "reward_model": {"model_dir": reward_model_path, "device": device,
-                                "batch_size": cfg.rewards.reward_model_batch_size,
-                                "dtype": cfg.rewards.reward_model_dtype}}
+    options = {
+        "math_verify": {"workers": cfg.rewards.math_verify_workers, "timeout_s": cfg.rewards.math_verify_timeout_s},
+        "reward_model": {
+            "model_dir": reward_model_path,
+            "device": device,
+            "batch_size": cfg.rewards.reward_model_batch_size,
+            "dtype": cfg.rewards.reward_model_dtype,
+        },
+    }
     types = task_types(cfg.task_mix)
-    return make_reward_router(cfg.rewards.verifiable if "verifiable" in types else None,
-                              cfg.rewards.non_verifiable if "non_verifiable" in types else None, options)
+    return make_reward_router(
+        cfg.rewards.verifiable if "verifiable" in types else None,
+        cfg.rewards.non_verifiable if "non_verifiable" in types else None,
+        options,
+    )
 
 
 def log_validation(step: int, val: dict[str, float]) -> None:
-    log.info("validation at step %d: reward %.3f, response length %.1f tokens, length-normalized %.5f, "
-             "entropy %.3f", step, val["val/reward"], val["val/response_len"], val["val/len_norm_reward"],
-             val["val/entropy"])
-
-
+    log.info(
+        "validation at step %d: reward %.3f, response length %.1f tokens, length-normalized %.5f, entropy %.3f",
+        step,
+        val["val/reward"],
+        val["val/response_len"],
+        val["val/len_norm_reward"],
+        val["val/entropy"],
+    )
 
 
 def set_lr(optimizer: torch.optim.Optimizer, cfg: RunConfig, step: int) -> None:
@@ -262,34 +308,59 @@ def set_lr(optimizer: torch.optim.Optimizer, cfg: RunConfig, step: int) -> None:
 # -- the two update rules ----------------------------------------------------------------
 
 
-def dpo_update(cfg: RunConfig, policy, reference, tokenizer, records, groups, reward_grid, rng,
-               dist: distributed.Dist = distributed.Dist()) -> dict:
+def dpo_update(
+    cfg: RunConfig,
+    policy,
+    reference,
+    tokenizer,
+    records,
+    groups,
+    reward_grid,
+    rng,
+    dist: distributed.Dist = distributed.Dist(),
+) -> dict:
     """Build pairs per prompt (by its task's rule), then one accumulated DPO gradient."""
     pairs = []
-    for task, build in (("verifiable", lambda g: build_verifiable_pairs(g, rng)),
-                        ("non_verifiable", build_preference_pairs)):
+    for task, build in (
+        ("verifiable", lambda g: build_verifiable_pairs(g, rng)),
+        ("non_verifiable", build_preference_pairs),
+    ):
         rows = [i for i, record in enumerate(records) if record["task"] == task]
         if rows:
             found = build(reward_grid[rows])
             pairs.extend((rows[p.prompt_index], p.chosen, p.rejected) for p in found)
-    totals = {"train/loss": 0.0, "train/kl": 0.0, "train/entropy": 0.0, "train/reward_margin": 0.0,
-              "train/reward_accuracy": 0.0}
+    totals = {
+        "train/loss": 0.0,
+        "train/kl": 0.0,
+        "train/entropy": 0.0,
+        "train/reward_margin": 0.0,
+        "train/reward_accuracy": 0.0,
+    }
     policy.train()
     device = next(policy.parameters()).device
     per_chunk = max(1, cfg.train.micro_batch_size // 2)
     for chunk, real in dist.chunks(pairs, per_chunk):  # this rank's share; `real` False: a 0-weight filler
         rollouts = [groups[p][c] for p, c, _ in chunk] + [groups[p][r] for p, _, r in chunk]
         batch = pack(rollouts, tokenizer.pad_token_id, device)
-        logp, entropy = policy_logprobs(policy, batch, cfg.train.temperature, with_entropy=True,
-                                        bucketed=not dist.enabled)
+        logp, entropy = policy_logprobs(
+            policy, batch, cfg.train.temperature, with_entropy=True, bucketed=not dist.enabled
+        )
         with torch.no_grad():
             ref_logp, _ = policy_logprobs(reference, batch, cfg.train.temperature, bucketed=not dist.enabled)
         summed, ref_summed = masked_sum(logp, batch.response_mask), masked_sum(ref_logp, batch.response_mask)
         k = len(chunk)
         lengths = batch.response_lengths.float()
-        loss, stats = dpo_loss(summed[:k], summed[k:], ref_summed[:k], ref_summed[k:], cfg.dpo.beta,
-                               chosen_len=lengths[:k], rejected_len=lengths[k:],
-                               length_normalize=cfg.dpo.length_normalize, nll_coef=cfg.dpo.nll_coef)
+        loss, stats = dpo_loss(
+            summed[:k],
+            summed[k:],
+            ref_summed[:k],
+            ref_summed[k:],
+            cfg.dpo.beta,
+            chosen_len=lengths[:k],
+            rejected_len=lengths[k:],
+            length_normalize=cfg.dpo.length_normalize,
+            nll_coef=cfg.dpo.nll_coef,
+        )
         weight = k / len(pairs) if real else 0.0
         (loss * weight).backward()
         totals["train/loss"] += stats["loss"] * weight
@@ -300,8 +371,9 @@ def dpo_update(cfg: RunConfig, policy, reference, tokenizer, records, groups, re
     return {**dist.sum_stats(totals), "train/pairs": float(len(pairs)), "_has_grad": bool(pairs)}
 
 
-def grpo_update(cfg: RunConfig, policy, reference, tokenizer, groups, reward_grid,
-                dist: distributed.Dist = distributed.Dist()) -> dict:
+def grpo_update(
+    cfg: RunConfig, policy, reference, tokenizer, groups, reward_grid, dist: distributed.Dist = distributed.Dist()
+) -> dict:
     """Group-centred advantages, per-sequence token-sum loss, k3 KL to the fixed reference."""
     advantages = grpo_advantages(reward_grid, scale_by_std=cfg.grpo.scale_by_std).flatten()
     flat = [rollout for group in groups for rollout in group]
@@ -311,15 +383,28 @@ def grpo_update(cfg: RunConfig, policy, reference, tokenizer, groups, reward_gri
     indices = list(range(len(flat)))
     for chunk, real in dist.chunks(indices, cfg.train.micro_batch_size):  # this rank's share
         batch = pack([flat[i] for i in chunk], tokenizer.pad_token_id, device)
-        logp, entropy = policy_logprobs(policy, batch, cfg.train.temperature, with_entropy=True,
-                                        entropy_grad=cfg.grpo.entropy_coef > 0, bucketed=not dist.enabled)
+        logp, entropy = policy_logprobs(
+            policy,
+            batch,
+            cfg.train.temperature,
+            with_entropy=True,
+            entropy_grad=cfg.grpo.entropy_coef > 0,
+            bucketed=not dist.enabled,
+        )
         with torch.no_grad():
             ref_logp, _ = policy_logprobs(reference, batch, cfg.train.temperature, bucketed=not dist.enabled)
         behaviour = behaviour_logprobs([flat[i] for i in chunk], batch) if cfg.grpo.importance_sampling else None
-        loss, stats = grpo_loss(logp, ref_logp, batch.response_mask, advantages[chunk].to(device),
-                                kl_coef=cfg.grpo.kl_coef, entropy_tok=entropy if cfg.grpo.entropy_coef > 0 else None,
-                                entropy_coef=cfg.grpo.entropy_coef, behaviour_logp_tok=behaviour,
-                                is_cap=cfg.grpo.is_cap if cfg.grpo.importance_sampling else None)
+        loss, stats = grpo_loss(
+            logp,
+            ref_logp,
+            batch.response_mask,
+            advantages[chunk].to(device),
+            kl_coef=cfg.grpo.kl_coef,
+            entropy_tok=entropy if cfg.grpo.entropy_coef > 0 else None,
+            entropy_coef=cfg.grpo.entropy_coef,
+            behaviour_logp_tok=behaviour,
+            is_cap=cfg.grpo.is_cap if cfg.grpo.importance_sampling else None,
+        )
         weight = len(chunk) / len(flat) if real else 0.0
         (loss * weight).backward()
         totals["train/loss"] += stats["loss"] * weight
@@ -336,7 +421,7 @@ def behaviour_logprobs(rollouts: list[Rollout], batch) -> torch.Tensor:
     out = torch.zeros(batch.response_mask.shape, dtype=torch.float32, device=batch.response_mask.device)
     for row, rollout in enumerate(rollouts):
         start = len(rollout.prompt_ids) - 1
-        out[row, start:start + len(rollout.logprobs)] = torch.tensor(rollout.logprobs)
+        out[row, start : start + len(rollout.logprobs)] = torch.tensor(rollout.logprobs)
     return out
 
 
@@ -356,8 +441,13 @@ def validate(cfg: RunConfig, validator: Generator, policy, pools: dict[str, list
     metrics: dict[str, float] = {}
     totals = {"reward": 0.0, "len": 0.0, "entropy": 0.0, "count": 0}
     truths: list[float] = []
-    params = SamplingParams(n=1, temperature=cfg.validation.temperature, top_p=cfg.validation.top_p,
-                            max_new_tokens=cfg.train.max_new_tokens, seed=cfg.seed)
+    params = SamplingParams(
+        n=1,
+        temperature=cfg.validation.temperature,
+        top_p=cfg.validation.top_p,
+        max_new_tokens=cfg.train.max_new_tokens,
+        seed=cfg.seed,
+    )
     policy.eval()  # (under FSDP every rank scores the same broadcast samples: the forwards are collective)
     # One generate call for every pool (one weight gather and push); each pool keeps its own keys
     # 0..n-1, so its samples are those of a call of its own.
@@ -365,14 +455,20 @@ def validate(cfg: RunConfig, validator: Generator, policy, pools: dict[str, list
     keys = [i for records in pools.values() for i in range(len(records))]
     samples = [group[0] for group in validator.generate(prompts, params, keys)]
     for task, records in pools.items():
-        rollouts, samples = samples[:len(records)], samples[len(records):]
+        rollouts, samples = samples[: len(records)], samples[len(records) :]
         scores = rewards.score(records, [r.text for r in rollouts]).rewards if rewards else [0.0] * len(rollouts)
         ent = validation_entropy(cfg, policy, rollouts, validator.tokenizer.pad_token_id)
         reward = sum(scores) / len(scores)
         length = sum(r.length for r in rollouts) / len(rollouts)
         if len(pools) > 1:
-            metrics.update({f"val/{task}/reward": reward, f"val/{task}/response_len": length,
-                            f"val/{task}/len_norm_reward": reward / max(length, 1.0), f"val/{task}/entropy": ent})
+            metrics.update(
+                {
+                    f"val/{task}/reward": reward,
+                    f"val/{task}/response_len": length,
+                    f"val/{task}/len_norm_reward": reward / max(length, 1.0),
+                    f"val/{task}/entropy": ent,
+                }
+            )
         known = [t for t in truth_scores(records, [r.text for r in rollouts]) if t is not None] if rewards else []
         truths += known
         if known and len(pools) > 1:
@@ -383,8 +479,13 @@ def validate(cfg: RunConfig, validator: Generator, policy, pools: dict[str, list
         totals["entropy"] += ent * n
         totals["count"] += n
     count = totals["count"]
-    metrics.update({"val/reward": totals["reward"] / count, "val/response_len": totals["len"] / count,
-                    "val/entropy": totals["entropy"] / count})
+    metrics.update(
+        {
+            "val/reward": totals["reward"] / count,
+            "val/response_len": totals["len"] / count,
+            "val/entropy": totals["entropy"] / count,
+        }
+    )
     metrics["val/len_norm_reward"] = metrics["val/reward"] / max(metrics["val/response_len"], 1.0)
     if truths:
         metrics["val/quality"] = sum(truths) / len(truths)
@@ -408,4 +509,5 @@ def validation_entropy(cfg: RunConfig, policy, rollouts: list[Rollout], pad_id: 
 
 def _progress_bar(total: int, initial: int, enabled: bool):
     from tqdm import tqdm
+
     return tqdm(total=total, initial=initial, desc="train", unit="step", disable=not enabled, dynamic_ncols=True)

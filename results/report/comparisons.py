@@ -41,8 +41,11 @@ def paired_table(report: ReportData, task_mix: str) -> str | None:
     if base is None or len(cells) < 2 or not scores:
         return None
     header = ["method", *(f"{suite_of(s)} {display(s)} − {base.label}" for s in scores)]
-    rows = [[cell.label, *(describe_paired(paired_difference(cell.runs, base.runs, s), digits_for(s)) for s in scores)]
-            for cell in cells if cell is not base]
+    rows = [
+        [cell.label, *(describe_paired(paired_difference(cell.runs, base.runs, s), digits_for(s)) for s in scores)]
+        for cell in cells
+        if cell is not base
+    ]
     return md_table(header, rows)
 
 
@@ -75,17 +78,33 @@ def truth_at_picks(report: ReportData, task_mix: str) -> tuple[pd.DataFrame, lis
             if any(pd.isna(row[f"{s}|alt"]) for s in scores):
                 missing.append(run["run_id"][:8])
             rows.append(row)
-    notes = [f"{len(missing)} run(s) lack scores at the max-val-reward pick ({', '.join(missing[:6])}): evaluate it with "
-             f"`harness eval RUN_ID --rule {ALTERNATIVE_RULE} --as-alternative`."] if missing else []
+    notes = (
+        [
+            f"{len(missing)} run(s) lack scores at the max-val-reward pick ({', '.join(missing[:6])}): evaluate it with "
+            f"`harness eval RUN_ID --rule {ALTERNATIVE_RULE} --as-alternative`."
+        ]
+        if missing
+        else []
+    )
     return pd.DataFrame(rows), notes
 
 
 def truth_at_picks_table(frame: pd.DataFrame) -> str:
     scores = [c for c in frame.columns if c.startswith("eval/") and "|" not in c]
     header = ["method", "run", "len-norm step", "max-val-reward step"]
-    header += [h for s in scores for h in (f"{suite_of(s)} {display(s)} @len-norm",
-                                           f"{suite_of(s)} {display(s)} @max-val-reward")]
-    rows = [[r["label"], r["run"], fmt(r["step"], 0), fmt(r["alt_step"], 0),
-             *(v for s in scores for v in (fmt(r[s], digits_for(s)), fmt(r[f"{s}|alt"], digits_for(s))))]
-            for _, r in frame.iterrows()]
+    header += [
+        h
+        for s in scores
+        for h in (f"{suite_of(s)} {display(s)} @len-norm", f"{suite_of(s)} {display(s)} @max-val-reward")
+    ]
+    rows = [
+        [
+            r["label"],
+            r["run"],
+            fmt(r["step"], 0),
+            fmt(r["alt_step"], 0),
+            *(v for s in scores for v in (fmt(r[s], digits_for(s)), fmt(r[f"{s}|alt"], digits_for(s)))),
+        ]
+        for _, r in frame.iterrows()
+    ]
     return md_table(header, rows) if rows else DASH

@@ -27,8 +27,14 @@ from results.sweep_results import CURVES, PHASES, ReportData  # noqa: E402
 
 DPI = 150
 # Fixed colours per paper row, so a method looks the same in every figure.
-ROW_COLOURS = {"offline DPO": "#1f77b4", "semi-online DPO s=100": "#17becf", "semi-online DPO s=10": "#2ca02c",
-               "semi-online DPO s=5": "#bcbd22", "online DPO": "#ff7f0e", "GRPO": "#d62728"}
+ROW_COLOURS = {
+    "offline DPO": "#1f77b4",
+    "semi-online DPO s=100": "#17becf",
+    "semi-online DPO s=10": "#2ca02c",
+    "semi-online DPO s=5": "#bcbd22",
+    "online DPO": "#ff7f0e",
+    "GRPO": "#d62728",
+}
 EXTRA_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#393b79", "#637939", "#843c39")
 PHASE_COLOURS = {"generate": "#4c72b0", "score": "#dd8452", "train": "#55a868", "sync": "#c44e52"}
 SUITE_MARKERS = ("o", "s", "^", "v", "P", "X")
@@ -41,8 +47,9 @@ def colour_map(report: ReportData) -> dict[str, str]:
 
 
 def panels(count: int, width: float = 5.0, height: float = 3.6):
-    fig, axes = plt.subplots(1, max(count, 1), figsize=(width * max(count, 1), height), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        1, max(count, 1), figsize=(width * max(count, 1), height), squeeze=False, layout="constrained"
+    )
     return fig, list(axes[0])
 
 
@@ -74,12 +81,26 @@ def plot_curves(report: ReportData, key: str, colours: dict[str, str], path: Pat
             if points.empty:
                 continue
             style = "--" if cell.method == "grpo" else "-"
-            ax.plot(points["step"], points["mean"], style, color=colours[cell.label], label=cell.label,
-                    marker="o", markersize=3, linewidth=1.6)
+            ax.plot(
+                points["step"],
+                points["mean"],
+                style,
+                color=colours[cell.label],
+                label=cell.label,
+                marker="o",
+                markersize=3,
+                linewidth=1.6,
+            )
             band = points.dropna(subset=["se"])
             if not band.empty:
-                ax.fill_between(band["step"], band["mean"] - band["se"], band["mean"] + band["se"],
-                                color=colours[cell.label], alpha=0.18, linewidth=0)
+                ax.fill_between(
+                    band["step"],
+                    band["mean"] - band["se"],
+                    band["mean"] + band["se"],
+                    color=colours[cell.label],
+                    alpha=0.18,
+                    linewidth=0,
+                )
             drawn += 1
         ax.set_title(mix)
         if not drawn:
@@ -117,17 +138,34 @@ def plot_score_vs_s(report: ReportData, path: Path) -> Path:
             dpo["x"] = [s_position(s, offline_x) for s in dpo["sync_every"]]
             dpo = dpo.dropna(subset=[score]).sort_values("x")
             if not dpo.empty:
-                ax.errorbar(dpo["x"], dpo[score], yerr=dpo[f"{score}_se"].fillna(0), color=colour, marker=marker,
-                            capsize=3, label=f"DPO · {suite_of(score)}")
+                ax.errorbar(
+                    dpo["x"],
+                    dpo[score],
+                    yerr=dpo[f"{score}_se"].fillna(0),
+                    color=colour,
+                    marker=marker,
+                    capsize=3,
+                    label=f"DPO · {suite_of(score)}",
+                )
             grpo = trained[trained["method"] == "grpo"].dropna(subset=[score])
             if not grpo.empty:
-                ax.errorbar([s_position(s, offline_x) for s in grpo["sync_every"]], grpo[score],
-                            yerr=grpo[f"{score}_se"].fillna(0), color=colour, marker="D", markersize=8,
-                            markerfacecolor="none", linestyle="none", capsize=3, label=f"GRPO · {suite_of(score)}")
+                ax.errorbar(
+                    [s_position(s, offline_x) for s in grpo["sync_every"]],
+                    grpo[score],
+                    yerr=grpo[f"{score}_se"].fillna(0),
+                    color=colour,
+                    marker="D",
+                    markersize=8,
+                    markerfacecolor="none",
+                    linestyle="none",
+                    capsize=3,
+                    label=f"GRPO · {suite_of(score)}",
+                )
             seed = cells[(cells["method"] == "seed")].dropna(subset=[score])
             if not seed.empty:
-                ax.axhline(seed[score].iloc[0], color=colour, linestyle=":", linewidth=1.2,
-                           label=f"seed · {suite_of(score)}")
+                ax.axhline(
+                    seed[score].iloc[0], color=colour, linestyle=":", linewidth=1.2, label=f"seed · {suite_of(score)}"
+                )
         ticks = sorted(set(finite)) + [offline_x]
         ax.set_xscale("log")
         ax.set_xticks(ticks)
@@ -146,8 +184,13 @@ def plot_phase_split(report: ReportData, path: Path) -> Path:
     """Seconds per phase per cell: a stacked horizontal bar each, a panel per task mix."""
     frames = {mix: compute_frame(report, mix) for mix in report.mixes}
     heights = [max(len(f), 1) for f in frames.values()] or [1]
-    fig, axes = plt.subplots(len(heights), 1, figsize=(8, 1.0 + 0.42 * sum(heights) + 0.5 * len(heights)),
-                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    fig, axes = plt.subplots(
+        len(heights),
+        1,
+        figsize=(8, 1.0 + 0.42 * sum(heights) + 0.5 * len(heights)),
+        gridspec_kw={"height_ratios": heights},
+        squeeze=False,
+    )
     axes = [row[0] for row in axes]
     for ax, (mix, frame) in zip(axes, frames.items() or [("(no task mix)", pd.DataFrame())]):
         ax.set_title(mix, fontsize=10, loc="left")
@@ -164,11 +207,13 @@ def plot_phase_split(report: ReportData, path: Path) -> Path:
         ax.set_yticklabels(frame["label"])
         ax.set_xlabel("seconds (sum over steps, mean over seeds)")
         ax.grid(axis="x", alpha=0.3)
-    handles, labels = next(((a.get_legend_handles_labels()) for a in axes if a.get_legend_handles_labels()[0]),
-                           ([], []))
+    handles, labels = next(
+        ((a.get_legend_handles_labels()) for a in axes if a.get_legend_handles_labels()[0]), ([], [])
+    )
     if handles:
-        fig.legend(handles, labels, loc="upper center", ncol=len(PHASES), frameon=False, fontsize=9,
-                   bbox_to_anchor=(0.5, 1.0))
+        fig.legend(
+            handles, labels, loc="upper center", ncol=len(PHASES), frameon=False, fontsize=9, bbox_to_anchor=(0.5, 1.0)
+        )
     fig.suptitle("Wall-clock split per phase", fontsize=11, y=1.04)
     fig.tight_layout()
     return save(fig, path)
