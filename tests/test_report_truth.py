@@ -156,6 +156,15 @@ def add_run(client, experiment, method, sync_every, entropy, seed, index, search
                 "eval_max_val_reward/tiny_chat/quality": 0.31,
             }
         )
+    if method == "grpo" and entropy == "0.001":  # both seeds evaluated at the max-reward pick
+        metrics.update(
+            {
+                "selected_step_max_val_reward": 40,
+                "eval_max_val_reward/tiny_chat/lc_winrate": {0: 85.0, 1: 80.0}[seed],
+                "eval_max_val_reward/tiny_chat/lc_winrate_se": 2.5,
+                "eval_max_val_reward/tiny_chat/quality": {0: 0.30, 1: 0.37}[seed],
+            }
+        )
     client.log_batch(run_id, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
     client.set_terminated(run_id, "FINISHED")
     return run_id
@@ -253,6 +262,23 @@ def test_selection_section_gives_quality_at_both_picks_for_every_run(store):
     assert other["max-val-reward step"] == "40" and other["tiny_chat quality (truth) @max-val-reward"] == "—"
     assert "--rule max_val_reward --as-alternative" in section(store["text"], "## Notes")
     assert len(rows) == 10  # every run that counts (the worse search trial does not)
+
+
+def test_the_two_picks_are_compared_per_cell_paired_by_seed(store):
+    rows = table(section(store["text"], "#### non_verifiable: the two picks compared, paired by seed"))
+    # GRPO [0.001], len-norm - max-reward pick per seed: quality 0.55-0.30 = 0.25, 0.57-0.37 = 0.20 -> mean
+    # 0.225, SE sqrt((0.025^2 + 0.025^2) / 1 / 2) = 0.025; win rate 70-85 = -15, 72-80 = -8 -> -11.5, SE 3.5
+    grpo = rows["GRPO [grpo.entropy_coef=0.001]"]
+    assert grpo["tiny_chat quality (truth): len-norm − max-val-reward"] == (
+        "+0.225 ± 0.025 (2 of 2 seeds agree in sign; beyond 2 SE)"
+    )
+    assert grpo["tiny_chat lc_winrate: len-norm − max-val-reward"] == (
+        "-11.5 ± 3.5 (2 of 2 seeds agree in sign; beyond 2 SE)"
+    )
+    # online DPO: seed 0 alone is scored at both picks (0.60 - 0.31)
+    online = rows["online DPO"]
+    assert online["tiny_chat quality (truth): len-norm − max-val-reward"] == "+0.290 (1 seed: no SE across seeds)"
+    assert rows["offline DPO"]["tiny_chat quality (truth): len-norm − max-val-reward"] == "— (no seed scored in both)"
 
 
 def test_leaderboard_shows_quality_beside_the_headline(store):

@@ -108,3 +108,17 @@ def truth_at_picks_table(frame: pd.DataFrame) -> str:
         for _, r in frame.iterrows()
     ]
     return md_table(header, rows) if rows else DASH
+
+
+def picks_paired_table(frame: pd.DataFrame) -> str:
+    """Per cell: the length-normalized pick minus the max-val-reward pick on each score, paired by
+    seed (results.paired), over the runs scored at both picks."""
+    scores = [c for c in frame.columns if c.startswith("eval/") and "|" not in c]
+    header = ["method", *(f"{suite_of(s)} {display(s)}: len-norm − max-val-reward" for s in scores)]
+    rows = []
+    for label, runs in frame.groupby("label", sort=False):
+        at_len_norm = runs[["seed", *scores]]
+        at_max_reward = runs[["seed"]].assign(**{s: runs[f"{s}|alt"] for s in scores})
+        pairs = (paired_difference(at_len_norm, at_max_reward, s) for s in scores)
+        rows.append([label, *(describe_paired(p, digits_for(s)) for p, s in zip(pairs, scores))])
+    return md_table(header, rows) if rows else DASH

@@ -20,7 +20,7 @@ from results.metrics import (
     truth_column,
 )
 from results.numbers import compute_frame, mix_scores, per_seed, selection_frame
-from results.report.comparisons import paired_table, truth_at_picks, truth_at_picks_table
+from results.report.comparisons import paired_table, picks_paired_table, truth_at_picks, truth_at_picks_table
 from results.paper import BENCHMARKS_BY_MIX, MODEL, PAPER_ANALOGUE_OF_SUITE, PAPER_BENCHMARK_OF_SUITE, paper_value
 from results.report.observations import (
     compute_observations,
@@ -320,6 +320,13 @@ def render(report: ReportData, command: str, figures: dict[str, str]) -> str:
                 "step).",
                 "",
                 truth_at_picks_table(picks),
+                "",
+                f"#### {mix}: the two picks compared, paired by seed",
+                "",
+                "Per cell: the score at the length-normalized pick minus the score at the max-val-reward pick, "
+                "mean over the seeds scored at both ± the SE of those differences, and how many agree in sign.",
+                "",
+                picks_paired_table(picks),
                 "",
             ]
     out += ["## Observations", ""]
