@@ -196,7 +196,8 @@ def train_part(out: Path, device: str, smoke: bool, name: str, overrides: list[s
     """A short training run on a random Llama: peak reserved memory vs the plan, phase times, tokens/s, MFU."""
     import torch
     from harness.config import load_run_config
-    from harness.train.plan import model_shape, plan_memory
+    from harness.train.model_shape import model_shape
+    from harness.train.plan import plan_memory
     from harness.tracking import MemoryTracker
     from harness.train.trainer import train
 

@@ -89,14 +89,14 @@ def _trl_pairing(rewards: torch.Tensor, rng: torch.Generator):
 
 @contextmanager
 def _pairing(rule):
-    import harness.train.trainer as trainer
+    import harness.train.update_rules as update_rules
 
-    original = trainer.build_verifiable_pairs
-    trainer.build_verifiable_pairs = rule or original
+    original = update_rules.build_verifiable_pairs
+    update_rules.build_verifiable_pairs = rule or original
     try:
         yield
     finally:
-        trainer.build_verifiable_pairs = original
+        update_rules.build_verifiable_pairs = original
 
 
 def run_harness(method: str, steps: int, shape: str = "default") -> dict:

@@ -123,7 +123,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from harness.config import load_run_config
-    from harness.train.plan import default_capacity_gib, format_plan, plan_memory
+    from harness.train.plan import plan_memory
+    from harness.train.plan_report import default_capacity_gib, format_plan
 
     cfg = load_run_config(args.config, args.overrides)
     capacity = args.gpu_memory_gib or default_capacity_gib()

@@ -52,7 +52,7 @@ def run_training(
     # Everything checkable is checked before the first MLflow call or folder (harness.preflight).
     check_run_inputs(cfg, source, tracking_uri=default_tracking_uri() if use_mlflow else None)
     from harness.distributed import check_launch
-    from harness.train.plan import check_fits
+    from harness.train.plan_report import check_fits
 
     check_launch(cfg, source)
     check_fits(cfg, source)

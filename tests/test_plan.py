@@ -9,7 +9,9 @@ import pytest
 
 from harness.config import load_run_config
 from harness.errors import ConfigError
-from harness.train.plan import GIB, Shape, model_shape, not_fitting_message, plan_memory
+from harness.train.model_shape import Shape, model_shape
+from harness.train.plan import GIB, plan_memory
+from harness.train.plan_report import not_fitting_message
 
 ROOT = Path(__file__).resolve().parent.parent
 LLAMA = ROOT / "sweeps" / "runs" / "llama31_8b.yaml"

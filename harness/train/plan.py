@@ -2,137 +2,29 @@
 
     harness plan sweeps/runs/llama31_8b.yaml --gpus 8 [--generator-gpus 2] [--gpu-memory-gib 140]
 
-Shapes come from the model folder's config.json, else from a built-in table of known models
-(Llama-3.1-8B, Athene-RM-8B), so the paper's setting can be planned on a machine without its
-weights. Rank 0 is the fullest GPU (it also holds the colocated generator and the reward model),
+Shapes (harness.train.model_shape) come from the model folder's config.json, else from a built-in
+table of known models (Llama-3.1-8B, Athene-RM-8B), so the paper's setting can be planned on a
+machine without its weights. Rank 0 is the fullest GPU (it also holds the colocated generator and the reward model),
 so the plan reports rank 0. A step has three phases that never run at once: generation (the
 rollouts), training (forward/backward/Adam) and validation (sampling + an entropy pass). What
 lives through all of them (weights, Adam moments, a colocated generator) is counted once; each
 phase adds its own temporaries, and the GPU needs the largest phase. `harness train` runs the
 same check on CUDA and refuses a config that cannot fit, before loading, naming the keys that
-shrink it. Measured on an H200 (tests/test_plan.py holds the measurements it is checked against).
+shrink it; the table and that check are harness.train.plan_report. Measured on an H200 (tests/test_plan.py holds the measurements it is checked against).
 """
 
 from __future__ import annotations
 
-import json
-import logging
 from dataclasses import dataclass
-from pathlib import Path
 
-from harness.errors import ConfigError
 from harness.precision import BYTES
 from harness.tasks import task_types
-
-log = logging.getLogger("harness.train.plan")
+from harness.train.model_shape import Shape, model_shape
 
 GIB = 2**30
 PROMPT_TOKENS = 512  # planning allowance for the prompt part of a sequence (chat templates included)
 CONTEXT_GIB = 2.0  # CUDA context, NCCL buffers, allocator slack
 FRAGMENTATION = 0.05
-
-# Built-in shapes (from the models' published config.json) for planning without the weights.
-KNOWN_SHAPES = {
-    "llama-3.1-8b": dict(
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        vocab_size=128256,
-        tie_word_embeddings=False,
-        head_dim=128,
-    ),
-    "athene-rm-8b": dict(
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        vocab_size=128256,
-        tie_word_embeddings=False,
-        head_dim=128,
-        classifier=True,
-    ),
-}
-
-
-@dataclass
-class Shape:
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    vocab_size: int
-    tie_word_embeddings: bool = False
-    head_dim: int | None = None
-    classifier: bool = False  # a sequence-classification head (one score) instead of the LM head
-    source: str = ""
-
-    @property
-    def kv_dim(self) -> int:
-        return self.num_key_value_heads * (self.head_dim or self.hidden_size // self.num_attention_heads)
-
-    @property
-    def q_dim(self) -> int:
-        return self.num_attention_heads * (self.head_dim or self.hidden_size // self.num_attention_heads)
-
-    @property
-    def layer_params(self) -> int:
-        h = self.hidden_size
-        attention = h * self.q_dim * 2 + h * self.kv_dim * 2
-        return attention + 3 * h * self.intermediate_size + 2 * h
-
-    @property
-    def root_params(self) -> int:
-        """Embeddings, final norm and the head: what FSDP's root unit all-gathers."""
-        embed = self.vocab_size * self.hidden_size
-        head = self.hidden_size if self.classifier else (0 if self.tie_word_embeddings else embed)
-        return embed + head + self.hidden_size
-
-    def lora_params(self, rank: int, targets: list[str]) -> int:
-        h, q, kv, i = self.hidden_size, self.q_dim, self.kv_dim, self.intermediate_size
-        dims = {
-            "q_proj": (h, q),
-            "k_proj": (h, kv),
-            "v_proj": (h, kv),
-            "o_proj": (q, h),
-            "gate_proj": (h, i),
-            "up_proj": (h, i),
-            "down_proj": (i, h),
-        }
-        return self.num_hidden_layers * sum(rank * sum(dims[t]) for t in targets if t in dims)
-
-    @property
-    def params(self) -> int:
-        return self.root_params + self.num_hidden_layers * self.layer_params
-
-
-def model_shape(path: str, classifier: bool = False) -> Shape:
-    """The shape of a model folder (its config.json) or of a known model named in the path."""
-    if path == "tiny":
-        from harness.tiny import ensure_tiny_assets
-
-        assets = ensure_tiny_assets(progress=False)
-        path = str(assets.reward_model_dir if classifier else assets.policy_dir)
-    config = Path(path) / "config.json"
-    if config.is_file():
-        data = json.loads(config.read_text())
-        fields = {k: data[k] for k in Shape.__dataclass_fields__ if k in data and k not in ("classifier", "source")}
-        fields.setdefault("num_key_value_heads", data.get("num_attention_heads"))
-        try:
-            return Shape(**fields, classifier=classifier, source=str(config))
-        except TypeError as exc:
-            raise ConfigError(f"{config}: not a decoder-only transformer config the planner knows ({exc}).") from None
-    for name, fields in KNOWN_SHAPES.items():
-        if name in path.lower().replace("_", "-"):
-            return Shape(**{"classifier": classifier, **fields}, source=f"built-in {name} shape")
-    raise ConfigError(
-        f"model path {path}: no config.json there and not a model the planner knows "
-        f"({', '.join(KNOWN_SHAPES)}); put the model's config.json there to plan its memory."
-    )
-
 
 # Training logits, measured on an H200 (2026-12-04, /work/shared/GPU.md): the forward of 4 x (512 + 2048)
 # tokens at vocabulary 128,256 in bf16 peaked 20.7 GiB, 16.9 bytes per token per vocabulary entry. Those
@@ -488,76 +380,3 @@ def host_rows(cfg, policy: Shape, reward_model: Shape | None, gpus: int, placeme
             )
         )
     return rows
-
-
-def format_plan(plan: Plan) -> str:
-    """The table: one row per component with the phase it lives in, each phase's total, the peak."""
-    names = [name for _, name, _ in plan.rows] + [name for name, _ in plan.generator_rows + plan.host_rows]
-    width = max(len(name) for name in names) + 2
-    lines = [plan.header, "", f"{'per trainer GPU (rank 0)':<{width}}{'phase':<10}{'GiB':>7}"]
-    for phase in ("resident", *PHASES):
-        lines += [
-            f"{name:<{width}}{phase:<10}{value / GIB:>7.1f}" for where, name, value in plan.rows if where == phase
-        ]
-    for phase in PHASES:
-        mark = "  <- peak" if phase == plan.peak_phase else ""
-        lines.append(
-            f"{'total while ' + phase + ' runs (resident + ' + phase + ')':<{width}}{'':<10}"
-            f"{plan.phase_total(phase) / GIB:>7.1f}{mark}"
-        )
-    if plan.generator_rows:
-        lines += ["", f"{'per generator GPU':<{width}}{'':<10}{'GiB':>7}"]
-        lines += [f"{name:<{width}}{'':<10}{value / GIB:>7.1f}" for name, value in plan.generator_rows]
-        lines.append(f"{'total':<{width}}{'':<10}{plan.generator_total / GIB:>7.1f}  of {plan.capacity / GIB:.1f}")
-    lines += ["", f"{'host memory of one machine, while loading':<{width}}{'':<10}{'GiB':>7}"]
-    lines += [f"{name:<{width}}{'':<10}{value / GIB:>7.1f}" for name, value in plan.host_rows]
-    lines.append(f"{'total':<{width}}{'':<10}{plan.host_total / GIB:>7.1f}")
-    verdict = "FITS" if plan.fits else "DOES NOT FIT"
-    lines += [
-        "",
-        f"{verdict}: {plan.total / GIB:.1f} GiB needed on the fullest trainer GPU (peak phase: "
-        f"{plan.peak_phase}), {plan.capacity / GIB:.1f} GiB available",
-    ]
-    return "\n".join(lines)
-
-
-def not_fitting_message(plan: Plan, source: str) -> str:
-    phase = plan.peak_phase
-    biggest = sorted([row for row in plan.rows if row[0] in ("resident", phase)], key=lambda row: -row[2])[:3]
-    return (
-        f"{source}: the run needs {plan.total / GIB:.1f} GiB on its fullest GPU (while {phase} runs) but "
-        f"each has {plan.capacity / GIB:.1f} GiB (largest parts: "
-        + ", ".join(f"{name} {value / GIB:.1f} GiB" for _, name, value in biggest)
-        + "). Shrink it with `train.micro_batch_size`, `model.gradient_checkpointing=true`, "
-        "`rollout.batch_size`, `train.max_new_tokens`, `model.reference_offload=true`, "
-        "`model.compute_dtype=bfloat16`, or more GPUs (`train.parallel=fsdp` under torchrun "
-        "--nproc-per-node N); `harness plan CONFIG --gpus N` prints the whole table."
-    )
-
-
-def check_fits(cfg, source: str = "config") -> Plan | None:
-    """`harness train`'s check on CUDA (one GPU per process); nothing to check on CPU."""
-    import torch
-    from harness.distributed import launch_env
-    from harness.models import resolve_device
-
-    if resolve_device(cfg.model.device).type != "cuda":
-        return None
-    _, world, local_rank, _ = launch_env()
-    capacity = torch.cuda.get_device_properties(local_rank).total_memory / GIB
-    try:
-        plan = plan_memory(cfg, world, capacity)
-    except ConfigError as exc:  # a hub id or an unknown architecture: from_pretrained may still load it
-        log.warning("memory plan skipped: %s", exc)
-        return None
-    if not plan.fits:
-        raise ConfigError(not_fitting_message(plan, source))
-    return plan
-
-
-def default_capacity_gib() -> float:
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_properties(0).total_memory / GIB
-    raise ConfigError("--gpu-memory-gib is required on a machine without a GPU (an H200 has about 140 GiB).")
