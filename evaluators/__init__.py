@@ -4,7 +4,8 @@
 - `evaluators.math_suites`: math500, amc23, numinamath, tiny_math (pass@1 with Math-Verify).
 - `evaluators.pairwise`, `evaluators.arena_hard`: AlpacaEval LC and Arena-Hard (judged pairwise suites).
 - `evaluators.settings`: which sampling settings an evaluation uses (flags > run config > defaults).
-- `evaluators.run`: `evaluate_checkpoint`, `evaluate_run`, `score_predictions` (the CLI engines).
+- `evaluators.checkpoint_eval`: `evaluate_checkpoint` (one checkpoint folder on suites).
+- `evaluators.run`: `evaluate_run`, `evaluate_into_run`, `score_predictions` (the CLI engines).
 - `evaluators/lm_eval_tasks/`: the math suites as lm-evaluation-harness tasks
   (`lm_eval --include_path evaluators/lm_eval_tasks --tasks harness_math500 ...`).
 """

@@ -1,10 +1,6 @@
 """The `harness eval` and `harness score` engines (plain functions; harness/cli.py parses flags).
 
-    evaluate_checkpoint(checkpoint_dir, suites, samples, *, data_paths=None, judge=None,
-                        max_new_tokens=1024, batch_size=64, seed=0, temperature=0.6, top_p=0.9,
-                        out_dir=None, device="cpu", show_progress=True) -> {suite: {metric: value}}
-        Load one checkpoint, run each suite's `evaluate` hook, write every generation to
-        `<out_dir>/<suite>/generations.jsonl` (default out_dir: `<checkpoint_dir>/eval`).
+Evaluating one checkpoint folder on suites (`evaluate_checkpoint`): evaluators/checkpoint_eval.py.
 
     evaluate_run(run_id_or_checkpoint, suites, samples, rule="len_norm", tracking_uri=None, *,
                  data_paths=None, evaluate_final=True, out_dir=None, **evaluate_checkpoint options)
@@ -35,18 +31,16 @@ Math metrics are `pass_at_1` / `pass_at_1_se` (percent); see evaluators/math_sui
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from evaluators.checkpoint_eval import GENERATIONS_FILE, check_checkpoint_dir, evaluate_checkpoint, write_jsonl
 from evaluators.data import load_records, match_predictions
-from evaluators.registry import EvalGenerator, EvalOptions, get_suite
+from evaluators.registry import EvalOptions, get_suite
 from harness.errors import AssetMissingError, ConfigError, DataError
 from harness.selection import DEFAULT_RULE, LISTING_FILE, CheckpointEntry, history_rows, read_listing, select_checkpoint
-
-GENERATIONS_FILE = "generations.jsonl"
 
 
 def parse_data_flags(values: list[str] | None) -> dict[str, str]:
@@ -59,14 +53,6 @@ def parse_data_flags(values: list[str] | None) -> dict[str, str]:
         get_suite(name)  # unknown suite names fail here, listing the known ones
         paths[name] = path
     return paths
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return path
 
 
 def score_predictions(
@@ -108,87 +94,8 @@ def primary_metric(metrics: dict[str, float]) -> str:
     raise ValueError(f"no headline metric in {sorted(metrics)}")
 
 
-def evaluate_checkpoint(
-    checkpoint_dir: str | Path,
-    suites: list[str],
-    samples: int,
-    *,
-    data_paths: dict[str, str] | None = None,
-    judge: dict | None = None,
-    max_new_tokens: int = 1024,
-    batch_size: int = 64,
-    seed: int = 0,
-    temperature: float = 0.6,
-    top_p: float = 0.9,
-    out_dir: str | Path | None = None,
-    device: str = "cpu",
-    show_progress: bool = True,
-    backend: str = "hf",
-    backend_options: dict | None = None,
-    prompt_template: str | None = None,
-    dtype: str = "auto",
-) -> dict[str, dict[str, float]]:
-    """Evaluate one checkpoint on each suite (see module docstring), sampling through `backend`."""
-    from harness.rollout import make_generator, require_backend
-
-    options = EvalOptions(
-        samples=samples,
-        temperature=temperature,
-        top_p=top_p,
-        max_new_tokens=max_new_tokens,
-        seed=seed,
-        batch_size=batch_size,
-        judge=dict(judge or {}),
-        show_progress=show_progress,
-        prompt_template=prompt_template,
-    )
-    checkpoint_dir = Path(checkpoint_dir)
-    out_dir = Path(out_dir) if out_dir else checkpoint_dir / "eval"
-    data_paths = data_paths or {}
-    unknown = sorted(set(data_paths) - set(suites))
-    if unknown:
-        raise ConfigError(
-            f"--data names suite(s) {unknown} that are not being evaluated (--suites {','.join(suites)})."
-        )
-    # Names, then all data: a typo or a malformed file fails before minutes of model loading
-    # (or of building the tiny assets that tiny_math defaults to).
-    resolved = [get_suite(name) for name in suites]
-    require_backend(backend)
-    loaded = [(suite, load_records(suite, data_paths.get(suite.name))) for suite in resolved]
-    from harness.precision import resolve_dtype
-
-    sampler = make_generator(
-        backend,
-        checkpoint_dir,
-        **{
-            **(backend_options or {}),
-            "device": device,
-            "batch_size": batch_size,
-            "dtype": resolve_dtype(dtype, device),
-        },
-    )
-    generator = EvalGenerator(backend=sampler, tokenizer=sampler.tokenizer, options=options)
-    results: dict[str, dict[str, float]] = {}
-    for suite, records in loaded:
-        metrics, rows = suite.evaluate(suite, checkpoint_dir, records, generator, options)
-        write_jsonl(out_dir / suite.name / GENERATIONS_FILE, rows)
-        results[suite.name] = metrics
-    return results
-
-
 def _is_checkpoint_dir(value: str) -> bool:
     return Path(value).is_dir()
-
-
-def check_checkpoint_dir(path: str | Path) -> Path:
-    """A folder `from_pretrained` can load, or an AssetMissingError naming what is missing."""
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise AssetMissingError(
-            f"{path}: is a folder but holds no config.json, so it is not a model checkpoint; "
-            f"pass a checkpoint folder (e.g. runs/NAME/checkpoints/step_000050) or a run id."
-        )
-    return path
 
 
 def alternative_prefix(rule: str) -> str:

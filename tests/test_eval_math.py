@@ -13,7 +13,8 @@ import pytest
 from evaluators.data import load_records
 from evaluators.math_suites import pass_at_1
 from evaluators.registry import get_suite, list_suites
-from evaluators.run import evaluate_checkpoint, parse_data_flags, score_predictions
+from evaluators.checkpoint_eval import evaluate_checkpoint
+from evaluators.run import parse_data_flags, score_predictions
 from harness.errors import ConfigError, DataError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"

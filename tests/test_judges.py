@@ -17,15 +17,8 @@ from evaluators.judge_prompts import (
     ARENA_HARD_CREATIVE_WRITING_SYSTEM_PROMPT,
     ARENA_HARD_SYSTEM_PROMPT,
 )
-from evaluators.judges import (
-    Comparison,
-    OpenAICompatibleJudge,
-    RewardModelJudge,
-    alpaca_preference,
-    check_judge_config,
-    make_judge,
-    probability_to_label,
-)
+from evaluators.judges import Comparison, RewardModelJudge, check_judge_config, make_judge, probability_to_label
+from evaluators.openai_judge import OpenAICompatibleJudge, alpaca_preference
 from harness.errors import AssetMissingError, ConfigError
 from helpers_tiny_reward_model import save_tiny_reward_model
 

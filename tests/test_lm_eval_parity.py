@@ -15,7 +15,7 @@ import pytest
 
 import evaluators
 from evaluators.registry import get_suite
-from evaluators.run import evaluate_checkpoint
+from evaluators.checkpoint_eval import evaluate_checkpoint
 
 pytestmark = pytest.mark.slow  # lm-eval and harness eval on the tiny model
 

@@ -27,7 +27,8 @@ from evaluators.lc_winrate import NO_DIFFICULTY_NOTE, fit_length_controlled, len
 from evaluators.arena_hard import load_baseline_answers
 from evaluators.tiny_chat_suite import seed_baseline_outputs
 from evaluators.registry import EvalOptions, get_suite
-from evaluators.run import evaluate_checkpoint, score_predictions
+from evaluators.checkpoint_eval import evaluate_checkpoint
+from evaluators.run import score_predictions
 from harness.errors import ConfigError, DataError
 from helpers_tiny_reward_model import build_char_tokenizer, save_tiny_reward_model
 from test_judges import LoopbackJudgeServer, chat_reply
@@ -315,7 +316,7 @@ def test_alpaca_eval_scores_outputs_with_reward_model_and_stores_script_verbatim
     assert metrics["lc_difficulty_term"] == 0.0 and metrics["n_samples"] == 8
     assert [r["id"] for r in rows] == [str(i) for i in range(8)]
     assert all(0 <= r["preference"] <= 1 for r in rows)
-    from evaluators.run import write_jsonl
+    from evaluators.checkpoint_eval import write_jsonl
 
     stored = read_jsonl(write_jsonl(tmp_path / "generations.jsonl", rows))
     assert stored[0]["output"] == "Answer 0: <script>alert('x')</script> & more"

@@ -78,7 +78,7 @@ def test_samples_do_not_depend_on_batch_size_or_on_the_other_prompts(generator):
 
 
 def test_eval_scores_do_not_change_with_batch_size(tiny_assets, tmp_path):
-    from evaluators.run import evaluate_checkpoint
+    from evaluators.checkpoint_eval import evaluate_checkpoint
 
     rows = [json.loads(line) for line in (tiny_assets.data_dir / "math" / "test.jsonl").read_text().splitlines()][:6]
     data = tmp_path / "six.jsonl"
