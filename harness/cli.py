@@ -27,6 +27,16 @@ import textwrap
 import yaml
 from pathlib import Path
 
+from harness.cli_arguments import (
+    add_bench_arguments,
+    add_eval_arguments,
+    add_leaderboard_arguments,
+    add_plan_arguments,
+    add_prepare_arguments,
+    add_report_arguments,
+    add_score_arguments,
+    add_train_arguments,
+)
 from harness.errors import HarnessError, redact, redact_logs
 
 log = logging.getLogger("harness")
@@ -301,28 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("prepare", help="install (or find) the embedded tiny model, tasks and reward model")
-    p.add_argument("--cache-dir", default=None, help="cache root (default $HARNESS_CACHE or ~/.cache/harness)")
-    p.add_argument("--force", action="store_true", help="make them again even if cached")
-    p.add_argument(
-        "--rebuild",
-        action="store_true",
-        help="train them from the recipe on this machine instead of installing the shipped build",
-    )
-    p.add_argument(
-        "--ship",
-        action="store_true",
-        help="with --rebuild: replace the package's shipped files (harness/tiny/shipped) with this build",
-    )
+    add_prepare_arguments(p)
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("train", help="one training run (DPO or GRPO at any sync_every)")
-    p.add_argument("config", help="run config YAML, e.g. sweeps/runs/tiny.yaml")
-    p.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. method=grpo sync_every=inf")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
-    p.add_argument("--parent-run-id", default=None, help="MLflow parent run (set by sweeps)")
-    p.add_argument("--tag", action="append", default=[], help="extra MLflow tag KEY=VALUE (repeatable)")
-    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    add_train_arguments(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -330,38 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-GPU memory table of a config (weights, grads, Adam, reference, "
         "generator, activations, reward model) and whether it fits",
     )
-    p.add_argument("config", help="run config YAML, e.g. sweeps/runs/llama31_8b.yaml")
-    p.add_argument("overrides", nargs="*", help="key.path=value overrides")
-    p.add_argument("--gpus", type=int, default=1, help="trainer GPUs (FSDP ranks when train.parallel=fsdp)")
-    p.add_argument(
-        "--generator-gpus",
-        type=int,
-        default=0,
-        help="GPUs of a separate generator (worker placement, e.g. vLLM); 0 = as the config says",
-    )
-    p.add_argument("--gpu-memory-gib", type=float, default=None, help="memory per GPU (default: this machine's)")
-    p.add_argument(
-        "--prompt-tokens",
-        type=int,
-        default=None,
-        help="planning allowance for prompt length (default: data.max_prompt_tokens, else 512)",
-    )
+    add_plan_arguments(p)
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("bench", help="time per phase (generate, score, train, sync) of a short run")
-    p.add_argument("config", nargs="?", default=None, help="run config (default sweeps/runs/tiny.yaml)")
-    p.add_argument("overrides", nargs="*", help="key.path=value overrides")
-    p.add_argument("--steps", type=int, default=20, help="optimizer steps to time")
-    p.add_argument(
-        "--sync-every",
-        default=None,
-        metavar="LIST",
-        help="comparison mode: run each sync interval, e.g. 1,5,10,inf, and print their per-step times",
-    )
-    p.add_argument("--repeats", type=int, default=1, help="comparison mode: interleaved repeats of every setting")
-    p.add_argument(
-        "--json", action="store_true", help="last line: the result as JSON (comparison: a list, one object per setting)"
-    )
+    add_bench_arguments(p)
     p.set_defaults(func=cmd_bench)
 
     from harness.sweep.commands import add_status_arguments, add_sweep_arguments, status_from_args, sweep_from_args
@@ -375,93 +341,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=status_from_args)
 
     p = sub.add_parser("eval", help="evaluate a run's selected and final checkpoints (or one checkpoint folder)")
-    p.add_argument("target", help="MLflow run id, or a checkpoint folder")
-    p.add_argument(
-        "--suites",
-        default=None,
-        help="comma-separated suites, e.g. tiny_math,tiny_chat or math500,amc23 "
-        "(default: the run's, or --config's, eval.suites)",
-    )
-    p.add_argument(
-        "--samples",
-        type=int,
-        default=None,
-        help="samples per problem (default: the run's eval.samples, else 4; the paper uses 50)",
-    )
-    p.add_argument("--rule", default="len_norm", help="checkpoint selection rule: len_norm, max_val_reward, final")
-    p.add_argument(
-        "--as-alternative",
-        action="store_true",
-        help="evaluate only the checkpoint --rule picks and log it under eval_<rule>/ (the run's eval/* "
-        "and selected_step stay): e.g. --rule max_val_reward beside the length-normalized pick",
-    )
-    p.add_argument("--data", action="append", default=[], metavar="SUITE=PATH", help="local data file for a suite")
-    p.add_argument(
-        "--judge",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="pairwise judge option, e.g. name=openai_compatible base_url=http://host:8000/v1 model=M "
-        "(default name=reward_model, the tiny reward model)",
-    )
-    # None = inherit from the run's config (evaluators/settings.py), else the default shown
-    p.add_argument("--temperature", type=float, default=None, help="default: the run's eval.temperature, else 0.6")
-    p.add_argument("--top-p", type=float, default=None, help="default: the run's eval.top_p, else 0.9")
-    p.add_argument(
-        "--max-new-tokens",
-        type=int,
-        default=None,
-        help="default: the run's eval.max_new_tokens, else its train.max_new_tokens, else 64",
-    )
-    p.add_argument("--batch-size", type=int, default=None, help="default: the run's rollout.batch_size, else 256")
-    p.add_argument("--seed", type=int, default=None, help="default: the run's seed, else 0")
-    p.add_argument("--device", default=None, help="default: the run's model.device, else cpu")
-    p.add_argument("--tracking-uri", default=None)
-    p.add_argument(
-        "--out", default=None, help="folder for generations (default: a temp folder; always logged to MLflow)"
-    )
-    p.add_argument(
-        "--config",
-        default=None,
-        metavar="RUN.yaml",
-        help="take suites, samples and the sampling, judge, data and device settings from this run "
-        "config (its eval section); TARGET `tiny` is then the embedded seed policy",
-    )
-    p.add_argument(
-        "--log-run",
-        default=None,
-        metavar="RUN_ID",
-        help="evaluate TARGET as one model folder and log its scores to this existing MLflow run "
-        "under eval/ (how a sweep logs its seed-model baseline)",
-    )
+    add_eval_arguments(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("score", help="re-score an existing predictions file")
-    p.add_argument("--suite", required=True)
-    p.add_argument("--data", required=True, help="the benchmark's data file in its published format")
-    p.add_argument("--predictions", required=True, help='JSONL of {"id", "output"} or {"id", "outputs": [...]}')
-    p.add_argument("--out", default=None, help="per-sample results (default PREDICTIONS.scored.jsonl)")
-    p.add_argument("--json", action="store_true", help="print only the JSON summary line")
+    add_score_arguments(p)
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("report", help="the paper's tables and figures for a finished sweep, from MLflow")
-    p.add_argument("sweep", nargs="?", default=None, help="the sweep file (names the MLflow experiment)")
-    p.add_argument("--out", required=True, help="output folder for report.md and figures/")
-    p.add_argument("--tracking-uri", default=None)
-    p.add_argument("--experiment", default=None, help="MLflow experiment (default: the sweep's)")
+    add_report_arguments(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("leaderboard", help="the Streamlit leaderboard over MLflow")
-    p.add_argument(
-        "--tracking-uri", default=None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlflow.db)"
-    )
-    p.add_argument("--port", type=int, default=8501)
-    p.add_argument(
-        "--address",
-        default="127.0.0.1",
-        help="interface to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for every interface)",
-    )
-    p.add_argument("--mlflow-ui-url", default=None, help="base URL of an MLflow UI for run links")
+    add_leaderboard_arguments(p)
     p.set_defaults(func=cmd_leaderboard)
     return parser
 

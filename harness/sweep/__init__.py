@@ -6,7 +6,8 @@
     launch.py    local subprocess and submitit launchers; child.py, the per-trial process shim
     objective.py the selected checkpoint's objective; per-cell sampling and pruning
     records.py   MLflow parent run, child tags, failure logs, summary.csv
-    runner.py    the coordinator loop;  trial.py  one trial's folder, command and exit
+    runner.py    run_sweep: flags, study, MLflow parent run;  coordinator.py  the loop over trials
+    trial.py     one trial's folder, command, exit, and its record while it runs
     status.py    tables and the progress line
     commands.py  `harness sweep` / `harness status` as functions + argparse arguments
 

@@ -1,5 +1,5 @@
-"""One sweep trial outside the coordinator's loop: its folder, its `harness train` command line,
-the tail of its log and how its exit is described.
+"""One sweep trial: its folder, its `harness train` command line, the tail of its log, how its
+exit is described, and `Running`, the coordinator's record of it while its process runs.
 """
 
 from __future__ import annotations
@@ -8,8 +8,13 @@ import json
 import logging
 import signal
 import sys
+import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
+
+from optuna.trial import FrozenTrial
 
 from harness.errors import REQUEUE_EXIT_CODE
 from harness.sweep.grid import show_value, yaml_value
@@ -107,3 +112,22 @@ def prepare_trial_dir(trial_dir: Path, cell: Cell, tracking_uri: str) -> None:
     previous = read_run_file(trial_dir)
     if previous and previous.get("tracking_uri") not in (None, tracking_uri):
         run_file.rename(trial_dir / "run.json.other-store")
+
+
+@dataclass
+class Running:
+    trial: FrozenTrial
+    cell: Cell
+    slot: int
+    trial_dir: Path
+    log_path: Path
+    log_offset: int
+    handle: Any
+    started: float = field(default_factory=time.monotonic)
+    run_id: str | None = None
+    reported: set[int] = field(default_factory=set)
+    last_prune_check: float = 0.0
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
