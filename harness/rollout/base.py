@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Mapping, Protocol, Sequence
 
 import torch
@@ -82,6 +83,11 @@ class Generator(Protocol):
 
     def load_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         """Copy the trainer's weights in and bump `version`."""
+        ...
+
+    def load_weights_from(self, folder: str | Path) -> None:
+        """Load a snapshot folder's weights (the generator worker's sync) and bump `version`: an
+        engine that can reads the folder itself, the others read its tensors."""
         ...
 
     def place(self, device: torch.device, dtype: torch.dtype) -> None:

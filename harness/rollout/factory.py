@@ -136,5 +136,8 @@ class LivePolicyView:
     def load_weights(self, state_dict) -> None:
         raise TypeError("a live view follows its model's weights; load them into the model instead")
 
+    def load_weights_from(self, folder) -> None:
+        raise TypeError("a live view follows its model's weights; load them into the model instead")
+
     def place(self, device, dtype) -> None:
         raise TypeError("a live view samples its model where the model is; move the model instead")

@@ -69,6 +69,12 @@ class HFGenerator:
         self.model.load_state_dict(state_dict, strict=True)
         self.version += 1
 
+    def load_weights_from(self, folder: str | Path) -> None:
+        """A snapshot folder's weights (`model.safetensors`), read as tensors; bumps `version`."""
+        from safetensors.torch import load_file
+
+        self.load_weights(load_file(str(Path(folder) / "model.safetensors")))
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()
 

@@ -82,15 +82,9 @@ def build_generator(spec: WorkerSpec, snapshot_path: str):
 
 
 def load_folder(generator, path: str) -> None:
-    """Load a snapshot folder into the generator: read by the engine itself where it can (a vLLM
-    engine on other processes or GPUs), else as tensors."""
-    from harness.rollout.snapshots import read_snapshot
-
-    if hasattr(generator, "load_weights_from"):
-        generator.load_weights_from(path)
-        return
-    _, weights = read_snapshot(path)
-    generator.load_weights(weights)
+    """Load a snapshot folder into the generator (`Generator.load_weights_from`: a vLLM engine on
+    other processes or GPUs reads the folder itself, the hf backend its tensors)."""
+    generator.load_weights_from(path)
 
 
 def serve(spec: dict, snapshot_path: str, requests, replies) -> None:
