@@ -112,7 +112,15 @@ def rank0_load() -> None:
     dist = distributed.setup(cfg)
     seen = {}
     before = rss_mib()
-    models = build_models(cfg, folder, dist, lambda policy, _: seen.update(policy.state_dict()))
+
+    class RecordingSource:  # what rank 0's rollout source saw of the freshly loaded policy
+        def __init__(self, policy):
+            seen.update(policy.state_dict())
+
+        def place(self, device, dtype) -> None:
+            pass
+
+    models = build_models(cfg, folder, dist, lambda policy, _: RecordingSource(policy))
     grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before  # ru_maxrss: KiB, peak so far
     checkpoint = load_file(str(Path(folder) / "model.safetensors"))
     policy, reference = models.policy, models.reference

@@ -60,7 +60,7 @@ def test_train_logs_a_complete_mlflow_run_with_staleness_cycling(tiny_assets, tm
         "verifiable",
         "0",
     )
-    assert params["train.lr"] == "0.0001"
+    assert params["train.lr"] == "2e-05"
     metrics = set(run.data.metrics)
     assert {"val/reward", "val/len_norm_reward", "time/generate_s", "train/pairs"} <= metrics
     val_steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/reward")]
