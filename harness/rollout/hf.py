@@ -17,6 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from harness.kv_cache import CACHE_KWARG, cache_of, group_repeats, preallocated_cache
 from harness.models import load_policy
 from harness.rollout.base import Rollout, SamplingParams, stream_seed
+from harness.rollout.snapshots import read_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +72,7 @@ class HFGenerator:
 
     def load_weights_from(self, folder: str | Path) -> None:
         """A snapshot folder's weights (`model.safetensors`), read as tensors; bumps `version`."""
-        from safetensors.torch import load_file
-
-        self.load_weights(load_file(str(Path(folder) / "model.safetensors")))
+        self.load_weights(read_snapshot(folder)[1])
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()
