@@ -81,12 +81,6 @@ def build_generator(spec: WorkerSpec, snapshot_path: str):
     return make_generator(spec.backend, snapshot_path, **options)
 
 
-def load_folder(generator, path: str) -> None:
-    """Load a snapshot folder into the generator (`Generator.load_weights_from`: a vLLM engine on
-    other processes or GPUs reads the folder itself, the hf backend its tensors)."""
-    generator.load_weights_from(path)
-
-
 def serve(spec: dict, snapshot_path: str, requests, replies) -> None:
     """The worker process's main function (the target of the spawned process)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the trainer decides when the worker stops
@@ -131,15 +125,15 @@ def _serve(spec: WorkerSpec, snapshot_path: str, requests, replies) -> None:
             return
         if message["op"] == "load":
             serial, current = snapshot_serial(message["path"]), message["path"]
-            load_folder(generator, current)
+            generator.load_weights_from(current)
         elif message["op"] == "sample":
-            load_folder(generator, message["path"])
+            generator.load_weights_from(message["path"])
             try:
                 groups = generator.generate(
                     message["prompts"], SamplingParams(**message["params"]), keys=message["keys"]
                 )
             finally:
-                load_folder(generator, current)
+                generator.load_weights_from(current)
             replies.send_bytes(
                 encode(
                     {
