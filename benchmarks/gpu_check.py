@@ -57,6 +57,8 @@ GIB = 2**30
 
 def shapes(smoke: bool) -> dict[str, dict]:
     """Model shapes per part: the GPU's (as measured in tests/test_plan.py) or toy ones for --cpu-smoke."""
+    from harness.train.model_shape import LLAMA_31_8B
+
     if smoke:
         toy = dict(
             hidden_size=64,
@@ -100,15 +102,9 @@ def shapes(smoke: bool) -> dict[str, dict]:
             num_key_value_heads=8,
             vocab_size=None,
         ),  # head_dim 128, the tiny vocabulary: 0.76B
-        "decode": dict(
-            hidden_size=4096,
-            intermediate_size=14336,
-            num_hidden_layers=32,
-            num_attention_heads=32,
-            num_key_value_heads=8,
-            vocab_size=VOCAB,
-        ),
-    }  # Llama-3.1-8B
+        # Llama-3.1-8B, less the fields that part_decode sets itself (untied head, head_dim from the widths)
+        "decode": {k: v for k, v in LLAMA_31_8B.items() if k not in ("tie_word_embeddings", "head_dim")},
+    }
 
 
 def random_llama(folder: Path, shape: dict, device: str) -> Path:

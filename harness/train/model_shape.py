@@ -13,28 +13,19 @@ from pathlib import Path
 from harness.errors import ConfigError
 
 # Built-in shapes (from the models' published config.json) for planning without the weights.
+LLAMA_31_8B = dict(
+    hidden_size=4096,
+    intermediate_size=14336,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    vocab_size=128256,
+    tie_word_embeddings=False,
+    head_dim=128,
+)
 KNOWN_SHAPES = {
-    "llama-3.1-8b": dict(
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        vocab_size=128256,
-        tie_word_embeddings=False,
-        head_dim=128,
-    ),
-    "athene-rm-8b": dict(
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        vocab_size=128256,
-        tie_word_embeddings=False,
-        head_dim=128,
-        classifier=True,
-    ),
+    "llama-3.1-8b": LLAMA_31_8B,
+    "athene-rm-8b": {**LLAMA_31_8B, "classifier": True},  # the same shape with a one-score classification head
 }
 
 
