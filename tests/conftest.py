@@ -25,6 +25,20 @@ LONGEST_FILES_FIRST = [
 ]
 
 
+# The `set:` block of the end-to-end sweep files (test_sweep_run, test_multihost): the tiny run, 4 steps.
+TINY_SET = {
+    "train.steps": 4,
+    "train.prompts_per_step": 4,
+    "train.samples_per_prompt": 4,
+    "train.max_new_tokens": 16,
+    "validation.every": 2,
+    "validation.prompts": 8,
+    "checkpoint.every": 2,
+    "rewards.math_verify_workers": 1,
+    "eval.suites": [],
+}
+
+
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(LONGEST_FILES_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept within a file

@@ -68,24 +68,20 @@ def train_process(tmp_path: Path, out: Path, *extra: str) -> subprocess.Popen:
     )
 
 
-def final_weights(out: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(ckpt.list_checkpoints(out)[-1][1] / "model.safetensors"))
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tiny_assets, tmp_path_factory) -> dict[str, torch.Tensor]:
-    tmp_path = tmp_path_factory.mktemp("straight")
-    straight = subprocess.run(
+def train_run(tmp_path: Path, overrides: list[str], out: Path, *flags: str) -> subprocess.CompletedProcess:
+    """`harness train` on the tiny run with `overrides` into `out`, without MLflow, to its end."""
+    return subprocess.run(
         [
             sys.executable,
             "-m",
             "harness.cli",
             "train",
             TINY,
-            *SMALL,
-            f"output_dir={tmp_path / 'run'}",
+            *overrides,
+            f"output_dir={out}",
             "--no-progress",
             "--no-mlflow",
+            *flags,
         ],
         cwd=tmp_path,
         env=env_for(tmp_path),
@@ -93,6 +89,16 @@ def uninterrupted(tiny_assets, tmp_path_factory) -> dict[str, torch.Tensor]:
         text=True,
         timeout=600,
     )
+
+
+def final_weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(ckpt.list_checkpoints(out)[-1][1] / "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_assets, tmp_path_factory) -> dict[str, torch.Tensor]:
+    tmp_path = tmp_path_factory.mktemp("straight")
+    straight = train_run(tmp_path, SMALL, tmp_path / "run")
     assert straight.returncode == 0, straight.stderr[-3000:]
     return final_weights(tmp_path / "run")
 
@@ -248,24 +254,7 @@ def test_a_checkpoint_that_cannot_fit_is_refused_and_resume_starts_from_the_last
     # room for the first checkpoint and its check's margin, not for a second one beside it
     with small_filesystem(tmp_path / "disk", int(1.05 * one) + 16 * 2**20 + one // 2) as disk:
         out = disk / "run"
-        run = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "harness.cli",
-                "train",
-                TINY,
-                *args,
-                f"output_dir={out}",
-                "--no-progress",
-                "--no-mlflow",
-            ],
-            cwd=tmp_path,
-            env=env_for(tmp_path),
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        run = train_run(tmp_path, args, out)
         assert run.returncode == 2, run.stderr[-3000:]
         error = run.stderr.split("error: ", 1)[1]
         assert error.startswith(f"checkpoint step 4: {out / 'checkpoints'} (`output_dir`) needs "), error
@@ -276,25 +265,7 @@ def test_a_checkpoint_that_cannot_fit_is_refused_and_resume_starts_from_the_last
         assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_000002"]  # no half-written folder
         # the researcher makes room (here: grows the filesystem), then resumes
         subprocess.run(["mount", "-o", f"remount,size={4 * one + 32 * 2**20}", str(disk)], check=True)
-        resumed = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "harness.cli",
-                "train",
-                TINY,
-                *args,
-                f"output_dir={out}",
-                "--no-progress",
-                "--no-mlflow",
-                "--resume",
-            ],
-            cwd=tmp_path,
-            env=env_for(tmp_path),
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        resumed = train_run(tmp_path, args, out, "--resume")
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert "resumed from" in resumed.stderr and "(step 2)" in resumed.stderr
         assert [step for step, _ in ckpt.list_checkpoints(out)] == [2, 4]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import TINY_SET
 from optuna.trial import TrialState
 
 from harness.sweep.study import open_study
@@ -29,17 +30,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.heavy]  # heavy: `-m "not heavy"` sk
 REPO = Path(__file__).resolve().parents[1]
 
 HEARTBEAT_S, GRACE_S = 1, 6
-TINY_SET = {
-    "train.steps": 4,
-    "train.prompts_per_step": 4,
-    "train.samples_per_prompt": 4,
-    "train.max_new_tokens": 16,
-    "validation.every": 2,
-    "validation.prompts": 8,
-    "checkpoint.every": 2,
-    "rewards.math_verify_workers": 1,
-    "eval.suites": [],
-}
 CELLS = ["dpo-s1-seed0", "dpo-s1-seed1", "dpo-sinf-seed0", "dpo-sinf-seed1"]
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import TINY_SET
 from optuna.trial import TrialState
 
 from harness.sweep.study import (
@@ -108,18 +109,6 @@ def test_a_live_coordinators_trial_is_not_orphaned(study):
 
 
 # -- end to end: real `harness train` trials -------------------------------------------------
-
-TINY_SET = {
-    "train.steps": 4,
-    "train.prompts_per_step": 4,
-    "train.samples_per_prompt": 4,
-    "train.max_new_tokens": 16,
-    "validation.every": 2,
-    "validation.prompts": 8,
-    "checkpoint.every": 2,
-    "rewards.math_verify_workers": 1,
-    "eval.suites": [],
-}
 
 
 def write_grid(folder: Path, name: str, grid: dict, **extra) -> Path:
