@@ -14,8 +14,10 @@ Parts (each writes `<out>/<part>.log` and `<out>/<part>.json`; a crash or a time
            cache layers, traceback) is in gqa_val.log
   resume   tests/test_scale_config.py::test_cuda_resume_continues_exactly (skipped without CUDA)
   fsdp1    FSDP world size 1, ~2.8B random Llama with the Llama-3 vocabulary: peak reserved memory
-           against `harness plan`, phase times, tokens/s, train-phase MFU
-  lora     the same model, LoRA r16 in one process: the same numbers
+           against `harness plan`, phase times, tokens/s, train-phase MFU, and step 2 under
+           torch.profiler (`train.profile_steps`): its three costliest ops in the row, the whole
+           table (phases, FSDP ranges, ops) in fsdp1_profile_step2.txt
+  lora     the same model, LoRA r16 in one process: the same numbers (lora_profile_step2.txt)
   ckpt     one process with gradient checkpointing and shared prompts (DPO pairs of one prompt)
   decode   an 8B-shaped decode step, batch 64, KV 512 and 2048, with and without a host sync per token
 Random models are built on the device (`with torch.device(...)`) and saved in bf16. `--out`
@@ -225,6 +227,8 @@ def train_part(out: Path, device: str, smoke: bool, name: str, overrides: list[s
         "model.compute_dtype=bfloat16",
         "train.lr=1e-6",
         "ref_sync_every=inf",
+        f"train.profile_steps=[{steps}]",  # the last step, warm: where its time goes (no trace: hundreds of MB)
+        "train.profile_trace=false",
     ]
     args = [f"model.policy={policy}", f"model.device={device}", *size, *every, *overrides, f"output_dir={out / name}"]
     print("overrides:", " ".join(args))
@@ -237,6 +241,8 @@ def train_part(out: Path, device: str, smoke: bool, name: str, overrides: list[s
     started = time.perf_counter()
     train(cfg, tracker=tracker, progress=False)
     wall = time.perf_counter() - started
+    profile = out / f"{name}_profile_step{steps}.txt"  # kept: the output folder goes below
+    shutil.copyfile(out / name / "profile" / f"step_{steps}.txt", profile)
     shutil.rmtree(out / name, ignore_errors=True)  # the last step's checkpoint: ~39 GB at 2.8B under FSDP
     per_step = {p: [v for s, v in tracker.series(f"time/{p}_s") if s > 0] for p in ("generate", "train")}
     tokens = [v for s, v in tracker.series("train/generated_tokens") if s > 0]
@@ -252,6 +258,7 @@ def train_part(out: Path, device: str, smoke: bool, name: str, overrides: list[s
         "params_b": round(shape.params / 1e9, 3),
         "plan_gib": round(plan.total / GIB, 1),
         "plan_peak_phase": plan.peak_phase,
+        "top_ops": top_ops(profile),
     }
     if device == "cuda":
         reserved, allocated = torch.cuda.max_memory_reserved() / GIB, torch.cuda.max_memory_allocated() / GIB
@@ -268,6 +275,13 @@ def train_part(out: Path, device: str, smoke: bool, name: str, overrides: list[s
         ok &= plan.total / GIB >= 0.85 * reserved  # the plan may not under-predict by more than 15%
     text = ", ".join(f"{k} {v}" for k, v in result.items())
     return {"ok": ok, "result": text, **result}
+
+
+def top_ops(profile: Path, count: int = 3) -> str:
+    """The profiled step's costliest ops by self time, from its table (harness/train/profile.py)."""
+    lines = profile.read_text().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("op "))
+    return " / ".join(f"{line[:60].strip()} {line.split()[-1]}" for line in lines[header + 1 : header + 1 + count])
 
 
 def part_fsdp1(out: Path, device: str, smoke: bool) -> dict:

@@ -228,10 +228,25 @@ class TrainConfig(Section):
     collective_timeout_s: float = Field(
         900.0,
         gt=0,
-        description="`fsdp`: seconds a rank waits in a collective for "
-        "the others (a hung or dead rank ends the job after this); rank 0's checkpoint "
-        "writes and validation must fit in it",
+        description="`fsdp`: seconds a rank waits in a collective for the others (a hung or dead rank ends "
+        "the job after this); rank 0's checkpoint writes and validation must fit in it",
     )
+    profile_steps: list[int] = Field(
+        default_factory=list,
+        description="optimizer steps (1-based, e.g. `[2]`) run under torch.profiler: each writes "
+        "`profile/step_N.txt` (phases, then ops by self time) and a Chrome trace into the output folder",
+    )
+    profile_trace: bool = Field(
+        True, description="with `profile_steps`: also write `profile/step_N.trace.json`, the Chrome trace (large)"
+    )
+
+    @field_validator("profile_steps")
+    @classmethod
+    def _profile_steps_in_run(cls, value: list[int], info) -> list[int]:
+        steps = info.data.get("steps", 1)
+        if any(not 1 <= step <= steps for step in value):
+            raise ValueError(f"expected optimizer steps between 1 and train.steps = {steps}")
+        return value
 
 
 class DPOConfig(Section):

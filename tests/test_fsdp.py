@@ -97,7 +97,9 @@ def assert_same_training(a: dict, b: dict, seed: dict, lr: float = 1e-4) -> None
 
 @pytest.mark.parametrize("method", ["dpo", "grpo"])
 def test_two_rank_fsdp_run_equals_the_single_process_run(tiny_assets, tmp_path, method):
-    overrides = [*SMALL, *METHODS[method], "sync_every=2", "train.steps=3"]
+    # both runs profile step 2 (which must not change what they train)
+    overrides = [*SMALL, *METHODS[method], "sync_every=2", "train.steps=3", "train.profile_steps=[2]"]
+    overrides.append("train.profile_trace=false")
     single_cfg = load_run_config(TINY, [*overrides, f"output_dir={tmp_path / 'single'}"])
     tracker = MemoryTracker()
     train(single_cfg, tracker=tracker, progress=False)
@@ -129,6 +131,13 @@ def test_two_rank_fsdp_run_equals_the_single_process_run(tiny_assets, tmp_path, 
     # the consolidated export is a plain from_pretrained folder; resume state is sharded beside it
     last = ckpt.list_checkpoints(tmp_path / "fsdp")[-1][1]
     assert (last / "config.json").is_file() and (last / "sharded").is_dir()
+    # each rank wrote its own profile of step 2, with FSDP's all-gathers and gradient reduce in it
+    assert sorted(p.name for p in (tmp_path / "single" / "profile").iterdir()) == ["step_2.txt"]
+    assert sorted(p.name for p in (tmp_path / "fsdp" / "profile").iterdir()) == ["step_2.rank0.txt", "step_2.rank1.txt"]
+    for rank in (0, 1):
+        text = (tmp_path / "fsdp" / "profile" / f"step_2.rank{rank}.txt").read_text()
+        assert "FSDP::pre_forward" in text and "FSDP::post_backward_reduce" in text
+    assert "FSDP::" not in (tmp_path / "single" / "profile" / "step_2.txt").read_text()
 
 
 def test_fsdp_resume_continues_exactly(tiny_assets, tmp_path):

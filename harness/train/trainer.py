@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from harness.selection import CheckpointEntry
 from harness.train.sequences import chunks, pack, policy_logprobs
 from harness.tasks import TaskMixture, task_pools, task_types, truth_scores
 from harness.tracking import NullTracker, atomic_write_text
+from harness.train.profile import phase, profiled_step
 from harness.train.setup import build_models
 from harness.train.state import LoopState, restore, save, validation_due
 from harness.train.update_rules import dpo_update, grpo_update
@@ -155,72 +155,74 @@ def _train(cfg: RunConfig, tracker, resume: bool, progress: bool, dist: distribu
     try:
         while state.step < cfg.train.steps:
             metrics = {}
-            # 1. sync (before this step's rollouts, so steps k*s .. k*s+s-1 share one snapshot)
-            started = time.perf_counter()
-            if due(state.step, cfg.sync_every) and state.step > 0:
-                push_policy(generator, policy, dist, generator_dtype)
-                state.last_sync = state.step
-            if due(state.step, cfg.ref_sync_every) and state.step > 0:
-                distributed.copy_weights(reference, policy, dist)
-                state.last_ref_sync = state.step
-            metrics["time/sync_s"] = time.perf_counter() - started
-            metrics["train/generator_staleness"] = state.step - state.last_sync
-            metrics["train/ref_staleness"] = state.step - state.last_ref_sync
+            with profiled_step(cfg.train, state.step + 1, output_dir, models.device, dist):
+                # 1. sync (before this step's rollouts, so steps k*s .. k*s+s-1 share one snapshot)
+                with phase("sync", metrics):
+                    if due(state.step, cfg.sync_every) and state.step > 0:
+                        push_policy(generator, policy, dist, generator_dtype)
+                        state.last_sync = state.step
+                    if due(state.step, cfg.ref_sync_every) and state.step > 0:
+                        distributed.copy_weights(reference, policy, dist)
+                        state.last_ref_sync = state.step
+                metrics["train/generator_staleness"] = state.step - state.last_sync
+                metrics["train/ref_staleness"] = state.step - state.last_ref_sync
 
-            # 2. generate (the step's seed comes from the run seed and the step index; a worker may
-            #    have generated it ahead, from the same snapshot, while the trainer trained). Rank 0
-            #    talks to the generator; every rank trains on the same broadcast rollouts.
-            produced = dist.broadcast(generator.rollouts(state.step) if dist.is_main else None)
-            check_generator_version(state.step, produced.version, cfg.sync_every)
-            records, groups = produced.records, produced.groups
-            metrics["train/generator_version"] = produced.version
-            metrics["time/generate_s"] = produced.generate_s
-            metrics["time/generate_wait_s"] = produced.wait_s
+                # 2. generate (the step's seed comes from the run seed and the step index; a worker may
+                #    have generated it ahead, from the same snapshot, while the trainer trained). Rank 0
+                #    talks to the generator; every rank trains on the same broadcast rollouts.
+                with phase("generate"):  # its time is the generator's own: time/generate_s, time/generate_wait_s
+                    produced = dist.broadcast(generator.rollouts(state.step) if dist.is_main else None)
+                check_generator_version(state.step, produced.version, cfg.sync_every)
+                records, groups = produced.records, produced.groups
+                metrics["train/generator_version"] = produced.version
+                metrics["time/generate_s"] = produced.generate_s
+                metrics["time/generate_wait_s"] = produced.wait_s
 
-            # 3. score
-            started = time.perf_counter()
-            flat = [rollout for group in groups for rollout in group]
-            scored = (
-                rewards.score([records[r.prompt_index] for r in flat], [r.text for r in flat]) if dist.is_main else None
-            )
-            scored = dist.broadcast(scored)
-            reward_grid = torch.tensor(scored.rewards, dtype=torch.float32).view(len(groups), -1)
-            metrics["time/score_s"] = time.perf_counter() - started
-            metrics.update(scored.stats)
-
-            # 4. train
-            started = time.perf_counter()
-            set_lr(optimizer, cfg, state.step)
-            pair_rng.manual_seed(cfg.seed * 1_000_003 + state.step)  # stateless: resume draws the same pairs
-            with autocast(cfg.model.compute_dtype, models.device, sharded=dist.enabled):
-                if cfg.method == "dpo":
-                    step_stats = dpo_update(
-                        cfg, policy, reference, tokenizer, records, groups, reward_grid, pair_rng, dist
+                # 3. score
+                with phase("score", metrics):
+                    flat = [rollout for group in groups for rollout in group]
+                    scored = (
+                        rewards.score([records[r.prompt_index] for r in flat], [r.text for r in flat])
+                        if dist.is_main
+                        else None
                     )
-                else:
-                    step_stats = grpo_update(cfg, policy, reference, tokenizer, groups, reward_grid, dist)
-            if not math.isfinite(step_stats["train/loss"]):
-                raise TrainingDiverged(
-                    f"step {state.step + 1}: the loss is {step_stats['train/loss']} (diverged). Lower train.lr "
-                    f"(now {cfg.train.lr}) or raise train.adam_eps (now {cfg.train.adam_eps}; the paper uses 1e-4 "
-                    f"for math DPO)."
-                )
-            if step_stats.pop("_has_grad"):
-                metrics["train/grad_norm"] = distributed.clip_grad_norm(policy, cfg.train.grad_clip)
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            state.step += 1
-            metrics["time/train_s"] = time.perf_counter() - started
-            metrics.update(step_stats)
-            metrics["train/reward_mean"] = float(reward_grid.mean())
-            metrics["train/response_len"] = sum(r.length for r in flat) / len(flat)
-            metrics["train/generated_tokens"] = sum(r.length for r in flat)
-            tracker.log_metrics(metrics, step=state.step)
+                    scored = dist.broadcast(scored)
+                    reward_grid = torch.tensor(scored.rewards, dtype=torch.float32).view(len(groups), -1)
+                metrics.update(scored.stats)
 
-            if validation_due(cfg, state.step):
-                val = validate(cfg, validator, policy, val_pools, rewards)
-                tracker.log_metrics(val, step=state.step)
-                log_validation(state.step, val)
+                # 4. train
+                with phase("train", metrics):
+                    set_lr(optimizer, cfg, state.step)
+                    pair_rng.manual_seed(cfg.seed * 1_000_003 + state.step)  # stateless: resume draws the same pairs
+                    with autocast(cfg.model.compute_dtype, models.device, sharded=dist.enabled):
+                        if cfg.method == "dpo":
+                            step_stats = dpo_update(
+                                cfg, policy, reference, tokenizer, records, groups, reward_grid, pair_rng, dist
+                            )
+                        else:
+                            step_stats = grpo_update(cfg, policy, reference, tokenizer, groups, reward_grid, dist)
+                    if not math.isfinite(step_stats["train/loss"]):
+                        raise TrainingDiverged(
+                            f"step {state.step + 1}: the loss is {step_stats['train/loss']} (diverged). Lower "
+                            f"train.lr (now {cfg.train.lr}) or raise train.adam_eps (now {cfg.train.adam_eps}; "
+                            f"the paper uses 1e-4 for math DPO)."
+                        )
+                    if step_stats.pop("_has_grad"):
+                        metrics["train/grad_norm"] = distributed.clip_grad_norm(policy, cfg.train.grad_clip)
+                        optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                state.step += 1
+                metrics.update(step_stats)
+                metrics["train/reward_mean"] = float(reward_grid.mean())
+                metrics["train/response_len"] = sum(r.length for r in flat) / len(flat)
+                metrics["train/generated_tokens"] = sum(r.length for r in flat)
+                tracker.log_metrics(metrics, step=state.step)
+
+                if validation_due(cfg, state.step):
+                    with phase("validate"):
+                        val = validate(cfg, validator, policy, val_pools, rewards)
+                    tracker.log_metrics(val, step=state.step)
+                    log_validation(state.step, val)
             preempted = watch.requested(dist)
             if state.step % cfg.checkpoint.every == 0 or state.step == cfg.train.steps or preempted:
                 save(output_dir, cfg, state, models, val, tracker, dist)
