@@ -26,7 +26,6 @@ log = logging.getLogger("harness")
 from harness.files import atomic_write_text, file_lock, resolve_cache_root  # noqa: F401 - atomic_write_text re-exported: the project's one atomic writer
 from harness.tracking_uri import (
     TrackingServerUnreachable,
-    health_request,
     sqlite_path,  # noqa: F401 - re-exported
     tracking_wait_s,
     wait_for_tracking_server,

@@ -9,7 +9,6 @@ subprocesses (`SUBPROCESS_CASES`). Env-var cases set MLFLOW_TRACKING_URI through
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess

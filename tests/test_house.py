@@ -1,5 +1,6 @@
 """The house rules a reader relies on: the code is in `ruff format` style (120 columns, the
-version pinned in the `test` extra) and no module is over 450 lines (docs/development.md)."""
+version pinned in the `test` extra), passes `ruff check` (pyflakes: no unused import or variable,
+no undefined name) and no module is over 450 lines (docs/development.md)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,13 @@ def test_code_is_ruff_formatted():
     )
     assert done.returncode == 0, (
         "these files are not in `ruff format` style; run `ruff format .`:\n" + done.stdout + done.stderr
+    )
+
+
+def test_code_passes_ruff_check():
+    done = subprocess.run([sys.executable, "-m", "ruff", "check", "."], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, (
+        "`ruff check .` found these (pyproject's [tool.ruff.lint]):\n" + done.stdout + done.stderr
     )
 
 

@@ -10,12 +10,9 @@ joins late. The tests below then check what each part must have left behind."""
 
 from __future__ import annotations
 
-import json
 import re
 import sys
-import textwrap
 import time
-from datetime import datetime
 from pathlib import Path
 
 import pytest

@@ -13,7 +13,8 @@ from harness.train import checkpoint as ckpt
 from harness.config import load_run_config
 from harness.distributed import Dist, check_launch, usable_cores
 from harness.errors import ConfigError
-from harness.sweep.launch import split_gpus, torchrun_command
+from harness.sweep.gpus import torchrun_command
+from harness.sweep.launch import split_gpus
 from harness.tracking import MemoryTracker
 from harness.train.trainer import train
 

@@ -13,7 +13,6 @@ left behind; then replaces itself with the command (same pid).
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import sys
 from pathlib import Path

@@ -42,9 +42,8 @@ from harness.sweep.gpus import (
     GENERATOR_DEVICES_ENV,
     DevicePool,
     GpuSplit,
-    place_trial,  # noqa: F401
-    torchrun_command,
-)  # torchrun_command: re-exported
+    place_trial,
+)
 from harness.procs import process_start_time
 
 STOP_GRACE_S = 15.0  # SIGINT lets the trainer close its MLflow run; SIGKILL after this

@@ -133,7 +133,7 @@ def plan_memory(
     sharded = cfg.train.parallel == "fsdp"
     shards = gpus if sharded else 1
     p, c, r = BYTES[cfg.model.param_dtype], BYTES[cfg.model.compute_dtype], BYTES[reference_dtype(cfg)]
-    n, h, vocab = policy.params, policy.hidden_size, policy.vocab_size
+    n, vocab = policy.params, policy.vocab_size
     seq = planned_prompt_tokens(cfg, prompt_tokens) + cfg.train.max_new_tokens
     tokens = cfg.train.micro_batch_size * seq
     share = f"1/{shards}" if shards > 1 else "whole"
