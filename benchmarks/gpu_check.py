@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_check.py [--out DIR] [--parts logprob,resume,...]   # one H200: under 8 minutes
     python benchmarks/gpu_check.py --cpu-smoke                                # every part at toy size on CPU
+    python benchmarks/gpu_check.py --limit-scale 2                            # a GPU slower than an H200
 
 Parts (each writes `<out>/<part>.log` and `<out>/<part>.json`; a crash or a timeout loses only its row):
   logprob  sampler vs trainer log-probs of the same samples, tiny policy, fp32 and bf16
@@ -21,7 +22,8 @@ Parts (each writes `<out>/<part>.log` and `<out>/<part>.json`; a crash or a time
   ckpt     one process with gradient checkpointing and shared prompts (DPO pairs of one prompt)
   decode   an 8B-shaped decode step, batch 64, KV 512 and 2048, with and without a host sync per token
 Random models are built on the device (`with torch.device(...)`) and saved in bf16. `--out`
-defaults to $OUT, else ./gpu_check_out. The table at the end has one row per part with a status.
+defaults to $OUT, else ./gpu_check_out. The table at the end has one row per part with a status;
+a part that timed out or died without a result shows the last line of its log (how far it got).
 """
 
 from __future__ import annotations
@@ -305,7 +307,6 @@ def part_gqa_val(out: Path, device: str, smoke: bool) -> dict:
     from harness.tracking import MemoryTracker
     from harness.train.trainer import train
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     crashes = FirstLines()
     logging.getLogger("harness.rollout.hf").addHandler(crashes)
     policy = random_llama(out / f"random_llama_gqa{'_toy' if smoke else ''}", shapes(smoke)["gqa"], device)
@@ -456,6 +457,8 @@ PART_FUNCTIONS = {
 
 def run_part(name: str, out: Path, smoke: bool) -> int:
     device = "cpu" if smoke else "cuda"
+    print(f"{name}: starting on {device}", flush=True)
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(name)s: %(message)s", force=True)
     try:
         found = PART_FUNCTIONS[name](out, device, smoke)
         found.setdefault("status", "ok" if found["ok"] else "FAILED")
@@ -466,7 +469,13 @@ def run_part(name: str, out: Path, smoke: bool) -> int:
     return 0 if found["ok"] else 1
 
 
-def run_all(parts: list[str], out: Path, smoke: bool) -> int:
+def last_line(log: Path) -> str:
+    """The last line a part wrote before it stopped: how far it got."""
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1][:200] if lines else "(none)"
+
+
+def run_all(parts: list[str], out: Path, smoke: bool, limit_scale: float = 1.0) -> int:
     rows = []
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if smoke:
@@ -474,7 +483,7 @@ def run_all(parts: list[str], out: Path, smoke: bool) -> int:
     for name, gpu_limit, cpu_limit in PARTS:
         if name not in parts:
             continue
-        limit = cpu_limit if smoke else gpu_limit
+        limit = (cpu_limit if smoke else gpu_limit) * limit_scale
         (out / f"{name}.json").unlink(missing_ok=True)
         started = time.perf_counter()
         command = [sys.executable, str(Path(__file__).resolve()), "--part", name, "--out", str(out)]
@@ -491,10 +500,13 @@ def run_all(parts: list[str], out: Path, smoke: bool) -> int:
                 found = (
                     json.loads((out / f"{name}.json").read_text())
                     if (out / f"{name}.json").is_file()
-                    else {"status": "CRASHED", "result": f"no result; see {name}.log"}
+                    else {"status": "CRASHED", "result": f"no result; last log line: {last_line(out / f'{name}.log')}"}
                 )
             except subprocess.TimeoutExpired:
-                found = {"status": "TIMEOUT", "result": f"over its {limit} s limit; see {name}.log"}
+                found = {
+                    "status": "TIMEOUT",
+                    "result": f"over its {limit:.0f} s limit; last log line: {last_line(out / f'{name}.log')}",
+                }
         rows.append((name, found["status"], time.perf_counter() - started, found["result"]))
         print(f"{name}: {found['status']} ({rows[-1][2]:.0f} s)", flush=True)
     print(f"\n{'part':<9}{'status':<9}{'s':>5}  result")
@@ -510,6 +522,9 @@ def main() -> int:
     parser.add_argument("--out", default=os.environ.get("OUT") or "gpu_check_out", help="results folder")
     parser.add_argument("--cpu-smoke", action="store_true", help="every part at toy size on the CPU")
     parser.add_argument("--parts", default=",".join(name for name, _, _ in PARTS))
+    parser.add_argument(
+        "--limit-scale", type=float, default=1.0, help="multiply every part's time limit (a GPU slower than an H200: 2)"
+    )
     parser.add_argument("--part", default=None, help=argparse.SUPPRESS)  # one part, in this process
     args = parser.parse_args()
     out = Path(args.out).resolve()
@@ -526,7 +541,9 @@ def main() -> int:
         if not torch.cuda.is_available():
             parser.error("no CUDA device here; run with --cpu-smoke to check the script on the CPU")
         print("device:", torch.cuda.get_device_name(0), "torch", torch.__version__, flush=True)
-    return run_all(parts, out, args.cpu_smoke)
+    if not args.limit_scale > 0:
+        parser.error(f"--limit-scale must be a positive number, got {args.limit_scale}")
+    return run_all(parts, out, args.cpu_smoke, args.limit_scale)
 
 
 if __name__ == "__main__":

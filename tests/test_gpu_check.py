@@ -1,6 +1,7 @@
 """benchmarks/gpu_check.py --cpu-smoke: every part runs at toy size on the CPU, in its own process,
 and the table has one row with a status per part (so the GPU check never rots between GPU sessions)."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,3 +32,33 @@ def test_cpu_smoke_prints_a_row_with_a_status_for_every_part(tiny_assets, tmp_pa
         assert rows[part] == "ok", (tmp_path / f"{part}.log").read_text()[-3000:]
     for run in ("non_verifiable: ok", "sharded module: ok, 64 samples", "joint: ok"):  # issue 21's configuration
         assert run in table["gqa_val"], table["gqa_val"]
+
+
+def test_a_part_over_its_time_limit_shows_how_far_it_got(tmp_path):
+    """A real timeout (every limit scaled to 2% of its CPU-smoke value): the row says TIMEOUT and
+    gives the last line the part logged, so a GPU run that runs out of time still tells something."""
+    done = subprocess.run(
+        [sys.executable, "benchmarks/gpu_check.py", "--cpu-smoke", "--parts", "fsdp1", "--limit-scale", "0.02"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OUT": str(tmp_path)},
+    )
+    row = next(line for line in done.stdout.splitlines() if line.startswith("fsdp1 "))
+    assert row.split()[1] == "TIMEOUT", done.stdout
+    assert "over its 1 s limit; last log line: " in row
+    logged = row.split("last log line: ", 1)[1]
+    assert logged in (tmp_path / "fsdp1.log").read_text()  # the part's own last words, e.g. "fsdp1: starting on cpu"
+    assert done.returncode == 1
+
+
+def test_limit_scale_must_be_positive():
+    done = subprocess.run(
+        [sys.executable, "benchmarks/gpu_check.py", "--cpu-smoke", "--limit-scale", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "--limit-scale must be a positive number, got 0.0" in done.stderr
