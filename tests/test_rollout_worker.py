@@ -196,6 +196,36 @@ def test_a_worker_started_with_devices_sees_exactly_those_devices(tiny_assets, m
         client.close()
 
 
+def test_validation_goes_before_the_steps_the_worker_queued_ahead(tiny_assets):
+    """Offline (sync_every inf), the worker has three steps queued when validation asks it to sample:
+    the sample is served next, so at most the step already being generated comes back before it.
+    In order (as before), all three steps came first while the trainer sat waiting."""
+    from harness.chat import chat_prompt
+    from harness.models import load_policy
+    from harness.rollout import SamplingParams
+    from harness.rollout.schedule import StepPlan
+    from harness.tasks import TaskMixture, task_pools
+
+    overrides = ["rollout.placement=worker", "sync_every=inf", "rollout.queue_depth=3", "train.steps=10"]
+    overrides += ["train.prompts_per_step=16", "train.samples_per_prompt=8", "train.max_new_tokens=64"]
+    cfg = load_run_config(TINY, overrides)
+    model, tokenizer = load_policy(tiny_assets.policy_dir)
+    sampling = SamplingParams(n=8, max_new_tokens=64)
+    mixture = TaskMixture(task_pools(cfg.task_mix, cfg.data, "train"), 0.5, cfg.seed)
+    plan = StepPlan(mixture, 16, sampling, cfg.seed, lambda text: chat_prompt(tokenizer, text))
+    client = worker_client.WorkerRollouts(cfg, model, tokenizer, plan)
+    try:
+        client.start(0)  # steps 0, 1 and 2 requested at once
+        assert sorted(client.requests) == [0, 1, 2]
+        groups = client.sample_with(model.state_dict(), ["2 + 3 ="], SamplingParams(n=1, max_new_tokens=4, seed=1))
+        with client.inbox.cond:
+            delivered = sorted(key for key in client.inbox.results if isinstance(key, int))
+        assert len(groups) == 1 and len(delivered) <= 1, delivered
+        assert [client.rollouts(step).step for step in range(3)] == [0, 1, 2]  # the steps still all come
+    finally:
+        client.close()
+
+
 # -- weight transport --------------------------------------------------------------------
 
 

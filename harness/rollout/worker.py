@@ -16,8 +16,10 @@ unpickled from the wire):
                         {"op": "sampled", "id", "groups"}
                         {"op": "error", "message"}
 
-Messages are handled strictly in order, so a generate request sent after a load is served by
-the loaded snapshot, and each reply names the serial of the snapshot that produced it (read
+Messages are handled in order, so a generate request sent after a load is served by the loaded
+snapshot, with one exception (`next_message`): a sample (validation, which the trainer waits on)
+or a stop goes before generate requests already queued, which the trainer needs only later. Each
+reply names the serial of the snapshot that produced it (read
 from the snapshot itself), which the trainer checks against the sync schedule. The worker
 builds its generator from a snapshot folder through `harness.rollout.make_generator`, by
 backend name, so any backend runs here unchanged. It exits when the trainer says stop or when
@@ -33,6 +35,7 @@ import os
 import signal
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass
 
 from harness.errors import redact_logs
@@ -99,6 +102,23 @@ def serve(spec: dict, snapshot_path: str, requests, replies) -> None:
         raise SystemExit(1)
 
 
+def next_message(requests, backlog: deque) -> dict:
+    """The next request to serve. Everything the trainer has sent so far is read first; a `sample`
+    (validation, which the trainer waits on) or a `stop` goes before queued `generate` steps, which
+    the trainer wants only later. Everything else keeps its order (a `load` and the steps of its
+    window). A `sample` brings its own weights and puts the current snapshot back, so it may run
+    between any two messages."""
+    while requests.poll():
+        backlog.append(decode(requests.recv_bytes()))
+    if not backlog:
+        backlog.append(decode(requests.recv_bytes()))  # nothing queued: wait for the trainer
+    urgent = next((m for m in backlog if m["op"] in ("sample", "stop")), None)
+    if urgent is not None:
+        backlog.remove(urgent)
+        return urgent
+    return backlog.popleft()
+
+
 def _serve(spec: WorkerSpec, snapshot_path: str, requests, replies) -> None:
     import torch
     from harness.rollout.snapshots import snapshot_serial
@@ -116,9 +136,10 @@ def _serve(spec: WorkerSpec, snapshot_path: str, requests, replies) -> None:
         time.perf_counter() - started,
     )
     replies.send_bytes(encode({"op": "ready"}))
+    backlog: deque[dict] = deque()
     while True:
         try:
-            message = decode(requests.recv_bytes())
+            message = next_message(requests, backlog)
         except (EOFError, OSError):
             return  # the trainer is gone
         if message["op"] == "stop":

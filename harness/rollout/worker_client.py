@@ -17,7 +17,8 @@ the rollouts of the coming steps while the trainer trains, but never past the sy
   with CUDA_VISIBLE_DEVICES set to them and runs on cuda:0 of that set; a vLLM engine shards over
   all of them. Unset, it runs on `model.device`.
 - Validation samples the trainer's current weights through this same worker (`sample_with`):
-  they go as a snapshot of their own, used for that one request; one generator per run.
+  they go as a snapshot of their own, used for that one request, ahead of the steps queued
+  for later; one generator per run.
 - A worker that lives but stops delivering (hung in a kernel, deadlocked, stopped) is killed and
   restarted the same way once the trainer has waited `rollout.worker_timeout_s` for one step.
 
@@ -240,7 +241,7 @@ class WorkerRollouts:
         keys: Sequence[str | int] | None = None,
     ) -> list[list[Rollout]]:
         """Sample once with `weights` (validation of the current policy) through the worker, which
-        then goes back to its snapshot. Queued steps are served first (messages keep their order)."""
+        then goes back to its snapshot. It is served before any step the worker has queued ahead."""
         check_whole_tensors(weights)
         self.samples += 1
         path = self.probes.write(self.samples, weights)
