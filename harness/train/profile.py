@@ -62,10 +62,11 @@ def profiled_step(train_cfg, step: int, output_dir: Path, device: torch.device, 
     if on_gpu:
         torch.cuda.synchronize(device)
     wall = time.perf_counter() - started
-    table = op_table(profile, on_gpu)
+    averages = list(profile.key_averages())  # one pass over the events (a large step has ~10^5 of them)
+    table = op_table(averages, on_gpu)
     text_path = profile_path(output_dir, step, dist.rank, dist.world, ".txt")
     text_path.parent.mkdir(parents=True, exist_ok=True)
-    text_path.write_text(report(step, wall, table, profile, on_gpu))
+    text_path.write_text(report(step, wall, table, averages, on_gpu))
     if train_cfg.profile_trace:
         profile.export_chrome_trace(str(profile_path(output_dir, step, dist.rank, dist.world, ".trace.json")))
     top = ", ".join(f"{name} {share:.0%}" for name, _, share in table[:3])
@@ -80,9 +81,9 @@ def _self_us(event, on_gpu: bool) -> float:
     return float(event.self_device_time_total if on_gpu else event.self_cpu_time_total)
 
 
-def op_table(profile, on_gpu: bool) -> list[tuple[str, float, float]]:
+def op_table(averages: list, on_gpu: bool) -> list[tuple[str, float, float]]:
     """(op, self seconds, share of all self time) for every op but the phase ranges, costliest first."""
-    events = [e for e in profile.key_averages() if e.key not in PHASES]
+    events = [e for e in averages if e.key not in PHASES]
     total = sum(_self_us(e, on_gpu) for e in events) or 1.0
     rows = sorted(
         ((e.key, _self_us(e, on_gpu) / 1e6, _self_us(e, on_gpu) / total) for e in events), key=lambda r: -r[1]
@@ -90,22 +91,22 @@ def op_table(profile, on_gpu: bool) -> list[tuple[str, float, float]]:
     return [row for row in rows if row[1] > 0]
 
 
-def fsdp_ranges(profile) -> dict[str, float]:
+def fsdp_ranges(averages: list) -> dict[str, float]:
     """FSDP2's own ranges (parameter all-gathers before forward and backward, the gradient reduce
     after backward), CPU seconds including the ops inside, summed over the sharded modules."""
     found: dict[str, float] = {}
-    for event in profile.key_averages():
+    for event in averages:
         if event.key.startswith("FSDP::"):
             kind = event.key.split(" (")[0]
             found[kind] = found.get(kind, 0.0) + event.cpu_time_total / 1e6
     return found
 
 
-def report(step: int, wall: float, table: list[tuple[str, float, float]], profile, on_gpu: bool) -> str:
-    phases = {e.key: e.cpu_time_total / 1e6 for e in profile.key_averages() if e.key in PHASES}
+def report(step: int, wall: float, table: list[tuple[str, float, float]], averages: list, on_gpu: bool) -> str:
+    phases = {e.key: e.cpu_time_total / 1e6 for e in averages if e.key in PHASES}
     lines = [f"step {step}: {wall:.3f} s wall; ops ranked by self {_clock(on_gpu)} time", "", "phase      seconds"]
     lines += [f"{name:<10} {phases[name]:8.3f}" for name in PHASES if name in phases]
-    fsdp = fsdp_ranges(profile)
+    fsdp = fsdp_ranges(averages)
     if fsdp:
         lines += ["", f"{'FSDP range (CPU, inclusive)':<40} seconds"]
         lines += [f"{kind:<40} {seconds:7.3f}" for kind, seconds in sorted(fsdp.items(), key=lambda kv: -kv[1])]
