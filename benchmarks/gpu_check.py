@@ -522,9 +522,11 @@ def main() -> int:
     parser.add_argument("--part", default=None, help=argparse.SUPPRESS)  # one part, in this process
     args = parser.parse_args()
     out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     if args.part:
         return run_part(args.part, out, args.cpu_smoke)
+    # every argument is checked before the results folder exists: a bad command leaves nothing behind
+    if not args.limit_scale > 0:
+        parser.error(f"--limit-scale must be a positive number, got {args.limit_scale}")
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = sorted(set(parts) - set(PART_FUNCTIONS))
     if unknown:
@@ -535,8 +537,7 @@ def main() -> int:
         if not torch.cuda.is_available():
             parser.error("no CUDA device here; run with --cpu-smoke to check the script on the CPU")
         print("device:", torch.cuda.get_device_name(0), "torch", torch.__version__, flush=True)
-    if not args.limit_scale > 0:
-        parser.error(f"--limit-scale must be a positive number, got {args.limit_scale}")
+    out.mkdir(parents=True, exist_ok=True)
     return run_all(parts, out, args.cpu_smoke, args.limit_scale)
 
 

@@ -53,12 +53,21 @@ def test_a_part_over_its_time_limit_shows_how_far_it_got(tmp_path):
     assert done.returncode == 1
 
 
-def test_limit_scale_must_be_positive():
-    done = subprocess.run(
-        [sys.executable, "benchmarks/gpu_check.py", "--cpu-smoke", "--limit-scale", "0"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 2 and "--limit-scale must be a positive number, got 0.0" in done.stderr
+def test_bad_arguments_leave_no_results_folder(tmp_path):
+    """A bad --limit-scale or part name stops before anything is written (it once created the results
+    folder first, ./gpu_check_out by default, in the repository)."""
+    out = tmp_path / "results"
+    for bad, said in (
+        (["--limit-scale", "0"], "--limit-scale must be a positive number, got 0.0"),
+        (["--parts", "logprob,nope"], "unknown part(s) ['nope']"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "benchmarks/gpu_check.py", "--cpu-smoke", *bad],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "OUT": str(out)},
+        )
+        assert done.returncode == 2 and said in done.stderr, done.stderr
+        assert not out.exists()
