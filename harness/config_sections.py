@@ -329,9 +329,9 @@ class RolloutConfig(Section):
         description="worker: steps of rollouts requested ahead and not yet trained "
         "on, at most (never past the next sync)",
     )
-    devices: list[int] | None = Field(
+    devices: list[int | str] | None = Field(
         None,
-        description="worker: its own CUDA devices (`[6, 7]` or `6,7`); none = "
+        description="worker: its own CUDA devices (`[6, 7]`, `6,7`, or GPU-/MIG- UUIDs); none = "
         "`$HARNESS_GENERATOR_DEVICES` when a launcher sets it, else `model.device`. "
         "Needs `placement: worker`; one device for `hf`. Replaces the refused "
         "`rollout.worker_device`",

@@ -1,7 +1,10 @@
 """The generator worker's own CUDA devices: `rollout.devices`, or what a launcher exports.
 
-    rollout.devices: [6, 7]          (or "6,7" on the command line)
-    HARNESS_GENERATOR_DEVICES=6,7    (set by the submitit launcher for its generator GPUs)
+    rollout.devices: [6, 7]          (or "6,7" on the command line; GPU-/MIG- UUIDs too)
+    HARNESS_GENERATOR_DEVICES=6,7    (set by the launchers for their generator GPUs, as `--gpus` named them)
+
+A device id is what CUDA_VISIBLE_DEVICES takes (`device_id`, the one rule the sweep's `--gpus` also
+follows): an index of the node's enumeration, or a `GPU-...` / `MIG-...` UUID.
 
 The worker process starts with CUDA_VISIBLE_DEVICES set to them and uses cuda:0 inside; the
 vLLM engine shards over all of them (`rollout.vllm.tensor_parallel_size` defaults to their
@@ -12,28 +15,45 @@ is imported.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 ENV = "HARNESS_GENERATOR_DEVICES"
 
 
-def parse(value: Any) -> list[int] | None:
-    """CUDA device indexes from a list, one index, or a comma-separated string ('6,7', as launchers export it)."""
+EXPECTED = (
+    "expected CUDA device ids as CUDA_VISIBLE_DEVICES takes them: indexes like [6, 7] or '6,7', "
+    "or GPU-/MIG- UUIDs like 'MIG-1f2e...'"
+)
+
+
+def device_id(value: Any) -> int | str | None:
+    """One CUDA device id: an index (int, or its digits) as an int, a `GPU-`/`MIG-` UUID as given;
+    None for anything else (a typo like 'gpu0' would make CUDA hide every device named after it)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 0 <= value < 2**31 else None
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return int(value)
+    if re.fullmatch(r"(GPU|MIG)-[A-Za-z0-9][A-Za-z0-9:/_-]*", value):
+        return value
+    return None
+
+
+def parse(value: Any) -> list[int | str] | None:
+    """CUDA device ids from a list, one id, or a comma-separated string ('6,7', as launchers export it)."""
     if value is None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value]
     parts = [p.strip() for p in value.split(",")] if isinstance(value, str) else value
-    if (
-        not isinstance(parts, list)
-        or not parts
-        or not all(
-            (isinstance(p, int) and not isinstance(p, bool) and 0 <= p < 2**31) or (isinstance(p, str) and p.isdigit())
-            for p in parts
-        )
-    ):
-        raise ValueError("expected CUDA device indexes: a non-empty list like [6, 7] or a string like '6,7'")
-    devices = [int(p) for p in parts]
+    devices = [device_id(p) for p in parts] if isinstance(parts, list) else []
+    if not devices or any(d is None for d in devices):
+        raise ValueError(f"{EXPECTED}; a non-empty list")
     if len(set(devices)) < len(devices):
         raise ValueError(f"expected each CUDA device once, got {devices}")
     return devices
@@ -46,7 +66,7 @@ def parse_rollout_section(data: Any) -> Any:
     if "worker_device" in data:
         raise ValueError(
             f"`rollout.worker_device` ({data['worker_device']!r}) was replaced by `rollout.devices`, the "
-            f"worker's CUDA device indexes (e.g. [1] or '6,7'); unset, the worker runs on model.device"
+            f"worker's CUDA device ids (e.g. [1] or '6,7'); unset, the worker runs on model.device"
         )
     if "devices" in data:
         try:
@@ -56,7 +76,7 @@ def parse_rollout_section(data: Any) -> Any:
     return data
 
 
-def check(devices: list[int] | None, placement: str, backend: str, tensor_parallel_size: int | None) -> None:
+def check(devices: list[int | str] | None, placement: str, backend: str, tensor_parallel_size: int | None) -> None:
     """Devices belong to a worker; the hf backend uses one; a vLLM engine shards over at most all of them."""
     if devices is None:
         return
@@ -77,7 +97,7 @@ def check(devices: list[int] | None, placement: str, backend: str, tensor_parall
         )
 
 
-def of_run(rollout) -> list[int] | None:
+def of_run(rollout) -> list[int | str] | None:
     """The worker's devices for a run's `rollout` section: its own key, else the launcher's export
     (checked like the key; ignored unless the placement is worker), else None (model.device)."""
     if rollout.placement != "worker":

@@ -440,6 +440,13 @@ CASES = [
         ["--jobs 2 x 2 GPUs per trial", "needs 4 GPUs", "--gpus gives 2"],
         {},
     ),
+    (
+        "sweep-gpus-typo",
+        ["sweep", "{d}/s.yaml", "--gpus", "gpu0,gpu1", "--gpus-per-trial", "2"],
+        {"s.yaml": sweep_file()},
+        ["--gpus", "'gpu0,gpu1'", "GPU ids", "GPU-/MIG- UUIDs"],
+        {},
+    ),
     ("status-not-utf8", ["status", "{d}/s.yaml"], {"s.yaml": b"\xff"}, ["not UTF-8"], {}),
     ("status-empty", ["status", "{d}/s.yaml"], {"s.yaml": ""}, ["is empty"], {}),
     # -- score ---------------------------------------------------------------------------

@@ -122,9 +122,10 @@ def test_placement_keys_are_validated_before_any_work():
     with pytest.raises(ConfigError, match=r"rollout.worker_device.*cuda:1.*replaced by `rollout.devices`"):
         load_run_config(TINY, ["rollout.placement=worker", "rollout.worker_device=cuda:1"])
     for bad, expected in (
-        ("rollout.devices=gpu0", "CUDA device indexes"),
+        ("rollout.devices=gpu0", "CUDA device ids"),
+        ("rollout.devices=[1,GPU-]", "CUDA device ids"),
         ("rollout.devices=[1,1]", "once"),
-        ("rollout.devices=-1", "CUDA device indexes"),
+        ("rollout.devices=-1", "CUDA device ids"),
         ("rollout.devices=[]", "non-empty"),
     ):
         with pytest.raises(ConfigError, match=rf"rollout.devices.*{expected}"):
@@ -167,7 +168,7 @@ def test_generator_devices_come_from_the_key_else_the_launcher_and_set_the_tenso
     )  # an explicit size wins
     assert generator_options(load_run_config(TINY, ["rollout.backend=vllm"]))["tensor_parallel_size"] == 1  # colocated
     monkeypatch.setenv("HARNESS_GENERATOR_DEVICES", "4,x")
-    with pytest.raises(ConfigError, match=r"HARNESS_GENERATOR_DEVICES = '4,x'.*CUDA device indexes"):
+    with pytest.raises(ConfigError, match=r"HARNESS_GENERATOR_DEVICES = '4,x'.*CUDA device ids"):
         generator_options(load_run_config(TINY, vllm_worker))
 
 

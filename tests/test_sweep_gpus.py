@@ -137,6 +137,42 @@ def test_a_submitit_job_places_its_trial_on_the_job_gpus(tmp_path, monkeypatch):
     assert "CUDA_VISIBLE_DEVICES=5,6,7 HARNESS_GENERATOR_DEVICES=7" in (tmp_path / "job.log").read_text()
 
 
+def test_a_job_on_mig_slices_hands_its_generator_their_uuids_and_the_run_config_takes_them(tmp_path, monkeypatch):
+    """MIG slices (and GPUs named by UUID) reach a trial as UUIDs: the placement passes them on, and
+    the trial's run config takes the launcher's HARNESS_GENERATOR_DEVICES as its worker's devices."""
+    from harness import generator_devices
+    from harness.config import load_run_config
+    from harness.rollout import generator_options
+
+    slices = ["MIG-1f2e3d4c-aaaa-5bbb-8ccc-0123456789ab", "MIG-5a6b7c8d-dddd-5eee-9fff-ba9876543210"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", ",".join(slices))
+    records = tmp_path / "records"
+    records.mkdir()
+    code = run_trial_command(
+        list(COMMAND),
+        trial_env(records, "mig"),
+        str(tmp_path),
+        str(tmp_path / "mig.log"),
+        str(tmp_path / "mig.pid"),
+        GpuSplit(1, 1, "test"),
+    )
+    assert code == 0
+    env = record(records, "mig-solo")["env"]
+    assert (env["CUDA_VISIBLE_DEVICES"], env["HARNESS_GENERATOR_DEVICES"]) == (",".join(slices), slices[1])
+    monkeypatch.setenv("HARNESS_GENERATOR_DEVICES", env["HARNESS_GENERATOR_DEVICES"])  # as the trial sees it
+    cfg = load_run_config(REPO / "sweeps" / "runs" / "tiny.yaml", ["rollout.placement=worker", "rollout.backend=vllm"])
+    assert generator_devices.of_run(cfg.rollout) == [slices[1]]
+    assert generator_options(cfg)["tensor_parallel_size"] == 1
+    uuids = load_run_config(
+        REPO / "sweeps" / "runs" / "tiny.yaml",
+        ["rollout.placement=worker", "rollout.backend=vllm", f"rollout.devices=GPU-0a1b,{slices[0]},3"],
+    )
+    assert uuids.rollout.devices == ["GPU-0a1b", slices[0], 3]
+    for typo in ("gpu0", "0,gpu1", "MIG-", "cuda:1"):  # CUDA would silently hide the devices named after a typo
+        with pytest.raises(ConfigError, match="GPU ids"):
+            visible_gpus({"CUDA_VISIBLE_DEVICES": typo})
+
+
 def test_gpus_per_trial_and_the_local_block_agree_or_are_refused(tmp_path):
     full = load_sweep(REPO / "sweeps" / "full_grid.yaml")
     assert trial_gpu_split(full) == GpuSplit(6, 2, f"{full.path}: the `local` block")  # the paper's 6 + 2

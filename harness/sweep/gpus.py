@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from harness.errors import ConfigError, HarnessError
+from harness.generator_devices import device_id
 
 GENERATOR_DEVICES_ENV = "HARNESS_GENERATOR_DEVICES"
 
@@ -101,7 +102,7 @@ def visible_gpus(env: dict[str, str] | None = None) -> tuple[list[str], str]:
 
 def parse_gpu_list(text: str, where: str, allow_empty: bool = False) -> list[str]:
     ids = [part.strip() for part in text.split(",")] if text.strip() else []
-    if (not ids and not allow_empty) or any(not i or not re.fullmatch(r"[A-Za-z0-9:_-]+", i) for i in ids):
+    if (not ids and not allow_empty) or any(device_id(i) is None for i in ids):
         raise ConfigError(
             f"{where} = {text!r}: expected GPU ids separated by commas, e.g. 0,1,2,3 (indexes "
             f"or GPU-/MIG- UUIDs as CUDA_VISIBLE_DEVICES takes them)."
