@@ -63,6 +63,22 @@ def start(launcher, tmp_path: Path, trial: str, **env: str):
     )
 
 
+def run_job(tmp_path: Path, trial: str, split: GpuSplit) -> Path:
+    """One trial run to its end as a submitit job runs it on its node; the folder of its records."""
+    records = tmp_path / "records"
+    records.mkdir(exist_ok=True)
+    code = run_trial_command(
+        list(COMMAND),
+        trial_env(records, trial),
+        str(tmp_path),
+        str(tmp_path / f"{trial}.log"),
+        str(tmp_path / f"{trial}.pid"),
+        split,
+    )
+    assert code == 0
+    return records
+
+
 def test_concurrent_trials_hold_disjoint_gpus_given_back_when_they_end(tmp_path):
     """1 training + 1 generator GPU per trial, 4 GPUs: two trials at once, each on its own pair;
     a failed trial's and a stopped trial's GPUs go to the next trial."""
@@ -120,17 +136,7 @@ def test_a_submitit_job_places_its_trial_on_the_job_gpus(tmp_path, monkeypatch):
     """Inside the job (what submitit runs on the node), Slurm's CUDA_VISIBLE_DEVICES names the
     job's GPUs: the trial gets the first of them, the generator ids are those physical ids."""
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,6,7,9")
-    records = tmp_path / "records"
-    records.mkdir()
-    code = run_trial_command(
-        list(COMMAND),
-        trial_env(records, "job"),
-        str(tmp_path),
-        str(tmp_path / "job.log"),
-        str(tmp_path / "job.pid"),
-        GpuSplit(2, 1, "test"),
-    )
-    assert code == 0
+    records = run_job(tmp_path, "job", GpuSplit(2, 1, "test"))
     envs = [record(records, f"job-{rank}")["env"] for rank in (0, 1)]
     assert {e["CUDA_VISIBLE_DEVICES"] for e in envs} == {"5,6,7"}
     assert {e["HARNESS_GENERATOR_DEVICES"] for e in envs} == {"7"}
@@ -146,18 +152,7 @@ def test_a_job_on_mig_slices_hands_its_generator_their_uuids_and_the_run_config_
 
     slices = ["MIG-1f2e3d4c-aaaa-5bbb-8ccc-0123456789ab", "MIG-5a6b7c8d-dddd-5eee-9fff-ba9876543210"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", ",".join(slices))
-    records = tmp_path / "records"
-    records.mkdir()
-    code = run_trial_command(
-        list(COMMAND),
-        trial_env(records, "mig"),
-        str(tmp_path),
-        str(tmp_path / "mig.log"),
-        str(tmp_path / "mig.pid"),
-        GpuSplit(1, 1, "test"),
-    )
-    assert code == 0
-    env = record(records, "mig-solo")["env"]
+    env = record(run_job(tmp_path, "mig", GpuSplit(1, 1, "test")), "mig-solo")["env"]
     assert (env["CUDA_VISIBLE_DEVICES"], env["HARNESS_GENERATOR_DEVICES"]) == (",".join(slices), slices[1])
     monkeypatch.setenv("HARNESS_GENERATOR_DEVICES", env["HARNESS_GENERATOR_DEVICES"])  # as the trial sees it
     cfg = load_run_config(REPO / "sweeps" / "runs" / "tiny.yaml", ["rollout.placement=worker", "rollout.backend=vllm"])
